@@ -1,0 +1,1 @@
+"""callbridge: phone calls to voice AI agents."""

@@ -1,0 +1,127 @@
+"""`/api/agents`: CRUD, and calls created from an agent's template."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.api.errors import describe_validation_error, parse_body
+from app.api.paging import page_params, page_response
+from app.errors import InvalidInput, NotFound
+from app.schemas.agents import Agent, AgentCreate, AgentStatistics, AgentUpdate, CallTemplate, CallTemplateOut
+from app.schemas.calls import StartAgentCallRequest
+from app.services import Services
+from app.store.tables import AgentRow, utcnow
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def agent_view(row: AgentRow, calls: int) -> dict[str, Any]:
+    template = CallTemplateOut.model_validate(
+        {**row.call_template, "created": row.created, "updated": row.updated}
+    )
+    return Agent(
+        agent_id=row.id,
+        name=row.name,
+        created=row.created,
+        call_template=template,
+        statistics=AgentStatistics(calls=calls),
+    ).to_json()
+
+
+async def load_agent(services: Services, agent_id: str) -> AgentRow:
+    row = await services.agents.get(agent_id)
+    if row is None:
+        raise NotFound("agent_not_found", f"no agent with id {agent_id}")
+    return row
+
+
+async def create_agent(request: Request) -> Response:
+    services = _services(request)
+    body = await parse_body(request, AgentCreate)
+    now = utcnow()
+    row = AgentRow(
+        id=str(uuid.uuid4()),
+        name=body.name,
+        call_template=body.call_template.to_json(),
+        created=now,
+        updated=now,
+    )
+    await services.agents.add(row)
+    return JSONResponse(agent_view(row, 0), status_code=201)
+
+
+async def list_agents(request: Request) -> Response:
+    services = _services(request)
+    cursor, size = page_params(request)
+    page = await services.agents.page(cursor, size)
+    counts = await services.agents.call_counts([row.id for row in page.rows])
+    return page_response(request, page, lambda row: agent_view(row, counts.get(row.id, 0)))
+
+
+async def get_agent(request: Request) -> Response:
+    services = _services(request)
+    row = await load_agent(services, request.path_params["agent_id"])
+    counts = await services.agents.call_counts([row.id])
+    return JSONResponse(agent_view(row, counts.get(row.id, 0)))
+
+
+async def update_agent(request: Request) -> Response:
+    services = _services(request)
+    row = await load_agent(services, request.path_params["agent_id"])
+    body = await parse_body(request, AgentUpdate)
+    values: dict[str, Any] = {"updated": utcnow()}
+    if body.name is not None:
+        values["name"] = body.name
+    if body.call_template is not None:
+        merged = {**row.call_template, **body.call_template}
+        try:
+            values["call_template"] = CallTemplate.model_validate(merged).to_json()
+        except ValidationError as exc:
+            raise InvalidInput("invalid_request", "callTemplate: " + describe_validation_error(exc)) from None
+    updated = await services.agents.update(row.id, **values)
+    if updated is None:
+        raise NotFound("agent_not_found", f"no agent with id {row.id}")
+    counts = await services.agents.call_counts([row.id])
+    return JSONResponse(agent_view(updated, counts.get(row.id, 0)))
+
+
+async def delete_agent(request: Request) -> Response:
+    services = _services(request)
+    if not await services.agents.delete(request.path_params["agent_id"]):
+        raise NotFound("agent_not_found", f"no agent with id {request.path_params['agent_id']}")
+    return Response(status_code=204)
+
+
+async def create_agent_call(request: Request) -> Response:
+    services = _services(request)
+    agent = await load_agent(services, request.path_params["agent_id"])
+    body = await parse_body(request, StartAgentCallRequest)
+    call = await services.calls.create_agent_call(agent, body)
+    return JSONResponse(services.calls.to_schema(call).to_json(), status_code=201)
+
+
+async def list_agent_calls(request: Request) -> Response:
+    services = _services(request)
+    agent = await load_agent(services, request.path_params["agent_id"])
+    cursor, size = page_params(request)
+    page = await services.calls_repo.page(agent.id, cursor, size)
+    return page_response(request, page, lambda row: services.calls.to_schema(row).to_json())
+
+
+ROUTES = [
+    Route("/agents", list_agents, methods=["GET"]),
+    Route("/agents", create_agent, methods=["POST"]),
+    Route("/agents/{agent_id}", get_agent, methods=["GET"]),
+    Route("/agents/{agent_id}", update_agent, methods=["PATCH"]),
+    Route("/agents/{agent_id}", delete_agent, methods=["DELETE"]),
+    Route("/agents/{agent_id}/calls", create_agent_call, methods=["POST"]),
+    Route("/agents/{agent_id}/calls", list_agent_calls, methods=["GET"]),
+]

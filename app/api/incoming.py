@@ -1,0 +1,97 @@
+"""`POST /api/agents/{agentId}/telephony_xml`: a provider's incoming-call webhook (no API key).
+
+The provider is identified by its signature header (or `?provider=`), the signature is verified with the
+imported credentials, and the answer is the provider's XML that connects the call to a fresh joinUrl.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.api.errors import error_response
+from app.calls.service import CallOrigin
+from app.calls.templates import map_request_context
+from app.errors import Forbidden, InvalidInput, NotFound
+from app.metrics import WEBHOOKS
+from app.providers import PROVIDERS, get_provider
+from app.providers.base import Provider, WebhookRequest
+from app.schemas.calls import StartAgentCallRequest
+from app.schemas.telephony import CONFIG_MODELS
+from app.services import Services
+
+#: Signature header → provider that sends it.
+SIGNATURE_HEADERS = {"x-twilio-signature": "twilio"}
+
+
+def public_url(services: Services, request: Request) -> str:
+    """The URL the provider called, as it saw it: CALLBRIDGE_PUBLIC_URL + path (+ query)."""
+    url = services.settings.base_url + request.url.path
+    return f"{url}?{request.url.query}" if request.url.query else url
+
+
+def detect_provider(request: Request) -> Provider:
+    name = request.query_params.get("provider")
+    if name is None:
+        name = next((p for header, p in SIGNATURE_HEADERS.items() if header in request.headers), None)
+    if name is None:
+        raise Forbidden("signature_missing", "no provider signature header on the request")
+    provider = get_provider(name)
+    if provider is None:
+        raise InvalidInput("unknown_provider", f"unknown provider {name!r}; known: {', '.join(PROVIDERS)}")
+    return provider
+
+
+async def telephony_xml(request: Request) -> Response:
+    services: Services = request.app.state.services
+    agent_id = request.path_params["agent_id"]
+    agent = await services.agents.get(agent_id)
+    if agent is None:
+        raise NotFound("agent_not_found", f"no agent with id {agent_id}")
+    provider = detect_provider(request)
+    outcome = "rejected"
+    try:
+        found = await services.telephony_configs.get(provider.name)
+        if found is None:
+            raise Forbidden(
+                "telephony_config_missing", f"no {provider.name} credentials imported to verify with"
+            )
+        config = CONFIG_MODELS[provider.name].model_validate(found[0])
+        body = await request.body()  # first: Starlette parses the form from the cached body
+        form = await request.form() if _is_form(request) else None
+        webhook = WebhookRequest(
+            url=public_url(services, request),
+            method=request.method,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            form=form,
+        )
+        if not provider.verify(webhook, config.credentials()):
+            raise Forbidden("invalid_signature", f"the {provider.name} signature does not match")
+        if not config.allows_agent(agent.id):
+            raise Forbidden("agent_not_allowed", f"{provider.name} calls may not use agent {agent.id}")
+        incoming = provider.parse_incoming(webhook)
+        origin = CallOrigin(
+            provider=provider.name,
+            incoming=incoming,
+            request_context=map_request_context(incoming.fields, config.request_context_mapping),
+        )
+        call = await services.calls.create_agent_call(agent, StartAgentCallRequest(), origin)
+        outcome = "accepted"
+    finally:
+        WEBHOOKS.labels(provider.name, outcome).inc()
+    xml = provider.connect_xml(services.calls.join_url(call.id), call.id)
+    return Response(xml, media_type="text/xml")
+
+
+def _is_form(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "")
+    return content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
+
+
+async def method_not_allowed(request: Request) -> Response:
+    return error_response(405, "method_not_allowed", "telephony_xml takes POST from your provider")
+
+
+ROUTES = [Route("/api/agents/{agent_id}/telephony_xml", telephony_xml, methods=["POST"])]

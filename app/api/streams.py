@@ -1,0 +1,115 @@
+"""The joinUrl WebSocket: `/calls/{callId}/stream/{token}`, where the provider's media stream lands.
+
+A join is refused (HTTP 403 on the upgrade, nothing else touched) when the credential is wrong, the call is
+unknown, already joined or ended, or, for calls created from a signed webhook, the provider's handshake
+signature does not verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from app.calls.session import CallSession
+from app.calls.transport import TransportClosed
+from app.metrics import STREAM_JOINS_REFUSED
+from app.pipeline import build_pipeline
+from app.providers import get_provider
+from app.providers.base import StreamFraming
+from app.schemas.telephony import CONFIG_MODELS
+from app.services import Services
+from app.store.tables import CallRow
+
+log = logging.getLogger(__name__)
+
+
+class WebSocketTransport:
+    """A provider media stream over a Starlette WebSocket."""
+
+    def __init__(self, websocket: WebSocket, framing: StreamFraming) -> None:
+        self.websocket = websocket
+        self.framing = framing
+        self._send_lock = asyncio.Lock()
+
+    async def receive(self) -> str | bytes:
+        try:
+            message = await self.websocket.receive()
+        except RuntimeError as exc:  # receiving after a disconnect
+            raise TransportClosed(str(exc)) from None
+        if message["type"] == "websocket.disconnect":
+            raise TransportClosed(f"closed with code {message.get('code')}")
+        text = message.get("text")
+        return text if text is not None else message.get("bytes") or b""
+
+    async def send(self, message: str) -> None:
+        async with self._send_lock:
+            try:
+                await self.websocket.send_text(message)
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                raise TransportClosed(str(exc)) from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError, OSError):
+                await self.websocket.close(code, reason)
+
+
+async def refuse(websocket: WebSocket, reason: str, call_id: str) -> None:
+    STREAM_JOINS_REFUSED.labels(reason).inc()
+    log.info("refused stream join for call %s: %s", call_id, reason)
+    await websocket.close(code=1008)
+
+
+async def _join_problem(
+    services: Services, websocket: WebSocket, call_id: str
+) -> tuple[str | None, CallRow | None]:
+    """(reason the join is refused, or None; the call)."""
+    if not services.calls.tokens.check(call_id, websocket.path_params["token"]):
+        return "bad_credential", None
+    call = await services.calls_repo.get(call_id)
+    if call is None:
+        return "unknown_call", None
+    if call.ended is not None:
+        return "call_ended", call
+    if call.joined is not None or services.sessions.get(call_id) is not None:
+        return "already_joined", call
+    if call.stream_signature_required:
+        provider = get_provider(call.medium_kind)
+        found = await services.telephony_configs.get(call.medium_kind)
+        if provider is None or found is None:
+            return "no_credentials", call
+        credentials = CONFIG_MODELS[call.medium_kind].model_validate(found[0]).credentials()
+        headers = {k.lower(): v for k, v in websocket.headers.items()}
+        if not provider.verify_stream(services.calls.join_url(call_id), headers, credentials):
+            return "bad_signature", call
+    return None, call
+
+
+async def call_stream(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    call_id = websocket.path_params["call_id"]
+    problem, call = await _join_problem(services, websocket, call_id)
+    provider = get_provider(call.medium_kind) if call else None
+    if problem is not None or call is None or provider is None:
+        await refuse(websocket, problem or "unsupported_medium", call_id)
+        return
+    medium_options = call.definition["medium"].get(call.medium_kind) or {}
+    transport = WebSocketTransport(websocket, provider.new_framing(medium_options))
+    session = CallSession(
+        call,
+        transport,
+        build_pipeline(call.definition["pipeline"]),
+        services.calls,
+        services.session_settings,
+    )
+    if not services.sessions.claim(call_id, session):
+        await refuse(websocket, "already_joined", call_id)
+        return
+    try:
+        await websocket.accept()
+        await session.run()
+    finally:
+        services.sessions.release(call_id, session)

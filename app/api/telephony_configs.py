@@ -1,0 +1,106 @@
+"""`/api/telephony_configs/{provider}`: imported credentials, one config per provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.api.errors import describe_validation_error
+from app.errors import Conflict, InvalidInput, NotFound
+from app.schemas.telephony import CONFIG_MODELS, TelephonyConfigBase
+from app.services import Services
+from app.store.tables import TelephonyConfigRow
+
+
+def _model(request: Request) -> tuple[str, type[TelephonyConfigBase]]:
+    provider = request.path_params["provider"]
+    model = CONFIG_MODELS.get(provider)
+    if model is None:
+        raise NotFound(
+            "unknown_provider", f"no telephony provider {provider!r}; known: {', '.join(CONFIG_MODELS)}"
+        )
+    return provider, model
+
+
+def _view(config: TelephonyConfigBase, row: TelephonyConfigRow) -> dict[str, Any]:
+    return {**config.public_view(), "created": row.created.isoformat(), "updated": row.updated.isoformat()}
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("invalid_json", "request body must be a JSON object")
+    return data
+
+
+def _validate(model: type[TelephonyConfigBase], data: dict[str, Any]) -> TelephonyConfigBase:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput("invalid_request", describe_validation_error(exc)) from None
+
+
+async def _save(services: Services, provider: str, config: TelephonyConfigBase) -> Response:
+    public, secrets = config.split()
+    row = await services.telephony_configs.put(provider, public, secrets)
+    return JSONResponse(_view(config, row), status_code=200)
+
+
+async def get_config(request: Request) -> Response:
+    provider, model = _model(request)
+    found = await _services(request).telephony_configs.get(provider)
+    if found is None:
+        raise NotFound("telephony_config_not_found", f"no {provider} credentials have been imported")
+    fields, row = found
+    return JSONResponse(_view(model.model_validate(fields), row))
+
+
+async def create_config(request: Request) -> Response:
+    provider, model = _model(request)
+    services = _services(request)
+    config = _validate(model, await _json_object(request))
+    if await services.telephony_configs.get(provider) is not None:
+        raise Conflict(
+            "telephony_config_exists", f"{provider} credentials exist already; PATCH or DELETE them"
+        )
+    response = await _save(services, provider, config)
+    response.status_code = 201
+    return response
+
+
+async def update_config(request: Request) -> Response:
+    provider, model = _model(request)
+    services = _services(request)
+    found = await services.telephony_configs.get(provider)
+    if found is None:
+        raise NotFound("telephony_config_not_found", f"no {provider} credentials have been imported")
+    patch = await _json_object(request)
+    stored = model.model_validate(found[0]).model_dump(mode="json", by_alias=True)
+    return await _save(services, provider, _validate(model, {**stored, **patch}))
+
+
+async def delete_config(request: Request) -> Response:
+    provider, _ = _model(request)
+    if not await _services(request).telephony_configs.delete(provider):
+        raise NotFound("telephony_config_not_found", f"no {provider} credentials have been imported")
+    return Response(status_code=204)
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ROUTES = [
+    Route("/telephony_configs/{provider}", get_config, methods=["GET"]),
+    Route("/telephony_configs/{provider}", create_config, methods=["POST"]),
+    Route("/telephony_configs/{provider}", update_config, methods=["PATCH"]),
+    Route("/telephony_configs/{provider}", delete_config, methods=["DELETE"]),
+]

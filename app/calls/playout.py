@@ -1,0 +1,122 @@
+"""Agent audio to the provider: cut into wire frames, paced in real time, followed by marks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+from app.calls.transport import StreamTransport
+from app.media.formats import AudioFormat
+from app.media.framing import FrameSplitter
+from app.media.pacing import PlayoutClock
+
+# A pause this long in the agent's audio ends a segment: the partial frame is sent and a mark follows.
+SEGMENT_GAP_S = 0.1
+# During long segments a mark is sent at least this often, so the played position stays fresh.
+MARK_EVERY_MS = 1000.0
+
+
+@dataclass(slots=True)
+class PendingMark:
+    name: str
+    position_ms: float  # agent audio sent before the mark (what has played once it comes back)
+    cleared: bool = False  # a clear was sent after it: the audio before it was dropped, not played
+
+
+class Playout:
+    """Sends agent audio for one call. `enqueue`/`clear` are called by the session; `run` does the I/O."""
+
+    def __init__(self, transport: StreamTransport, wire_format: AudioFormat, lead_ms: float) -> None:
+        self._transport = transport
+        self._framing = transport.framing
+        self._format = wire_format
+        self._splitter = FrameSplitter(wire_format.bytes_for_ms(self._framing.frame_ms))
+        self._frames: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._clock = PlayoutClock(lead_ms)
+        self._clear_requested = False
+        self._sent_ms = 0.0
+        self._marked_ms = 0.0
+        self._mark_count = 0
+        self._pending: dict[str, PendingMark] = {}
+        self.frames_sent = 0
+
+    @property
+    def sent_ms(self) -> float:
+        """Agent audio sent so far (after a clear: what the caller heard, by the clock)."""
+        return self._sent_ms
+
+    def enqueue(self, wire_audio: bytes) -> None:
+        self._frames.extend(self._splitter.push(wire_audio))
+        self._wake.set()
+
+    def clear(self) -> None:
+        """Barge-in: drop queued audio here and, via `clear`, at the provider."""
+        self._frames.clear()
+        self._splitter.clear()
+        self._clear_requested = True
+        self._wake.set()
+
+    def mark_returned(self, name: str) -> PendingMark | None:
+        """The provider reported a mark; None when it is not one of ours."""
+        return self._pending.pop(name, None)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._clear_requested:
+                await self._send_clear(loop.time())
+                continue
+            if not self._frames:
+                await self._idle()
+                continue
+            delay = self._clock.wait_before_sending(loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            frame = self._frames.popleft()
+            duration_ms = self._format.duration_ms(len(frame))
+            await self._transport.send(self._framing.encode_audio(frame))
+            self._clock.sent(loop.time(), duration_ms)
+            self._sent_ms += duration_ms
+            self.frames_sent += 1
+            if self._sent_ms - self._marked_ms >= MARK_EVERY_MS:
+                await self._send_mark()
+
+    async def _idle(self) -> None:
+        """Nothing queued: wait for audio; after a pause, flush the partial frame and mark the segment's end."""
+        self._wake.clear()
+        if not self._splitter.pending and self._sent_ms == self._marked_ms:
+            await self._wake.wait()
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), SEGMENT_GAP_S)
+            return
+        except TimeoutError:
+            pass
+        rest = self._splitter.flush()
+        if rest:
+            self._frames.append(rest)
+        else:
+            await self._send_mark()
+
+    async def _send_mark(self) -> None:
+        self._mark_count += 1
+        name = f"cb-{self._mark_count}"
+        self._pending[name] = PendingMark(name, self._sent_ms)
+        self._marked_ms = self._sent_ms
+        await self._transport.send(self._framing.encode_mark(name))
+
+    async def _send_clear(self, now: float) -> None:
+        self._clear_requested = False
+        await self._transport.send(self._framing.encode_clear())
+        if self._framing.clear_returns_marks:
+            for mark in self._pending.values():
+                mark.cleared = True
+        else:
+            self._pending.clear()
+        # The unplayed audio is gone: positions continue from what the caller heard.
+        self._sent_ms -= self._clock.queued_ms(now)
+        self._marked_ms = self._sent_ms
+        self._clock.reset(now)

@@ -1,0 +1,325 @@
+"""CallSession: one live call. Binds the stream transport to the agent pipeline and owns the timers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from app.calls.playout import Playout
+from app.calls.service import CallService
+from app.calls.transport import StreamTransport, TransportClosed
+from app.media.codecs import MediaError
+from app.media.path import AudioConverter, build_converter, negotiate
+from app.metrics import ACTIVE_SESSIONS, BAD_FRAMES, FRAMES_IN, FRAMES_OUT
+from app.pipeline.base import (
+    AgentAudio,
+    AgentClear,
+    CallInfo,
+    ColdTransfer,
+    HangUp,
+    Pipeline,
+    PipelineError,
+    PlayDtmf,
+    Transcript,
+)
+from app.providers.base import (
+    FrameError,
+    StreamAudio,
+    StreamConnected,
+    StreamDtmf,
+    StreamIgnored,
+    StreamMark,
+    StreamStart,
+    StreamStop,
+)
+from app.schemas.calls import EndReason, EventSeverity
+from app.store.tables import CallRow, utcnow
+
+log = logging.getLogger(__name__)
+
+# Bad frames recorded as call events per call; beyond this they are only counted (metrics).
+MAX_RECORDED_BAD_FRAMES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    playout_lead_ms: float = 80.0
+
+
+class CallSession:
+    """Runs one call from the stream's first message to its end. `run` returns when the call is over."""
+
+    def __init__(
+        self,
+        call: CallRow,
+        transport: StreamTransport,
+        pipeline: Pipeline,
+        calls: CallService,
+        settings: SessionSettings,
+    ) -> None:
+        self.call = call
+        self.transport = transport
+        self.pipeline = pipeline
+        self.calls = calls
+        self.settings = settings
+        self._framing = transport.framing
+        self._end_reason: EndReason | None = None
+        self._end_text = ""
+        self._done = asyncio.Event()
+        self._bad_frames = 0
+        self._ignored_events: set[str] = set()
+        self._frames_in = 0
+        self._inbound: AudioConverter | None = None
+        self._outbound: AudioConverter | None = None
+        self._playout: Playout | None = None
+        self.start: StreamStart | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def finish(self, reason: EndReason, text: str) -> None:
+        """Ask the session to end the call (the first reason given wins)."""
+        if self._end_reason is None:
+            self._end_reason, self._end_text = reason, text
+            self._done.set()
+
+    async def run(self) -> None:
+        ACTIVE_SESSIONS.inc()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if await self._await_start():
+                tasks = [
+                    asyncio.create_task(self._receive_loop(), name=f"call-{self.call.id}-in"),
+                    asyncio.create_task(self._agent_loop(), name=f"call-{self.call.id}-agent"),
+                    asyncio.create_task(self._playout_loop(), name=f"call-{self.call.id}-out"),
+                    asyncio.create_task(self._max_duration_timer(), name=f"call-{self.call.id}-timer"),
+                ]
+                await self._done.wait()
+        except Exception as exc:  # a bug in this call must end this call only
+            log.exception("call %s failed", self.call.id)
+            self.finish(EndReason.SYSTEM_ERROR, f"internal error: {type(exc).__name__}")
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._shutdown()
+            ACTIVE_SESSIONS.dec()
+
+    async def _shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pipeline.close()
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+        FRAMES_IN.inc(self._frames_in)
+        if self._playout is not None:
+            FRAMES_OUT.inc(self._playout.frames_sent)
+        reason = self._end_reason or EndReason.HANGUP
+        await self.calls.end(self.call, reason, self._end_text or "stream closed")
+
+    async def _await_start(self) -> bool:
+        """Wait for the provider's `start` (until the join deadline); then join the call and the agent."""
+        deadline = self.call.join_deadline
+        timeout = (deadline - utcnow()).total_seconds() if deadline else None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = self._decode(await self.transport.receive())
+                    if isinstance(event, StreamStart):
+                        break
+                    if isinstance(event, StreamStop):
+                        self.finish(EndReason.HANGUP, "stream stopped before it started")
+                        return False
+        except TimeoutError:
+            self.finish(EndReason.UNJOINED, "the stream did not start before the call's joinTimeout")
+            return False
+        except TransportClosed:
+            self.finish(EndReason.UNJOINED, "the stream closed before it started")
+            return False
+        self.start = event
+        if not await self.calls.calls.mark_joined(
+            self.call.id, utcnow(), event.stream_id, event.provider_call_id
+        ):
+            self.finish(EndReason.UNJOINED, "the call had already been joined or ended")
+            return False
+        self._record("joined", f"stream {event.stream_id} started", extras={"streamId": event.stream_id})
+        wire = event.audio_format
+        agent_format = negotiate(wire, self.pipeline.accepted_formats)
+        self._inbound = build_converter(wire, agent_format)
+        self._outbound = build_converter(agent_format, wire)
+        self._playout = Playout(self.transport, wire, self.settings.playout_lead_ms)
+        definition = self.call.definition
+        try:
+            await self.pipeline.start(
+                CallInfo(
+                    call_id=self.call.id,
+                    agent_id=self.call.agent_id,
+                    system_prompt=definition.get("systemPrompt", ""),
+                    template_context=definition.get("templateContext") or {},
+                    metadata=definition.get("metadata") or {},
+                    medium=definition.get("medium") or {},
+                    from_number=self.call.from_number,
+                    to_number=self.call.to_number,
+                    provider_call_id=event.provider_call_id or self.call.provider_call_id,
+                ),
+                agent_format,
+            )
+        except Exception as exc:
+            self._pipeline_failed(exc)
+            return False
+        return True
+
+    async def _max_duration_timer(self) -> None:
+        await asyncio.sleep(self.call.definition["maxDuration"])
+        self.finish(EndReason.TIMEOUT, "the call reached its maxDuration")
+
+    # --- caller → agent -----------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        assert self._inbound is not None and self._playout is not None
+        inbound, pipeline = self._inbound, self.pipeline
+        while True:
+            try:
+                message = await self.transport.receive()
+            except TransportClosed:
+                self.finish(EndReason.HANGUP, "the provider closed the stream")
+                return
+            event = self._decode(message)
+            if isinstance(event, StreamAudio):
+                try:
+                    audio = inbound.convert(event.payload)
+                except MediaError as exc:
+                    self._bad_frame(str(exc))
+                    continue
+                self._frames_in += 1
+                await pipeline.send_audio(audio)
+            elif isinstance(event, StreamDtmf):
+                self._record("dtmf", f"caller pressed {event.digit}", extras={"digit": event.digit})
+                await pipeline.send_dtmf(event.digit)
+            elif isinstance(event, StreamMark):
+                self._mark_returned(event.name)
+            elif isinstance(event, StreamStop):
+                self.finish(EndReason.HANGUP, "the caller hung up (stream stopped)")
+                return
+
+    def _decode(
+        self, message: str | bytes
+    ) -> (
+        StreamStart
+        | StreamAudio
+        | StreamDtmf
+        | StreamMark
+        | StreamStop
+        | StreamConnected
+        | StreamIgnored
+        | None
+    ):
+        try:
+            event = self._framing.decode(message)
+        except FrameError as exc:
+            self._bad_frame(str(exc))
+            return None
+        if isinstance(event, StreamIgnored) and event.event not in self._ignored_events:
+            self._ignored_events.add(event.event)
+            self._record(
+                "provider_event_ignored", f"ignored stream event {event.event!r}", EventSeverity.DEBUG
+            )
+        elif isinstance(event, StreamStart) and self.start is not None:
+            self._bad_frame("a second start on a started stream")
+            return None
+        return event
+
+    def _bad_frame(self, reason: str) -> None:
+        self._bad_frames += 1
+        BAD_FRAMES.inc()
+        if self._bad_frames <= MAX_RECORDED_BAD_FRAMES:
+            suffix = (
+                " (further bad frames are only counted)"
+                if self._bad_frames == MAX_RECORDED_BAD_FRAMES
+                else ""
+            )
+            self._record(
+                "provider_error", f"bad stream message ignored: {reason}{suffix}", EventSeverity.WARNING
+            )
+
+    def _mark_returned(self, name: str) -> None:
+        assert self._playout is not None
+        mark = self._playout.mark_returned(name)
+        if mark is None:
+            return
+        if mark.cleared:
+            self._record(
+                "mark",
+                f"mark {name} returned after clear",
+                EventSeverity.DEBUG,
+                {"name": name, "cleared": True},
+            )
+            return
+        self._record(
+            "mark",
+            f"agent audio played up to {mark.position_ms:.0f} ms",
+            extras={"name": name, "playedMs": round(mark.position_ms)},
+        )
+        task = asyncio.ensure_future(self.pipeline.playback_position(mark.position_ms))
+        task.add_done_callback(_log_task_error)
+
+    # --- agent → caller -----------------------------------------------------------------------
+
+    async def _agent_loop(self) -> None:
+        assert self._outbound is not None and self._playout is not None
+        outbound, playout = self._outbound, self._playout
+        try:
+            async for event in self.pipeline.events():
+                if isinstance(event, AgentAudio):
+                    playout.enqueue(outbound.convert(event.audio))
+                elif isinstance(event, AgentClear):
+                    playout.clear()
+                    outbound.reset()
+                    self._record("clear", "agent barged in: unplayed audio dropped")
+                elif isinstance(event, HangUp):
+                    self._record("hang_up", event.message or "agent hung up")
+                    self.finish(EndReason.AGENT_HANGUP, event.message or "the agent hung up")
+                    return
+                elif isinstance(event, Transcript):
+                    self._record(
+                        "transcript",
+                        event.text,
+                        EventSeverity.DEBUG,
+                        {"role": event.role, "final": event.final},
+                    )
+                elif isinstance(event, ColdTransfer | PlayDtmf):
+                    self._record(
+                        "provider_error",
+                        f"{type(event).__name__} is not available on this medium yet",
+                        EventSeverity.WARNING,
+                    )
+        except Exception as exc:
+            self._pipeline_failed(exc)
+            return
+        self.finish(EndReason.AGENT_HANGUP, "the agent ended the conversation")
+
+    async def _playout_loop(self) -> None:
+        assert self._playout is not None
+        try:
+            await self._playout.run()
+        except TransportClosed:
+            self.finish(EndReason.HANGUP, "the provider closed the stream")
+
+    def _pipeline_failed(self, exc: BaseException) -> None:
+        reason = EndReason.CONNECTION_ERROR if isinstance(exc, PipelineError) else EndReason.SYSTEM_ERROR
+        if reason is EndReason.SYSTEM_ERROR:
+            log.exception("pipeline of call %s crashed", self.call.id, exc_info=exc)
+        self._record("pipeline_error", f"agent failed: {exc}", EventSeverity.ERROR)
+        self.finish(reason, f"the agent failed: {exc}")
+
+    def _record(
+        self, type: str, text: str, severity: EventSeverity = EventSeverity.INFO, extras: dict | None = None
+    ) -> None:
+        self.calls.events.record(self.call.id, self.call.created, type, text, severity, extras)
+
+
+def _log_task_error(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("pipeline playback_position failed: %s", task.exception())

@@ -1,0 +1,46 @@
+"""`create_app(settings)`: the Starlette app, its routes, and the lifespan that starts the services."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount, WebSocketRoute
+
+from app.api import agents, calls, health, incoming, telephony_configs
+from app.api.auth import ApiKeyMiddleware
+from app.api.errors import EXCEPTION_HANDLERS
+from app.api.streams import call_stream
+from app.services import Services
+from app.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The callbridge ASGI app. Services start (database migrated) in the lifespan."""
+    settings = settings or Settings()
+    services = Services.build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    routes = [
+        *health.ROUTES,
+        # Provider-facing routes come before the API mount: they authenticate by provider signature.
+        *incoming.ROUTES,
+        WebSocketRoute("/calls/{call_id}/stream/{token}", call_stream),
+        Mount(
+            "/api",
+            routes=[*agents.ROUTES, *calls.ROUTES, *telephony_configs.ROUTES],
+            middleware=[Middleware(ApiKeyMiddleware)],
+        ),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app.state.services = services
+    return app

@@ -1,0 +1,24 @@
+"""Prometheus metrics, served at `/metrics`."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CALLS_CREATED = Counter("callbridge_calls_created", "Calls created", ["medium"], registry=REGISTRY)
+CALLS_ENDED = Counter("callbridge_calls_ended", "Calls ended", ["end_reason"], registry=REGISTRY)
+ACTIVE_SESSIONS = Gauge(
+    "callbridge_active_sessions", "Live media sessions on this instance", registry=REGISTRY
+)
+WEBHOOKS = Counter(
+    "callbridge_provider_webhooks", "Incoming provider webhooks", ["provider", "outcome"], registry=REGISTRY
+)
+STREAM_JOINS_REFUSED = Counter(
+    "callbridge_stream_joins_refused", "Media stream joins refused", ["reason"], registry=REGISTRY
+)
+FRAMES_IN = Counter("callbridge_frames_in", "Inbound media frames", registry=REGISTRY)
+FRAMES_OUT = Counter("callbridge_frames_out", "Outbound media frames", registry=REGISTRY)
+BAD_FRAMES = Counter(
+    "callbridge_bad_frames", "Inbound stream messages that could not be used", registry=REGISTRY
+)

@@ -1,0 +1,20 @@
+"""Agent pipelines: the interface and its backends, chosen by `callTemplate.pipeline`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.pipeline.base import Pipeline
+from app.pipeline.echo import EchoOptions, EchoPipeline
+
+#: Backend name → (options model, factory). Later backends (websocket, openaiRealtime) register here.
+BACKENDS: dict[str, tuple[type[Any], Any]] = {
+    "echo": (EchoOptions, EchoPipeline),
+}
+
+
+def build_pipeline(spec: dict[str, Any]) -> Pipeline:
+    """A new pipeline for one call from a one-key spec such as `{"echo": {"delay": "1s"}}`."""
+    ((name, options),) = spec.items()
+    options_model, factory = BACKENDS[name]
+    return factory(options_model.model_validate(options or {}))

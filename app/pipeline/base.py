@@ -1,0 +1,101 @@
+"""What an agent is to the bridge: audio and DTMF in; audio, barge-in and actions out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.media.formats import AudioFormat
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """Call metadata handed to the agent when the call starts."""
+
+    call_id: str
+    agent_id: str | None
+    system_prompt: str
+    template_context: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    medium: dict[str, Any] = field(default_factory=dict)
+    from_number: str | None = None
+    to_number: str | None = None
+    provider_call_id: str | None = None
+
+
+# --- what a pipeline emits --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAudio:
+    """Agent speech in the negotiated pipeline format."""
+
+    audio: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AgentClear:
+    """Barge-in: drop every bit of agent audio not yet heard."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    role: str  # "user" | "agent"
+    text: str
+    final: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    """The agent ends the call."""
+
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ColdTransfer:
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlayDtmf:
+    digits: str
+
+
+PipelineEvent = AgentAudio | AgentClear | Transcript | HangUp | ColdTransfer | PlayDtmf
+
+
+class PipelineError(Exception):
+    """The agent failed (could not start, crashed, dropped its connection)."""
+
+
+class Pipeline(ABC):
+    """One call's agent. Created per call; `start` → audio/DTMF in, `events()` out → `close`."""
+
+    #: Formats the agent can take, best first; None = any (the stream's own format).
+    accepted_formats: Sequence[AudioFormat] | None = None
+
+    @abstractmethod
+    async def start(self, info: CallInfo, audio_format: AudioFormat) -> None:
+        """Begin the conversation. Audio both ways is in `audio_format` from now on."""
+
+    @abstractmethod
+    async def send_audio(self, audio: bytes) -> None:
+        """Caller audio (hot path: called every 20 ms; must not block)."""
+
+    @abstractmethod
+    async def send_dtmf(self, digit: str) -> None:
+        """A key the caller pressed."""
+
+    async def playback_position(self, played_ms: float) -> None:  # noqa: B027 - optional hook
+        """How much agent audio the caller has heard so far (from the provider's marks)."""
+
+    @abstractmethod
+    def events(self) -> AsyncIterator[PipelineEvent]:
+        """The agent's output, until the agent or the call ends."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """The call is over: release everything. Safe to call twice."""

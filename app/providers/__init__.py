@@ -1,0 +1,13 @@
+"""Telephony providers: one module each, behind the interface in `base`."""
+
+from __future__ import annotations
+
+from app.providers.base import Provider
+from app.providers.twilio import TwilioProvider
+
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (TwilioProvider(),)}
+
+
+def get_provider(name: str) -> Provider | None:
+    """The provider called `name`, or None when callbridge has no such provider."""
+    return PROVIDERS.get(name)

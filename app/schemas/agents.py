@@ -1,0 +1,81 @@
+"""Agents and their call templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import Field, field_validator
+
+from app.schemas.base import ApiModel
+from app.schemas.durations import Duration
+from app.schemas.media import (
+    FirstSpeakerSettings,
+    Medium,
+    PipelineSpec,
+    default_first_speaker,
+    default_pipeline,
+)
+
+
+class CallTemplate(ApiModel):
+    """The settings every call of an agent starts from. Mustache `{{a.b}}` fields are rendered per call."""
+
+    name: str | None = Field(default=None, max_length=64)
+    system_prompt: str = ""
+    language_hint: str | None = Field(default=None, max_length=16)
+    first_speaker_settings: FirstSpeakerSettings = Field(default_factory=default_first_speaker)
+    join_timeout: Duration = 30.0
+    max_duration: Duration = 3600.0
+    medium: Medium | None = None
+    context_schema: dict[str, Any] | None = None
+    pipeline: PipelineSpec = Field(default_factory=default_pipeline)
+
+    @field_validator("context_schema")
+    @classmethod
+    def _valid_json_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                Draft202012Validator.check_schema(value)
+            except SchemaError as exc:
+                path = "/".join(str(p) for p in exc.path) or "(root)"
+                raise ValueError(f"not a valid JSON Schema at {path}: {exc.message}") from None
+        return value
+
+    @field_validator("max_duration", "join_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+
+class CallTemplateOut(CallTemplate):
+    created: datetime
+    updated: datetime
+
+
+class AgentCreate(ApiModel):
+    name: str = Field(min_length=1, max_length=64)
+    call_template: CallTemplate = Field(default_factory=CallTemplate)
+
+
+class AgentUpdate(ApiModel):
+    """PATCH: `name` and/or the `callTemplate` fields given (each one replaces the stored value)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    call_template: dict[str, Any] | None = None
+
+
+class AgentStatistics(ApiModel):
+    calls: int
+
+
+class Agent(ApiModel):
+    agent_id: str
+    name: str
+    created: datetime
+    call_template: CallTemplateOut
+    statistics: AgentStatistics

@@ -1,0 +1,111 @@
+"""Call requests and the Call resource."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from app.schemas.base import ApiModel
+from app.schemas.durations import Duration
+from app.schemas.media import (
+    FirstSpeakerSettings,
+    Medium,
+    PipelineSpec,
+    default_first_speaker,
+    default_pipeline,
+)
+
+RESERVED_METADATA_PREFIX = "callbridge."
+
+
+class EndReason(StrEnum):
+    UNJOINED = "unjoined"
+    HANGUP = "hangup"
+    AGENT_HANGUP = "agent_hangup"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    SYSTEM_ERROR = "system_error"
+
+
+def _check_metadata(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if key.startswith(RESERVED_METADATA_PREFIX):
+            raise ValueError(
+                f"metadata key {key!r}: keys starting with '{RESERVED_METADATA_PREFIX}' are reserved"
+            )
+    return value
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
+
+
+class StartAgentCallRequest(ApiModel):
+    """`POST /api/agents/{agentId}/calls`: what a call may override in its agent's template."""
+
+    template_context: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
+    medium: Medium | None = None
+    join_timeout: Duration | None = None
+    max_duration: Duration | None = None
+    first_speaker_settings: FirstSpeakerSettings | None = None
+
+
+class StartCallRequest(ApiModel):
+    """`POST /api/calls`: a call without an agent."""
+
+    system_prompt: str = ""
+    language_hint: str | None = Field(default=None, max_length=16)
+    first_speaker_settings: FirstSpeakerSettings = Field(default_factory=default_first_speaker)
+    join_timeout: Duration = 30.0
+    max_duration: Duration = 3600.0
+    medium: Medium | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    pipeline: PipelineSpec = Field(default_factory=default_pipeline)
+
+
+class Call(ApiModel):
+    call_id: str
+    agent_id: str | None
+    created: datetime
+    joined: datetime | None
+    ended: datetime | None
+    end_reason: EndReason | None
+    medium: dict[str, Any]
+    join_url: str | None
+    metadata: dict[str, str]
+    system_prompt: str
+    language_hint: str | None = None
+    template_context: dict[str, Any]
+    request_context: dict[str, Any] | None = None
+    first_speaker_settings: dict[str, Any]
+    join_timeout: Duration
+    max_duration: Duration
+    billed_duration: Duration
+
+    def to_json(self) -> dict[str, Any]:
+        # Lifecycle fields are always present (null until they happen), as in Ultravox.
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class EventSeverity(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return list(EventSeverity).index(self)
+
+
+class CallEvent(ApiModel):
+    call_id: str
+    call_timestamp: Duration  # since the call was created
+    wall_clock_timestamp: datetime
+    severity: EventSeverity
+    type: str
+    text: str
+    extras: dict[str, Any] = Field(default_factory=dict)

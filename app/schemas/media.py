@@ -1,0 +1,150 @@
+"""Call media (`medium`), first-speaker settings and pipeline choice."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from app.schemas.base import ApiModel
+from app.schemas.durations import Duration
+
+
+class Outgoing(ApiModel):
+    to: str
+    from_: str = Field(alias="from")
+    additional_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DtmfUserTextMessage(ApiModel):
+    text: str
+    urgency: str | None = None
+
+
+class DtmfHandling(ApiModel):
+    ignore: bool | None = None
+    user_text_message: DtmfUserTextMessage | None = None
+
+
+class ProviderMedium(ApiModel):
+    """`twilio`, `telnyx` or `plivo`: an incoming call (no `outgoing`) or a call to dial."""
+
+    outgoing: Outgoing | None = None
+    dtmf_handling: DtmfHandling | None = None
+
+
+class ExotelMedium(ApiModel):
+    dtmf_handling: DtmfHandling | None = None
+
+
+class ServerWebSocketMedium(ApiModel):
+    input_sample_rate: int = Field(gt=0)
+    output_sample_rate: int | None = Field(default=None, gt=0)
+    client_buffer_size_ms: int | None = None
+    media_idle_timeout: Duration | None = None
+
+
+class SipOutgoing(ApiModel):
+    to: str
+    from_: str = Field(alias="from")
+    username: str | None = None
+    password: str | None = None
+
+
+class SipMedium(ApiModel):
+    incoming: dict[str, Any] | None = None
+    outgoing: SipOutgoing | None = None
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> SipMedium:
+        if (self.incoming is None) == (self.outgoing is None):
+            raise ValueError("sip medium needs exactly one of 'incoming' or 'outgoing'")
+        return self
+
+
+class Medium(ApiModel):
+    """Exactly one of the variants. The medium decides the framing spoken on the joinUrl."""
+
+    twilio: ProviderMedium | None = None
+    telnyx: ProviderMedium | None = None
+    plivo: ProviderMedium | None = None
+    exotel: ExotelMedium | None = None
+    server_web_socket: ServerWebSocketMedium | None = None
+    sip: SipMedium | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Medium:
+        fields = type(self).model_fields
+        if sum(getattr(self, name) is not None for name in fields) != 1:
+            names = ", ".join(info.alias or name for name, info in fields.items())
+            raise ValueError(f"medium must set exactly one of: {names}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The variant's JSON name: `twilio`, `serverWebSocket`, ..."""
+        for name, info in type(self).model_fields.items():
+            if getattr(self, name) is not None:
+                return info.alias or name
+        raise AssertionError("validated medium has a variant")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The chosen variant's own fields."""
+        return self.to_json()[self.kind]
+
+
+class AgentFirst(ApiModel):
+    uninterruptible: bool = False
+    text: str | None = None
+    prompt: str | None = None
+    delay: Duration | None = None
+
+
+class UserFallback(ApiModel):
+    delay: Duration
+    text: str | None = None
+    prompt: str | None = None
+
+
+class UserFirst(ApiModel):
+    fallback: UserFallback | None = None
+
+
+class FirstSpeakerSettings(ApiModel):
+    """Exactly one of `agent` / `user`. Default: the agent speaks first."""
+
+    agent: AgentFirst | None = None
+    user: UserFirst | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FirstSpeakerSettings:
+        if (self.agent is None) == (self.user is None):
+            raise ValueError("firstSpeakerSettings needs exactly one of 'agent' or 'user'")
+        return self
+
+
+def default_first_speaker() -> FirstSpeakerSettings:
+    return FirstSpeakerSettings(agent=AgentFirst())
+
+
+def validate_pipeline_spec(value: Any) -> dict[str, Any]:
+    """`{"echo": {...}}`: one known backend and options its model accepts (normalised to camelCase)."""
+    from app.pipeline import BACKENDS
+
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ValueError(f"pipeline must be an object with exactly one of: {', '.join(BACKENDS)}")
+    ((name, options),) = value.items()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown pipeline {name!r}; known: {', '.join(BACKENDS)}")
+    if options is None:
+        options = {}
+    model = BACKENDS[name][0].model_validate(options)
+    return {name: model.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
+
+
+PipelineSpec = Annotated[dict[str, Any], BeforeValidator(validate_pipeline_spec)]
+
+
+def default_pipeline() -> dict[str, Any]:
+    return {"echo": {}}

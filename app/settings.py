@@ -1,0 +1,63 @@
+"""All configuration, read from `CALLBRIDGE_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Every field is documented in `.env.example`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CALLBRIDGE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = Field(default="", description="Base of every URL callbridge gives out")
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    api_keys: str = ""
+    secret_key: str = ""
+    log_level: str = "info"
+    # How often unjoined calls past their join deadline are swept (seconds).
+    sweep_interval: float = 1.0
+    # How far ahead of real time outbound audio may be sent to the provider (ms).
+    playout_lead_ms: int = 80
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @cached_property
+    def base_url(self) -> str:
+        """The public HTTP(S) base URL (derived from host and port when unset)."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @cached_property
+    def ws_base_url(self) -> str:
+        """The public WebSocket base URL: `https` becomes `wss`, `http` becomes `ws`."""
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}{parts.path}"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'callbridge.db').as_posix()}"
+
+    @cached_property
+    def static_api_keys(self) -> tuple[str, ...]:
+        """API keys given in the environment (comma-separated)."""
+        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())

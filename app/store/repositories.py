@@ -1,0 +1,206 @@
+"""Data access: one small repository per table. No HTTP and no call logic here."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from app.store.db import Database
+from app.store.paging import Cursor, PageResult, fetch_page
+from app.store.secret_box import SecretBox
+from app.store.tables import AgentRow, ApiKeyRow, CallEventRow, CallRow, TelephonyConfigRow, utcnow
+
+
+class AgentRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, row: AgentRow) -> AgentRow:
+        async with self.db.session.begin() as session:
+            session.add(row)
+        return row
+
+    async def get(self, agent_id: str) -> AgentRow | None:
+        async with self.db.session() as session:
+            return await session.scalar(select(AgentRow).where(AgentRow.id == agent_id))
+
+    async def page(self, cursor: Cursor | None, page_size: int) -> PageResult:
+        async with self.db.session() as session:
+            return await fetch_page(
+                session, select(AgentRow), AgentRow.seq, newest_first=True, cursor=cursor, page_size=page_size
+            )
+
+    async def update(self, agent_id: str, **values: Any) -> AgentRow | None:
+        async with self.db.session.begin() as session:
+            row = await session.scalar(select(AgentRow).where(AgentRow.id == agent_id))
+            if row is None:
+                return None
+            for key, value in values.items():
+                setattr(row, key, value)
+        return row
+
+    async def delete(self, agent_id: str) -> bool:
+        async with self.db.session.begin() as session:
+            result = await session.execute(delete(AgentRow).where(AgentRow.id == agent_id))
+        return bool(result.rowcount)
+
+    async def call_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
+        if not agent_ids:
+            return {}
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(CallRow.agent_id, func.count())
+                .where(CallRow.agent_id.in_(agent_ids))
+                .group_by(CallRow.agent_id)
+            )
+            return dict(rows.all())
+
+
+class CallRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, row: CallRow) -> CallRow:
+        async with self.db.session.begin() as session:
+            session.add(row)
+        return row
+
+    async def get(self, call_id: str) -> CallRow | None:
+        async with self.db.session() as session:
+            return await session.scalar(select(CallRow).where(CallRow.id == call_id))
+
+    async def page(self, agent_id: str | None, cursor: Cursor | None, page_size: int) -> PageResult:
+        query = select(CallRow)
+        if agent_id is not None:
+            query = query.where(CallRow.agent_id == agent_id)
+        async with self.db.session() as session:
+            return await fetch_page(
+                session, query, CallRow.seq, newest_first=True, cursor=cursor, page_size=page_size
+            )
+
+    async def mark_joined(
+        self, call_id: str, when: datetime, stream_id: str, provider_call_id: str | None
+    ) -> bool:
+        """Record the join; False when the call was already joined or has ended (first join wins)."""
+        values: dict[str, Any] = {"joined": when, "join_deadline": None, "stream_id": stream_id}
+        if provider_call_id:
+            values["provider_call_id"] = provider_call_id
+        async with self.db.session.begin() as session:
+            result = await session.execute(
+                update(CallRow)
+                .where(CallRow.id == call_id, CallRow.joined.is_(None), CallRow.ended.is_(None))
+                .values(**values)
+            )
+        return result.rowcount == 1
+
+    async def mark_ended(self, call_id: str, when: datetime, reason: str) -> bool:
+        """End the call; False when it had already ended (the first end reason wins)."""
+        async with self.db.session.begin() as session:
+            result = await session.execute(
+                update(CallRow)
+                .where(CallRow.id == call_id, CallRow.ended.is_(None))
+                .values(ended=when, end_reason=reason, join_deadline=None)
+            )
+        return result.rowcount == 1
+
+    async def past_join_deadline(self, now: datetime, limit: int = 500) -> list[str]:
+        """Ids of calls that were never joined and whose join deadline has passed."""
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(CallRow.id)
+                .where(CallRow.join_deadline.is_not(None), CallRow.join_deadline <= now)
+                .limit(limit)
+            )
+            return list(rows)
+
+
+class EventRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add_many(self, rows: Sequence[CallEventRow]) -> None:
+        async with self.db.session.begin() as session:
+            session.add_all(rows)
+
+    async def page(
+        self, call_id: str, severities: Sequence[str], cursor: Cursor | None, page_size: int
+    ) -> PageResult:
+        query = select(CallEventRow).where(
+            CallEventRow.call_id == call_id, CallEventRow.severity.in_(severities)
+        )
+        async with self.db.session() as session:
+            return await fetch_page(
+                session, query, CallEventRow.seq, newest_first=False, cursor=cursor, page_size=page_size
+            )
+
+
+class TelephonyConfigRepository:
+    """Provider credentials; secret fields are encrypted with the SecretBox, bound to provider + field."""
+
+    def __init__(self, db: Database, box: SecretBox) -> None:
+        self.db = db
+        self.box = box
+
+    async def get(self, provider: str) -> tuple[dict[str, Any], TelephonyConfigRow] | None:
+        """(every field, decrypted; the row) or None when no config is imported."""
+        async with self.db.session() as session:
+            row = await session.get(TelephonyConfigRow, provider)
+        if row is None:
+            return None
+        fields = dict(row.public)
+        for name, token in row.secrets.items():
+            fields[name] = self.box.decrypt(token, f"telephony_config/{provider}/{name}")
+        return fields, row
+
+    async def put(self, provider: str, public: dict[str, Any], secrets: dict[str, str]) -> TelephonyConfigRow:
+        sealed = {
+            name: self.box.encrypt(value, f"telephony_config/{provider}/{name}")
+            for name, value in secrets.items()
+        }
+        now = utcnow()
+        async with self.db.session.begin() as session:
+            row = await session.get(TelephonyConfigRow, provider)
+            if row is None:
+                row = TelephonyConfigRow(
+                    provider=provider, public=public, secrets=sealed, created=now, updated=now
+                )
+                session.add(row)
+            else:
+                row.public, row.secrets, row.updated = public, sealed, now
+        return row
+
+    async def delete(self, provider: str) -> bool:
+        async with self.db.session.begin() as session:
+            result = await session.execute(
+                delete(TelephonyConfigRow).where(TelephonyConfigRow.provider == provider)
+            )
+        return bool(result.rowcount)
+
+
+def hash_api_key(key: str) -> str:
+    # Keys are 190 random bits, so a fast hash is enough (no password stretching needed).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeyRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, name: str, prefix: str, key: str) -> ApiKeyRow:
+        row = ApiKeyRow(name=name, prefix=prefix, key_hash=hash_api_key(key), created=utcnow())
+        async with self.db.session.begin() as session:
+            session.add(row)
+        return row
+
+    async def verify(self, key: str) -> bool:
+        prefix, dot, _ = key.partition(".")
+        if not dot:
+            return False
+        async with self.db.session() as session:
+            row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+        return row is not None and hmac.compare_digest(row.key_hash, hash_api_key(key))

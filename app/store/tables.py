@@ -1,0 +1,116 @@
+"""SQLAlchemy tables. Public ids are UUID strings; `seq` is an internal, ever-increasing key for paging."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, MetaData, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Seq = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER keys
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True, index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    call_template: Mapped[dict[str, Any]] = mapped_column(Json)
+    created: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CallRow(Base):
+    __tablename__ = "calls"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True, index=True)
+    agent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime)
+    joined: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    # Set while the call waits to be joined; the sweeper ends calls whose deadline passed.
+    join_deadline: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    medium_kind: Mapped[str] = mapped_column(String(32))
+    provider_call_id: Mapped[str | None] = mapped_column(String(128))
+    from_number: Mapped[str | None] = mapped_column(String(128))
+    to_number: Mapped[str | None] = mapped_column(String(128))
+    stream_id: Mapped[str | None] = mapped_column(String(128))
+    # The stream handshake must carry the provider's signature (calls created from a signed webhook).
+    stream_signature_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    # systemPrompt, languageHint, firstSpeakerSettings, timeouts, medium, pipeline, contexts, metadata.
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class CallEventRow(Base):
+    __tablename__ = "call_events"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(36), index=True)
+    wall_clock: Mapped[datetime] = mapped_column(UtcDateTime)
+    call_offset: Mapped[float] = mapped_column(Float)
+    severity: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    extras: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class TelephonyConfigRow(Base):
+    __tablename__ = "telephony_configs"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    public: Mapped[dict[str, Any]] = mapped_column(Json)
+    secrets: Mapped[dict[str, str]] = mapped_column(Json)  # field name → SecretBox token
+    created: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True, index=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(UtcDateTime)
