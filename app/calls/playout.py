@@ -85,7 +85,7 @@ class Playout:
                 await self._send_mark()
 
     async def _idle(self) -> None:
-        """Nothing queued: wait for audio; after a pause, flush the partial frame and mark the segment's end."""
+        """Nothing queued: wait for audio; after a pause, flush the partial frame and mark the segment."""
         self._wake.clear()
         if not self._splitter.pending and self._sent_ms == self._marked_ms:
             await self._wake.wait()

@@ -91,9 +91,8 @@ class CallReport:
             f"  ended by {self.ended_by}" + (f" (close code {self.close_code})" if self.close_code else ""),
         ]
         if self.round_trip:
-            lines.append(
-                f"  round trip: lag {self.round_trip.lag_ms:.0f} ms, correlation {self.round_trip.correlation:.3f}"
-            )
+            trip = self.round_trip
+            lines.append(f"  round trip: lag {trip.lag_ms:.0f} ms, correlation {trip.correlation:.3f}")
         else:
             lines.append("  round trip: no agent audio came back")
         return "\n".join(lines)
