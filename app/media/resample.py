@@ -19,8 +19,15 @@ STOPBAND_DB = 70.0
 
 
 def _design_lowpass(up: int, down: int) -> np.ndarray:
-    """Kaiser-windowed sinc at the lower Nyquist, in the upsampled domain, with DC gain `up`."""
-    n_taps = TAPS_PER_PHASE * max(up, down)
+    """Kaiser-windowed sinc at the lower Nyquist, in the upsampled domain, with DC gain `up`.
+
+    The length is odd and its group delay a multiple of `up * down` samples of the upsampled domain, so the
+    delay is a whole number of samples at both the input and the output rate: resampled audio stays
+    sample-aligned with the original (what echo cancellers and round-trip measurements need).
+    """
+    step = up * down
+    delay = -(-TAPS_PER_PHASE * max(up, down) // (2 * step)) * step
+    n_taps = 2 * delay + 1
     cutoff = 0.5 / max(up, down)
     beta = 0.1102 * (STOPBAND_DB - 8.7)
     k = np.arange(n_taps) - (n_taps - 1) / 2

@@ -1,0 +1,255 @@
+"""Benchmark of callbridge's media path: CPU per 20 ms frame, added latency, calls per core.
+
+Run: `.venv/bin/python bench/media_path.py [--frames 50000] [--repeats 5]`. Prints numbers; asserts nothing.
+Method as reference/anchors.md §6.1; see bench/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import soxr
+from bench_frames import (
+    FRAME_MS,
+    N_FRAMES,
+    bench_args,
+    machine_lines,
+    note,
+    pcm_frames,
+    time_per_frame,
+    twilio_media_messages,
+    twilio_start_message,
+    ulaw_frames,
+)
+
+from app.media.codecs import decode_to_pcm16, encode_from_pcm16
+from app.media.formats import PCMU_8K, AudioFormat, pcm16
+from app.media.path import AudioConverter, build_converter
+from app.media.resample import StreamResampler
+from app.providers.twilio import TwilioFraming
+from app.settings import Settings
+
+MASK = N_FRAMES - 1
+RATES = ((8000, 16000), (16000, 8000))
+GOAL_ROUND_TRIP_US = 5.0
+GOAL_ADDED_MS = 20.0
+PIPECAT_ROUND_TRIP_US = 13.2  # anchors.md §6.2
+SOXR_LQ_HELD_MS = 32.0  # anchors.md §6.3
+
+Factory = Callable[[AudioFormat, AudioFormat], AudioConverter]
+
+
+def soxr_step(in_rate: int, out_rate: int, quality: str) -> Callable[[bytes], bytes]:
+    """s16le bytes -> s16le bytes through `soxr.ResampleStream`, the shape of `StreamResampler.process`."""
+    stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
+    return lambda pcm: stream.resample_chunk(np.frombuffer(pcm, dtype="<i2")).tobytes()
+
+
+class SoxrConverter:
+    """Like app's Transcoder but with `soxr.ResampleStream` instead of our FIR (for comparison only)."""
+
+    delay_ms = 0.0  # soxr's stream output is sample-aligned; its delay is the audio it holds back
+
+    def __init__(self, source: AudioFormat, target: AudioFormat, quality: str) -> None:
+        self.source, self.target, self._quality = source, target, quality
+        self.reset()
+
+    def convert(self, data: bytes) -> bytes:
+        return encode_from_pcm16(self._resample(decode_to_pcm16(data, self.source)), self.target)
+
+    def reset(self) -> None:
+        self._resample = soxr_step(self.source.sample_rate, self.target.sample_rate, self._quality)
+
+
+CASES: list[tuple[str, AudioFormat, Factory]] = [
+    ("PCMU 8 kHz (passthrough)", PCMU_8K, build_converter),
+    ("PCM16 8 kHz (decode only)", pcm16(8000), build_converter),
+    ("PCM16 16 kHz (our FIR)", pcm16(16000), build_converter),
+    ("PCM16 24 kHz (our FIR)", pcm16(24000), build_converter),
+    ("PCM16 16 kHz, soxr LQ (cmp)", pcm16(16000), partial(SoxrConverter, quality="LQ")),
+    ("PCM16 16 kHz, soxr HQ (cmp)", pcm16(16000), partial(SoxrConverter, quality="HQ")),
+]
+
+
+def frames_in(fmt: AudioFormat) -> list[bytes]:
+    """The 256 test frames encoded in `fmt` (what the pipeline sends out)."""
+    return ulaw_frames() if fmt == PCMU_8K else pcm_frames(fmt.sample_rate)
+
+
+def cpu_cost(make: Factory, fmt: AudioFormat, frames: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """(min, median) µs per frame inbound, outbound and one of each, the way the session runs them."""
+    framing = TwilioFraming()
+    framing.decode(twilio_start_message())
+    messages, outgoing = twilio_media_messages(), frames_in(fmt)
+    decode, to_pipeline = framing.decode, make(PCMU_8K, fmt).convert
+    to_wire, encode = make(fmt, PCMU_8K).convert, framing.encode_audio
+
+    def inbound(n: int) -> None:
+        for i in range(n):
+            to_pipeline(decode(messages[i & MASK]).payload)  # type: ignore[union-attr]
+
+    def outbound(n: int) -> None:
+        for i in range(n):
+            encode(to_wire(outgoing[i & MASK]))
+
+    def round_trip(n: int) -> None:
+        for i in range(n):
+            to_pipeline(decode(messages[i & MASK]).payload)  # type: ignore[union-attr]
+            encode(to_wire(outgoing[i & MASK]))
+
+    runs = {"in": inbound, "out": outbound, "both": round_trip}
+    return {key: time_per_frame(run, frames, repeats) for key, run in runs.items()}
+
+
+RESAMPLERS: dict[str, Callable[[int, int], Callable[[bytes], bytes]]] = {
+    "our FIR (StreamResampler)": lambda a, b: StreamResampler(a, b).process,
+    "soxr.ResampleStream LQ": partial(soxr_step, quality="LQ"),
+    "soxr.ResampleStream HQ": partial(soxr_step, quality="HQ"),
+}
+
+
+def resampler_cost(process: Callable[[bytes], bytes], in_rate: int, frames: int, repeats: int) -> float:
+    """Median µs per frame of the resampling step alone (s16le in and out)."""
+    chunks = pcm_frames(in_rate)
+
+    def run(n: int) -> None:
+        for i in range(n):
+            process(chunks[i & MASK])
+
+    return time_per_frame(run, frames, repeats)[1]
+
+
+def to_float(data: bytes, fmt: AudioFormat) -> np.ndarray:
+    return np.frombuffer(decode_to_pcm16(data, fmt), dtype="<i2").astype(np.float64)
+
+
+def fft_resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
+    """Zero-delay band-limited resampling of a periodic signal: the reference the lag is measured against."""
+    m = len(x) * out_rate // in_rate
+    spectrum, out = np.fft.rfft(x), np.zeros(m // 2 + 1, dtype=complex)
+    k = min(len(spectrum), len(out))
+    out[:k] = spectrum[:k]
+    return np.fft.irfft(out, m) * (m / len(x))
+
+
+def lag_ms(out: np.ndarray, ref: np.ndarray, rate: int, max_ms: float = 100.0) -> float:
+    """Delay of `out` behind `ref` in ms: cross-correlation peak, refined by parabolic interpolation."""
+    ref = ref[: len(out)]
+    size = 1 << (2 * len(out)).bit_length()
+    xc = np.fft.irfft(np.fft.rfft(out, size) * np.conj(np.fft.rfft(ref, size)), size)
+    span = int(rate * max_ms / 1000)
+    window = np.concatenate([xc[-span:], xc[: span + 1]])  # lags -span .. +span
+    i = int(np.argmax(window))
+    y0, y1, y2 = window[i - 1], window[i], window[i + 1]
+    lag = (i - span + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2)) / rate * 1000
+    return round(lag, 3) + 0.0  # no "-0.000"
+
+
+def added_latency(make: Factory, source: AudioFormat, target: AudioFormat) -> tuple[float, float, float]:
+    """(lag, mean held, max held) in ms, feeding the signal three times over in 20 ms chunks.
+
+    Held = input consumed but not yet output, after each chunk, over the last 500 chunks (anchors.md §6.3).
+    Lag = how far the output waveform trails a zero-delay resampling of the whole input.
+    """
+    converter, chunks = make(source, target), frames_in(source)
+    outputs, held, in_ms, out_ms = [], [], 0.0, 0.0
+    for i in range(3 * N_FRAMES):
+        out = converter.convert(chunks[i % N_FRAMES])
+        outputs.append(out)
+        in_ms, out_ms = in_ms + FRAME_MS, out_ms + target.duration_ms(len(out))
+        held.append(in_ms - out_ms)
+    ref = fft_resample(to_float(b"".join(chunks) * 3, source), source.sample_rate, target.sample_rate)
+    lag = lag_ms(to_float(b"".join(outputs), target), ref, target.sample_rate)
+    return lag, statistics.fmean(held[-500:]), max(held[-500:])
+
+
+def rate_label(fmt: AudioFormat) -> str:
+    return f"{fmt.sample_rate // 1000}k"
+
+
+def section_cpu(frames: int, repeats: int) -> dict[str, float]:
+    """Print table 1 and return the median round trip per case."""
+    print("\n1. CPU per 20 ms frame, µs: median (min)")
+    print(f"{'pipeline format':<30}{'inbound':>16}{'outbound':>16}{'round trip':>16}")
+    costs: dict[str, float] = {}
+    for name, fmt, make in CASES:
+        cost = cpu_cost(make, fmt, frames, repeats)
+        costs[name] = cost["both"][1]
+        cells = "".join(f"{f'{cost[k][1]:.2f} ({cost[k][0]:.2f})':>16}" for k in ("in", "out", "both"))
+        print(f"{name:<30}{cells}")
+    print("of which the resampling step alone (PCM16 in and out), µs median:")
+    for name, make_resampler in RESAMPLERS.items():
+        up, down = (resampler_cost(make_resampler(a, b), a, frames, repeats) for a, b in RATES)
+        print(f"  {name:<28}8k->16k {up:>6.2f}   16k->8k {down:>6.2f}")
+    note(
+        "inbound = Twilio JSON -> decode -> convert to pipeline format; outbound = convert -> Twilio JSON;",
+        "round trip = one of each. Anchor: pipecat TwilioFrameSerializer round trip "
+        f"{PIPECAT_ROUND_TRIP_US} µs (anchors.md §6.2;",
+        "bench/pipecat_anchor.sh measures it on this machine).",
+    )
+    return costs
+
+
+def section_latency() -> dict[str, float]:
+    """Print table 2 and return the worse direction's added latency per case."""
+    print("\n2. Added latency per direction, ms")
+    print(f"{'converter':<30}{'direction':>12}{'delay_ms':>10}{'lag':>8}{'held mean/max':>16}{'added':>8}")
+    added: dict[str, float] = {}
+    for name, fmt, make in CASES:
+        added[name] = 0.0
+        for way, source, target in (("in", PCMU_8K, fmt), ("out", fmt, PCMU_8K)):
+            lag, held_mean, held_max = added_latency(make, source, target)
+            added[name] = max(added[name], lag + held_mean)
+            declared = make(source, target).delay_ms
+            direction = f"{way} {rate_label(source)}->{rate_label(target)}"
+            held = f"{held_mean:.2f} / {held_max:.2f}"
+            print(f"{name:<30}{direction:>12}{declared:>10.3f}{lag:>8.3f}{held:>16}{lag + held_mean:>8.2f}")
+    note(
+        "delay_ms = the converter's own figure; lag = measured delay of the output waveform (cross-",
+        "correlation against zero-delay resampling); held = input consumed but not yet output (mean/max",
+        "over 500 chunks); added = lag + mean held. Anchor: soxr LQ holds "
+        f"~{SOXR_LQ_HELD_MS:.0f} ms (anchors.md §6.3).",
+        f"Playout lead: CALLBRIDGE_PLAYOUT_LEAD_MS = {Settings().playout_lead_ms} ms. Outbound audio is sent",
+        "at most this far ahead of real time and buffered at the provider: not added delay when the",
+        "agent's audio arrives in real time.",
+    )
+    return added
+
+
+def section_goals(costs: dict[str, float], added: dict[str, float]) -> None:
+    """Print table 3: goals vs measured, and calls per core."""
+    goals = f"round trip <= {GOAL_ROUND_TRIP_US:g} µs per frame, <= {GOAL_ADDED_MS:g} ms added per direction"
+    print(f"\n3. Goals vs measured (goals: {goals})")
+    head = ("round trip µs", "met", "worst added ms", "met", "calls/core")
+    widths = (14, 5, 16, 5, 12)
+    print(f"{'pipeline format':<30}" + "".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
+    for name, _, _ in CASES:
+        cpu_ok = "yes" if costs[name] <= GOAL_ROUND_TRIP_US else "NO"
+        lat_ok = "yes" if added[name] <= GOAL_ADDED_MS else "NO"
+        calls = FRAME_MS * 1000 / costs[name]
+        print(f"{name:<30}{costs[name]:>14.2f}{cpu_ok:>5}{added[name]:>16.2f}{lat_ok:>5}{calls:>12,.0f}")
+    note(
+        "calls/core = 20 ms / median round trip per frame: an estimate from the media path's CPU only",
+        "(JSON, base64, codec, resampler), not WebSocket I/O, the event loop, pacing or the agent pipeline.",
+    )
+
+
+def main() -> None:
+    args = bench_args(__doc__)
+
+    print("callbridge media path benchmark")
+    note(*machine_lines({"soxr": soxr.__version__}))
+    note(
+        "\nmethod: 256 distinct 20 ms frames of tones + noise, cycled; full Twilio media JSON in and out;",
+        f"        {args.frames:,} frames x {args.repeats} repeats, 200-frame warm-up (timeit, GC off)",
+    )
+    costs = section_cpu(args.frames, args.repeats)
+    added = section_latency()
+    section_goals(costs, added)
+
+
+if __name__ == "__main__":
+    main()

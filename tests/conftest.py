@@ -1,0 +1,173 @@
+"""Shared fixtures: settings on a temporary data dir, in-process API client, a real server, databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from app.store.db import Database
+
+API_KEY = "test-key-0123456789"
+POSTGRES_URL = os.environ.get(
+    "CALLBRIDGE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+TWILIO_ACCOUNT_SID = "AC" + "0" * 32
+TWILIO_AUTH_TOKEN = "twilio-auth-token-for-tests"
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "api_keys": API_KEY,
+        "public_url": "https://bridge.example.com",
+        "secret_key": "test-secret-key",
+        "sweep_interval": 0.1,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app in-process (lifespan run), authenticated with the test API key."""
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as test_client:
+        yield test_client
+
+
+# --- databases ----------------------------------------------------------------------------------
+
+
+def _postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database: a SQLite file, and PostgreSQL in a schema of its own."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+        await db.migrate()
+        yield db
+        await db.dispose()
+        return
+    if not _postgres_reachable():
+        if os.environ.get("CALLBRIDGE_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (CALLBRIDGE_REQUIRE_POSTGRES) but not reachable on :5432")
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+    import asyncpg
+
+    schema = f"cb_test_{uuid.uuid4().hex[:12]}"
+    dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    db = Database(POSTGRES_URL, schema=schema)
+    try:
+        await db.migrate()
+        yield db
+    finally:
+        await db.dispose()
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()
+
+
+# --- a real server on a loopback port --------------------------------------------------------------
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def api(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, headers={"X-API-Key": API_KEY}, timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """`callbridge serve` in a subprocess on a free loopback port, on its embedded SQLite default."""
+    workdir = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "CALLBRIDGE_PORT": str(port),
+        "CALLBRIDGE_PUBLIC_URL": base_url,
+        "CALLBRIDGE_API_KEYS": API_KEY,
+        "CALLBRIDGE_DATA_DIR": str(workdir / "data"),
+        "CALLBRIDGE_SWEEP_INTERVAL": "0.1",
+        "CALLBRIDGE_LOG_LEVEL": "warning",
+    }
+    env.pop("CALLBRIDGE_DATABASE_URL", None)
+    env.pop("CALLBRIDGE_SECRET_KEY", None)
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    running = RunningServer(base_url, process, log_path)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"callbridge did not start:\n{running.log()}")
+        time.sleep(0.1)
+    yield running
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+async def wait_for(predicate, within: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll an async predicate until it returns something truthy (returned), or fail."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
+        await asyncio.sleep(interval)
