@@ -1,4 +1,4 @@
-"""Test frames, timing and CLI shared by both benchmarks. Imports nothing from `app/` (pipecat_anchor uses it).
+"""Frames, timing and CLI shared by both benchmarks. Imports nothing from `app/` (pipecat_anchor uses it).
 
 The signal is 440 Hz + 1.1 kHz tones plus 300-3400 Hz noise, 5.12 s long, cut into 256 distinct 20 ms
 frames that the benchmarks cycle. The noise is built in the frequency domain, so it is the same waveform

@@ -1,7 +1,7 @@
 """Benchmark of callbridge's media path: CPU per 20 ms frame, added latency, calls per core.
 
 Run: `.venv/bin/python bench/media_path.py [--frames 50000] [--repeats 5]`. Prints numbers; asserts nothing.
-Method as reference/anchors.md §6.1; see bench/README.md for what each number means.
+Method as reference/anchors.md §6.1; bench/README.md says what each number means.
 """
 
 from __future__ import annotations
@@ -10,20 +10,9 @@ import statistics
 from collections.abc import Callable
 from functools import partial
 
+import bench_frames as bf
 import numpy as np
 import soxr
-from bench_frames import (
-    FRAME_MS,
-    N_FRAMES,
-    bench_args,
-    machine_lines,
-    note,
-    pcm_frames,
-    time_per_frame,
-    twilio_media_messages,
-    twilio_start_message,
-    ulaw_frames,
-)
 
 from app.media.codecs import decode_to_pcm16, encode_from_pcm16
 from app.media.formats import PCMU_8K, AudioFormat, pcm16
@@ -32,17 +21,14 @@ from app.media.resample import StreamResampler
 from app.providers.twilio import TwilioFraming
 from app.settings import Settings
 
-MASK = N_FRAMES - 1
-RATES = ((8000, 16000), (16000, 8000))
 GOAL_ROUND_TRIP_US = 5.0
 GOAL_ADDED_MS = 20.0
-PIPECAT_ROUND_TRIP_US = 13.2  # anchors.md §6.2
-SOXR_LQ_HELD_MS = 32.0  # anchors.md §6.3
 
 Factory = Callable[[AudioFormat, AudioFormat], AudioConverter]
+Step = Callable[[bytes], bytes]
 
 
-def soxr_step(in_rate: int, out_rate: int, quality: str) -> Callable[[bytes], bytes]:
+def soxr_step(in_rate: int, out_rate: int, quality: str) -> Step:
     """s16le bytes -> s16le bytes through `soxr.ResampleStream`, the shape of `StreamResampler.process`."""
     stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
     return lambda pcm: stream.resample_chunk(np.frombuffer(pcm, dtype="<i2")).tobytes()
@@ -72,54 +58,51 @@ CASES: list[tuple[str, AudioFormat, Factory]] = [
     ("PCM16 16 kHz, soxr LQ (cmp)", pcm16(16000), partial(SoxrConverter, quality="LQ")),
     ("PCM16 16 kHz, soxr HQ (cmp)", pcm16(16000), partial(SoxrConverter, quality="HQ")),
 ]
-
-
-def frames_in(fmt: AudioFormat) -> list[bytes]:
-    """The 256 test frames encoded in `fmt` (what the pipeline sends out)."""
-    return ulaw_frames() if fmt == PCMU_8K else pcm_frames(fmt.sample_rate)
-
-
-def cpu_cost(make: Factory, fmt: AudioFormat, frames: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """(min, median) µs per frame inbound, outbound and one of each, the way the session runs them."""
-    framing = TwilioFraming()
-    framing.decode(twilio_start_message())
-    messages, outgoing = twilio_media_messages(), frames_in(fmt)
-    decode, to_pipeline = framing.decode, make(PCMU_8K, fmt).convert
-    to_wire, encode = make(fmt, PCMU_8K).convert, framing.encode_audio
-
-    def inbound(n: int) -> None:
-        for i in range(n):
-            to_pipeline(decode(messages[i & MASK]).payload)  # type: ignore[union-attr]
-
-    def outbound(n: int) -> None:
-        for i in range(n):
-            encode(to_wire(outgoing[i & MASK]))
-
-    def round_trip(n: int) -> None:
-        for i in range(n):
-            to_pipeline(decode(messages[i & MASK]).payload)  # type: ignore[union-attr]
-            encode(to_wire(outgoing[i & MASK]))
-
-    runs = {"in": inbound, "out": outbound, "both": round_trip}
-    return {key: time_per_frame(run, frames, repeats) for key, run in runs.items()}
-
-
-RESAMPLERS: dict[str, Callable[[int, int], Callable[[bytes], bytes]]] = {
+RESAMPLERS: dict[str, Callable[[int, int], Step]] = {
     "our FIR (StreamResampler)": lambda a, b: StreamResampler(a, b).process,
     "soxr.ResampleStream LQ": partial(soxr_step, quality="LQ"),
     "soxr.ResampleStream HQ": partial(soxr_step, quality="HQ"),
 }
 
 
-def resampler_cost(process: Callable[[bytes], bytes], in_rate: int, frames: int, repeats: int) -> float:
-    """Median µs per frame of the resampling step alone (s16le in and out)."""
-    chunks = pcm_frames(in_rate)
+def frames_in(fmt: AudioFormat) -> list[bytes]:
+    """The 256 test frames encoded in `fmt`."""
+    return bf.ulaw_frames() if fmt == PCMU_8K else bf.pcm_frames(fmt.sample_rate)
+
+
+def cpu_cost(make: Factory, fmt: AudioFormat, frames: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """(min, median) µs per frame inbound, outbound and one of each, the way the session runs them."""
+    framing = TwilioFraming()
+    framing.decode(bf.twilio_start_message())
+    messages, outgoing, mask = bf.twilio_media_messages(), frames_in(fmt), bf.MASK
+    decode, to_pipeline = framing.decode, make(PCMU_8K, fmt).convert
+    to_wire, encode = make(fmt, PCMU_8K).convert, framing.encode_audio
+
+    def inbound(n: int) -> None:
+        for i in range(n):
+            to_pipeline(decode(messages[i & mask]).payload)  # type: ignore[union-attr]
+
+    def outbound(n: int) -> None:
+        for i in range(n):
+            encode(to_wire(outgoing[i & mask]))
+
+    def round_trip(n: int) -> None:
+        for i in range(n):
+            to_pipeline(decode(messages[i & mask]).payload)  # type: ignore[union-attr]
+            encode(to_wire(outgoing[i & mask]))
+
+    runs = {"in": inbound, "out": outbound, "both": round_trip}
+    return {key: bf.time_per_frame(run, frames, repeats) for key, run in runs.items()}
+
+
+def step_cost(step: Step, chunks: list[bytes], frames: int, repeats: int) -> float:
+    """Median µs per frame of one bare processing step (e.g. a resampler alone)."""
 
     def run(n: int) -> None:
         for i in range(n):
-            process(chunks[i & MASK])
+            step(chunks[i & bf.MASK])
 
-    return time_per_frame(run, frames, repeats)[1]
+    return bf.time_per_frame(run, frames, repeats)[1]
 
 
 def to_float(data: bytes, fmt: AudioFormat) -> np.ndarray:
@@ -137,9 +120,8 @@ def fft_resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
 
 def lag_ms(out: np.ndarray, ref: np.ndarray, rate: int, max_ms: float = 100.0) -> float:
     """Delay of `out` behind `ref` in ms: cross-correlation peak, refined by parabolic interpolation."""
-    ref = ref[: len(out)]
     size = 1 << (2 * len(out)).bit_length()
-    xc = np.fft.irfft(np.fft.rfft(out, size) * np.conj(np.fft.rfft(ref, size)), size)
+    xc = np.fft.irfft(np.fft.rfft(out, size) * np.conj(np.fft.rfft(ref[: len(out)], size)), size)
     span = int(rate * max_ms / 1000)
     window = np.concatenate([xc[-span:], xc[: span + 1]])  # lags -span .. +span
     i = int(np.argmax(window))
@@ -155,40 +137,34 @@ def added_latency(make: Factory, source: AudioFormat, target: AudioFormat) -> tu
     Lag = how far the output waveform trails a zero-delay resampling of the whole input.
     """
     converter, chunks = make(source, target), frames_in(source)
-    outputs, held, in_ms, out_ms = [], [], 0.0, 0.0
-    for i in range(3 * N_FRAMES):
-        out = converter.convert(chunks[i % N_FRAMES])
-        outputs.append(out)
-        in_ms, out_ms = in_ms + FRAME_MS, out_ms + target.duration_ms(len(out))
-        held.append(in_ms - out_ms)
+    outputs, held, out_ms = [], [], 0.0
+    for i in range(3 * bf.N_FRAMES):
+        outputs.append(converter.convert(chunks[i % bf.N_FRAMES]))
+        out_ms += target.duration_ms(len(outputs[-1]))
+        held.append((i + 1) * bf.FRAME_MS - out_ms)
     ref = fft_resample(to_float(b"".join(chunks) * 3, source), source.sample_rate, target.sample_rate)
     lag = lag_ms(to_float(b"".join(outputs), target), ref, target.sample_rate)
     return lag, statistics.fmean(held[-500:]), max(held[-500:])
 
 
-def rate_label(fmt: AudioFormat) -> str:
-    return f"{fmt.sample_rate // 1000}k"
-
-
 def section_cpu(frames: int, repeats: int) -> dict[str, float]:
     """Print table 1 and return the median round trip per case."""
-    print("\n1. CPU per 20 ms frame, µs: median (min)")
-    print(f"{'pipeline format':<30}{'inbound':>16}{'outbound':>16}{'round trip':>16}")
+    print(f"\n1. CPU per 20 ms frame, µs: median (min)\n{'pipeline format':<30}", end="")
+    print(f"{'inbound':>16}{'outbound':>16}{'round trip':>16}")
     costs: dict[str, float] = {}
     for name, fmt, make in CASES:
         cost = cpu_cost(make, fmt, frames, repeats)
         costs[name] = cost["both"][1]
-        cells = "".join(f"{f'{cost[k][1]:.2f} ({cost[k][0]:.2f})':>16}" for k in ("in", "out", "both"))
-        print(f"{name:<30}{cells}")
+        print(f"{name:<30}" + "".join(f"{f'{cost[k][1]:.2f} ({cost[k][0]:.2f})':>16}" for k in cost))
     print("of which the resampling step alone (PCM16 in and out), µs median:")
-    for name, make_resampler in RESAMPLERS.items():
-        up, down = (resampler_cost(make_resampler(a, b), a, frames, repeats) for a, b in RATES)
+    for name, make_step in RESAMPLERS.items():
+        rates = ((8000, 16000), (16000, 8000))
+        up, down = (step_cost(make_step(a, b), bf.pcm_frames(a), frames, repeats) for a, b in rates)
         print(f"  {name:<28}8k->16k {up:>6.2f}   16k->8k {down:>6.2f}")
-    note(
+    bf.note(
         "inbound = Twilio JSON -> decode -> convert to pipeline format; outbound = convert -> Twilio JSON;",
-        "round trip = one of each. Anchor: pipecat TwilioFrameSerializer round trip "
-        f"{PIPECAT_ROUND_TRIP_US} µs (anchors.md §6.2;",
-        "bench/pipecat_anchor.sh measures it on this machine).",
+        "round trip = one of each. Anchor: pipecat TwilioFrameSerializer round trip 13.2 µs (anchors.md",
+        "§6.2; bench/pipecat_anchor.sh measures it on this machine).",
     )
     return costs
 
@@ -203,52 +179,48 @@ def section_latency() -> dict[str, float]:
         for way, source, target in (("in", PCMU_8K, fmt), ("out", fmt, PCMU_8K)):
             lag, held_mean, held_max = added_latency(make, source, target)
             added[name] = max(added[name], lag + held_mean)
-            declared = make(source, target).delay_ms
-            direction = f"{way} {rate_label(source)}->{rate_label(target)}"
-            held = f"{held_mean:.2f} / {held_max:.2f}"
-            print(f"{name:<30}{direction:>12}{declared:>10.3f}{lag:>8.3f}{held:>16}{lag + held_mean:>8.2f}")
-    note(
+            direction = f"{way} {source.sample_rate // 1000}k->{target.sample_rate // 1000}k"
+            cells = (
+                f"{make(source, target).delay_ms:>10.3f}{lag:>8.3f}{f'{held_mean:.2f} / {held_max:.2f}':>16}"
+            )
+            print(f"{name:<30}{direction:>12}{cells}{lag + held_mean:>8.2f}")
+    lead = Settings().playout_lead_ms
+    bf.note(
         "delay_ms = the converter's own figure; lag = measured delay of the output waveform (cross-",
         "correlation against zero-delay resampling); held = input consumed but not yet output (mean/max",
-        "over 500 chunks); added = lag + mean held. Anchor: soxr LQ holds "
-        f"~{SOXR_LQ_HELD_MS:.0f} ms (anchors.md §6.3).",
-        f"Playout lead: CALLBRIDGE_PLAYOUT_LEAD_MS = {Settings().playout_lead_ms} ms. Outbound audio is sent",
-        "at most this far ahead of real time and buffered at the provider: not added delay when the",
-        "agent's audio arrives in real time.",
+        "over 500 chunks); added = lag + mean held. Anchor: soxr LQ holds ~32 ms (anchors.md §6.3).",
+        f"Playout lead: CALLBRIDGE_PLAYOUT_LEAD_MS = {lead} ms. Outbound audio is sent at most this",
+        "far ahead of real time and buffered at the provider: not added delay when the agent's audio",
+        "arrives in real time.",
     )
     return added
 
 
 def section_goals(costs: dict[str, float], added: dict[str, float]) -> None:
     """Print table 3: goals vs measured, and calls per core."""
-    goals = f"round trip <= {GOAL_ROUND_TRIP_US:g} µs per frame, <= {GOAL_ADDED_MS:g} ms added per direction"
-    print(f"\n3. Goals vs measured (goals: {goals})")
-    head = ("round trip µs", "met", "worst added ms", "met", "calls/core")
-    widths = (14, 5, 16, 5, 12)
-    print(f"{'pipeline format':<30}" + "".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
+    print(f"\n3. Goals vs measured: round trip <= {GOAL_ROUND_TRIP_US:g} µs, <= {GOAL_ADDED_MS:g} ms added")
+    print(f"{'pipeline format':<30}{'round trip µs':>14}{'met':>5}{'worst added ms':>16}{'met':>5}", end="")
+    print(f"{'calls/core':>12}")
     for name, _, _ in CASES:
         cpu_ok = "yes" if costs[name] <= GOAL_ROUND_TRIP_US else "NO"
         lat_ok = "yes" if added[name] <= GOAL_ADDED_MS else "NO"
-        calls = FRAME_MS * 1000 / costs[name]
+        calls = bf.FRAME_MS * 1000 / costs[name]
         print(f"{name:<30}{costs[name]:>14.2f}{cpu_ok:>5}{added[name]:>16.2f}{lat_ok:>5}{calls:>12,.0f}")
-    note(
+    bf.note(
         "calls/core = 20 ms / median round trip per frame: an estimate from the media path's CPU only",
         "(JSON, base64, codec, resampler), not WebSocket I/O, the event loop, pacing or the agent pipeline.",
     )
 
 
 def main() -> None:
-    args = bench_args(__doc__)
-
-    print("callbridge media path benchmark")
-    note(*machine_lines({"soxr": soxr.__version__}))
-    note(
+    args = bf.bench_args(__doc__)
+    bf.print_machine("callbridge media path benchmark", soxr=soxr.__version__)
+    bf.note(
         "\nmethod: 256 distinct 20 ms frames of tones + noise, cycled; full Twilio media JSON in and out;",
         f"        {args.frames:,} frames x {args.repeats} repeats, 200-frame warm-up (timeit, GC off)",
     )
     costs = section_cpu(args.frames, args.repeats)
-    added = section_latency()
-    section_goals(costs, added)
+    section_goals(costs, section_latency())
 
 
 if __name__ == "__main__":

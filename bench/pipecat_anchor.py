@@ -8,20 +8,10 @@ serialize awaited in one event loop after a 200-frame warm-up.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 
-from bench_frames import (
-    N_FRAMES,
-    STREAM_SID,
-    bench_args,
-    machine_lines,
-    pcm_frames,
-    time_per_frame,
-    twilio_media_messages,
-)
-from loguru import logger
+import bench_frames as bf
 from pipecat.clocks.system_clock import SystemClock
 from pipecat.frames.frames import OutputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
@@ -30,26 +20,24 @@ from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.utils.asyncio.task_manager import TaskManager
 
-MASK = N_FRAMES - 1
 RATE = 16000
 
 
 async def make_serializer() -> TwilioFrameSerializer:
-    """A serializer set up the way a pipecat pipeline at 16 kHz input sets it up."""
+    """A serializer set up the way a pipecat pipeline with 16 kHz input sets it up."""
     params = TwilioFrameSerializer.InputParams(auto_hang_up=False)
-    serializer = TwilioFrameSerializer(STREAM_SID, params=params)
+    serializer = TwilioFrameSerializer(bf.STREAM_SID, params=params)
+    worker = PipelineWorker(Pipeline([]))
+    clock, tasks = SystemClock(), TaskManager()
     setup = FrameProcessorSetup(
-        clock=SystemClock(),
-        task_manager=TaskManager(),
-        pipeline_worker=PipelineWorker(Pipeline([])),
-        audio_in_sample_rate=RATE,
+        clock=clock, task_manager=tasks, pipeline_worker=worker, audio_in_sample_rate=RATE
     )
     await serializer.setup(setup)
     return serializer
 
 
 def timed(loop: asyncio.AbstractEventLoop, step: Callable[[int], Awaitable[object]]) -> Callable[[int], None]:
-    """A `run(n)` for time_per_frame: awaits `step(i)` for i in range(n) in one event-loop run."""
+    """A `run(n)` for time_per_frame that awaits `step(i)` for i in range(n) in one event-loop run."""
 
     async def frames(n: int) -> None:
         for i in range(n):
@@ -59,37 +47,37 @@ def timed(loop: asyncio.AbstractEventLoop, step: Callable[[int], Awaitable[objec
 
 
 def main() -> None:
-    args = bench_args(__doc__)
-    logger.remove()  # pipecat logs every processor link at DEBUG
-    logger.add(sys.stderr, level="WARNING")
-
+    args = bf.bench_args(__doc__)
     loop = asyncio.new_event_loop()
     serializer = loop.run_until_complete(make_serializer())
-    messages = twilio_media_messages()
-    outgoing = [OutputAudioRawFrame(audio=pcm, sample_rate=RATE, num_channels=1) for pcm in pcm_frames(RATE)]
+    messages, mask = bf.twilio_media_messages(), bf.MASK
+    outgoing = [
+        OutputAudioRawFrame(audio=pcm, sample_rate=RATE, num_channels=1) for pcm in bf.pcm_frames(RATE)
+    ]
     deserialize, serialize = serializer.deserialize, serializer.serialize
 
     async def both(i: int) -> None:
-        await deserialize(messages[i & MASK])
-        await serialize(outgoing[i & MASK])
+        await deserialize(messages[i & mask])
+        await serialize(outgoing[i & mask])
 
-    runs = {
-        "deserialize (Twilio JSON -> 16 kHz InputAudioRawFrame)": lambda i: deserialize(messages[i & MASK]),
-        "serialize (16 kHz OutputAudioRawFrame -> Twilio JSON)": lambda i: serialize(outgoing[i & MASK]),
+    runs: dict[str, Callable[[int], Awaitable[object]]] = {
+        "deserialize (Twilio JSON -> 16 kHz InputAudioRawFrame)": lambda i: deserialize(messages[i & mask]),
+        "serialize (16 kHz OutputAudioRawFrame -> Twilio JSON)": lambda i: serialize(outgoing[i & mask]),
         "deserialize + serialize (round trip)": both,
     }
-    print("pipecat TwilioFrameSerializer anchor")
-    print("\n".join(machine_lines({"pipecat": version("pipecat-ai"), "soxr": version("soxr")})))
+    bf.print_machine(
+        "pipecat TwilioFrameSerializer anchor", pipecat=version("pipecat-ai"), soxr=version("soxr")
+    )
     print(f"\n{args.frames:,} frames x {args.repeats} repeats, 200-frame warm-up; µs per 20 ms frame")
     print(f"{'operation':<56}{'median':>8}{'min':>8}")
     for name, step in runs.items():
-        low, median = time_per_frame(timed(loop, step), args.frames, args.repeats)
+        low, median = bf.time_per_frame(timed(loop, step), args.frames, args.repeats)
         print(f"{name:<56}{median:>8.2f}{low:>8.2f}")
-    print(
-        f"Setup: auto_hang_up=False, audio_in_sample_rate={RATE}, other parameters at pipecat's defaults"
-        "\n(soxr VHQ stream resampler, cleared after 0.2 s idle). Output frames (640 B) are built once"
-        "\nand reused, so serialize excludes constructing the frame. Anchor (anchors.md §6.2, pipecat 1.14.0,"
-        "\nCPython 3.11): deserialize 7.4, serialize 5.5, round trip 13.2 µs."
+    bf.note(
+        f"Setup: auto_hang_up=False, audio_in_sample_rate={RATE}, other parameters at pipecat's defaults",
+        "(soxr VHQ stream resampler, cleared after 0.2 s idle). The 640 B output frames are built once and",
+        "reused, so serialize excludes constructing the frame. Anchor (anchors.md §6.2, pipecat 1.14.0,",
+        "CPython 3.11.7): deserialize 7.4, serialize 5.5, round trip 13.2 µs.",
     )
     loop.close()
 

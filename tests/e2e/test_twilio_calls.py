@@ -52,8 +52,7 @@ async def test_audio_round_trips_through_the_echo_agent(server, twilio, make_age
     report = await twilio.call(agent, CallScript(audio=speech_like(2.0), tail_seconds=1.0))
     assert report.round_trip is not None
     trip = report.round_trip
-    print(f"
-echo round trip: lag {trip.lag_ms:.0f} ms, correlation {trip.correlation:.4f}")
+    print(f"\necho round trip: lag {trip.lag_ms:.0f} ms, correlation {trip.correlation:.4f}")
     assert report.round_trip.correlation >= 0.9
     assert report.underrun_ticks == 0
     call = await ended(server, report.call_id)
