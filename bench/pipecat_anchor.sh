@@ -18,7 +18,8 @@ log="$tmp/install.log"
 if ! { "$python" -m venv "$tmp/venv" \
   && "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check "${PIPECAT_SPEC:-pipecat-ai}"; } \
   >"$log" 2>&1; then
-  reason="$(grep -m1 -E '^ERROR|Error' "$log" || tail -n 1 "$log")"
+  reason="$(grep -E '^ERROR' "$log" | tail -n 1)"
+  reason="${reason:-$(tail -n 1 "$log")}"
   echo "pipecat could not be installed: ${reason:-unknown error}"
   exit 0
 fi

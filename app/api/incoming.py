@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.errors import error_response
 from app.calls.service import CallOrigin
 from app.calls.templates import map_request_context
 from app.errors import Forbidden, InvalidInput, NotFound
@@ -88,10 +87,6 @@ async def telephony_xml(request: Request) -> Response:
 def _is_form(request: Request) -> bool:
     content_type = request.headers.get("content-type", "")
     return content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
-
-
-async def method_not_allowed(request: Request) -> Response:
-    return error_response(405, "method_not_allowed", "telephony_xml takes POST from your provider")
 
 
 ROUTES = [Route("/api/agents/{agent_id}/telephony_xml", telephony_xml, methods=["POST"])]

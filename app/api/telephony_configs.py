@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,7 +29,8 @@ def _model(request: Request) -> tuple[str, type[TelephonyConfigBase]]:
 
 
 def _view(config: TelephonyConfigBase, row: TelephonyConfigRow) -> dict[str, Any]:
-    return {**config.public_view(), "created": row.created.isoformat(), "updated": row.updated.isoformat()}
+    stamps = {"created": row.created, "updated": row.updated}
+    return {**config.public_view(), **TypeAdapter(dict[str, datetime]).dump_python(stamps, mode="json")}
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
