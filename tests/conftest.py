@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -56,6 +57,15 @@ def client(settings: Settings) -> Iterator[TestClient]:
 # --- databases ----------------------------------------------------------------------------------
 
 
+def require_postgres() -> None:
+    """Skip (or, with CALLBRIDGE_REQUIRE_POSTGRES, fail) when no PostgreSQL listens on 127.0.0.1:5432."""
+    if _postgres_reachable():
+        return
+    if os.environ.get("CALLBRIDGE_REQUIRE_POSTGRES"):
+        pytest.fail("PostgreSQL is required (CALLBRIDGE_REQUIRE_POSTGRES) but not reachable on :5432")
+    pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+
+
 def _postgres_reachable() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 5432), timeout=1):
@@ -73,10 +83,7 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield db
         await db.dispose()
         return
-    if not _postgres_reachable():
-        if os.environ.get("CALLBRIDGE_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL is required (CALLBRIDGE_REQUIRE_POSTGRES) but not reachable on :5432")
-        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+    require_postgres()
     import asyncpg
 
     schema = f"cb_test_{uuid.uuid4().hex[:12]}"
@@ -115,10 +122,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """`callbridge serve` in a subprocess on a free loopback port, on its embedded SQLite default."""
-    workdir = tmp_path_factory.mktemp("server")
+@contextlib.contextmanager
+def run_server(workdir: Path, **env_overrides: str) -> Iterator[RunningServer]:
+    """`callbridge serve` in a subprocess on a free loopback port (SQLite unless the env says otherwise)."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {
@@ -132,6 +138,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     }
     env.pop("CALLBRIDGE_DATABASE_URL", None)
     env.pop("CALLBRIDGE_SECRET_KEY", None)
+    env.update(env_overrides)
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -142,23 +149,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
             stderr=subprocess.STDOUT,
         )
     running = RunningServer(base_url, process, log_path)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"callbridge did not start:\n{running.log()}")
-        time.sleep(0.1)
-    yield running
-    process.terminate()
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"callbridge did not start:\n{running.log()}")
+            time.sleep(0.1)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real server for the end-to-end tests, on its embedded SQLite default."""
+    with run_server(tmp_path_factory.mktemp("server")) as running:
+        yield running
 
 
 async def wait_for(predicate, within: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
