@@ -67,6 +67,9 @@ class CallSession:
         self._framing = transport.framing
         self._end_reason: EndReason | None = None
         self._end_text = ""
+        # Only a session that joined the call, or saw its join deadline pass, may end it; any other failed
+        # join leaves the call to whoever holds it (or to the unjoined-call sweeper).
+        self._owns_call = False
         self._done = asyncio.Event()
         self._bad_frames = 0
         self._ignored_events: set[str] = set()
@@ -116,8 +119,9 @@ class CallSession:
         FRAMES_IN.inc(self._frames_in)
         if self._playout is not None:
             FRAMES_OUT.inc(self._playout.frames_sent)
-        reason = self._end_reason or EndReason.HANGUP
-        await self.calls.end(self.call, reason, self._end_text or "stream closed")
+        if self._owns_call:
+            reason = self._end_reason or EndReason.HANGUP
+            await self.calls.end(self.call, reason, self._end_text or "stream closed")
 
     async def _await_start(self) -> bool:
         """Wait for the provider's `start` (until the join deadline); then join the call and the agent."""
@@ -130,20 +134,19 @@ class CallSession:
                     if isinstance(event, StreamStart):
                         break
                     if isinstance(event, StreamStop):
-                        self.finish(EndReason.HANGUP, "stream stopped before it started")
                         return False
         except TimeoutError:
+            self._owns_call = True
             self.finish(EndReason.UNJOINED, "the stream did not start before the call's joinTimeout")
             return False
         except TransportClosed:
-            self.finish(EndReason.UNJOINED, "the stream closed before it started")
             return False
         self.start = event
         if not await self.calls.calls.mark_joined(
             self.call.id, utcnow(), event.stream_id, event.provider_call_id
         ):
-            self.finish(EndReason.UNJOINED, "the call had already been joined or ended")
-            return False
+            return False  # joined elsewhere or ended meanwhile: not ours to end
+        self._owns_call = True
         self._record("joined", f"stream {event.stream_id} started", extras={"streamId": event.stream_id})
         wire = event.audio_format
         agent_format = negotiate(wire, self.pipeline.accepted_formats)

@@ -242,3 +242,17 @@ async def test_the_server_reports_live_sessions_in_metrics(server) -> None:
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         text = (await client.get("/metrics")).text
     assert "callbridge_active_sessions" in text and "callbridge_provider_webhooks_total" in text
+
+
+async def test_a_stream_that_drops_before_start_leaves_the_call_to_its_join_deadline(
+    server, twilio, make_agent
+):
+    agent = await make_agent(joinTimeout="1.5s")
+    url, params, _ = await new_stream(twilio, agent)
+    headers = {"X-Twilio-Signature": twilio.validator.compute_signature(url, {})}
+    async with websockets.connect(url, additional_headers=headers) as ws:
+        await ws.send(orjson.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}).decode())
+    await asyncio.sleep(0.3)
+    assert (await get_call(server, params["callId"]))["ended"] is None
+    call = await ended(server, params["callId"], within=5)
+    assert call["endReason"] == "unjoined"
