@@ -18,7 +18,7 @@ log="$tmp/install.log"
 if ! { "$python" -m venv "$tmp/venv" \
   && "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check "${PIPECAT_SPEC:-pipecat-ai}"; } \
   >"$log" 2>&1; then
-  reason="$(grep -E '^ERROR' "$log" | tail -n 1)"
+  reason="$({ grep -E '^ERROR' "$log" || true; } | tail -n 1)"
   reason="${reason:-$(tail -n 1 "$log")}"
   echo "pipecat could not be installed: ${reason:-unknown error}"
   exit 0

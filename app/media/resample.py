@@ -79,4 +79,4 @@ class StreamResampler:
         if self._down > 1:
             out = out[self._phase :: self._down]
             self._phase = (self._phase - n * self._up) % self._down
-        return np.clip(out, -32768, 32767).astype("<i2").tobytes()
+        return out.clip(-32768, 32767).astype("<i2").tobytes()
