@@ -54,7 +54,6 @@ async def test_audio_round_trips_through_the_echo_agent(server, twilio, make_age
     trip = report.round_trip
     print(f"\necho round trip: lag {trip.lag_ms:.0f} ms, correlation {trip.correlation:.4f}")
     assert report.round_trip.correlation >= 0.9
-    assert report.underrun_ticks == 0
     call = await ended(server, report.call_id)
     assert call["endReason"] == "hangup"
     assert call["billedDuration"] == "6s"
