@@ -142,7 +142,11 @@ class CallService:
             billed_duration=billed_seconds(row.joined, row.ended),
         )
 
-    # --- ending -------------------------------------------------------------------------------
+    # --- joining and ending -------------------------------------------------------------------
+
+    async def mark_joined(self, row: CallRow, stream_id: str, provider_call_id: str | None) -> bool:
+        """Record that a stream joined the call; False when it was already joined or has ended."""
+        return await self.calls.mark_joined(row.id, utcnow(), stream_id, provider_call_id)
 
     async def end(self, row: CallRow, reason: EndReason, text: str) -> bool:
         """End the call once (the first reason wins); records the `ended` event. True if this ended it."""

@@ -91,7 +91,8 @@ class CallSession:
         ACTIVE_SESSIONS.inc()
         tasks: list[asyncio.Task[None]] = []
         try:
-            if await self._await_start():
+            start = await self._await_start()
+            if start is not None and await self._join(start):
                 tasks = [
                     asyncio.create_task(self._receive_loop(), name=f"call-{self.call.id}-in"),
                     asyncio.create_task(self._agent_loop(), name=f"call-{self.call.id}-agent"),
@@ -108,8 +109,10 @@ class CallSession:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self._shutdown()
-            ACTIVE_SESSIONS.dec()
+            try:
+                await self._shutdown()
+            finally:
+                ACTIVE_SESSIONS.dec()
 
     async def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
@@ -123,8 +126,8 @@ class CallSession:
             reason = self._end_reason or EndReason.HANGUP
             await self.calls.end(self.call, reason, self._end_text or "stream closed")
 
-    async def _await_start(self) -> bool:
-        """Wait for the provider's `start` (until the join deadline); then join the call and the agent."""
+    async def _await_start(self) -> StreamStart | None:
+        """The provider's `start`, or None when the stream ends first or the join deadline passes."""
         deadline = self.call.join_deadline
         timeout = (deadline - utcnow()).total_seconds() if deadline else None
         try:
@@ -132,19 +135,20 @@ class CallSession:
                 while True:
                     event = self._decode(await self.transport.receive())
                     if isinstance(event, StreamStart):
-                        break
+                        return event
                     if isinstance(event, StreamStop):
-                        return False
+                        return None
         except TimeoutError:
             self._owns_call = True
             self.finish(EndReason.UNJOINED, "the stream did not start before the call's joinTimeout")
-            return False
         except TransportClosed:
-            return False
+            pass
+        return None
+
+    async def _join(self, event: StreamStart) -> bool:
+        """Join the call (first join wins), build the media path and start the agent."""
         self.start = event
-        if not await self.calls.calls.mark_joined(
-            self.call.id, utcnow(), event.stream_id, event.provider_call_id
-        ):
+        if not await self.calls.mark_joined(self.call, event.stream_id, event.provider_call_id):
             return False  # joined elsewhere or ended meanwhile: not ours to end
         self._owns_call = True
         self._record("joined", f"stream {event.stream_id} started", extras={"streamId": event.stream_id})
