@@ -16,16 +16,21 @@ import numpy as np
 # 0.1 dB and >= 66 dB image/alias rejection for 8 <-> 16 kHz.
 TAPS_PER_PHASE = 29
 STOPBAND_DB = 70.0
+# Ratios whose up*down is at most this get a whole-sample delay at both rates (all of 8/16/24/48 kHz).
+MAX_ALIGNED_STEP = 12
 
 
 def _design_lowpass(up: int, down: int) -> np.ndarray:
     """Kaiser-windowed sinc at the lower Nyquist, in the upsampled domain, with DC gain `up`.
 
-    The length is odd and its group delay a multiple of `up * down` samples of the upsampled domain, so the
-    delay is a whole number of samples at both the input and the output rate: resampled audio stays
-    sample-aligned with the original (what echo cancellers and round-trip measurements need).
+    The length is odd and, for the usual ratios, its group delay a multiple of `up * down` samples of the
+    upsampled domain, so the delay is a whole number of samples at both the input and the output rate:
+    resampled audio stays sample-aligned with the original (what echo cancellers and round-trip
+    measurements need).
     """
     step = up * down
+    if step > MAX_ALIGNED_STEP:  # e.g. 44.1 kHz → 8 kHz: aligning would multiply the filter's length
+        step = 1
     delay = -(-TAPS_PER_PHASE * max(up, down) // (2 * step)) * step
     n_taps = 2 * delay + 1
     cutoff = 0.5 / max(up, down)
