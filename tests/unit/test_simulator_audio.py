@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,6 @@ def test_a_44100_hz_stereo_wav_is_read_as_8khz_mono(tmp_path: Path) -> None:
     left = (8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2")
     stereo = np.stack([left, left], axis=1).ravel().tobytes()
     path = tmp_path / "in.wav"
-    import wave
-
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(2)
         wav.setsampwidth(2)
