@@ -14,14 +14,11 @@ from app.calls.service import CallOrigin
 from app.calls.templates import map_request_context
 from app.errors import Forbidden, InvalidInput, NotFound
 from app.metrics import WEBHOOKS
-from app.providers import PROVIDERS, get_provider
+from app.providers import PROVIDERS, get_provider, provider_signing
 from app.providers.base import Provider, WebhookRequest
 from app.schemas.calls import StartAgentCallRequest
 from app.schemas.telephony import CONFIG_MODELS
 from app.services import Services
-
-#: Signature header → provider that sends it.
-SIGNATURE_HEADERS = {"x-twilio-signature": "twilio"}
 
 
 def public_url(services: Services, request: Request) -> str:
@@ -31,11 +28,13 @@ def public_url(services: Services, request: Request) -> str:
 
 
 def detect_provider(request: Request) -> Provider:
+    """The provider named by `?provider=`, else the one whose signature header the request carries."""
     name = request.query_params.get("provider")
     if name is None:
-        name = next((p for header, p in SIGNATURE_HEADERS.items() if header in request.headers), None)
-    if name is None:
-        raise Forbidden("signature_missing", "no provider signature header on the request")
+        signing = provider_signing(request.headers)
+        if signing is None:
+            raise Forbidden("signature_missing", "no provider signature header on the request")
+        return signing
     provider = get_provider(name)
     if provider is None:
         raise InvalidInput("unknown_provider", f"unknown provider {name!r}; known: {', '.join(PROVIDERS)}")

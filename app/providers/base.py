@@ -135,6 +135,8 @@ class Provider(ABC):
     """Webhook side of one telephony provider."""
 
     name: ClassVar[str]
+    #: The (lower-case) header whose presence says a webhook comes from this provider.
+    signature_header: ClassVar[str]
 
     @abstractmethod
     def verify(self, request: WebhookRequest, credentials: Mapping[str, str]) -> bool:

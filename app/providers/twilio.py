@@ -129,6 +129,7 @@ class TwilioProvider(Provider):
     """Twilio's webhook side, using the official SDK's validator and TwiML builder."""
 
     name = "twilio"
+    signature_header = SIGNATURE_HEADER
 
     def verify(self, request: WebhookRequest, credentials: Mapping[str, str]) -> bool:
         signature = request.headers.get(SIGNATURE_HEADER)
