@@ -19,10 +19,6 @@ class InvalidInput(ServiceError):
     status = 400
 
 
-class Unauthorized(ServiceError):
-    status = 401
-
-
 class Forbidden(ServiceError):
     status = 403
 
@@ -33,11 +29,3 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status = 409
-
-
-class CallNotActive(ServiceError):
-    status = 422
-
-
-class TooManyRequests(ServiceError):
-    status = 429

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -18,15 +18,3 @@ class ApiModel(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready dict, by alias, without unset optional noise."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-T = TypeVar("T")
-
-
-class Page(ApiModel, Generic[T]):
-    """A cursor page: `{results, next, previous, total}` (next/previous are URLs or null)."""
-
-    results: list[T]
-    next: str | None
-    previous: str | None
-    total: int

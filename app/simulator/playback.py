@@ -59,7 +59,3 @@ class PlaybackBuffer:
         short = len(out) < n_bytes
         out += self.silence_byte * (n_bytes - len(out))
         return bytes(out), marks, short
-
-    @property
-    def queued_bytes(self) -> int:
-        return sum(len(item) for item in self._items if isinstance(item, bytes)) - self._offset
