@@ -62,8 +62,8 @@ class CallService:
             "systemPrompt": render(template.system_prompt, context),
             "languageHint": render(template.language_hint, context) if template.language_hint else None,
             "firstSpeakerSettings": first_speaker.to_json(),
-            "joinTimeout": request.join_timeout or template.join_timeout,
-            "maxDuration": request.max_duration or template.max_duration,
+            "joinTimeout": _given_or(request.join_timeout, template.join_timeout),
+            "maxDuration": _given_or(request.max_duration, template.max_duration),
             "pipeline": template.pipeline,
             "templateContext": context,
             "requestContext": origin.request_context if origin else None,
@@ -180,6 +180,10 @@ def billed_seconds(joined: datetime | None, ended: datetime | None) -> float:
         return 0.0
     seconds = max(0.0, (ended - joined).total_seconds())
     return math.ceil(seconds / BILLING_INCREMENT_S) * BILLING_INCREMENT_S
+
+
+def _given_or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def _check_supported(medium: Medium) -> None:

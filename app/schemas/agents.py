@@ -10,7 +10,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import Field, field_validator
 
 from app.schemas.base import ApiModel
-from app.schemas.durations import Duration
+from app.schemas.durations import PositiveDuration
 from app.schemas.media import (
     FirstSpeakerSettings,
     Medium,
@@ -27,8 +27,8 @@ class CallTemplate(ApiModel):
     system_prompt: str = ""
     language_hint: str | None = Field(default=None, max_length=16)
     first_speaker_settings: FirstSpeakerSettings = Field(default_factory=default_first_speaker)
-    join_timeout: Duration = 30.0
-    max_duration: Duration = 3600.0
+    join_timeout: PositiveDuration = 30.0
+    max_duration: PositiveDuration = 3600.0
     medium: Medium | None = None
     context_schema: dict[str, Any] | None = None
     pipeline: PipelineSpec = Field(default_factory=default_pipeline)
@@ -42,13 +42,6 @@ class CallTemplate(ApiModel):
             except SchemaError as exc:
                 path = "/".join(str(p) for p in exc.path) or "(root)"
                 raise ValueError(f"not a valid JSON Schema at {path}: {exc.message}") from None
-        return value
-
-    @field_validator("max_duration", "join_timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be longer than 0s")
         return value
 
 

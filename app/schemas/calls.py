@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from app.schemas.base import ApiModel
-from app.schemas.durations import Duration
+from app.schemas.durations import Duration, PositiveDuration
 from app.schemas.media import (
     FirstSpeakerSettings,
     Medium,
@@ -48,8 +48,8 @@ class StartAgentCallRequest(ApiModel):
     template_context: dict[str, Any] = Field(default_factory=dict)
     metadata: Metadata = Field(default_factory=dict)
     medium: Medium | None = None
-    join_timeout: Duration | None = None
-    max_duration: Duration | None = None
+    join_timeout: PositiveDuration | None = None
+    max_duration: PositiveDuration | None = None
     first_speaker_settings: FirstSpeakerSettings | None = None
 
 
@@ -59,8 +59,8 @@ class StartCallRequest(ApiModel):
     system_prompt: str = ""
     language_hint: str | None = Field(default=None, max_length=16)
     first_speaker_settings: FirstSpeakerSettings = Field(default_factory=default_first_speaker)
-    join_timeout: Duration = 30.0
-    max_duration: Duration = 3600.0
+    join_timeout: PositiveDuration = 30.0
+    max_duration: PositiveDuration = 3600.0
     medium: Medium | None = None
     metadata: Metadata = Field(default_factory=dict)
     pipeline: PipelineSpec = Field(default_factory=default_pipeline)

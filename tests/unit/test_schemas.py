@@ -83,3 +83,10 @@ def test_billing_rounds_up_to_the_next_deciminute() -> None:
     assert billed_seconds(joined, joined + timedelta(seconds=6.1)) == 12.0
     assert billed_seconds(None, joined) == 0.0
     assert billed_seconds(joined, None) == 0.0
+
+
+def test_zero_or_negative_timeouts_are_refused_for_templates_and_calls() -> None:
+    with pytest.raises(ValidationError, match="longer than 0s"):
+        CallTemplate.model_validate({"maxDuration": "0s"})
+    with pytest.raises(ValidationError, match="longer than 0s"):
+        StartAgentCallRequest.model_validate({"joinTimeout": "0s"})
