@@ -27,8 +27,8 @@ from app.pipeline.base import (
 from app.providers.base import (
     FrameError,
     StreamAudio,
-    StreamConnected,
     StreamDtmf,
+    StreamEvent,
     StreamIgnored,
     StreamMark,
     StreamStart,
@@ -93,12 +93,16 @@ class CallSession:
         try:
             start = await self._await_start()
             if start is not None and await self._join(start):
-                tasks = [
-                    asyncio.create_task(self._receive_loop(), name=f"call-{self.call.id}-in"),
-                    asyncio.create_task(self._agent_loop(), name=f"call-{self.call.id}-agent"),
-                    asyncio.create_task(self._playout_loop(), name=f"call-{self.call.id}-out"),
-                    asyncio.create_task(self._max_duration_timer(), name=f"call-{self.call.id}-timer"),
-                ]
+                loops = {
+                    "in": self._receive_loop(),
+                    "agent": self._agent_loop(),
+                    "out": self._playout_loop(),
+                    "timer": self._max_duration_timer(),
+                }
+                for name, loop in loops.items():
+                    task = asyncio.create_task(loop, name=f"call-{self.call.id}-{name}")
+                    task.add_done_callback(self._loop_ended)
+                    tasks.append(task)
                 await self._done.wait()
         except Exception as exc:  # a bug in this call must end this call only
             log.exception("call %s failed", self.call.id)
@@ -113,6 +117,17 @@ class CallSession:
                 await self._shutdown()
             finally:
                 ACTIVE_SESSIONS.dec()
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A loop that dies of an exception ends the call (instead of leaving it silent until maxDuration)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if isinstance(exc, PipelineError):
+            self._pipeline_failed(exc)
+        else:
+            log.error("call %s: %s failed", self.call.id, task.get_name(), exc_info=exc)
+            self.finish(EndReason.SYSTEM_ERROR, f"internal error: {type(exc).__name__}")
 
     async def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
@@ -185,7 +200,7 @@ class CallSession:
     # --- caller → agent -----------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
-        assert self._inbound is not None and self._playout is not None
+        assert self._inbound is not None
         inbound, pipeline = self._inbound, self.pipeline
         while True:
             try:
@@ -206,23 +221,12 @@ class CallSession:
                 self._record("dtmf", f"caller pressed {event.digit}", extras={"digit": event.digit})
                 await pipeline.send_dtmf(event.digit)
             elif isinstance(event, StreamMark):
-                self._mark_returned(event.name)
+                await self._mark_returned(event.name)
             elif isinstance(event, StreamStop):
                 self.finish(EndReason.HANGUP, "the caller hung up (stream stopped)")
                 return
 
-    def _decode(
-        self, message: str | bytes
-    ) -> (
-        StreamStart
-        | StreamAudio
-        | StreamDtmf
-        | StreamMark
-        | StreamStop
-        | StreamConnected
-        | StreamIgnored
-        | None
-    ):
+    def _decode(self, message: str | bytes) -> StreamEvent | None:
         try:
             event = self._framing.decode(message)
         except FrameError as exc:
@@ -251,7 +255,7 @@ class CallSession:
                 "provider_error", f"bad stream message ignored: {reason}{suffix}", EventSeverity.WARNING
             )
 
-    def _mark_returned(self, name: str) -> None:
+    async def _mark_returned(self, name: str) -> None:
         assert self._playout is not None
         mark = self._playout.mark_returned(name)
         if mark is None:
@@ -269,8 +273,7 @@ class CallSession:
             f"agent audio played up to {mark.position_ms:.0f} ms",
             extras={"name": name, "playedMs": round(mark.position_ms)},
         )
-        task = asyncio.ensure_future(self.pipeline.playback_position(mark.position_ms))
-        task.add_done_callback(_log_task_error)
+        await self.pipeline.playback_position(mark.position_ms)
 
     # --- agent → caller -----------------------------------------------------------------------
 
@@ -325,8 +328,3 @@ class CallSession:
         self, type: str, text: str, severity: EventSeverity = EventSeverity.INFO, extras: dict | None = None
     ) -> None:
         self.calls.events.record(self.call.id, self.call.created, type, text, severity, extras)
-
-
-def _log_task_error(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("pipeline playback_position failed: %s", task.exception())
