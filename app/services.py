@@ -7,12 +7,13 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from starlette.requests import HTTPConnection
+
 from app.calls.join_tokens import JoinTokens
 from app.calls.service import CallService
 from app.calls.session import CallSession, SessionSettings
 from app.cluster.local import LocalCallRegistry
 from app.events.log import CallEventLog
-from app.schemas.calls import EndReason
 from app.settings import Settings
 from app.store.db import Database
 from app.store.repositories import (
@@ -73,8 +74,6 @@ class Services:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for session in self.sessions.sessions():
-            session.finish(EndReason.SYSTEM_ERROR, "callbridge is shutting down")
         await self.events.stop()
         await self.db.dispose()
 
@@ -85,3 +84,8 @@ class Services:
                 await self.calls.sweep_unjoined()
             except Exception:
                 log.exception("sweeping unjoined calls failed; retrying")
+
+
+def services_of(connection: HTTPConnection) -> Services:
+    """The Services of the app serving this request or WebSocket."""
+    return connection.app.state.services

@@ -15,12 +15,8 @@ from app.api.paging import page_params, page_response
 from app.errors import InvalidInput, NotFound
 from app.schemas.agents import Agent, AgentCreate, AgentStatistics, AgentUpdate, CallTemplate, CallTemplateOut
 from app.schemas.calls import StartAgentCallRequest
-from app.services import Services
+from app.services import Services, services_of
 from app.store.tables import AgentRow, utcnow
-
-
-def _services(request: Request) -> Services:
-    return request.app.state.services
 
 
 def agent_view(row: AgentRow, calls: int) -> dict[str, Any]:
@@ -44,7 +40,7 @@ async def load_agent(services: Services, agent_id: str) -> AgentRow:
 
 
 async def create_agent(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     body = await parse_body(request, AgentCreate)
     now = utcnow()
     row = AgentRow(
@@ -59,7 +55,7 @@ async def create_agent(request: Request) -> Response:
 
 
 async def list_agents(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     cursor, size = page_params(request)
     page = await services.agents.page(cursor, size)
     counts = await services.agents.call_counts([row.id for row in page.rows])
@@ -67,14 +63,14 @@ async def list_agents(request: Request) -> Response:
 
 
 async def get_agent(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     row = await load_agent(services, request.path_params["agent_id"])
     counts = await services.agents.call_counts([row.id])
     return JSONResponse(agent_view(row, counts.get(row.id, 0)))
 
 
 async def update_agent(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     row = await load_agent(services, request.path_params["agent_id"])
     body = await parse_body(request, AgentUpdate)
     values: dict[str, Any] = {"updated": utcnow()}
@@ -94,14 +90,14 @@ async def update_agent(request: Request) -> Response:
 
 
 async def delete_agent(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     if not await services.agents.delete(request.path_params["agent_id"]):
         raise NotFound("agent_not_found", f"no agent with id {request.path_params['agent_id']}")
     return Response(status_code=204)
 
 
 async def create_agent_call(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     agent = await load_agent(services, request.path_params["agent_id"])
     body = await parse_body(request, StartAgentCallRequest)
     call = await services.calls.create_agent_call(agent, body)
@@ -109,7 +105,7 @@ async def create_agent_call(request: Request) -> Response:
 
 
 async def list_agent_calls(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     agent = await load_agent(services, request.path_params["agent_id"])
     cursor, size = page_params(request)
     page = await services.calls_repo.page(agent.id, cursor, size)

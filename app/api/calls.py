@@ -10,23 +10,19 @@ from app.api.errors import parse_body
 from app.api.paging import page_params, page_response
 from app.errors import InvalidInput, NotFound
 from app.schemas.calls import CallEvent, EventSeverity, StartCallRequest
-from app.services import Services
+from app.services import services_of
 from app.store.tables import CallEventRow
 
 
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
 async def create_call(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     body = await parse_body(request, StartCallRequest)
     call = await services.calls.create_call(body)
     return JSONResponse(services.calls.to_schema(call).to_json(), status_code=201)
 
 
 async def list_calls(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     cursor, size = page_params(request)
     agent_id = request.query_params.get("agentId") or None
     page = await services.calls_repo.page(agent_id, cursor, size)
@@ -34,7 +30,7 @@ async def list_calls(request: Request) -> Response:
 
 
 async def get_call(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     row = await services.calls_repo.get(request.path_params["call_id"])
     if row is None:
         raise NotFound("call_not_found", f"no call with id {request.path_params['call_id']}")
@@ -54,7 +50,7 @@ def _event_view(row: CallEventRow) -> dict:
 
 
 async def list_call_events(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     call_id = request.path_params["call_id"]
     if await services.calls_repo.get(call_id) is None:
         raise NotFound("call_not_found", f"no call with id {call_id}")

@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.metrics import REGISTRY
-from app.services import Services
+from app.services import services_of
 
 
 async def healthz(request: Request) -> Response:
@@ -16,7 +16,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services = services_of(request)
     try:
         await services.db.ping()
     except Exception as exc:

@@ -18,7 +18,7 @@ from app.providers import PROVIDERS, get_provider, provider_signing
 from app.providers.base import Provider, WebhookRequest
 from app.schemas.calls import StartAgentCallRequest
 from app.schemas.telephony import CONFIG_MODELS
-from app.services import Services
+from app.services import Services, services_of
 
 
 def public_url(services: Services, request: Request) -> str:
@@ -42,7 +42,7 @@ def detect_provider(request: Request) -> Provider:
 
 
 async def telephony_xml(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services = services_of(request)
     agent_id = request.path_params["agent_id"]
     agent = await services.agents.get(agent_id)
     if agent is None:

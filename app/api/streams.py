@@ -20,7 +20,7 @@ from app.pipeline import build_pipeline
 from app.providers import get_provider
 from app.providers.base import StreamFraming
 from app.schemas.telephony import CONFIG_MODELS
-from app.services import Services
+from app.services import Services, services_of
 from app.store.tables import CallRow
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ async def _join_problem(
 
 
 async def call_stream(websocket: WebSocket) -> None:
-    services: Services = websocket.app.state.services
+    services = services_of(websocket)
     call_id = websocket.path_params["call_id"]
     problem, call = await _join_problem(services, websocket, call_id)
     provider = get_provider(call.medium_kind) if call else None

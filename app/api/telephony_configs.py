@@ -14,7 +14,7 @@ from starlette.routing import Route
 from app.api.errors import describe_validation_error
 from app.errors import Conflict, InvalidInput, NotFound
 from app.schemas.telephony import CONFIG_MODELS, TelephonyConfigBase
-from app.services import Services
+from app.services import Services, services_of
 from app.store.tables import TelephonyConfigRow
 
 
@@ -58,7 +58,7 @@ async def _save(services: Services, provider: str, config: TelephonyConfigBase) 
 
 async def get_config(request: Request) -> Response:
     provider, model = _model(request)
-    found = await _services(request).telephony_configs.get(provider)
+    found = await services_of(request).telephony_configs.get(provider)
     if found is None:
         raise NotFound("telephony_config_not_found", f"no {provider} credentials have been imported")
     fields, row = found
@@ -67,7 +67,7 @@ async def get_config(request: Request) -> Response:
 
 async def create_config(request: Request) -> Response:
     provider, model = _model(request)
-    services = _services(request)
+    services = services_of(request)
     config = _validate(model, await _json_object(request))
     if await services.telephony_configs.get(provider) is not None:
         raise Conflict(
@@ -80,7 +80,7 @@ async def create_config(request: Request) -> Response:
 
 async def update_config(request: Request) -> Response:
     provider, model = _model(request)
-    services = _services(request)
+    services = services_of(request)
     found = await services.telephony_configs.get(provider)
     if found is None:
         raise NotFound("telephony_config_not_found", f"no {provider} credentials have been imported")
@@ -91,13 +91,9 @@ async def update_config(request: Request) -> Response:
 
 async def delete_config(request: Request) -> Response:
     provider, _ = _model(request)
-    if not await _services(request).telephony_configs.delete(provider):
+    if not await services_of(request).telephony_configs.delete(provider):
         raise NotFound("telephony_config_not_found", f"no {provider} credentials have been imported")
     return Response(status_code=204)
-
-
-def _services(request: Request) -> Services:
-    return request.app.state.services
 
 
 ROUTES = [

@@ -163,13 +163,8 @@ class CallService:
     async def sweep_unjoined(self) -> int:
         """End every call whose join deadline passed with endReason `unjoined`."""
         ended = 0
-        for call_id in await self.calls.past_join_deadline(utcnow()):
-            row = await self.calls.get(call_id)
-            if (
-                row is not None
-                and row.joined is None
-                and await self.end(row, EndReason.UNJOINED, "nobody joined the call before its joinTimeout")
-            ):
+        for row in await self.calls.past_join_deadline(utcnow()):
+            if await self.end(row, EndReason.UNJOINED, "nobody joined the call before its joinTimeout"):
                 ended += 1
         return ended
 

@@ -27,8 +27,5 @@ class LocalCallRegistry(Generic[S]):
     def get(self, call_id: str) -> S | None:
         return self._sessions.get(call_id)
 
-    def sessions(self) -> list[S]:
-        return list(self._sessions.values())
-
     def __len__(self) -> int:
         return len(self._sessions)

@@ -108,11 +108,11 @@ class CallRepository:
             )
         return result.rowcount == 1
 
-    async def past_join_deadline(self, now: datetime, limit: int = 500) -> list[str]:
-        """Ids of calls that were never joined and whose join deadline has passed."""
+    async def past_join_deadline(self, now: datetime, limit: int = 500) -> list[CallRow]:
+        """Calls never joined whose join deadline has passed (joining or ending clears the deadline)."""
         async with self.db.session() as session:
             rows = await session.scalars(
-                select(CallRow.id)
+                select(CallRow)
                 .where(CallRow.join_deadline.is_not(None), CallRow.join_deadline <= now)
                 .limit(limit)
             )

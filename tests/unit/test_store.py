@@ -71,7 +71,7 @@ async def test_calls_past_their_join_deadline_are_found(database: Database) -> N
     calls = CallRepository(database)
     late = await calls.add(new_call(deadline_s=-1))
     await calls.add(new_call(deadline_s=60))
-    assert await calls.past_join_deadline(utcnow()) == [late.id]
+    assert [row.id for row in await calls.past_join_deadline(utcnow())] == [late.id]
 
 
 async def test_paging_walks_forward_and_back_newest_first(database: Database) -> None:
