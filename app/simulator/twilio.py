@@ -33,6 +33,10 @@ FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
 MULAW_SILENCE = b"\xff"
 
 
+class ProtocolViolation(Exception):
+    """callbridge sent something Twilio would reject (the call report would otherwise hide it)."""
+
+
 class WebhookRejected(Exception):
     """callbridge did not answer the voice webhook with TwiML."""
 
@@ -202,6 +206,7 @@ class _StreamSession:
         self.marks_returned = 0
         self.mark_names: list[str] = []
         self.closed_by_peer = asyncio.Event()
+        self.violation: ProtocolViolation | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         self.sequence += 1
@@ -248,6 +253,8 @@ class _StreamSession:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
+        if self.violation is not None:
+            raise self.violation
         return self._report(ended_by)
 
     async def _send_media(self) -> None:
@@ -308,9 +315,9 @@ class _StreamSession:
                 message = orjson.loads(raw)
                 event = message.get("event")
                 if message.get("streamSid") != self.stream_sid:
-                    raise AssertionError(f"message for another stream: {message}")
+                    raise ProtocolViolation(f"message for another stream: {message}")
                 if event == "media":
-                    payload = base64.b64decode(message["media"]["payload"])
+                    payload = base64.b64decode(message["media"]["payload"], validate=True)
                     self.media_received += 1
                     self.received_bytes += len(payload)
                     self.progress.media_received = self.media_received
@@ -327,9 +334,11 @@ class _StreamSession:
                     for returned in self.buffer.clear():
                         await self._return_mark(returned)
                 else:
-                    raise AssertionError(f"Twilio would reject event {event!r}: {message}")
+                    raise ProtocolViolation(f"Twilio would reject event {event!r}: {message}")
         except websockets.ConnectionClosed:
             pass
+        except (ProtocolViolation, ValueError, KeyError, TypeError) as exc:  # malformed JSON/fields too
+            self.violation = exc if isinstance(exc, ProtocolViolation) else ProtocolViolation(repr(exc))
         finally:
             self.closed_by_peer.set()
 
