@@ -11,7 +11,9 @@ import pytest
 
 from app.calls.playout import Playout
 from app.media.formats import PCMU_8K
+from app.media.pacing import PlayoutClock
 from app.providers.twilio import TwilioFraming
+from tests.conftest import wait_for
 
 START = {
     "event": "start",
@@ -65,24 +67,34 @@ async def test_audio_is_cut_into_20ms_frames_and_followed_by_a_mark(playout) -> 
     assert mark is not None and mark.position_ms == pytest.approx(50)
 
 
-async def test_sending_stays_within_the_lead_of_real_time(playout) -> None:
+def test_the_clock_lets_audio_run_at_most_one_frame_past_the_lead() -> None:
+    clock = PlayoutClock(lead_ms=60)
+    now = 10.0
+    for _ in range(4):  # 0, 20, 40, 60 ms ahead: each may still go
+        assert clock.wait_before_sending(now) == 0
+        clock.sent(now, 20)
+    assert clock.wait_before_sending(now) == pytest.approx(0.02)  # 80 ms ahead: wait one frame
+    assert clock.queued_ms(now + 0.05) == pytest.approx(30)
+    clock.reset(now + 0.05)
+    assert clock.queued_ms(now + 0.05) == 0 and clock.wait_before_sending(now + 0.05) == 0
+
+
+async def test_clear_drops_queued_audio_and_nothing_is_sent_after_it(playout) -> None:
     player, transport = playout
     player.enqueue(b"\x01" * 8000)  # one second at once
-    await asyncio.sleep(0.1)
-    sent_ms = 20 * transport.events().count("media")
-    assert sent_ms <= 60 + 100 + 20  # lead + elapsed + one frame
-
-
-async def test_clear_drops_queued_audio_and_sends_clear(playout) -> None:
-    player, transport = playout
-    player.enqueue(b"\x01" * 8000)
     await asyncio.sleep(0.05)
     player.clear()
-    await asyncio.sleep(0.2)
+
+    async def cleared() -> bool:
+        return "clear" in transport.events()
+
+    await wait_for(cleared, within=2)
+    sent_before = len(transport.sent)
+    await asyncio.sleep(0.1)
     events = transport.events()
-    assert "clear" in events
-    assert events.count("media") < 10
-    assert player.sent_ms < 200
+    assert len(transport.sent) == sent_before and events[-1] == "clear"
+    assert events.count("media") < 50  # the rest of the second was dropped, not sent
+    assert player.sent_ms <= 20 * events.count("media")
 
 
 async def test_marks_pending_at_a_clear_come_back_flagged_cleared(playout) -> None:
