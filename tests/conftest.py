@@ -28,6 +28,16 @@ POSTGRES_URL = os.environ.get(
 )
 TWILIO_ACCOUNT_SID = "AC" + "0" * 32
 TWILIO_AUTH_TOKEN = "twilio-auth-token-for-tests"
+#: A Twilio Media Streams `start` for stream MZ1 / call CA1 (μ-law 8 kHz).
+TWILIO_START = {
+    "event": "start",
+    "streamSid": "MZ1",
+    "start": {
+        "streamSid": "MZ1",
+        "callSid": "CA1",
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    },
+}
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:

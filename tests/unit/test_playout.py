@@ -13,17 +13,8 @@ from app.calls.playout import Playout
 from app.media.formats import PCMU_8K
 from app.media.pacing import PlayoutClock
 from app.providers.twilio import TwilioFraming
+from tests.conftest import TWILIO_START as START
 from tests.conftest import wait_for
-
-START = {
-    "event": "start",
-    "streamSid": "MZ1",
-    "start": {
-        "streamSid": "MZ1",
-        "callSid": "CA1",
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-    },
-}
 
 
 class RecordingTransport:

@@ -20,17 +20,9 @@ from app.providers.twilio import TwilioFraming
 from app.schemas.calls import StartCallRequest
 from app.store.db import Database
 from app.store.repositories import CallRepository, EventRepository
+from tests.conftest import TWILIO_START as START
 from tests.conftest import make_settings
 
-START = {
-    "event": "start",
-    "streamSid": "MZ1",
-    "start": {
-        "streamSid": "MZ1",
-        "callSid": "CA1",
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-    },
-}
 MEDIA = {"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "payload": "/////w=="}}
 
 
