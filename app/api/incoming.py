@@ -6,6 +6,8 @@ imported credentials, and the answer is the provider's XML that connects the cal
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,10 +16,9 @@ from app.calls.service import CallOrigin
 from app.calls.templates import map_request_context
 from app.errors import Forbidden, InvalidInput, NotFound
 from app.metrics import WEBHOOKS
-from app.providers import PROVIDERS, get_provider, provider_signing
-from app.providers.base import Provider, WebhookRequest
+from app.providers import get_provider, provider_signing, webhook_providers
+from app.providers.base import WebhookProvider, WebhookRequest
 from app.schemas.calls import StartAgentCallRequest
-from app.schemas.telephony import CONFIG_MODELS
 from app.services import Services, services_of
 
 
@@ -27,18 +28,25 @@ def public_url(services: Services, request: Request) -> str:
     return f"{url}?{request.url.query}" if request.url.query else url
 
 
-def detect_provider(request: Request) -> Provider:
-    """The provider named by `?provider=`, else the one whose signature header the request carries."""
+def detect_provider(request: Request) -> WebhookProvider[Any]:
+    """The provider named by `?provider=`, else the one whose signature headers the request carries."""
     name = request.query_params.get("provider")
     if name is None:
-        signing = provider_signing(request.headers)
+        signing = provider_signing({k.lower(): v for k, v in request.headers.items()})
         if signing is None:
-            raise Forbidden("signature_missing", "no provider signature header on the request")
+            raise Forbidden("signature_missing", "no provider signature headers on the request")
         return signing
     provider = get_provider(name)
-    if provider is None:
-        raise InvalidInput("unknown_provider", f"unknown provider {name!r}; known: {', '.join(PROVIDERS)}")
-    return provider
+    if isinstance(provider, WebhookProvider):
+        return provider
+    known = ", ".join(p.name for p in webhook_providers())
+    if provider is not None:
+        raise InvalidInput(
+            "no_incoming_webhook",
+            f"{name} sends no incoming-call webhook: create the call with medium {{{name!r}: {{}}}} "
+            "and give its joinUrl to the provider",
+        )
+    raise InvalidInput("unknown_provider", f"unknown provider {name!r}; known: {known}")
 
 
 async def telephony_xml(request: Request) -> Response:
@@ -55,7 +63,7 @@ async def telephony_xml(request: Request) -> Response:
             raise Forbidden(
                 "telephony_config_missing", f"no {provider.name} credentials imported to verify with"
             )
-        config = CONFIG_MODELS[provider.name].model_validate(found[0])
+        config = provider.config_model.model_validate(found[0])
         body = await request.body()  # first: Starlette parses the form from the cached body
         form = await request.form() if _is_form(request) else None
         webhook = WebhookRequest(
@@ -65,7 +73,7 @@ async def telephony_xml(request: Request) -> Response:
             body=body,
             form=form,
         )
-        if not provider.verify(webhook, config.credentials()):
+        if not provider.verify(webhook, config):
             raise Forbidden("invalid_signature", f"the {provider.name} signature does not match")
         if not config.allows_agent(agent.id):
             raise Forbidden("agent_not_allowed", f"{provider.name} calls may not use agent {agent.id}")
@@ -74,12 +82,14 @@ async def telephony_xml(request: Request) -> Response:
             provider=provider.name,
             incoming=incoming,
             request_context=map_request_context(incoming.fields, config.request_context_mapping),
+            stream_options=provider.stream_options(config),
+            stream_signed=provider.signs_streams,
         )
         call = await services.calls.create_agent_call(agent, StartAgentCallRequest(), origin)
         outcome = "accepted"
     finally:
         WEBHOOKS.labels(provider.name, outcome).inc()
-    xml = provider.connect_xml(services.calls.join_url(call.id), call.id)
+    xml = provider.connect_xml(services.calls.join_url(call.id), call.id, config)
     return Response(xml, media_type="text/xml")
 
 

@@ -81,9 +81,9 @@ async def _join_problem(
         found = await services.telephony_configs.get(call.medium_kind)
         if provider is None or found is None:
             return "no_credentials", call
-        credentials = CONFIG_MODELS[call.medium_kind].model_validate(found[0]).credentials()
+        config = CONFIG_MODELS[call.medium_kind].model_validate(found[0])
         headers = {k.lower(): v for k, v in websocket.headers.items()}
-        if not provider.verify_stream(services.calls.join_url(call_id), headers, credentials):
+        if not provider.verify_stream(services.calls.join_url(call_id), headers, config):
             return "bad_signature", call
     return None, call
 
@@ -96,8 +96,9 @@ async def call_stream(websocket: WebSocket) -> None:
     if problem is not None or call is None or provider is None:
         await refuse(websocket, problem or "unsupported_medium", call_id)
         return
-    medium_options = call.definition["medium"].get(call.medium_kind) or {}
-    transport = WebSocketTransport(websocket, provider.new_framing(medium_options))
+    # Options stored with the call win over the URL's query (where Exotel's `sample-rate` arrives).
+    options = {**websocket.query_params, **(call.definition.get("streamOptions") or {})}
+    transport = WebSocketTransport(websocket, provider.new_framing(options))
     session = CallSession(
         call,
         transport,

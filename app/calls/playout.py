@@ -31,7 +31,7 @@ class Playout:
         self._transport = transport
         self._framing = transport.framing
         self._format = wire_format
-        self._splitter = FrameSplitter(wire_format.bytes_for_ms(self._framing.frame_ms))
+        self._splitter = FrameSplitter(self._framing.outbound_frame_bytes(wire_format))
         self._frames: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._clock = PlayoutClock(lead_ms)
@@ -97,6 +97,8 @@ class Playout:
             pass
         rest = self._splitter.flush()
         if rest:
+            if self._framing.pad_partial_frames:
+                rest += self._format.silence(self._splitter.frame_bytes - len(rest))
             self._frames.append(rest)
         else:
             await self._send_mark()

@@ -33,7 +33,10 @@ class CallOrigin:
     provider: str
     incoming: IncomingCall
     request_context: dict[str, Any] = field(default_factory=dict)
-    signed: bool = True
+    #: The provider's stream options chosen by its telephony config (codec, byte order), for the framing.
+    stream_options: dict[str, Any] = field(default_factory=dict)
+    #: The provider signs the stream's handshake: a join must carry a valid signature.
+    stream_signed: bool = False
 
 
 class CallService:
@@ -97,6 +100,7 @@ class CallService:
         _check_supported(medium)
         now = utcnow()
         definition["medium"] = medium.to_json()
+        definition["streamOptions"] = origin.stream_options if origin else {}
         row = CallRow(
             id=str(uuid.uuid4()),
             agent_id=agent_id,
@@ -106,7 +110,7 @@ class CallService:
             provider_call_id=origin.incoming.provider_call_id if origin else None,
             from_number=origin.incoming.from_number if origin else None,
             to_number=origin.incoming.to_number if origin else None,
-            stream_signature_required=bool(origin and origin.signed),
+            stream_signature_required=bool(origin and origin.stream_signed),
             definition=definition,
         )
         await self.calls.add(row)

@@ -31,6 +31,7 @@ from app.providers.base import (
     StreamEvent,
     StreamIgnored,
     StreamMark,
+    StreamProviderError,
     StreamStart,
     StreamStop,
 )
@@ -223,8 +224,15 @@ class CallSession:
             elif isinstance(event, StreamMark):
                 await self._mark_returned(event.name)
             elif isinstance(event, StreamStop):
-                self.finish(EndReason.HANGUP, "the caller hung up (stream stopped)")
+                self.finish(EndReason.HANGUP, f"the provider ended the stream ({event.reason or 'stop'})")
                 return
+            elif isinstance(event, StreamProviderError):
+                self._record(
+                    "provider_error",
+                    f"provider reported stream error {event.code}: {event.detail}",
+                    EventSeverity.WARNING,
+                    {"code": event.code},
+                )
 
     def _decode(self, message: str | bytes) -> StreamEvent | None:
         try:

@@ -37,10 +37,16 @@ class AudioFormat:
         """Milliseconds of audio in `n_bytes`."""
         return n_bytes / self.bytes_per_sample / self.sample_rate * 1000.0
 
+    def silence(self, n_bytes: int) -> bytes:
+        """`n_bytes` of digital silence in this encoding."""
+        return _SILENCE_BYTE[self.encoding] * n_bytes
+
     def __str__(self) -> str:
         order = f"/{self.byte_order}-endian" if self.encoding is Encoding.L16 else ""
         return f"{self.encoding.value.upper()} {self.sample_rate} Hz{order}"
 
+
+_SILENCE_BYTE = {Encoding.PCMU: b"\xff", Encoding.PCMA: b"\xd5", Encoding.L16: b"\x00"}
 
 PCMU_8K = AudioFormat(Encoding.PCMU, 8000)
 PCMA_8K = AudioFormat(Encoding.PCMA, 8000)

@@ -1,9 +1,10 @@
 """The small interface every telephony provider implements, and the typed stream events.
 
-A provider has three sides, kept in separate objects:
-- webhook side (`Provider`): verify a signed webhook, parse it, render the XML that opens the stream;
-- stream side (`StreamFraming`): one per call, turns each WebSocket message into a typed event and
-  builds outbound messages, knowing the wire audio format and chunk rules;
+A provider has up to three sides, kept in separate objects:
+- stream side (`StreamProvider.new_framing` → `StreamFraming`): one framing per call turns each WebSocket
+  message into a typed event and builds outbound messages, knowing the wire audio format and chunk rules;
+- webhook side (`WebhookProvider`): verify a signed incoming-call webhook, parse it, render the XML that
+  opens the stream. Exotel has no webhook side: its calls are created through the API;
 - REST side (dial, hang up, transfer, DTMF) lives in its own client classes (later issues).
 """
 
@@ -12,9 +13,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from app.media.formats import AudioFormat
+from app.schemas.telephony import TelephonyConfigBase
 
 
 class FormFields(Protocol):
@@ -22,7 +24,7 @@ class FormFields(Protocol):
 
     def getlist(self, key: str) -> list[Any]: ...
 
-    def keys(self) -> Any: ...
+    def __iter__(self) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +97,23 @@ class StreamIgnored:
     event: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamProviderError:
+    """The provider reports a problem on the stream (Telnyx `error` frames)."""
+
+    code: str
+    detail: str
+
+
 StreamEvent = (
-    StreamConnected | StreamStart | StreamAudio | StreamDtmf | StreamMark | StreamStop | StreamIgnored
+    StreamConnected
+    | StreamStart
+    | StreamAudio
+    | StreamDtmf
+    | StreamMark
+    | StreamStop
+    | StreamIgnored
+    | StreamProviderError
 )
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
@@ -109,14 +126,22 @@ class FrameError(ValueError):
 class StreamFraming(ABC):
     """One call's provider framing: inbound messages → events, outbound audio/mark/clear → messages."""
 
-    #: Outbound audio is sent in frames of this many milliseconds.
-    frame_ms: ClassVar[int] = 20
     #: True when the provider answers `clear` by returning every pending mark.
     clear_returns_marks: ClassVar[bool] = True
+    #: True when every outbound chunk must be a whole frame: a segment's last partial frame is padded
+    #: with silence (Telnyx refuses chunks under 20 ms; Exotel wants multiples of 320 bytes).
+    pad_partial_frames: ClassVar[bool] = False
+
+    def outbound_frame_bytes(self, wire: AudioFormat) -> int:
+        """Size of each outbound audio chunk in the wire format (20 ms unless the provider says otherwise)."""
+        return wire.bytes_for_ms(20)
 
     @abstractmethod
-    def decode(self, message: str | bytes) -> StreamEvent:
-        """Parse one inbound WebSocket message. Raises FrameError when it is malformed."""
+    def decode(self, message: str | bytes) -> StreamEvent | None:
+        """Parse one inbound WebSocket message; None when it is held back (reordering).
+
+        Raises FrameError when the message is malformed.
+        """
 
     @abstractmethod
     def encode_audio(self, payload: bytes) -> str:
@@ -131,15 +156,39 @@ class StreamFraming(ABC):
         """Build the message that drops every queued, unplayed outbound audio."""
 
 
-class Provider(ABC):
-    """Webhook side of one telephony provider."""
+class StreamProvider(ABC):
+    """A provider whose media stream can land on a joinUrl."""
 
     name: ClassVar[str]
-    #: The (lower-case) header whose presence says a webhook comes from this provider.
-    signature_header: ClassVar[str]
+    #: True when the provider signs the stream's WebSocket handshake (checked for webhook-created calls).
+    signs_streams: ClassVar[bool] = False
 
     @abstractmethod
-    def verify(self, request: WebhookRequest, credentials: Mapping[str, str]) -> bool:
+    def new_framing(self, options: Mapping[str, Any]) -> StreamFraming:
+        """A fresh framing for one call's stream.
+
+        `options` are the stream options stored when the call was created (`stream_options`), over the
+        query parameters of the URL the provider connected to.
+        """
+
+    def verify_stream(self, url: str, headers: Mapping[str, str], config: TelephonyConfigBase) -> bool:
+        """True when the WebSocket handshake is signed by the provider (only asked if `signs_streams`)."""
+        return False
+
+
+ConfigT = TypeVar("ConfigT", bound=TelephonyConfigBase)
+
+
+class WebhookProvider(StreamProvider, Generic[ConfigT]):
+    """A provider that calls `telephony_xml` with a signed webhook and takes XML back."""
+
+    #: The provider's imported-credentials model (`/api/telephony_configs/{name}`).
+    config_model: ClassVar[type[TelephonyConfigBase]]
+    #: Lower-case headers that, all present, say a webhook comes from this provider.
+    signature_headers: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def verify(self, request: WebhookRequest, config: ConfigT) -> bool:
         """True when the request carries a valid signature made with the imported credentials."""
 
     @abstractmethod
@@ -147,13 +196,25 @@ class Provider(ABC):
         """Read the incoming-call webhook's fields."""
 
     @abstractmethod
-    def connect_xml(self, join_url: str, call_id: str) -> str:
+    def connect_xml(self, join_url: str, call_id: str, config: ConfigT) -> str:
         """The XML that connects the call to a bidirectional stream on `join_url`."""
 
-    @abstractmethod
-    def verify_stream(self, url: str, headers: Mapping[str, str], credentials: Mapping[str, str]) -> bool:
-        """True when the stream's WebSocket handshake is signed by the provider (where it signs)."""
+    def stream_options(self, config: ConfigT) -> dict[str, Any]:
+        """Stream options chosen by the config (codec, byte order), kept with the call for its framing."""
+        return {}
 
-    @abstractmethod
-    def new_framing(self, options: Mapping[str, Any]) -> StreamFraming:
-        """A fresh framing object for one call's stream (`options` come from the call's medium)."""
+
+def form_fields(form: FormFields | None) -> dict[str, Any]:
+    """A webhook's form as a dict: one value as itself, repeated keys as a list."""
+    fields: dict[str, Any] = {}
+    if form is not None:
+        for key in form:
+            values = form.getlist(key)
+            fields[key] = values[0] if len(values) == 1 else values
+    return fields
+
+
+def text_field(fields: Mapping[str, Any], key: str) -> str | None:
+    """`fields[key]` when it is a non-empty string."""
+    value = fields.get(key)
+    return value if isinstance(value, str) and value else None

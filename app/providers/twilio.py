@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from app.media.formats import PCMU_8K
 from app.providers.base import (
-    DTMF_DIGITS,
     FrameError,
     IncomingCall,
-    Provider,
     StreamAudio,
     StreamConnected,
     StreamDtmf,
@@ -25,62 +21,48 @@ from app.providers.base import (
     StreamMark,
     StreamStart,
     StreamStop,
+    WebhookProvider,
     WebhookRequest,
+    form_fields,
+    text_field,
 )
+from app.providers.frames import (
+    HOLE,
+    JsonStreamFraming,
+    OutboundMessages,
+    decode_base64,
+    dtmf_digit,
+    load_message,
+    require,
+    string_map,
+)
+from app.schemas.telephony import TwilioConfig
 
 SIGNATURE_HEADER = "x-twilio-signature"
 SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
 
 
-def _field(obj: Any, key: str, what: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise FrameError(f"{what} has no '{key}'")
-    return obj[key]
-
-
-def decode_base64(text: Any) -> bytes:
-    """Strict base64 (a lenient decoder would silently turn garbage into noise)."""
-    if not isinstance(text, str):
-        raise FrameError("media payload is not a string")
-    try:
-        return binascii.a2b_base64(text, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise FrameError(f"media payload is not valid base64: {exc}") from None
-
-
-class TwilioFraming(StreamFraming):
+class TwilioFraming(JsonStreamFraming):
     """Twilio Media Streams (bidirectional): μ-law 8 kHz in JSON text frames."""
 
-    frame_ms = 20
     clear_returns_marks = True
 
     def __init__(self) -> None:
         self.stream_sid = ""
-        self._prefixes: tuple[str, str, str] | None = None
 
     def decode(self, message: str | bytes) -> StreamEvent:
-        try:
-            msg = orjson.loads(message)
-        except orjson.JSONDecodeError as exc:
-            raise FrameError(f"message is not JSON: {exc}") from None
-        event = msg.get("event") if isinstance(msg, dict) else None
-        if not isinstance(event, str):
-            raise FrameError("message has no 'event'")
+        event, msg = load_message(message)
         if event == "media":
-            media = _field(msg, "media", "media message")
+            media = require(msg, "media", "media message")
             if media.get("track", "inbound") not in ("inbound", "inbound_track"):
                 return StreamIgnored("media:" + str(media.get("track")))
-            return StreamAudio(decode_base64(_field(media, "payload", "media")))
+            return StreamAudio(decode_base64(require(media, "payload", "media")))
         if event == "mark":
-            name = _field(_field(msg, "mark", "mark message"), "name", "mark")
-            return StreamMark(str(name))
+            return StreamMark(str(require(require(msg, "mark", "mark message"), "name", "mark")))
         if event == "dtmf":
-            digit = str(_field(_field(msg, "dtmf", "dtmf message"), "digit", "dtmf"))
-            if digit not in DTMF_DIGITS:
-                raise FrameError(f"unknown DTMF digit {digit!r}")
-            return StreamDtmf(digit)
+            return StreamDtmf(dtmf_digit(require(msg, "dtmf", "dtmf message")))
         if event == "start":
-            return self._start(_field(msg, "start", "start message"), msg)
+            return self._start(require(msg, "start", "start message"), msg)
         if event == "connected":
             return StreamConnected()
         if event == "stop":
@@ -96,45 +78,31 @@ class TwilioFraming(StreamFraming):
         if encoding != "audio/x-mulaw" or int(media_format.get("sampleRate", 8000)) != 8000:
             raise FrameError(f"unsupported Twilio media format {media_format}")
         self.stream_sid = sid
-        sid_json = orjson.dumps(sid).decode()
-        self._prefixes = (
-            '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"',
-            '{"event":"mark","streamSid":' + sid_json + ',"mark":{"name":',
-            '{"event":"clear","streamSid":' + sid_json + "}",
+        self.outbound = OutboundMessages.build(
+            media={"event": "media", "streamSid": sid, "media": {"payload": HOLE}},
+            mark={"event": "mark", "streamSid": sid, "mark": {"name": HOLE}},
+            clear={"event": "clear", "streamSid": sid},
         )
-        params = start.get("customParameters") or {}
         return StreamStart(
             stream_id=sid,
             provider_call_id=start.get("callSid"),
             audio_format=PCMU_8K,
-            custom_parameters={str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {},
+            custom_parameters=string_map(start.get("customParameters")),
         )
 
-    def _require_start(self) -> tuple[str, str, str]:
-        if self._prefixes is None:
-            raise RuntimeError("no outbound messages before the stream's start")
-        return self._prefixes
 
-    def encode_audio(self, payload: bytes) -> str:
-        return self._require_start()[0] + binascii.b2a_base64(payload, newline=False).decode() + '"}}'
-
-    def encode_mark(self, name: str) -> str:
-        return self._require_start()[1] + orjson.dumps(name).decode() + "}}"
-
-    def encode_clear(self) -> str:
-        return self._require_start()[2]
-
-
-class TwilioProvider(Provider):
+class TwilioProvider(WebhookProvider[TwilioConfig]):
     """Twilio's webhook side, using the official SDK's validator and TwiML builder."""
 
     name = "twilio"
-    signature_header = SIGNATURE_HEADER
+    config_model = TwilioConfig
+    signature_headers = (SIGNATURE_HEADER,)
+    signs_streams = True
 
-    def verify(self, request: WebhookRequest, credentials: Mapping[str, str]) -> bool:
+    def verify(self, request: WebhookRequest, config: TwilioConfig) -> bool:
         signature = request.headers.get(SIGNATURE_HEADER)
-        token = credentials.get("authToken")
-        if not signature or not token:
+        token = config.auth_token
+        if not signature:
             return False
         algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
         validator = RequestValidator(token)
@@ -149,20 +117,15 @@ class TwilioProvider(Provider):
         return bool(validator.validate(request.url, params, signature, algorithm=algorithm))
 
     def parse_incoming(self, request: WebhookRequest) -> IncomingCall:
-        form = request.form
-        fields: dict[str, Any] = {}
-        if form is not None:
-            for key in form:
-                values = form.getlist(key)
-                fields[key] = values[0] if len(values) == 1 else values
+        fields = form_fields(request.form)
         return IncomingCall(
-            provider_call_id=_text(fields.get("CallSid")),
-            from_number=_text(fields.get("From")),
-            to_number=_text(fields.get("To")),
+            provider_call_id=text_field(fields, "CallSid"),
+            from_number=text_field(fields, "From"),
+            to_number=text_field(fields, "To"),
             fields=fields,
         )
 
-    def connect_xml(self, join_url: str, call_id: str) -> str:
+    def connect_xml(self, join_url: str, call_id: str, config: TwilioConfig) -> str:
         response = VoiceResponse()
         connect = Connect()
         stream = connect.stream(url=join_url)
@@ -171,17 +134,12 @@ class TwilioProvider(Provider):
         response.append(connect)
         return str(response)
 
-    def verify_stream(self, url: str, headers: Mapping[str, str], credentials: Mapping[str, str]) -> bool:
+    def verify_stream(self, url: str, headers: Mapping[str, str], config: Any) -> bool:
         signature = headers.get(SIGNATURE_HEADER)
-        token = credentials.get("authToken")
-        if not signature or not token:
+        if not signature or not isinstance(config, TwilioConfig):
             return False
         algorithm = get_signature_algorithm(headers.get(SIGNATURE_SETTINGS_HEADER))
-        return bool(RequestValidator(token).validate(url, {}, signature, algorithm=algorithm))
+        return bool(RequestValidator(config.auth_token).validate(url, {}, signature, algorithm=algorithm))
 
     def new_framing(self, options: Mapping[str, Any]) -> StreamFraming:
         return TwilioFraming()
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -6,10 +6,12 @@ up in responses only as `<name>Prefix`. Adding a provider means adding one model
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import base64
+import binascii
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import AnyHttpUrl, Field, model_validator
+from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from app.schemas.base import ApiModel
 
@@ -67,6 +69,52 @@ class TwilioConfig(TelephonyConfigBase):
     auth_token: str = Field(min_length=1, max_length=256)
 
 
+ByteOrderName = Literal["big", "little"]
+
+
+class TelnyxConfig(TelephonyConfigBase):
+    """Telnyx: `publicKey` verifies signed webhooks; `apiKey` and `applicationSid` place calls.
+
+    `streamCodec` picks the TeXML stream's codec both ways: `L16` at 16 kHz (HD, the default) or
+    `PCMU`/`PCMA` at 8 kHz. `l16ByteOrder` is how Telnyx orders L16 samples (RTP's network order by default).
+    """
+
+    secret_fields = ("api_key", "public_key")
+
+    account_sid: str | None = Field(default=None, max_length=64)
+    api_key: str = Field(min_length=1, max_length=256)
+    public_key: str = Field(min_length=1, max_length=256)
+    application_sid: str | None = Field(default=None, max_length=40)
+    stream_codec: Literal["L16", "PCMU", "PCMA"] = "L16"
+    l16_byte_order: ByteOrderName = "big"
+
+    @field_validator("public_key")
+    @classmethod
+    def _ed25519_public_key(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("publicKey must be the base64 Ed25519 key from the Telnyx portal") from None
+        if len(raw) != 32:
+            raise ValueError(f"publicKey must decode to 32 bytes (an Ed25519 key), not {len(raw)}")
+        return value
+
+
+class PlivoConfig(TelephonyConfigBase):
+    """Plivo: `authToken` verifies V3 signatures; `streamContentType` picks the `<Stream>` audio."""
+
+    secret_fields = ("auth_token",)
+
+    auth_id: str = Field(min_length=1, max_length=64)
+    auth_token: str = Field(min_length=1, max_length=256)
+    stream_content_type: Literal[
+        "audio/x-l16;rate=16000", "audio/x-l16;rate=8000", "audio/x-mulaw;rate=8000"
+    ] = "audio/x-l16;rate=16000"
+    l16_byte_order: ByteOrderName = "little"
+
+
 CONFIG_MODELS: dict[str, type[TelephonyConfigBase]] = {
     "twilio": TwilioConfig,
+    "telnyx": TelnyxConfig,
+    "plivo": PlivoConfig,
 }

@@ -115,7 +115,10 @@ def test_calls_can_only_override_the_documented_fields(client: TestClient) -> No
 
 def test_media_this_server_cannot_carry_yet_are_refused(client: TestClient) -> None:
     agent = create_agent(client)
-    for medium in ({"plivo": {}}, {"twilio": {"outgoing": {"to": "+1555", "from": "+1666"}}}):
+    for medium in (
+        {"serverWebSocket": {"inputSampleRate": 16000}},
+        {"twilio": {"outgoing": {"to": "+1555", "from": "+1666"}}},
+    ):
         response = client.post(
             f"/api/agents/{agent['agentId']}/calls",
             json={"medium": medium, "templateContext": {"user": {"name": "A"}}},

@@ -1,0 +1,128 @@
+"""Exotel AgentStream (Voicebot applet): raw 16-bit PCM at 8/16/24 kHz; no XML and no signatures.
+
+A call is created through the API with medium `{"exotel": {}}` and its joinUrl goes into the Voicebot
+applet, optionally with `?sample-rate=16000` (or 24000) to ask Exotel for wideband audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from app.media.formats import AudioFormat
+from app.providers.base import (
+    FrameError,
+    StreamAudio,
+    StreamConnected,
+    StreamDtmf,
+    StreamEvent,
+    StreamFraming,
+    StreamIgnored,
+    StreamMark,
+    StreamProvider,
+    StreamStart,
+    StreamStop,
+)
+from app.providers.frames import (
+    HOLE,
+    STREAM_RATES,
+    JsonStreamFraming,
+    OutboundMessages,
+    decode_base64,
+    dtmf_digit,
+    load_message,
+    require,
+    string_map,
+    wire_format,
+)
+
+#: Exotel's outbound chunk rules: a multiple of 320 bytes, at least 3,200 bytes, at most 100 KB.
+CHUNK_MULTIPLE = 320
+MIN_CHUNK_BYTES = 3200
+TARGET_CHUNK_MS = 100
+
+
+def chunk_bytes(wire: AudioFormat) -> int:
+    """Outbound chunk size: 100 ms, but at least 3,200 bytes, rounded up to a multiple of 320."""
+    size = max(MIN_CHUNK_BYTES, wire.bytes_for_ms(TARGET_CHUNK_MS))
+    return -(-size // CHUNK_MULTIPLE) * CHUNK_MULTIPLE
+
+
+def _stream_sid(msg: dict[str, Any], start: dict[str, Any]) -> Any:
+    """Exotel's docs say `stream_sid`; its own bridge code sends `streamSid`: accept both."""
+    for obj in (msg, start):
+        for key in ("stream_sid", "streamSid"):
+            if obj.get(key):
+                return obj[key]
+    return None
+
+
+class ExotelFraming(JsonStreamFraming):
+    """Exotel's bidirectional stream: `connected/start/media/dtmf/mark/stop` in; media/mark/clear out."""
+
+    clear_returns_marks = False  # undocumented for Exotel: do not wait for marks after a clear
+    pad_partial_frames = True
+
+    def __init__(self, requested_rate: int = 8000) -> None:
+        self.requested_rate = requested_rate
+        self.stream_sid = ""
+
+    def outbound_frame_bytes(self, wire: AudioFormat) -> int:
+        return chunk_bytes(wire)
+
+    def decode(self, message: str | bytes) -> StreamEvent:
+        event, msg = load_message(message)
+        if event == "media":
+            media = require(msg, "media", "media message")
+            return StreamAudio(decode_base64(require(media, "payload", "media")))
+        if event == "mark":
+            return StreamMark(str(require(require(msg, "mark", "mark message"), "name", "mark")))
+        if event == "dtmf":
+            return StreamDtmf(dtmf_digit(require(msg, "dtmf", "dtmf message")))
+        if event == "start":
+            return self._start(msg)
+        if event == "connected":
+            return StreamConnected()
+        if event == "stop":
+            stop = msg.get("stop")
+            reason = stop.get("reason") if isinstance(stop, dict) else None
+            return StreamStop(str(reason) if reason else "stop")
+        return StreamIgnored(event)
+
+    def _start(self, msg: dict[str, Any]) -> StreamStart:
+        start = require(msg, "start", "start message")
+        if not isinstance(start, dict):
+            raise FrameError("start is not an object")
+        sid = _stream_sid(msg, start)
+        if not isinstance(sid, str) or not sid:
+            raise FrameError("start has no stream_sid")
+        media_format = start.get("media_format") or {}
+        # Field types drift between Exotel's pages ("8000" or 8000, "raw" or "audio/x-raw"): parse leniently,
+        # and fall back to the rate asked for in the URL when the start does not name a usable one.
+        rate = media_format.get("sample_rate")
+        if str(rate) not in {str(r) for r in STREAM_RATES}:
+            rate = self.requested_rate
+        audio_format = wire_format(media_format.get("encoding") or "audio/x-raw", rate, "little")
+        self.stream_sid = sid
+        self.outbound = OutboundMessages.build(
+            media={"event": "media", "stream_sid": sid, "media": {"payload": HOLE}},
+            mark={"event": "mark", "stream_sid": sid, "mark": {"name": HOLE}},
+            clear={"event": "clear", "stream_sid": sid},
+        )
+        return StreamStart(
+            stream_id=sid,
+            provider_call_id=start.get("call_sid") or start.get("callSid"),
+            audio_format=audio_format,
+            custom_parameters=string_map(start.get("custom_parameters")),
+        )
+
+
+class ExotelProvider(StreamProvider):
+    """Exotel: stream side only (no XML webhook, no signatures; the joinUrl's credential protects it)."""
+
+    name = "exotel"
+
+    def new_framing(self, options: Mapping[str, Any]) -> StreamFraming:
+        requested = str(options.get("sample-rate", "8000"))
+        rate = int(requested) if requested in {str(r) for r in STREAM_RATES} else 8000
+        return ExotelFraming(rate)
