@@ -1,133 +1,125 @@
-"""A fake Twilio: plays Twilio's side of an incoming call against a running callbridge.
+"""A fake Twilio: signed voice webhook → TwiML `<Connect><Stream>` → signed handshake → Media Streams.
 
-Signed voice webhook → TwiML → signed WebSocket handshake → `connected`/`start` → real-time 20 ms μ-law
-`media` → plays back what it receives, answering `mark`s when the audio before them has played and
-flushing (returning pending marks) on `clear` → `stop`. Message shapes follow Twilio's Media Streams docs
-(every number in `sequenceNumber`, `chunk`, `timestamp` is a string).
+Message shapes follow Twilio's Media Streams docs (every number in `sequenceNumber`, `chunk`, `timestamp`
+is a string); a `clear` returns the marks still queued.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import secrets
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-import orjson
-import websockets
 from twilio.request_validator import RequestValidator
 
-from app.media.codecs import decode_to_pcm16, encode_from_pcm16
 from app.media.formats import PCMU_8K
-from app.simulator.audio import RoundTrip, measure_round_trip
-from app.simulator.playback import PlaybackBuffer
+from app.simulator.carrier import (
+    CallReport,
+    CallScript,
+    CarrierWire,
+    FakeCarrier,
+    OutAudio,
+    Outbound,
+    OutClear,
+    OutMark,
+    Progress,
+    ProtocolViolation,
+    StreamSetup,
+    WebhookRejected,
+    check,
+    decode_strict_base64,
+    new_sid,
+)
 
-FRAME_MS = 20
-FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
-MULAW_SILENCE = b"\xff"
-
-
-class ProtocolViolation(Exception):
-    """callbridge sent something Twilio would reject (the call report would otherwise hide it)."""
-
-
-class WebhookRejected(Exception):
-    """callbridge did not answer the voice webhook with TwiML."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"webhook answered {status}: {body}")
-        self.status = status
-        self.body = body
-
-
-@dataclass
-class CallScript:
-    """What the fake caller does: audio to send (s16le 8 kHz), keys to press, how long to listen after."""
-
-    audio: bytes
-    dtmf: list[tuple[float, str]] = field(default_factory=list)  # (seconds into the stream, digit)
-    tail_seconds: float = 1.0  # keep the call up (sending silence) after the audio, to hear the echo
-    from_number: str = "+15005550006"
-    to_number: str = "+15005550001"
+__all__ = ["CallReport", "CallScript", "FakeTwilio", "ProtocolViolation", "WebhookRejected"]
 
 
-@dataclass
-class Progress:
-    elapsed: float = 0.0
-    frames_sent: int = 0
-    media_received: int = 0
-    marks_sent: int = 0
-    marks_returned: int = 0
-    clears: int = 0
+class TwilioWire(CarrierWire):
+    provider = "twilio"
 
+    def new_stream_id(self) -> str:
+        return new_sid("MZ")
 
-@dataclass
-class CallReport:
-    call_id: str | None
-    call_sid: str
-    stream_sid: str
-    frames_sent: int
-    media_received: int
-    received_bytes: int
-    marks_received: int
-    marks_returned: int
-    clears: int
-    underrun_ticks: int  # ticks with no agent audio between the first and the last agent audio
-    ended_by: str  # "carrier" (we sent stop) or "callbridge" (it closed the stream)
-    close_code: int | None
-    played: bytes  # s16le 8 kHz: what the caller heard
-    round_trip: RoundTrip | None
-    mark_names: list[str] = field(default_factory=list)
+    def _numbered(self, event: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "event": event,
+            "sequenceNumber": str(self.next_sequence()),
+            "streamSid": self.stream_id,
+            **fields,
+        }
 
-    def summary(self) -> str:
-        lines = [
-            f"call {self.call_id}  (CallSid {self.call_sid}, stream {self.stream_sid})",
-            f"  frames sent {self.frames_sent}, media messages received {self.media_received} "
-            f"({self.received_bytes} bytes)",
-            f"  marks returned {self.marks_returned}/{self.marks_received}, clears {self.clears}",
-            f"  gaps in agent audio: {self.underrun_ticks} x {FRAME_MS} ms",
-            f"  ended by {self.ended_by}" + (f" (close code {self.close_code})" if self.close_code else ""),
+    def opening(self) -> list[dict[str, Any]]:
+        start = {
+            "accountSid": self.account_id,
+            "streamSid": self.stream_id,
+            "callSid": self.setup.provider_call_id,
+            "tracks": ["inbound"],
+            "customParameters": self.setup.parameters,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        }
+        return [
+            {"event": "connected", "protocol": "Call", "version": "1.0.0"},
+            self._numbered("start", start=start),
         ]
-        if self.round_trip:
-            trip = self.round_trip
-            lines.append(f"  round trip: lag {trip.lag_ms:.0f} ms, correlation {trip.correlation:.3f}")
-        else:
-            lines.append("  round trip: no agent audio came back")
-        return "\n".join(lines)
+
+    def media(self, chunk: int, payload: bytes) -> dict[str, Any]:
+        media = {
+            "track": "inbound",
+            "chunk": str(chunk),
+            "timestamp": str((chunk - 1) * self.inbound_frame_ms),
+            "payload": base64.b64encode(payload).decode(),
+        }
+        return self._numbered("media", media=media)
+
+    def dtmf(self, digit: str) -> dict[str, Any]:
+        return self._numbered("dtmf", dtmf={"track": "inbound_track", "digit": digit})
+
+    def mark_played(self, name: str) -> dict[str, Any]:
+        return self._numbered("mark", mark={"name": name})
+
+    def closing(self) -> dict[str, Any]:
+        stop = {"accountSid": self.account_id, "callSid": self.setup.provider_call_id}
+        return self._numbered("stop", stop=stop)
+
+    def parse(self, message: dict[str, Any]) -> Outbound:
+        check(message.get("streamSid") == self.stream_id, f"message for another stream: {message}")
+        event = message.get("event")
+        if event == "media":
+            return OutAudio(decode_strict_base64(message["media"]["payload"]))
+        if event == "mark":
+            return OutMark(str(message["mark"]["name"]))
+        if event == "clear":
+            return OutClear()
+        raise ProtocolViolation(f"Twilio would reject event {event!r}: {message}")
 
 
-def _sid(prefix: str) -> str:
-    return prefix + secrets.token_hex(16)
+def parse_connect_stream(twiml: str) -> tuple[str, dict[str, str]]:
+    """(stream URL, `<Parameter>`s) from `<Response><Connect><Stream url>`."""
+    root = ET.fromstring(twiml)
+    stream = root.find("./Connect/Stream")
+    if stream is None or not stream.get("url"):
+        raise ProtocolViolation(f"TwiML has no <Connect><Stream url>: {twiml}")
+    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return stream.get("url", ""), params
 
 
-class FakeTwilio:
+class FakeTwilio(FakeCarrier):
     """One Twilio account that sends calls to `base_url` (callbridge's CALLBRIDGE_PUBLIC_URL)."""
 
+    provider = "twilio"
+
     def __init__(self, base_url: str, account_sid: str, auth_token: str) -> None:
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url)
         self.account_sid = account_sid
         self.validator = RequestValidator(auth_token)
 
-    async def voice_webhook(
-        self, agent_id: str, params: dict[str, str], *, sign: bool = True, signature: str | None = None
-    ) -> httpx.Response:
-        """POST the incoming-call webhook as Twilio does (form-encoded, X-Twilio-Signature)."""
-        url = f"{self.base_url}/api/agents/{agent_id}/telephony_xml"
-        headers = {}
-        if sign:
-            headers["X-Twilio-Signature"] = signature or self.validator.compute_signature(url, params)
-        async with httpx.AsyncClient(timeout=10) as client:
-            return await client.post(url, data=params, headers=headers)
+    def new_call_id(self) -> str:
+        return new_sid("CA")
 
-    def incoming_params(self, script: CallScript, call_sid: str) -> dict[str, str]:
+    def incoming_params(self, script: CallScript, provider_call_id: str) -> dict[str, str]:
         return {
-            "CallSid": call_sid,
+            "CallSid": provider_call_id,
             "AccountSid": self.account_sid,
             "From": script.from_number,
             "To": script.to_number,
@@ -138,16 +130,30 @@ class FakeTwilio:
             "Called": script.to_number,
         }
 
-    async def call(
-        self, agent_id: str, script: CallScript, on_progress: Callable[[Progress], None] | None = None
-    ) -> CallReport:
-        """Place one incoming call to `agent_id` and run it to the end."""
-        call_sid = _sid("CA")
-        response = await self.voice_webhook(agent_id, self.incoming_params(script, call_sid))
-        if response.status_code != 200:
-            raise WebhookRejected(response.status_code, response.text)
-        stream_url, parameters = parse_connect_stream(response.text)
-        return await self.stream(stream_url, parameters, call_sid, script, on_progress)
+    def sign(self, url: str, body: bytes, params: dict[str, str]) -> dict[str, str]:
+        return {"X-Twilio-Signature": self.validator.compute_signature(url, params)}
+
+    def parse_xml(self, xml: str, provider_call_id: str) -> StreamSetup:
+        url, parameters = parse_connect_stream(xml)
+        return self.stream_setup(url, parameters, provider_call_id)
+
+    def stream_setup(
+        self, url: str, parameters: dict[str, str], call_sid: str, *, sign: bool = True
+    ) -> StreamSetup:
+        """The stream Twilio opens for `<Stream url>`; the handshake is signed like Twilio signs it."""
+        headers = {"X-Twilio-Signature": self.validator.compute_signature(url, {})} if sign else {}
+        return StreamSetup(url, PCMU_8K, call_sid, parameters, headers)
+
+    def wire(self, setup: StreamSetup) -> CarrierWire:
+        return TwilioWire(setup, self.account_sid)
+
+    async def voice_webhook(
+        self, agent_id: str, params: dict[str, str], *, sign: bool = True, signature: str | None = None
+    ) -> Any:
+        """The voice webhook, signed (default), unsigned, or with a given signature."""
+        if signature is not None:
+            return await self.webhook(agent_id, params, headers={"X-Twilio-Signature": signature})
+        return await self.webhook(agent_id, params, headers=None if sign else {})
 
     async def stream(
         self,
@@ -160,207 +166,6 @@ class FakeTwilio:
         sign: bool = True,
     ) -> CallReport:
         """Open the media stream on `url` (as `<Connect><Stream>` makes Twilio do) and run the call."""
-        headers = {"X-Twilio-Signature": self.validator.compute_signature(url, {})} if sign else {}
-        async with websockets.connect(url, additional_headers=headers, max_size=2**22) as ws:
-            session = _StreamSession(ws, self.account_sid, call_sid, parameters, script, on_progress)
-            return await session.run()
-
-
-def parse_connect_stream(twiml: str) -> tuple[str, dict[str, str]]:
-    """(stream URL, `<Parameter>`s) from `<Response><Connect><Stream url>`."""
-    root = ET.fromstring(twiml)
-    stream = root.find("./Connect/Stream")
-    if stream is None or not stream.get("url"):
-        raise ValueError(f"TwiML has no <Connect><Stream url>: {twiml}")
-    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-    return stream.get("url", ""), params
-
-
-class _StreamSession:
-    """Twilio's end of one bidirectional media stream."""
-
-    def __init__(
-        self,
-        ws: Any,
-        account_sid: str,
-        call_sid: str,
-        parameters: dict[str, str],
-        script: CallScript,
-        on_progress: Callable[[Progress], None] | None,
-    ) -> None:
-        self.ws = ws
-        self.account_sid = account_sid
-        self.call_sid = call_sid
-        self.stream_sid = _sid("MZ")
-        self.parameters = parameters
-        self.script = script
-        self.on_progress = on_progress
-        self.sequence = 0
-        self.buffer = PlaybackBuffer(MULAW_SILENCE)
-        self.progress = Progress()
-        self.played = bytearray()
-        self.heard_ticks: list[bool] = []
-        self.media_received = 0
-        self.received_bytes = 0
-        self.marks_received = 0
-        self.marks_returned = 0
-        self.mark_names: list[str] = []
-        self.closed_by_peer = asyncio.Event()
-        self.violation: ProtocolViolation | None = None
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sequence += 1
-        message = {"event": message.pop("event"), "sequenceNumber": str(self.sequence), **message}
-        await self.ws.send(orjson.dumps(message).decode())
-
-    async def run(self) -> CallReport:
-        await self.ws.send(
-            orjson.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}).decode()
-        )
-        await self.send(
-            {
-                "event": "start",
-                "streamSid": self.stream_sid,
-                "start": {
-                    "accountSid": self.account_sid,
-                    "streamSid": self.stream_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": self.parameters,
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                },
-            }
-        )
-        receiver = asyncio.create_task(self._receive())
-        ended_by = "carrier"
-        try:
-            await self._send_media()
-            if self.closed_by_peer.is_set():
-                ended_by = "callbridge"
-            else:
-                await self.send(
-                    {
-                        "event": "stop",
-                        "streamSid": self.stream_sid,
-                        "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                    }
-                )
-        except websockets.ConnectionClosed:
-            ended_by = "callbridge"
-        finally:
-            with contextlib.suppress(Exception):
-                await self.ws.close()
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await receiver
-        if self.violation is not None:
-            raise self.violation
-        return self._report(ended_by)
-
-    async def _send_media(self) -> None:
-        """Send caller audio (then silence for the tail) every 20 ms of wall-clock time, and play out."""
-        audio = encode_from_pcm16(self.script.audio, PCMU_8K)
-        total_frames = -(-len(audio) // FRAME_BYTES) + int(self.script.tail_seconds * 1000 / FRAME_MS)
-        dtmf = sorted(self.script.dtmf)
-        start = time.monotonic()
-        for chunk in range(total_frames):
-            if self.closed_by_peer.is_set():
-                return
-            due = start + chunk * FRAME_MS / 1000
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            elapsed = chunk * FRAME_MS / 1000
-            while dtmf and dtmf[0][0] <= elapsed:
-                await self.send(
-                    {
-                        "event": "dtmf",
-                        "streamSid": self.stream_sid,
-                        "dtmf": {"track": "inbound_track", "digit": dtmf.pop(0)[1]},
-                    }
-                )
-            frame = audio[chunk * FRAME_BYTES : (chunk + 1) * FRAME_BYTES]
-            frame += MULAW_SILENCE * (FRAME_BYTES - len(frame))
-            await self.send(
-                {
-                    "event": "media",
-                    "streamSid": self.stream_sid,
-                    "media": {
-                        "track": "inbound",
-                        "chunk": str(chunk + 1),
-                        "timestamp": str(chunk * FRAME_MS),
-                        "payload": base64.b64encode(frame).decode(),
-                    },
-                }
-            )
-            await self._play_tick()
-            self.progress.frames_sent = chunk + 1
-            self.progress.elapsed = elapsed
-            if self.on_progress and chunk % 50 == 0:
-                self.on_progress(self.progress)
-
-    async def _play_tick(self) -> None:
-        heard, marks, short = self.buffer.play(FRAME_BYTES)
-        self.played += heard
-        self.heard_ticks.append(not short)
-        for name in marks:
-            await self._return_mark(name)
-
-    async def _return_mark(self, name: str) -> None:
-        self.marks_returned += 1
-        self.progress.marks_returned = self.marks_returned
-        await self.send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
-
-    async def _receive(self) -> None:
-        try:
-            async for raw in self.ws:
-                message = orjson.loads(raw)
-                event = message.get("event")
-                if message.get("streamSid") != self.stream_sid:
-                    raise ProtocolViolation(f"message for another stream: {message}")
-                if event == "media":
-                    payload = base64.b64decode(message["media"]["payload"], validate=True)
-                    self.media_received += 1
-                    self.received_bytes += len(payload)
-                    self.progress.media_received = self.media_received
-                    self.buffer.add_audio(payload)
-                elif event == "mark":
-                    self.marks_received += 1
-                    self.progress.marks_sent = self.marks_received
-                    name = message["mark"]["name"]
-                    self.mark_names.append(name)
-                    for returned in self.buffer.add_mark(name):
-                        await self._return_mark(returned)
-                elif event == "clear":
-                    self.progress.clears += 1
-                    for returned in self.buffer.clear():
-                        await self._return_mark(returned)
-                else:
-                    raise ProtocolViolation(f"Twilio would reject event {event!r}: {message}")
-        except websockets.ConnectionClosed:
-            pass
-        except (ProtocolViolation, ValueError, KeyError, TypeError) as exc:  # malformed JSON/fields too
-            self.violation = exc if isinstance(exc, ProtocolViolation) else ProtocolViolation(repr(exc))
-        finally:
-            self.closed_by_peer.set()
-
-    def _report(self, ended_by: str) -> CallReport:
-        played = decode_to_pcm16(bytes(self.played), PCMU_8K)
-        heard = [i for i, h in enumerate(self.heard_ticks) if h]
-        underruns = sum(1 for h in self.heard_ticks[heard[0] : heard[-1] + 1] if not h) if heard else 0
-        close_code = getattr(self.ws, "close_code", None)
-        return CallReport(
-            call_id=self.parameters.get("callId"),
-            call_sid=self.call_sid,
-            stream_sid=self.stream_sid,
-            frames_sent=self.progress.frames_sent,
-            media_received=self.media_received,
-            received_bytes=self.received_bytes,
-            marks_received=self.marks_received,
-            marks_returned=self.marks_returned,
-            clears=self.progress.clears,
-            underrun_ticks=underruns,
-            ended_by=ended_by,
-            close_code=close_code,
-            played=played,
-            round_trip=measure_round_trip(self.script.audio, played, 8000),
-            mark_names=self.mark_names,
+        return await self.run_stream(
+            self.stream_setup(url, parameters, call_sid, sign=sign), script, on_progress
         )
