@@ -196,3 +196,29 @@ async def wait_for(predicate, within: float = 10.0, interval: float = 0.05):  # 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+# --- reading a call back through the API --------------------------------------------------------
+
+
+async def get_call(server: RunningServer, call_id: str) -> dict:
+    """The call as `GET /api/calls/{callId}` shows it."""
+    async with server.api() as api:
+        return (await api.get(f"/api/calls/{call_id}")).json()
+
+
+async def events_of(server: RunningServer, call_id: str, minimum: str = "debug") -> list[dict]:
+    """The call's events, oldest first."""
+    async with server.api() as api:
+        page = await api.get(f"/api/calls/{call_id}/events?minimum_severity={minimum}&pageSize=200")
+        return page.json()["results"]
+
+
+async def ended(server: RunningServer, call_id: str, within: float = 10) -> dict:
+    """The call once it has ended (fails if it does not end `within` seconds)."""
+
+    async def check() -> dict | None:
+        call = await get_call(server, call_id)
+        return call if call["ended"] else None
+
+    return await wait_for(check, within)

@@ -167,11 +167,20 @@ class CallSession:
         if not await self.calls.mark_joined(self.call, event.stream_id, event.provider_call_id):
             return False  # joined elsewhere or ended meanwhile: not ours to end
         self._owns_call = True
-        self._record("joined", f"stream {event.stream_id} started", extras={"streamId": event.stream_id})
         wire = event.audio_format
         agent_format = negotiate(wire, self.pipeline.accepted_formats)
         self._inbound = build_converter(wire, agent_format)
         self._outbound = build_converter(agent_format, wire)
+        self._record(
+            "joined",
+            f"stream {event.stream_id} started: {wire} on the wire, {agent_format} to the agent",
+            extras={
+                "streamId": event.stream_id,
+                "wireFormat": str(wire),
+                "agentFormat": str(agent_format),
+                "resampled": wire.sample_rate != agent_format.sample_rate,
+            },
+        )
         self._playout = Playout(self.transport, wire, self.settings.playout_lead_ms)
         definition = self.call.definition
         try:

@@ -419,8 +419,9 @@ class FakeCarrier(ABC):
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
 
-    def webhook_url(self, agent_id: str) -> str:
-        return f"{self.base_url}/api/agents/{agent_id}/telephony_xml"
+    def webhook_url(self, agent_id: str, query: str = "") -> str:
+        url = f"{self.base_url}/api/agents/{agent_id}/telephony_xml"
+        return f"{url}?{query}" if query else url
 
     @abstractmethod
     def new_call_id(self) -> str: ...
@@ -441,10 +442,15 @@ class FakeCarrier(ABC):
     def wire(self, setup: StreamSetup) -> CarrierWire: ...
 
     async def webhook(
-        self, agent_id: str, params: dict[str, str], *, headers: dict[str, str] | None = None
+        self,
+        agent_id: str,
+        params: dict[str, str],
+        *,
+        headers: dict[str, str] | None = None,
+        query: str = "",
     ) -> httpx.Response:
         """POST the incoming-call webhook, form-encoded and signed (or with `headers` instead)."""
-        url = self.webhook_url(agent_id)
+        url = self.webhook_url(agent_id, query)
         body = urlencode(params).encode()
         signed = self.sign(url, body, params) if headers is None else headers
         async with httpx.AsyncClient(timeout=10) as client:

@@ -1,0 +1,139 @@
+"""The providers under test: each one's fake carrier, credentials and way of placing a call.
+
+Every test in this package runs once per provider against one real server; what differs between
+providers lives here, so the tests themselves read the same for all four.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from app.simulator.carrier import CallReport, CallScript, CarrierWire, FakeCarrier, Progress, StreamSetup
+from app.simulator.exotel import ExotelWire, FakeExotel
+from app.simulator.plivo import FakePlivo
+from app.simulator.telnyx import FakeTelnyx
+from app.simulator.twilio import FakeTwilio
+from tests.conftest import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, RunningServer
+
+TELNYX_KEY = Ed25519PrivateKey.from_private_bytes(b"telnyx-test-signing-key-32-bytes")
+PLIVO_AUTH_ID = "MAZDQ1ZDA2NGE5ZTIYZJQ4"
+PLIVO_AUTH_TOKEN = "plivo-auth-token-for-tests"
+
+
+@dataclass
+class ProviderUnderTest:
+    """One provider as the conformance tests drive it."""
+
+    name: str
+    server: RunningServer
+    fake: FakeCarrier | None  # None: the provider sends no webhook (Exotel)
+    forger: FakeCarrier | None  # the same provider signing with the wrong secret
+    config: dict[str, Any] | None  # the telephony config to import (None: Exotel has none)
+    sample_rate: int  # the stream's rate with the default config: the best audio the provider offers
+
+    async def new_stream(self, agent_id: str, script: CallScript | None = None) -> StreamSetup:
+        """A call created the provider's way, up to the stream it is told to open."""
+        script = script or CallScript(b"")
+        if self.fake is not None:
+            return await self.fake.answer(agent_id, script)
+        async with self.server.api() as api:
+            response = await api.post(f"/api/agents/{agent_id}/calls", json={"medium": {"exotel": {}}})
+            assert response.status_code == 201, response.text
+        return FakeExotel().stream_setup(response.json()["joinUrl"], self.sample_rate)
+
+    def wire(self, setup: StreamSetup) -> CarrierWire:
+        if self.fake is not None:
+            return self.fake.wire(setup)
+        return ExotelWire(setup, "exotelaccount1")
+
+    async def call(
+        self,
+        agent_id: str,
+        script: CallScript,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> CallReport:
+        setup = await self.new_stream(agent_id, script)
+        if self.fake is not None:
+            return await self.fake.run_stream(setup, script, on_progress)
+        return await FakeExotel().run_stream(setup, script, on_progress)
+
+    async def webhook(self, agent_id: str, carrier: FakeCarrier, **kwargs: Any) -> httpx.Response:
+        params = carrier.incoming_params(CallScript(b""), carrier.new_call_id())
+        return await carrier.webhook(agent_id, params, **kwargs)
+
+
+def _providers(server: RunningServer) -> dict[str, ProviderUnderTest]:
+    url = server.base_url
+    return {
+        "twilio": ProviderUnderTest(
+            "twilio",
+            server,
+            FakeTwilio(url, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN),
+            FakeTwilio(url, TWILIO_ACCOUNT_SID, "not-the-real-token"),
+            {"accountSid": TWILIO_ACCOUNT_SID, "authToken": TWILIO_AUTH_TOKEN},
+            8000,
+        ),
+        "telnyx": ProviderUnderTest(
+            "telnyx",
+            server,
+            FakeTelnyx(url, TELNYX_KEY),
+            FakeTelnyx(url, Ed25519PrivateKey.generate()),
+            {"apiKey": "KEY0123", "publicKey": FakeTelnyx(url, TELNYX_KEY).public_key, "accountSid": "AC1"},
+            16000,
+        ),
+        "plivo": ProviderUnderTest(
+            "plivo",
+            server,
+            FakePlivo(url, PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN),
+            FakePlivo(url, PLIVO_AUTH_ID, "not-the-real-token"),
+            {"authId": PLIVO_AUTH_ID, "authToken": PLIVO_AUTH_TOKEN},
+            16000,
+        ),
+        "exotel": ProviderUnderTest("exotel", server, None, None, None, 16000),
+    }
+
+
+async def import_config(server: RunningServer, name: str, config: dict[str, Any]) -> None:
+    """Import `config` (allowing every agent) unless the server has this provider's config already."""
+    async with server.api() as api:
+        body = {**config, "callCreationAllowAllAgents": True}
+        response = await api.post(f"/api/telephony_configs/{name}", json=body)
+        assert response.status_code in (201, 409), response.text
+
+
+@pytest.fixture(params=["twilio", "telnyx", "plivo", "exotel"])
+async def provider(request: pytest.FixtureRequest, server: RunningServer) -> ProviderUnderTest:
+    chosen = _providers(server)[request.param]
+    if chosen.config is not None:
+        await import_config(server, chosen.name, chosen.config)
+    return chosen
+
+
+@pytest.fixture
+def signing_provider(provider: ProviderUnderTest) -> ProviderUnderTest:
+    """The provider, for the tests about signed webhooks (Exotel signs nothing)."""
+    if provider.fake is None:
+        pytest.skip(f"{provider.name} sends no signed webhook")
+    return provider
+
+
+@pytest.fixture
+def make_agent(server: RunningServer):  # type: ignore[no-untyped-def]
+    async def create(**template: Any) -> str:
+        async with server.api() as api:
+            response = await api.post("/api/agents", json={"name": "conformance", "callTemplate": template})
+            assert response.status_code == 201, response.text
+            return response.json()["agentId"]
+
+    return create
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
