@@ -11,7 +11,7 @@ from app.media.formats import AudioFormat
 from app.media.framing import FrameSplitter
 from app.media.pacing import PlayoutClock
 
-# A pause this long in the agent's audio ends a segment: the partial frame is sent and a mark follows.
+# A pause this long in the agent's audio (at least) ends a segment: the partial frame is sent, a mark follows.
 SEGMENT_GAP_S = 0.1
 # During long segments a mark is sent at least this often, so the played position stays fresh.
 MARK_EVERY_MS = 1000.0
@@ -32,6 +32,11 @@ class Playout:
         self._framing = transport.framing
         self._format = wire_format
         self._splitter = FrameSplitter(self._framing.outbound_frame_bytes(wire_format))
+        # A pause ends a segment only if it is longer than the gaps between the agent's bursts, which can be
+        # as long as one outbound frame (Exotel's 200 ms chunks at 8 kHz): a shorter wait would pad
+        # half-frames with silence mid-speech.
+        frame_s = wire_format.duration_ms(self._splitter.frame_bytes) / 1000
+        self._segment_gap_s = max(SEGMENT_GAP_S, 1.5 * frame_s)
         self._frames: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._clock = PlayoutClock(lead_ms)
@@ -91,7 +96,7 @@ class Playout:
             await self._wake.wait()
             return
         try:
-            await asyncio.wait_for(self._wake.wait(), SEGMENT_GAP_S)
+            await asyncio.wait_for(self._wake.wait(), self._segment_gap_s)
             return
         except TimeoutError:
             pass

@@ -108,12 +108,17 @@ async def import_config(server: RunningServer, name: str, config: dict[str, Any]
         assert response.status_code in (201, 409), response.text
 
 
-@pytest.fixture(params=["twilio", "telnyx", "plivo", "exotel"])
-async def provider(request: pytest.FixtureRequest, server: RunningServer) -> ProviderUnderTest:
-    chosen = _providers(server)[request.param]
+async def provider_named(server: RunningServer, name: str) -> ProviderUnderTest:
+    """The provider `name`, its credentials imported on the server."""
+    chosen = _providers(server)[name]
     if chosen.config is not None:
         await import_config(server, chosen.name, chosen.config)
     return chosen
+
+
+@pytest.fixture(params=["twilio", "telnyx", "plivo", "exotel"])
+async def provider(request: pytest.FixtureRequest, server: RunningServer) -> ProviderUnderTest:
+    return await provider_named(server, request.param)
 
 
 @pytest.fixture
