@@ -8,7 +8,6 @@ import logging
 import secrets
 import string
 import sys
-from pathlib import Path
 
 from app.settings import Settings
 
@@ -116,17 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_api_keys_create)
 
     simulate = sub.add_parser("simulate", help="place a fake provider call against a running callbridge")
-    simulate.add_argument("provider", choices=["twilio"])
-    simulate.add_argument("--agent", required=True, help="agent id to call")
-    simulate.add_argument(
-        "--url", default=None, help="callbridge's public URL (default CALLBRIDGE_PUBLIC_URL)"
-    )
-    simulate.add_argument("--wav", type=Path, help="caller audio (16-bit WAV); default: 3 s of test signal")
-    simulate.add_argument("--out", type=Path, help="write what the caller heard to this WAV file")
-    simulate.add_argument("--dtmf", default="", help="keys to press, one per second from 1 s in")
-    simulate.add_argument("--tail", type=float, default=1.5, help="seconds to stay on after the audio")
-    simulate.add_argument("--account-sid", help="default: the imported Twilio config")
-    simulate.add_argument("--auth-token", help="default: the imported Twilio config")
+    from app.simulator.cli import add_arguments
+
+    add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
     return parser
 

@@ -1,4 +1,4 @@
-"""`callbridge simulate twilio` places a call against a running server and prints its report."""
+"""`callbridge simulate <provider>` places a call against a running server and prints its report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.simulator.twilio import FakeTwilio
-from tests.conftest import TWILIO_AUTH_TOKEN, RunningServer
+from tests.conformance.conftest import PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN, import_config
+from tests.conftest import API_KEY, TWILIO_AUTH_TOKEN, RunningServer
 
 pytestmark = pytest.mark.e2e
 
@@ -49,3 +50,44 @@ async def test_simulate_says_why_when_the_call_is_refused(
     code, _, errors = await simulate(server, await make_agent(), twilio.account_sid, "wrong-token")
     assert code == 1
     assert "callbridge refused the call: webhook answered 403" in errors
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "simulate", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, stdout.decode(), stderr.decode()
+
+
+async def test_simulate_plivo_uses_the_given_credentials(server: RunningServer, make_agent) -> None:
+    config = {"authId": PLIVO_AUTH_ID, "authToken": PLIVO_AUTH_TOKEN}
+    await import_config(server, "plivo", config)
+    code, report, errors = await run_cli(
+        "plivo", "--agent", await make_agent(), "--url", server.base_url,
+        "--auth-id", PLIVO_AUTH_ID, "--auth-token", PLIVO_AUTH_TOKEN, "--tail", "0.5",
+    )  # fmt: skip
+    assert code == 0, errors
+    assert "L16 16000 Hz" in report and "correlation 1.000" in report
+
+
+async def test_simulate_telnyx_explains_how_to_import_its_key(
+    server: RunningServer, make_agent, tmp_path: Path
+) -> None:
+    key = tmp_path / "telnyx.key"
+    code, _, errors = await run_cli(
+        "telnyx", "--agent", await make_agent(), "--url", server.base_url, "--signing-key", str(key)
+    )
+    assert code == 2 and "publicKey" in errors and key.exists()
+
+
+async def test_simulate_exotel_creates_the_call_and_streams_to_its_join_url(
+    server: RunningServer, make_agent
+) -> None:
+    code, report, errors = await run_cli(
+        "exotel", "--agent", await make_agent(), "--url", server.base_url, "--api-key", API_KEY,
+        "--sample-rate", "16000", "--tail", "0.5",
+    )  # fmt: skip
+    assert code == 0, errors
+    assert "exotel call" in report and "L16 16000 Hz" in report
