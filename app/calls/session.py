@@ -132,7 +132,7 @@ class CallSession:
 
     async def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
-            await self.pipeline.close()
+            await self.pipeline.close(self._end_reason.value if self._end_reason else None)
         with contextlib.suppress(Exception):
             await self.transport.close()
         FRAMES_IN.inc(self._frames_in)

@@ -6,10 +6,12 @@ from typing import Any
 
 from app.pipeline.base import Pipeline
 from app.pipeline.echo import EchoOptions, EchoPipeline
+from app.pipeline.websocket import WebSocketOptions, WebSocketPipeline
 
-#: Backend name → (options model, factory). Later backends (websocket, openaiRealtime) register here.
+#: Backend name → (options model, factory). Later backends (openaiRealtime) register here.
 BACKENDS: dict[str, tuple[type[Any], Any]] = {
     "echo": (EchoOptions, EchoPipeline),
+    "websocket": (WebSocketOptions, WebSocketPipeline),
 }
 
 

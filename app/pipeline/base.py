@@ -97,5 +97,5 @@ class Pipeline(ABC):
         """The agent's output, until the agent or the call ends."""
 
     @abstractmethod
-    async def close(self) -> None:
-        """The call is over: release everything. Safe to call twice."""
+    async def close(self, reason: str | None = None) -> None:
+        """The call is over (`reason`: its endReason, when known): release everything. Safe to call twice."""

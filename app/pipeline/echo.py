@@ -86,7 +86,7 @@ class EchoPipeline(Pipeline):
                 return
             yield item  # type: ignore[misc]
 
-    async def close(self) -> None:
+    async def close(self, reason: str | None = None) -> None:
         if self._releaser is not None:
             self._releaser.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -64,7 +64,7 @@ class FailingPipeline(Pipeline):
         await asyncio.Event().wait()
         yield  # type: ignore[misc]
 
-    async def close(self) -> None:
+    async def close(self, reason: str | None = None) -> None:
         pass
 
 
