@@ -64,21 +64,29 @@ def twilio_start_message() -> str:
     return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID, "start": start})
 
 
+def twilio_media(i: int, payload: str) -> dict[str, object]:
+    """The `i`-th (from 0) Twilio `media` message of the stream, `payload` already base64."""
+    media = {"track": "inbound", "chunk": str(i + 1), "timestamp": str(i * FRAME_MS), "payload": payload}
+    return {"event": "media", "sequenceNumber": str(i + 2), "media": media, "streamSid": STREAM_SID}
+
+
 def twilio_media_messages() -> list[str]:
     """256 full Twilio `media` messages carrying the μ-law frames as base64."""
-    messages = []
-    for i, frame in enumerate(ulaw_frames()):
-        media = {"track": "inbound", "chunk": str(i + 1), "timestamp": str(i * FRAME_MS)}
-        media["payload"] = base64.b64encode(frame).decode()
-        message = {"event": "media", "sequenceNumber": str(i + 2), "media": media, "streamSid": STREAM_SID}
-        messages.append(json.dumps(message))
-    return messages
+    return [json.dumps(twilio_media(i, base64.b64encode(f).decode())) for i, f in enumerate(ulaw_frames())]
 
 
-def time_per_frame(run: Callable[[int], object], frames: int, repeats: int) -> tuple[float, float]:
-    """(min, median) µs per frame of `run(frames)`, timed `repeats` times with `timeit` (GC off)."""
+def time_per_frame(
+    run: Callable[[int], object], frames: int, repeats: int, setup: Callable[[], object] | None = None
+) -> tuple[float, float]:
+    """(min, median) µs per frame of `run(frames)`, timed `repeats` times with `timeit` (GC off).
+
+    `setup`, when given, runs untimed before the warm-up and before each timed run.
+    """
+    setup = setup or (lambda: None)
+    setup()
     run(200)  # warm-up
-    per_frame = [t / frames * 1e6 for t in timeit.repeat(lambda: run(frames), number=1, repeat=repeats)]
+    runs = timeit.repeat(lambda: run(frames), setup=setup, number=1, repeat=repeats)
+    per_frame = [t / frames * 1e6 for t in runs]
     return min(per_frame), statistics.median(per_frame)
 
 

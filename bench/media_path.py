@@ -1,7 +1,8 @@
 """Benchmark of callbridge's media path: CPU per 20 ms frame, added latency, calls per core.
 
 Run: `.venv/bin/python bench/media_path.py [--frames 50000] [--repeats 5]`. Prints numbers; asserts nothing.
-Method as reference/anchors.md §6.1; bench/README.md says what each number means.
+Method as reference/anchors.md §6.1; bench/README.md says what each number means. The CPU rows are
+Twilio rows of bench/provider_frames.py, which times every provider framing the same way.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from functools import partial
 import bench_frames as bf
 import numpy as np
 import soxr
+from provider_frames import TWILIO, cpu_cost, frames_in
 
 from app.media.codecs import decode_to_pcm16, encode_from_pcm16
 from app.media.formats import PCMU_8K, AudioFormat, pcm16
 from app.media.path import AudioConverter, build_converter
 from app.media.resample import StreamResampler
-from app.providers.twilio import TwilioFraming
 from app.settings import Settings
 
 GOAL_ROUND_TRIP_US = 5.0
@@ -63,36 +64,6 @@ RESAMPLERS: dict[str, Callable[[int, int], Step]] = {
     "soxr.ResampleStream LQ": partial(soxr_step, quality="LQ"),
     "soxr.ResampleStream HQ": partial(soxr_step, quality="HQ"),
 }
-
-
-def frames_in(fmt: AudioFormat) -> list[bytes]:
-    """The 256 test frames encoded in `fmt`."""
-    return bf.ulaw_frames() if fmt == PCMU_8K else bf.pcm_frames(fmt.sample_rate)
-
-
-def cpu_cost(make: Factory, fmt: AudioFormat, frames: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """(min, median) µs per frame inbound, outbound and one of each, the way the session runs them."""
-    framing = TwilioFraming()
-    framing.decode(bf.twilio_start_message())
-    messages, outgoing, mask = bf.twilio_media_messages(), frames_in(fmt), bf.MASK
-    decode, to_pipeline = framing.decode, make(PCMU_8K, fmt).convert
-    to_wire, encode = make(fmt, PCMU_8K).convert, framing.encode_audio
-
-    def inbound(n: int) -> None:
-        for i in range(n):
-            to_pipeline(decode(messages[i & mask]).payload)  # type: ignore[union-attr]
-
-    def outbound(n: int) -> None:
-        for i in range(n):
-            encode(to_wire(outgoing[i & mask]))
-
-    def round_trip(n: int) -> None:
-        for i in range(n):
-            to_pipeline(decode(messages[i & mask]).payload)  # type: ignore[union-attr]
-            encode(to_wire(outgoing[i & mask]))
-
-    runs = {"in": inbound, "out": outbound, "both": round_trip}
-    return {key: bf.time_per_frame(run, frames, repeats) for key, run in runs.items()}
 
 
 def step_cost(step: Step, chunks: list[bytes], frames: int, repeats: int) -> float:
@@ -153,7 +124,7 @@ def section_cpu(frames: int, repeats: int) -> dict[str, float]:
     print(f"{'inbound':>16}{'outbound':>16}{'round trip':>16}")
     costs: dict[str, float] = {}
     for name, fmt, make in CASES:
-        cost = cpu_cost(make, fmt, frames, repeats)
+        cost = cpu_cost(TWILIO, fmt, frames, repeats, make)
         costs[name] = cost["both"][1]
         print(f"{name:<30}" + "".join(f"{f'{cost[k][1]:.2f} ({cost[k][0]:.2f})':>16}" for k in cost))
     print("of which the resampling step alone (PCM16 in and out), µs median:")
