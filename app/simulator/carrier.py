@@ -87,6 +87,7 @@ class CallReport:
     round_trip: RoundTrip | None
     mark_names: list[str] = field(default_factory=list)
     chunk_sizes: set[int] = field(default_factory=set)  # sizes of the audio chunks callbridge sent
+    carrier_stalls: int = 0  # times this fake carrier fell behind real time by over a frame (and paused)
 
     def summary(self) -> str:
         lines = [
@@ -95,7 +96,8 @@ class CallReport:
             f"  frames sent {self.frames_sent}, media messages received {self.media_received} "
             f"({self.received_bytes} bytes)",
             f"  marks returned {self.marks_returned}/{self.marks_received}, clears {self.clears}",
-            f"  gaps in agent audio: {self.underrun_ticks} playback ticks",
+            f"  gaps in agent audio: {self.underrun_ticks} playback ticks"
+            + (f" (the simulator itself stalled {self.carrier_stalls}x)" if self.carrier_stalls else ""),
             f"  ended by {self.ended_by}" + (f" (close code {self.close_code})" if self.close_code else ""),
         ]
         if self.round_trip:
@@ -240,6 +242,7 @@ class StreamSession:
         self.marks_returned = 0
         self.mark_names: list[str] = []
         self.chunk_sizes: set[int] = set()
+        self.stalls = 0
         self.closed_by_peer = asyncio.Event()
         self.violation: ProtocolViolation | None = None
         self.sent_audio = self._script_audio()
@@ -302,6 +305,12 @@ class StreamSession:
         for index, frame in enumerate(frames):
             if self.closed_by_peer.is_set():
                 return
+            late = time.monotonic() - (start + index * interval)
+            if late > interval:
+                # This process stalled (GC, a loaded test machine): a real carrier would not, so pause the
+                # call's clock instead of sending a burst and playing silence for ticks that never happened.
+                start += late
+                self.stalls += 1
             await asyncio.sleep(max(0.0, start + index * interval - time.monotonic()))
             elapsed = index * interval
             while dtmf and dtmf[0][0] <= elapsed:
@@ -397,6 +406,7 @@ class StreamSession:
             round_trip=measure_round_trip(self.sent_audio, played, fmt.sample_rate),
             mark_names=self.mark_names,
             chunk_sizes=self.chunk_sizes,
+            carrier_stalls=self.stalls,
         )
 
 
