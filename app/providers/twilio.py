@@ -36,7 +36,7 @@ from app.providers.frames import (
     require,
     string_map,
 )
-from app.schemas.telephony import TwilioConfig
+from app.schemas.telephony import TelephonyConfigBase, TwilioConfig
 
 SIGNATURE_HEADER = "x-twilio-signature"
 SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
@@ -134,7 +134,7 @@ class TwilioProvider(WebhookProvider[TwilioConfig]):
         response.append(connect)
         return str(response)
 
-    def verify_stream(self, url: str, headers: Mapping[str, str], config: Any) -> bool:
+    def verify_stream(self, url: str, headers: Mapping[str, str], config: TelephonyConfigBase) -> bool:
         signature = headers.get(SIGNATURE_HEADER)
         if not signature or not isinstance(config, TwilioConfig):
             return False
