@@ -65,6 +65,9 @@ class CallService:
             "systemPrompt": render(template.system_prompt, context),
             "languageHint": render(template.language_hint, context) if template.language_hint else None,
             "firstSpeakerSettings": first_speaker.to_json(),
+            "inactivityMessages": [
+                {**m.to_json(), "message": render(m.message, context)} for m in template.inactivity_messages
+            ],
             "joinTimeout": _given_or(request.join_timeout, template.join_timeout),
             "maxDuration": _given_or(request.max_duration, template.max_duration),
             "pipeline": template.pipeline,
@@ -80,6 +83,7 @@ class CallService:
             "systemPrompt": request.system_prompt,
             "languageHint": request.language_hint,
             "firstSpeakerSettings": request.first_speaker_settings.to_json(),
+            "inactivityMessages": [m.to_json() for m in request.inactivity_messages],
             "joinTimeout": request.join_timeout,
             "maxDuration": request.max_duration,
             "pipeline": request.pipeline,
@@ -141,6 +145,7 @@ class CallService:
             template_context=d.get("templateContext") or {},
             request_context=d.get("requestContext"),
             first_speaker_settings=d.get("firstSpeakerSettings") or {},
+            inactivity_messages=d.get("inactivityMessages") or [],
             join_timeout=d["joinTimeout"],
             max_duration=d["maxDuration"],
             billed_duration=billed_seconds(row.joined, row.ended),

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from app.calls.playout import Playout
 from app.calls.service import CallService
+from app.calls.timing import ConversationTiming, TimingPlan
 from app.calls.transport import StreamTransport, TransportClosed
-from app.media.codecs import MediaError
+from app.media.codecs import MediaError, decode_to_pcm16
 from app.media.path import AudioConverter, build_converter, negotiate
+from app.media.voice_activity import VoiceActivity
 from app.metrics import ACTIVE_SESSIONS, BAD_FRAMES, FRAMES_IN, FRAMES_OUT
 from app.pipeline.base import (
     AgentAudio,
@@ -78,6 +80,8 @@ class CallSession:
         self._inbound: AudioConverter | None = None
         self._outbound: AudioConverter | None = None
         self._playout: Playout | None = None
+        self._timing: ConversationTiming | None = None
+        self._voice: VoiceActivity | None = None
         self.start: StreamStart | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -131,6 +135,8 @@ class CallSession:
             self.finish(EndReason.SYSTEM_ERROR, f"internal error: {type(exc).__name__}")
 
     async def _shutdown(self) -> None:
+        if self._timing is not None:
+            await self._timing.stop()
         with contextlib.suppress(Exception):
             await self.pipeline.close(self._end_reason.value if self._end_reason else None)
         with contextlib.suppress(Exception):
@@ -201,6 +207,11 @@ class CallSession:
         except Exception as exc:
             self._pipeline_failed(exc)
             return False
+        self._timing = ConversationTiming(
+            TimingPlan.of_call(definition, self.call.medium_kind), self.pipeline, self._record, self.finish
+        )
+        self._voice = VoiceActivity() if self._timing.needs_voice_activity else None
+        self._timing.start()
         return True
 
     async def _max_duration_timer(self) -> None:
@@ -210,8 +221,8 @@ class CallSession:
     # --- caller → agent -----------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
-        assert self._inbound is not None
-        inbound, pipeline = self._inbound, self.pipeline
+        assert self._inbound is not None and self._timing is not None
+        inbound, pipeline, timing = self._inbound, self.pipeline, self._timing
         while True:
             try:
                 message = await self.transport.receive()
@@ -226,10 +237,13 @@ class CallSession:
                     self._bad_frame(str(exc))
                     continue
                 self._frames_in += 1
+                if self._voice is not None:
+                    self._detect_speech(event.payload)
                 await pipeline.send_audio(audio)
             elif isinstance(event, StreamDtmf):
                 self._record("dtmf", f"caller pressed {event.digit}", extras={"digit": event.digit})
-                await pipeline.send_dtmf(event.digit)
+                if timing.caller_dtmf(event.digit):
+                    await pipeline.send_dtmf(event.digit)
             elif isinstance(event, StreamMark):
                 await self._mark_returned(event.name)
             elif isinstance(event, StreamStop):
@@ -242,6 +256,12 @@ class CallSession:
                     EventSeverity.WARNING,
                     {"code": event.code},
                 )
+
+    def _detect_speech(self, wire_audio: bytes) -> None:
+        assert self._voice is not None and self._timing is not None and self.start is not None
+        wire = self.start.audio_format
+        speaking = self._voice.feed(decode_to_pcm16(wire_audio, wire), wire.duration_ms(len(wire_audio)))
+        self._timing.caller_speaking(speaking)
 
     def _decode(self, message: str | bytes) -> StreamEvent | None:
         try:
@@ -295,12 +315,13 @@ class CallSession:
     # --- agent → caller -----------------------------------------------------------------------
 
     async def _agent_loop(self) -> None:
-        assert self._outbound is not None and self._playout is not None
-        outbound, playout = self._outbound, self._playout
+        assert self._outbound is not None and self._playout is not None and self._timing is not None
+        outbound, playout, timing = self._outbound, self._playout, self._timing
         try:
             async for event in self.pipeline.events():
                 if isinstance(event, AgentAudio):
                     playout.enqueue(outbound.convert(event.audio))
+                    timing.agent_audio()
                 elif isinstance(event, AgentClear):
                     playout.clear()
                     outbound.reset()

@@ -96,6 +96,10 @@ class AgentFraming(ABC):
         """Text to inject as if the user had said it; None when the framing has no such message."""
         return None
 
+    def encode_speak(self, text: str | None, prompt: str | None) -> Message | None:
+        """Asking the agent to take its turn now; None when the framing has no such message."""
+        return None
+
     @abstractmethod
     def playback_position(self, played_ms: float) -> list[Message]:
         """The caller has heard `played_ms` of agent audio: the messages (if any) that tell the agent."""
@@ -151,6 +155,11 @@ class NativeFraming(AgentFraming):
 
     def encode_user_text(self, text: str) -> Message:
         return dump({"type": "user_text_message", "text": text})
+
+    def encode_speak(self, text: str | None, prompt: str | None) -> Message:
+        if text:
+            return dump({"type": "forced_agent_message", "content": text})
+        return dump({"type": "agent_prompt", "prompt": prompt})
 
     def playback_position(self, played_ms: float) -> list[Message]:
         return [dump({"type": "playback_position", "playedMs": round(played_ms)})]

@@ -92,6 +92,18 @@ class Pipeline(ABC):
     async def playback_position(self, played_ms: float) -> None:  # noqa: B027 - optional hook
         """How much agent audio the caller has heard so far (from the provider's marks)."""
 
+    async def send_user_text(self, text: str) -> bool:
+        """Text as if the caller had said it (batched DTMF). False when the agent cannot take it."""
+        return False
+
+    async def speak(self, text: str | None = None, prompt: str | None = None) -> bool:
+        """Ask the agent to take its turn now (the bridge owns first-speaker and inactivity timing).
+
+        `text`: say exactly this; `prompt`: respond following this instruction; neither: start the
+        conversation as the agent sees fit. False when the agent cannot be asked.
+        """
+        return False
+
     @abstractmethod
     def events(self) -> AsyncIterator[PipelineEvent]:
         """The agent's output, until the agent or the call ends."""

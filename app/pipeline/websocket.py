@@ -291,6 +291,14 @@ class WebSocketPipeline(Pipeline):
         self._enqueue([message])
         return True
 
+    async def speak(self, text: str | None = None, prompt: str | None = None) -> bool:
+        """Native: `forced_agent_message` (say `text`) or `agent_prompt`. Twilio framing: cannot (False)."""
+        message = self._framing.encode_speak(text, prompt)
+        if message is None or not self._accepting:
+            return False
+        self._enqueue([message])
+        return True
+
     @property
     def _accepting(self) -> bool:
         return self._ws is not None and not self._closed and not self._agent_gone

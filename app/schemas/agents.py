@@ -13,6 +13,7 @@ from app.schemas.base import ApiModel
 from app.schemas.durations import PositiveDuration
 from app.schemas.media import (
     FirstSpeakerSettings,
+    InactivityMessage,
     Medium,
     PipelineSpec,
     default_first_speaker,
@@ -27,6 +28,7 @@ class CallTemplate(ApiModel):
     system_prompt: str = ""
     language_hint: str | None = Field(default=None, max_length=16)
     first_speaker_settings: FirstSpeakerSettings = Field(default_factory=default_first_speaker)
+    inactivity_messages: list[InactivityMessage] = Field(default_factory=list, max_length=10)
     join_timeout: PositiveDuration = 30.0
     max_duration: PositiveDuration = 3600.0
     medium: Medium | None = None

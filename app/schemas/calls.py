@@ -12,6 +12,7 @@ from app.schemas.base import ApiModel
 from app.schemas.durations import Duration, PositiveDuration
 from app.schemas.media import (
     FirstSpeakerSettings,
+    InactivityMessage,
     Medium,
     PipelineSpec,
     default_first_speaker,
@@ -59,6 +60,7 @@ class StartCallRequest(ApiModel):
     system_prompt: str = ""
     language_hint: str | None = Field(default=None, max_length=16)
     first_speaker_settings: FirstSpeakerSettings = Field(default_factory=default_first_speaker)
+    inactivity_messages: list[InactivityMessage] = Field(default_factory=list, max_length=10)
     join_timeout: PositiveDuration = 30.0
     max_duration: PositiveDuration = 3600.0
     medium: Medium | None = None
@@ -81,6 +83,7 @@ class Call(ApiModel):
     template_context: dict[str, Any]
     request_context: dict[str, Any] | None = None
     first_speaker_settings: dict[str, Any]
+    inactivity_messages: list[dict[str, Any]] = Field(default_factory=list)
     join_timeout: Duration
     max_duration: Duration
     billed_duration: Duration

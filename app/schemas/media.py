@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from app.schemas.base import ApiModel
-from app.schemas.durations import Duration
+from app.schemas.durations import Duration, PositiveDuration
 
 
 class Outgoing(ApiModel):
@@ -122,6 +122,20 @@ class FirstSpeakerSettings(ApiModel):
         if (self.agent is None) == (self.user is None):
             raise ValueError("firstSpeakerSettings needs exactly one of 'agent' or 'user'")
         return self
+
+
+EndBehavior = Literal["END_BEHAVIOR_UNSPECIFIED", "END_BEHAVIOR_HANG_UP_SOFT", "END_BEHAVIOR_HANG_UP_STRICT"]
+
+
+class InactivityMessage(ApiModel):
+    """Said after `duration` with nobody speaking (counted from the previous message); then `endBehavior`.
+
+    SOFT hangs up after the message unless the caller answers it; STRICT always hangs up after it.
+    """
+
+    duration: PositiveDuration
+    message: str = Field(max_length=2000)
+    end_behavior: EndBehavior = "END_BEHAVIOR_UNSPECIFIED"
 
 
 def default_first_speaker() -> FirstSpeakerSettings:

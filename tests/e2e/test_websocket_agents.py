@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
@@ -12,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from app.simulator.audio import speech_like
 from app.simulator.carrier import CallScript
 from app.simulator.twilio import FakeTwilio
-from tests.conftest import RunningServer, ended, events_of
+from tests.conftest import RunningServer, ended, events_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -90,3 +91,36 @@ async def test_an_unreachable_agent_ends_the_call_with_connection_error(
     assert call["endReason"] == "connection_error"
     errors = [e for e in await events_of(server, report.call_id) if e["type"] == "pipeline_error"]
     assert "could not connect" in errors[0]["text"]
+
+
+async def test_the_bridge_tells_a_native_agent_when_to_speak_and_what_keys_were_pressed(
+    server: RunningServer, twilio: FakeTwilio, make_agent, agent_server
+) -> None:
+    received: list[dict] = []
+
+    async def recording_echo(ws: ServerConnection) -> None:
+        async for message in ws:  # ends when the bridge closes
+            if isinstance(message, str):
+                received.append(orjson.loads(message))
+            else:
+                with contextlib.suppress(ConnectionClosed):  # the bridge may close while we echo
+                    await ws.send(message)
+
+    url = await agent_server(recording_echo)
+    agent = await make_agent(
+        pipeline={"websocket": {"url": url, "sampleRate": 8000}},
+        firstSpeakerSettings={"agent": {"text": "Welcome to the bakery."}},
+    )
+    report = await twilio.call(agent, CallScript(audio=speech_like(2.0), dtmf=[(0.4, "1"), (0.6, "2")]))
+    await ended(server, report.call_id)
+
+    async def call_ended_arrived() -> bool:
+        return bool(received) and received[-1]["type"] == "call_ended"
+
+    await wait_for(call_ended_arrived, 5)
+    types = [m["type"] for m in received]
+    assert types[:2] == ["call_started", "forced_agent_message"]
+    assert received[1]["content"] == "Welcome to the bakery."
+    assert [m["digit"] for m in received if m["type"] == "dtmf"] == ["1", "2"]
+    assert [m["text"] for m in received if m["type"] == "user_text_message"] == ["12"]
+    assert types[-1] == "call_ended" and received[-1]["reason"] == "hangup"
