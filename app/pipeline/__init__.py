@@ -6,12 +6,14 @@ from typing import Any
 
 from app.pipeline.base import Pipeline
 from app.pipeline.echo import EchoOptions, EchoPipeline
+from app.pipeline.openai_realtime import OpenAIRealtimeOptions, OpenAIRealtimePipeline
 from app.pipeline.websocket import WebSocketOptions, WebSocketPipeline
 
-#: Backend name → (options model, factory). Later backends (openaiRealtime) register here.
+#: Backend name → (options model, factory).
 BACKENDS: dict[str, tuple[type[Any], Any]] = {
     "echo": (EchoOptions, EchoPipeline),
     "websocket": (WebSocketOptions, WebSocketPipeline),
+    "openaiRealtime": (OpenAIRealtimeOptions, OpenAIRealtimePipeline),
 }
 
 
