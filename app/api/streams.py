@@ -44,10 +44,13 @@ class WebSocketTransport:
         text = message.get("text")
         return text if text is not None else message.get("bytes") or b""
 
-    async def send(self, message: str) -> None:
+    async def send(self, message: str | bytes) -> None:
         async with self._send_lock:
             try:
-                await self.websocket.send_text(message)
+                if isinstance(message, str):
+                    await self.websocket.send_text(message)
+                else:
+                    await self.websocket.send_bytes(message)
             except (WebSocketDisconnect, RuntimeError, OSError) as exc:
                 raise TransportClosed(str(exc)) from None
 
@@ -96,8 +99,10 @@ async def call_stream(websocket: WebSocket) -> None:
     if problem is not None or call is None or provider is None:
         await refuse(websocket, problem or "unsupported_medium", call_id)
         return
-    # Options stored with the call win over the URL's query (where Exotel's `sample-rate` arrives).
-    options = {**websocket.query_params, **(call.definition.get("streamOptions") or {})}
+    # The medium's own options and those stored with the call win over the URL's query (where Exotel's
+    # `sample-rate` arrives).
+    medium_options = call.definition["medium"].get(call.medium_kind) or {}
+    options = {**websocket.query_params, **medium_options, **(call.definition.get("streamOptions") or {})}
     transport = WebSocketTransport(websocket, provider.new_framing(options))
     session = CallSession(
         call,

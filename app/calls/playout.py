@@ -109,6 +109,9 @@ class Playout:
             await self._send_mark()
 
     async def _send_mark(self) -> None:
+        if not self._framing.supports_marks:
+            self._marked_ms = self._sent_ms
+            return
         self._mark_count += 1
         name = f"cb-{self._mark_count}"
         self._pending[name] = PendingMark(name, self._sent_ms)

@@ -33,9 +33,11 @@ from app.providers.base import (
     StreamEvent,
     StreamIgnored,
     StreamMark,
+    StreamPing,
     StreamProviderError,
     StreamStart,
     StreamStop,
+    StreamUserText,
 )
 from app.schemas.calls import EndReason, EventSeverity
 from app.store.tables import CallRow, utcnow
@@ -82,6 +84,7 @@ class CallSession:
         self._playout: Playout | None = None
         self._timing: ConversationTiming | None = None
         self._voice: VoiceActivity | None = None
+        self._last_audio_at = 0.0
         self.start: StreamStart | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -104,6 +107,8 @@ class CallSession:
                     "out": self._playout_loop(),
                     "timer": self._max_duration_timer(),
                 }
+                if self._framing.media_idle_timeout_s:
+                    loops["idle"] = self._media_idle_timer(self._framing.media_idle_timeout_s)
                 for name, loop in loops.items():
                     task = asyncio.create_task(loop, name=f"call-{self.call.id}-{name}")
                     task.add_done_callback(self._loop_ended)
@@ -150,6 +155,9 @@ class CallSession:
 
     async def _await_start(self) -> StreamStart | None:
         """The provider's `start`, or None when the stream ends first or the join deadline passes."""
+        opening = self._framing.opening()
+        if opening is not None:  # a stream that starts on connect
+            return opening
         deadline = self.call.join_deadline
         timeout = (deadline - utcnow()).total_seconds() if deadline else None
         try:
@@ -174,9 +182,10 @@ class CallSession:
             return False  # joined elsewhere or ended meanwhile: not ours to end
         self._owns_call = True
         wire = event.audio_format
+        wire_out = event.output_format or wire
         agent_format = negotiate(wire, self.pipeline.accepted_formats)
         self._inbound = build_converter(wire, agent_format)
-        self._outbound = build_converter(agent_format, wire)
+        self._outbound = build_converter(agent_format, wire_out)
         self._record(
             "joined",
             f"stream {event.stream_id} started: {wire} on the wire, {agent_format} to the agent",
@@ -187,7 +196,8 @@ class CallSession:
                 "resampled": wire.sample_rate != agent_format.sample_rate,
             },
         )
-        self._playout = Playout(self.transport, wire, self.settings.playout_lead_ms)
+        lead_ms = self._framing.playout_lead_ms or self.settings.playout_lead_ms
+        self._playout = Playout(self.transport, wire_out, lead_ms)
         definition = self.call.definition
         try:
             await self.pipeline.start(
@@ -212,7 +222,18 @@ class CallSession:
         )
         self._voice = VoiceActivity() if self._timing.needs_voice_activity else None
         self._timing.start()
+        for message in self._framing.joined_messages(self.call.id):
+            await self.transport.send(message)
         return True
+
+    async def _media_idle_timer(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            idle = loop.time() - self._last_audio_at
+            if idle >= timeout_s:
+                self.finish(EndReason.CONNECTION_ERROR, f"no audio from the client for {timeout_s:g}s")
+                return
+            await asyncio.sleep(timeout_s - idle)
 
     async def _max_duration_timer(self) -> None:
         await asyncio.sleep(self.call.definition["maxDuration"])
@@ -223,6 +244,8 @@ class CallSession:
     async def _receive_loop(self) -> None:
         assert self._inbound is not None and self._timing is not None
         inbound, pipeline, timing = self._inbound, self.pipeline, self._timing
+        loop = asyncio.get_running_loop()
+        self._last_audio_at = loop.time()
         while True:
             try:
                 message = await self.transport.receive()
@@ -237,6 +260,7 @@ class CallSession:
                     self._bad_frame(str(exc))
                     continue
                 self._frames_in += 1
+                self._last_audio_at = loop.time()
                 if self._voice is not None:
                     self._detect_speech(event.payload)
                 await pipeline.send_audio(audio)
@@ -249,6 +273,13 @@ class CallSession:
             elif isinstance(event, StreamStop):
                 self.finish(EndReason.HANGUP, f"the provider ended the stream ({event.reason or 'stop'})")
                 return
+            elif isinstance(event, StreamUserText):
+                self._record("user_text_message", event.text, EventSeverity.DEBUG)
+                await pipeline.send_user_text(event.text)
+            elif isinstance(event, StreamPing):
+                pong = self._framing.encode_pong(event.timestamp)
+                if pong is not None:
+                    await self.transport.send(pong)
             elif isinstance(event, StreamProviderError):
                 self._record(
                     "provider_error",
@@ -331,6 +362,9 @@ class CallSession:
                     self.finish(EndReason.AGENT_HANGUP, event.message or "the agent hung up")
                     return
                 elif isinstance(event, Transcript):
+                    message = self._framing.encode_transcript(event.role, event.text, event.final)
+                    if message is not None:
+                        await self.transport.send(message)
                     self._record(
                         "transcript",
                         event.text,

@@ -18,7 +18,7 @@ class StreamTransport(Protocol):
         """The next message; raises TransportClosed when the stream is gone."""
         ...
 
-    async def send(self, message: str) -> None:
+    async def send(self, message: str | bytes) -> None:
         """Send one message; raises TransportClosed when the stream is gone."""
         ...
 

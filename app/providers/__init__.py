@@ -11,11 +11,19 @@ from typing import Any
 from app.providers.base import StreamProvider, WebhookProvider
 from app.providers.exotel import ExotelProvider
 from app.providers.plivo import PlivoProvider
+from app.providers.server_websocket import ServerWebSocketProvider
 from app.providers.telnyx import TelnyxProvider
 from app.providers.twilio import TwilioProvider
 
 PROVIDERS: dict[str, StreamProvider] = {
-    p.name: p for p in (TwilioProvider(), TelnyxProvider(), PlivoProvider(), ExotelProvider())
+    p.name: p
+    for p in (
+        TwilioProvider(),
+        TelnyxProvider(),
+        PlivoProvider(),
+        ExotelProvider(),
+        ServerWebSocketProvider(),
+    )
 }
 
 

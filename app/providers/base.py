@@ -64,6 +64,8 @@ class StreamStart:
     provider_call_id: str | None
     audio_format: AudioFormat
     custom_parameters: dict[str, str] = field(default_factory=dict)
+    #: The format sent back, when it differs from what arrives (serverWebSocket's outputSampleRate).
+    output_format: AudioFormat | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,20 @@ class StreamIgnored:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamUserText:
+    """The client injects text as if the caller had said it (serverWebSocket `user_text_message`)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPing:
+    """The client checks the connection; answer with `encode_pong`."""
+
+    timestamp: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamProviderError:
     """The provider reports a problem on the stream (Telnyx `error` frames)."""
 
@@ -114,6 +130,8 @@ StreamEvent = (
     | StreamStop
     | StreamIgnored
     | StreamProviderError
+    | StreamUserText
+    | StreamPing
 )
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
@@ -132,6 +150,29 @@ class StreamFraming(ABC):
     #: with silence (Telnyx refuses chunks under 20 ms; Exotel wants multiples of 320 bytes).
     pad_partial_frames: ClassVar[bool] = False
 
+    #: False when the other side has no marks (callbridge then paces without them).
+    supports_marks: ClassVar[bool] = True
+    #: How far ahead of real time outbound audio may run (None: the server's CALLBRIDGE_PLAYOUT_LEAD_MS).
+    playout_lead_ms: float | None = None
+    #: End the call when no caller audio arrives for this long (None: never).
+    media_idle_timeout_s: float | None = None
+
+    def opening(self) -> StreamStart | None:
+        """The start of a stream that has no start message (it starts on connect); None: wait for one."""
+        return None
+
+    def joined_messages(self, call_id: str) -> list[str | bytes]:
+        """Messages sent once the call is joined (serverWebSocket's `call_started`)."""
+        return []
+
+    def encode_transcript(self, role: str, text: str, final: bool) -> str | None:
+        """A transcript for the other side, if it takes them."""
+        return None
+
+    def encode_pong(self, timestamp: float | None) -> str | None:
+        """The answer to a StreamPing."""
+        return None
+
     def outbound_frame_bytes(self, wire: AudioFormat) -> int:
         """Size of each outbound audio chunk in the wire format (20 ms unless the provider says otherwise)."""
         return wire.bytes_for_ms(20)
@@ -144,7 +185,7 @@ class StreamFraming(ABC):
         """
 
     @abstractmethod
-    def encode_audio(self, payload: bytes) -> str:
+    def encode_audio(self, payload: bytes) -> str | bytes:
         """Build the message that plays `payload` (wire format) to the caller."""
 
     @abstractmethod

@@ -116,7 +116,7 @@ def test_calls_can_only_override_the_documented_fields(client: TestClient) -> No
 def test_media_this_server_cannot_carry_yet_are_refused(client: TestClient) -> None:
     agent = create_agent(client)
     for medium in (
-        {"serverWebSocket": {"inputSampleRate": 16000}},
+        {"sip": {"incoming": {}}},
         {"twilio": {"outgoing": {"to": "+1555", "from": "+1666"}}},
     ):
         response = client.post(
