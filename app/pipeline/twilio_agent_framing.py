@@ -44,7 +44,10 @@ def new_stream_sid() -> str:
 
 
 def custom_parameters(info: CallInfo) -> dict[str, str]:
-    """`start.customParameters`: the template context as strings, then callId, agentId, from and to."""
+    """`start.customParameters`: the template context as strings, then callId, agentId, from and to.
+
+    The numbers also go as `from_number`/`to_number`, the names pipecat's runner reads them from.
+    """
     context = {str(key): _as_text(value) for key, value in info.template_context.items()}
     return {
         **context,
@@ -52,6 +55,8 @@ def custom_parameters(info: CallInfo) -> dict[str, str]:
         "agentId": info.agent_id or "",
         "from": info.from_number or "",
         "to": info.to_number or "",
+        "from_number": info.from_number or "",
+        "to_number": info.to_number or "",
     }
 
 

@@ -72,6 +72,8 @@ async def test_agent_receives_start_as_twilio_sends_it(
                 "agentId": "agent-7",
                 "from": "+15550100",
                 "to": "+15550199",
+                "from_number": "+15550100",
+                "to_number": "+15550199",
             },
         },
         "streamSid": stream_sid,
@@ -87,7 +89,9 @@ async def test_call_sid_is_the_call_id_when_there_is_no_provider_call(
     start = (await agent.next_json())["start"]
 
     assert start["callSid"] == "call-9"
-    assert start["customParameters"] == {"callId": "call-9", "agentId": "", "from": "", "to": ""}
+    assert start["customParameters"] == {
+        "callId": "call-9", "agentId": "", "from": "", "to": "", "from_number": "", "to_number": "",
+    }  # fmt: skip
 
 
 async def test_caller_audio_reaches_the_agent_as_20ms_media_messages(
