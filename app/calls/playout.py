@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.calls.transport import StreamTransport
@@ -27,8 +28,15 @@ class PendingMark:
 class Playout:
     """Sends agent audio for one call. `enqueue`/`clear` are called by the session; `run` does the I/O."""
 
-    def __init__(self, transport: StreamTransport, wire_format: AudioFormat, lead_ms: float) -> None:
+    def __init__(
+        self,
+        transport: StreamTransport,
+        wire_format: AudioFormat,
+        lead_ms: float,
+        on_segment_end: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._transport = transport
+        self._on_segment_end = on_segment_end
         self._framing = transport.framing
         self._format = wire_format
         self._splitter = FrameSplitter(self._framing.outbound_frame_bytes(wire_format))
@@ -107,6 +115,8 @@ class Playout:
             self._frames.append(rest)
         else:
             await self._send_mark()
+            if self._on_segment_end is not None:
+                await self._on_segment_end()
 
     async def _send_mark(self) -> None:
         if not self._framing.supports_marks:

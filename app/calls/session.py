@@ -85,6 +85,7 @@ class CallSession:
         self._timing: ConversationTiming | None = None
         self._voice: VoiceActivity | None = None
         self._last_audio_at = 0.0
+        self._agent_state = ""
         self.start: StreamStart | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -197,7 +198,7 @@ class CallSession:
             },
         )
         lead_ms = self._framing.playout_lead_ms or self.settings.playout_lead_ms
-        self._playout = Playout(self.transport, wire_out, lead_ms)
+        self._playout = Playout(self.transport, wire_out, lead_ms, self._agent_finished_speaking)
         definition = self.call.definition
         try:
             await self.pipeline.start(
@@ -224,7 +225,20 @@ class CallSession:
         self._timing.start()
         for message in self._framing.joined_messages(self.call.id):
             await self.transport.send(message)
+        await self._send_state("listening")
         return True
+
+    async def _send_state(self, state: str) -> None:
+        """Tell the other side whether the agent speaks (serverWebSocket `state`), once per change."""
+        if state == self._agent_state:
+            return
+        self._agent_state = state
+        message = self._framing.encode_state(state)
+        if message is not None:
+            await self.transport.send(message)
+
+    async def _agent_finished_speaking(self) -> None:
+        await self._send_state("listening")
 
     async def _media_idle_timer(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -353,6 +367,8 @@ class CallSession:
                 if isinstance(event, AgentAudio):
                     playout.enqueue(outbound.convert(event.audio))
                     timing.agent_audio()
+                    if self._agent_state != "speaking":
+                        await self._send_state("speaking")
                 elif isinstance(event, AgentClear):
                     playout.clear()
                     outbound.reset()

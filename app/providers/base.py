@@ -173,6 +173,10 @@ class StreamFraming(ABC):
         """The answer to a StreamPing."""
         return None
 
+    def encode_state(self, state: str) -> str | None:
+        """The agent's state (`listening`, `speaking`) for the other side, if it takes it."""
+        return None
+
     def outbound_frame_bytes(self, wire: AudioFormat) -> int:
         """Size of each outbound audio chunk in the wire format (20 ms unless the provider says otherwise)."""
         return wire.bytes_for_ms(20)

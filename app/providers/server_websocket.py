@@ -2,8 +2,9 @@
 
 Binary frames carry s16le mono PCM: the caller's audio at `inputSampleRate` in, the agent's at
 `outputSampleRate` out. Text frames carry JSON data messages modelled on Ultravox's: `call_started`,
-`transcript`, `playback_clear_buffer` and `pong` to the client; `user_text_message`, `hang_up` and `ping`
-from it. There are no marks: callbridge keeps at most `clientBufferSizeMs` of agent audio ahead of real time.
+`state`, `transcript`, `playback_clear_buffer` and `pong` to the client; `user_text_message`, `hang_up`
+and `ping` from it. There are no marks: callbridge keeps at most `clientBufferSizeMs` of agent audio ahead
+of real time.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class ServerWebSocketFraming(StreamFraming):
 
     def encode_pong(self, timestamp: float | None) -> str:
         return orjson.dumps({"type": "pong", "timestamp": timestamp}).decode()
+
+    def encode_state(self, state: str) -> str:
+        return orjson.dumps({"type": "state", "state": state}).decode()
 
 
 def _data_message(message: str) -> tuple[str, dict[str, Any]]:

@@ -37,6 +37,7 @@ async def test_pcm_round_trips_at_the_declared_rates(server: RunningServer) -> N
     received = bytearray()
     async with websockets.connect(call["joinUrl"]) as ws:
         assert await next_json(ws) == {"type": "call_started", "callId": call["callId"]}
+        assert await next_json(ws) == {"type": "state", "state": "listening"}
         for i in range(0, len(sent), 640):  # 20 ms frames, in real time
             await ws.send(sent[i : i + 640])
             await asyncio.sleep(0.02)
@@ -59,6 +60,7 @@ async def test_ping_is_answered_and_hang_up_ends_the_call(server: RunningServer)
     call = await new_call(server, {"inputSampleRate": 8000})
     async with websockets.connect(call["joinUrl"]) as ws:
         await next_json(ws)  # call_started
+        await next_json(ws)  # state
         await ws.send(orjson.dumps({"type": "ping", "timestamp": 12.5}).decode())
         assert await next_json(ws) == {"type": "pong", "timestamp": 12.5}
         await ws.send(orjson.dumps({"type": "user_text_message", "text": "hello"}).decode())

@@ -51,6 +51,7 @@ def test_messages_to_the_client() -> None:
         "type": "transcript", "role": "agent", "medium": "voice", "text": "Hi", "final": True,
     }  # fmt: skip
     assert orjson.loads(f.joined_messages("c1")[0]) == {"type": "call_started", "callId": "c1"}
+    assert orjson.loads(f.encode_state("speaking")) == {"type": "state", "state": "speaking"}
 
 
 def test_the_client_buffer_sets_the_playout_lead_and_there_are_no_marks() -> None:
