@@ -13,6 +13,7 @@ from starlette.routing import Route
 from app.api.errors import describe_validation_error, parse_body
 from app.api.paging import page_params, page_response
 from app.errors import InvalidInput, NotFound
+from app.pipeline import public_pipeline_spec
 from app.schemas.agents import Agent, AgentCreate, AgentStatistics, AgentUpdate, CallTemplate, CallTemplateOut
 from app.schemas.calls import StartAgentCallRequest
 from app.services import Services, services_of
@@ -23,13 +24,15 @@ def agent_view(row: AgentRow, calls: int) -> dict[str, Any]:
     template = CallTemplateOut.model_validate(
         {**row.call_template, "created": row.created, "updated": row.updated}
     )
-    return Agent(
+    view = Agent(
         agent_id=row.id,
         name=row.name,
         created=row.created,
         call_template=template,
         statistics=AgentStatistics(calls=calls),
     ).to_json()
+    view["callTemplate"]["pipeline"] = public_pipeline_spec(view["callTemplate"]["pipeline"])
+    return view
 
 
 async def load_agent(services: Services, agent_id: str) -> AgentRow:

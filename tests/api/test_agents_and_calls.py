@@ -166,3 +166,26 @@ def test_call_events_start_with_the_creation(client: TestClient) -> None:
     }
     assert client.get(f"/api/calls/{call['callId']}/events").json()["results"] == []  # default: info and up
     assert client.get(f"/api/calls/{call['callId']}/events?minimum_severity=loud").status_code == 400
+
+
+def test_agent_secrets_in_the_pipeline_are_write_only(client: TestClient) -> None:
+    pipeline = {
+        "openaiRealtime": {"url": "wss://rt.example.com/v1/realtime", "apiKey": "sk-live-1234567890"},
+    }
+    created = client.post("/api/agents", json={"name": "rt", "callTemplate": {"pipeline": pipeline}}).json()
+    shown = created["callTemplate"]["pipeline"]["openaiRealtime"]
+    assert "apiKey" not in shown and shown["apiKeyPrefix"] == "sk-l"
+    assert "sk-live-1234567890" not in client.get(f"/api/agents/{created['agentId']}").text
+
+
+def test_websocket_agent_secret_and_header_values_are_not_shown(client: TestClient) -> None:
+    pipeline = {
+        "websocket": {
+            "url": "wss://a.example.com",
+            "secret": "s3cr3t-value",
+            "headers": {"Authorization": "Bearer abcdef"},
+        }
+    }
+    created = client.post("/api/agents", json={"name": "ws", "callTemplate": {"pipeline": pipeline}}).json()
+    shown = created["callTemplate"]["pipeline"]["websocket"]
+    assert shown["secretPrefix"] == "s3cr" and shown["headers"] == {"Authorization": "Bear…"}
