@@ -189,3 +189,8 @@ def test_websocket_agent_secret_and_header_values_are_not_shown(client: TestClie
     created = client.post("/api/agents", json={"name": "ws", "callTemplate": {"pipeline": pipeline}}).json()
     shown = created["callTemplate"]["pipeline"]["websocket"]
     assert shown["secretPrefix"] == "s3cr" and shown["headers"] == {"Authorization": "Bear…"}
+
+
+def test_a_server_websocket_rate_outside_the_supported_set_is_400(client: TestClient) -> None:
+    response = client.post("/api/calls", json={"medium": {"serverWebSocket": {"inputSampleRate": 44100}}})
+    assert response.status_code == 400 and "inputSampleRate" in response.json()["detail"]
