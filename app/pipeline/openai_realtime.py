@@ -15,18 +15,18 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from app.media.formats import AudioFormat
 from app.pipeline import realtime_events as rt
+from app.pipeline.agent_link import AgentEvents, Outbox, connect_agent, shown_url
 from app.pipeline.base import (
     AgentAudio,
     AgentClear,
@@ -37,16 +37,10 @@ from app.pipeline.base import (
     PipelineEvent,
     Transcript,
 )
-from app.pipeline.websocket import Outbox, shown_url
 from app.schemas.durations import Duration, PositiveDuration
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "callbridge"
-# The largest server event taken (audio deltas are small; session events carry the whole configuration).
-MAX_MESSAGE_BYTES = 4 * 2**20
-CLOSE_TIMEOUT_S = 2.0
-KEEPALIVE_S = 20.0
 
 #: Server events whose audio / transcript names changed at GA: both spellings are understood.
 AUDIO_DELTA_EVENTS = ("response.output_audio.delta", "response.audio.delta")
@@ -127,13 +121,6 @@ def realtime_url(url: str, model: str) -> str:
     return urlunsplit(parts._replace(query=urlencode([*query, ("model", model)])))
 
 
-@dataclass(frozen=True, slots=True)
-class _End:
-    """The end of the events: normal (error None) or a failure, raised from `events()`."""
-
-    error: BaseException | None = None
-
-
 class OpenAIRealtimePipeline(Pipeline):
     """One call's Realtime session."""
 
@@ -146,7 +133,7 @@ class OpenAIRealtimePipeline(Pipeline):
         self._format: AudioFormat = rt.PCM_24K
         self._ws: ClientConnection | None = None
         self._outbox = Outbox()
-        self._events: asyncio.Queue[PipelineEvent | _End] = asyncio.Queue()
+        self._events = AgentEvents()
         self._sender: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._session_ready: asyncio.Future[None] | None = None
@@ -203,32 +190,12 @@ class OpenAIRealtimePipeline(Pipeline):
             raise
 
     async def _connect(self) -> ClientConnection:
-        timeout = self.options.connect_timeout
-        try:
-            return await connect(
-                realtime_url(self.options.url, self.options.model),
-                additional_headers=self._auth_headers(),
-                user_agent_header=USER_AGENT,
-                open_timeout=timeout,
-                close_timeout=CLOSE_TIMEOUT_S,
-                ping_interval=KEEPALIVE_S,
-                ping_timeout=KEEPALIVE_S,
-                compression=None,
-                max_size=MAX_MESSAGE_BYTES,
-            )
-        except TimeoutError:
-            raise PipelineError(
-                f"the Realtime endpoint {self._url} did not answer within {timeout:g}s"
-            ) from None
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise PipelineError(
-                f"the Realtime endpoint {self._url} refused the connection (HTTP {status})"
-            ) from None
-        except InvalidHandshake as exc:
-            raise PipelineError(f"the websocket handshake with {self._url} failed: {exc}") from None
-        except (OSError, WebSocketException) as exc:
-            raise PipelineError(f"could not connect to the Realtime endpoint {self._url}: {exc}") from None
+        return await connect_agent(
+            realtime_url(self.options.url, self.options.model),
+            self._auth_headers(),
+            self.options.connect_timeout,
+            f"the Realtime endpoint {self._url}",
+        )
 
     def _auth_headers(self) -> dict[str, str]:
         key = self.options.api_key
@@ -352,20 +319,20 @@ class OpenAIRealtimePipeline(Pipeline):
             log.warning("ignored a malformed Realtime %s event (%s): %.200r", kind, exc, message)
 
     def _emit(self, event: PipelineEvent) -> None:
-        self._events.put_nowait(event)
+        self._events.put(event)
 
     def _fail(self, error: BaseException) -> None:
         """The session is over with `error`: start() raises it, or events() does."""
         self._gone = True
         if self._session_ready is not None and not self._session_ready.done():
             self._session_ready.set_exception(error)
-        self._events.put_nowait(_End(error))
+        self._events.end(error)
 
     def _connection_ended(self, exc: ConnectionClosed) -> None:
         """The socket closed: expected once the call or the agent ended it, else the session failed."""
         if self._closed or self._hung_up or self._gone:
             self._gone = True
-            self._events.put_nowait(_End())
+            self._events.end()
         elif exc.rcvd is None:
             self._fail(PipelineError(f"the connection to the Realtime endpoint {self._url} dropped: {exc}"))
         else:
@@ -490,16 +457,9 @@ class OpenAIRealtimePipeline(Pipeline):
 
     # --- output and ending ----------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[PipelineEvent]:
+    def events(self) -> AsyncIterator[PipelineEvent]:
         """The model's audio, barge-ins, transcripts and actions; PipelineError if the session fails."""
-        while True:
-            item = await self._events.get()
-            if isinstance(item, _End):
-                self._events.put_nowait(item)  # any later reader ends too
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
+        return self._events.iterate()
 
     async def close(self, reason: str | None = None) -> None:
         """End the session: stop the tasks and close the socket. Safe to call twice."""
@@ -518,7 +478,7 @@ class OpenAIRealtimePipeline(Pipeline):
         if self._outbox.dropped_audio:
             log.warning("%d caller audio messages for %s dropped", self._outbox.dropped_audio, self._url)
         self._outbox.clear()
-        self._events.put_nowait(_End())
+        self._events.end()
 
 
 def _text(event: dict[str, Any], key: str) -> str:

@@ -14,19 +14,18 @@ import hmac
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from app.media.formats import AudioFormat, pcm16
+from app.pipeline.agent_link import AgentEvents, Outbox, connect_agent, shown_url
 from app.pipeline.agent_protocol import AgentFraming, Message, NativeFraming
 from app.pipeline.base import CallInfo, HangUp, Pipeline, PipelineError, PipelineEvent
 from app.pipeline.twilio_agent_framing import TwilioAgentFraming
@@ -37,17 +36,9 @@ log = logging.getLogger(__name__)
 CALL_ID_HEADER = "X-Callbridge-Call-Id"
 TIMESTAMP_HEADER = "X-Callbridge-Timestamp"
 SIGNATURE_HEADER = "X-Callbridge-Signature"
-USER_AGENT = "callbridge"
 
-# Caller audio waiting for a slow agent is bounded (see Outbox): about a second of 20 ms frames.
-MAX_QUEUED_AUDIO = 50
-# The largest message taken from the agent (about 43 s of 24 kHz PCM, or a long base64 μ-law chunk).
-MAX_MESSAGE_BYTES = 4 * 2**20
-# On close: how long the last messages (call_ended / stop) may take to go out, then the closing handshake.
+# On close: how long the last messages (call_ended / stop) may take to go out.
 FLUSH_TIMEOUT_S = 1.0
-CLOSE_TIMEOUT_S = 2.0
-# A ping this often; no pong within the same time and the connection counts as dropped.
-KEEPALIVE_S = 20.0
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
@@ -113,75 +104,6 @@ def handshake_signature(secret: str, timestamp: int, call_id: str) -> str:
     return hmac.new(secret.encode(), f"{timestamp}.{call_id}".encode(), hashlib.sha256).hexdigest()
 
 
-def shown_url(url: str) -> str:
-    """The URL for messages and logs: no credentials, query or fragment (they may hold tokens)."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-class Outbox:
-    """Messages waiting for the agent's socket, written by one sender task so no caller waits on the agent.
-
-    Caller audio is bounded: past `max_audio` audio messages the oldest is dropped (a slow agent hears the
-    present, not a growing backlog, and the call loop never blocks). Other messages are never dropped.
-    """
-
-    def __init__(self, max_audio: int = MAX_QUEUED_AUDIO) -> None:
-        self.max_audio = max_audio
-        self.dropped_audio = 0
-        #: Set while nothing is waiting: all was written (or the sender stopped and nothing more will be).
-        self.drained = asyncio.Event()
-        self.drained.set()
-        self._items: deque[tuple[Message, bool]] = deque()
-        self._audio = 0
-        self._ready = asyncio.Event()
-
-    def put(self, messages: Sequence[Message], *, audio: bool = False) -> None:
-        """Queue messages (never waits); `audio` marks them as droppable caller audio."""
-        if not messages:
-            return
-        self._items.extend((message, audio) for message in messages)
-        if audio:
-            self._audio += len(messages)
-            while self._audio > self.max_audio:
-                self._drop_oldest_audio()
-        self.drained.clear()
-        self._ready.set()
-
-    def _drop_oldest_audio(self) -> None:
-        for index, (_, audio) in enumerate(self._items):
-            if audio:
-                del self._items[index]
-                break
-        self._audio -= 1
-        self.dropped_audio += 1
-
-    async def get(self) -> Message:
-        """The next message to write, waiting for one (the sender has written all before it)."""
-        while not self._items:
-            self.drained.set()
-            self._ready.clear()
-            await self._ready.wait()
-        message, audio = self._items.popleft()
-        if audio:
-            self._audio -= 1
-        return message
-
-    def clear(self) -> None:
-        """Forget everything queued."""
-        self._items.clear()
-        self._audio = 0
-        self.drained.set()
-
-
-@dataclass(frozen=True, slots=True)
-class _End:
-    """The end of the agent's events: normal (error None) or a failure, raised from `events()`."""
-
-    error: BaseException | None = None
-
-
 class WebSocketPipeline(Pipeline):
     """One call's connection to the user's agent server."""
 
@@ -193,7 +115,7 @@ class WebSocketPipeline(Pipeline):
         self.accepted_formats = (self._framing.audio_format,)
         self._url = shown_url(options.url)
         self._ws: ClientConnection | None = None
-        self._events: asyncio.Queue[PipelineEvent | _End] = asyncio.Queue()
+        self._events = AgentEvents()
         self._outbox = Outbox()
         self._sender: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -227,30 +149,10 @@ class WebSocketPipeline(Pipeline):
         self._reader = asyncio.create_task(self._read_loop(ws), name=f"agent-read-{info.call_id}")
 
     async def _connect(self, call_id: str) -> ClientConnection:
-        timeout = self.options.connect_timeout
         headers = self._handshake_headers(call_id)
-        try:
-            return await connect(
-                self.options.url,
-                additional_headers=headers,
-                # A User-Agent among the static headers replaces callbridge's own.
-                user_agent_header=None if "user-agent" in {h.lower() for h in headers} else USER_AGENT,
-                open_timeout=timeout,
-                close_timeout=CLOSE_TIMEOUT_S,
-                ping_interval=KEEPALIVE_S,
-                ping_timeout=KEEPALIVE_S,
-                compression=None,  # audio does not compress; deflate would only cost CPU and latency
-                max_size=MAX_MESSAGE_BYTES,
-            )
-        except TimeoutError:
-            raise PipelineError(f"the agent at {self._url} did not answer within {timeout:g}s") from None
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise PipelineError(f"the agent at {self._url} refused the connection (HTTP {status})") from None
-        except InvalidHandshake as exc:
-            raise PipelineError(f"the websocket handshake with {self._url} failed: {exc}") from None
-        except (OSError, WebSocketException) as exc:
-            raise PipelineError(f"could not connect to the agent at {self._url}: {exc}") from None
+        return await connect_agent(
+            self.options.url, headers, self.options.connect_timeout, f"the agent at {self._url}"
+        )
 
     def _handshake_headers(self, call_id: str) -> dict[str, str]:
         timestamp = int(time.time())
@@ -327,7 +229,7 @@ class WebSocketPipeline(Pipeline):
                 for event in decoded.events:
                     if isinstance(event, HangUp):
                         self._agent_hung_up = True
-                    self._events.put_nowait(event)
+                    self._events.put(event)
                 if decoded.replies and self._accepting:
                     self._enqueue(decoded.replies)
         except ConnectionClosed as exc:
@@ -335,31 +237,22 @@ class WebSocketPipeline(Pipeline):
             self._connection_ended(exc)
         except Exception as exc:  # a bug here must end this call, not leave it silent
             self._agent_gone = True
-            self._events.put_nowait(_End(exc))
+            self._events.end(exc)
 
     def _connection_ended(self, exc: ConnectionClosed) -> None:
         """The agent closed (normal close: it hung up) or the connection dropped (the agent failed)."""
         if self._closed or self._agent_hung_up:
-            self._events.put_nowait(_End())
+            self._events.end()
         elif exc.rcvd is not None and exc.rcvd.code == CloseCode.NORMAL_CLOSURE:
             self._agent_hung_up = True
-            self._events.put_nowait(HangUp(exc.rcvd.reason or "the agent closed the connection"))
-            self._events.put_nowait(_End())
+            self._events.put(HangUp(exc.rcvd.reason or "the agent closed the connection"))
+            self._events.end()
         else:
-            self._events.put_nowait(
-                _End(PipelineError(f"the connection to the agent at {self._url} dropped: {exc}"))
-            )
+            self._events.end(PipelineError(f"the connection to the agent at {self._url} dropped: {exc}"))
 
-    async def events(self) -> AsyncIterator[PipelineEvent]:
+    def events(self) -> AsyncIterator[PipelineEvent]:
         """The agent's audio, barge-ins, transcripts and actions; raises PipelineError if the agent fails."""
-        while True:
-            item = await self._events.get()
-            if isinstance(item, _End):
-                self._events.put_nowait(item)  # any later reader ends too
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
+        return self._events.iterate()
 
     # --- ending ---------------------------------------------------------------------------------
 
@@ -389,4 +282,4 @@ class WebSocketPipeline(Pipeline):
         if self._outbox.dropped_audio:
             log.warning("%d caller audio messages for %s dropped", self._outbox.dropped_audio, self._url)
         self._outbox.clear()
-        self._events.put_nowait(_End())
+        self._events.end()

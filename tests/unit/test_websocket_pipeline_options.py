@@ -7,7 +7,8 @@ from pydantic import ValidationError
 
 from app.media.formats import PCMU_8K, pcm16
 from app.pipeline import build_pipeline
-from app.pipeline.websocket import WebSocketOptions, handshake_signature, shown_url
+from app.pipeline.agent_link import shown_url
+from app.pipeline.websocket import WebSocketOptions, handshake_signature
 from app.schemas.media import validate_pipeline_spec
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.pipeline.websocket import Outbox
+from app.pipeline.agent_link import Outbox
 
 
 async def test_messages_come_out_in_order() -> None:
