@@ -12,25 +12,14 @@ from typing import Any
 from app.media.formats import AudioFormat
 from app.providers.base import (
     FrameError,
-    StreamAudio,
-    StreamConnected,
-    StreamDtmf,
-    StreamEvent,
     StreamFraming,
-    StreamIgnored,
-    StreamMark,
     StreamProvider,
     StreamStart,
-    StreamStop,
 )
 from app.providers.frames import (
-    HOLE,
     STREAM_RATES,
     JsonStreamFraming,
     OutboundMessages,
-    decode_base64,
-    dtmf_digit,
-    load_message,
     require,
     string_map,
     wire_format,
@@ -70,26 +59,7 @@ class ExotelFraming(JsonStreamFraming):
     def outbound_frame_bytes(self, wire: AudioFormat) -> int:
         return chunk_bytes(wire)
 
-    def decode(self, message: str | bytes) -> StreamEvent:
-        event, msg = load_message(message)
-        if event == "media":
-            media = require(msg, "media", "media message")
-            return StreamAudio(decode_base64(require(media, "payload", "media")))
-        if event == "mark":
-            return StreamMark(str(require(require(msg, "mark", "mark message"), "name", "mark")))
-        if event == "dtmf":
-            return StreamDtmf(dtmf_digit(require(msg, "dtmf", "dtmf message")))
-        if event == "start":
-            return self._start(msg)
-        if event == "connected":
-            return StreamConnected()
-        if event == "stop":
-            stop = msg.get("stop")
-            reason = stop.get("reason") if isinstance(stop, dict) else None
-            return StreamStop(str(reason) if reason else "stop")
-        return StreamIgnored(event)
-
-    def _start(self, msg: dict[str, Any]) -> StreamStart:
+    def decode_start(self, msg: dict[str, Any]) -> StreamStart:
         start = require(msg, "start", "start message")
         if not isinstance(start, dict):
             raise FrameError("start is not an object")
@@ -104,11 +74,7 @@ class ExotelFraming(JsonStreamFraming):
             rate = self.requested_rate
         audio_format = wire_format(media_format.get("encoding") or "audio/x-raw", rate, "little")
         self.stream_sid = sid
-        self.outbound = OutboundMessages.build(
-            media={"event": "media", "stream_sid": sid, "media": {"payload": HOLE}},
-            mark={"event": "mark", "stream_sid": sid, "mark": {"name": HOLE}},
-            clear={"event": "clear", "stream_sid": sid},
-        )
+        self.outbound = OutboundMessages.media_mark_clear("stream_sid", sid)
         return StreamStart(
             stream_id=sid,
             provider_call_id=start.get("call_sid") or start.get("callSid"),

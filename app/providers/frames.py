@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import binascii
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from app.media.formats import AudioFormat, ByteOrder, Encoding
-from app.providers.base import DTMF_DIGITS, FrameError, StreamFraming
+from app.providers.base import (
+    DTMF_DIGITS,
+    FrameError,
+    StreamAudio,
+    StreamConnected,
+    StreamDtmf,
+    StreamEvent,
+    StreamFraming,
+    StreamIgnored,
+    StreamMark,
+    StreamStart,
+    StreamStop,
+)
 
 
-def load_message(message: str | bytes) -> tuple[str, dict[str, Any]]:
-    """(event name, message) of one JSON stream frame."""
+def load_message(message: str | bytes, key: str = "event") -> tuple[str, dict[str, Any]]:
+    """(name, message) of one JSON frame; the name is under `key` (`event`, or `type` for data messages)."""
     try:
         msg = orjson.loads(message)
     except orjson.JSONDecodeError as exc:
         raise FrameError(f"message is not JSON: {exc}") from None
-    event = msg.get("event") if isinstance(msg, dict) else None
-    if not isinstance(event, str):
-        raise FrameError("message has no 'event'")
-    return event, msg
+    name = msg.get(key) if isinstance(msg, dict) else None
+    if not isinstance(name, str):
+        raise FrameError(f"message has no '{key}'")
+    return name, msg
 
 
 def require(obj: Any, key: str, what: str) -> Any:
@@ -143,11 +156,62 @@ class OutboundMessages:
         mark_before, mark_after = mark_text.split(json_string(HOLE))
         return cls((before, after), (mark_before, mark_after), orjson.dumps(clear).decode())
 
+    @classmethod
+    def media_mark_clear(cls, stream_key: str | None = None, stream_id: str = "") -> OutboundMessages:
+        """The Twilio-shaped `media`/`mark`/`clear` (Twilio, Telnyx, Exotel), naming the stream if asked."""
+        stream = {stream_key: stream_id} if stream_key else {}
+        return cls.build(
+            media={"event": "media", **stream, "media": {"payload": HOLE}},
+            mark={"event": "mark", **stream, "mark": {"name": HOLE}},
+            clear={"event": "clear", **stream},
+        )
+
+
+#: Media tracks that carry the caller (Twilio and Telnyx say `inbound` or `inbound_track`).
+INBOUND_TRACKS = frozenset({"inbound", "inbound_track"})
+
 
 class JsonStreamFraming(StreamFraming):
-    """A framing whose outbound messages come from `OutboundMessages`, set once the stream has started."""
+    """A stream of JSON text frames. The events the providers share are parsed here, once; a provider
+    overrides `decode_event` for its own events (deferring to this one), `decode_audio` if it post-processes
+    audio, and gives its `decode_start`. Outbound messages come from `outbound`, set once the stream starts.
+    """
 
     outbound: OutboundMessages | None = None
+
+    def decode(self, message: str | bytes) -> StreamEvent | None:
+        event, msg = load_message(message)
+        return self.decode_event(event, msg)
+
+    def decode_event(self, event: str, msg: dict[str, Any]) -> StreamEvent | None:
+        """One parsed message (`event` is its name)."""
+        if event == "media":
+            media = require(msg, "media", "media message")
+            track = media.get("track", "inbound")
+            if track not in INBOUND_TRACKS:
+                return StreamIgnored(f"media:{track}")
+            return self.decode_audio(decode_base64(require(media, "payload", "media")), msg)
+        if event == "mark":
+            return StreamMark(str(require(require(msg, "mark", "mark message"), "name", "mark")))
+        if event == "dtmf":
+            return StreamDtmf(dtmf_digit(require(msg, "dtmf", "dtmf message")))
+        if event == "start":
+            return self.decode_start(msg)
+        if event == "connected":
+            return StreamConnected()
+        if event == "stop":
+            stop = msg.get("stop")
+            reason = stop.get("reason") if isinstance(stop, dict) else None
+            return StreamStop(str(reason) if reason else "stop")
+        return StreamIgnored(event)
+
+    def decode_audio(self, payload: bytes, msg: dict[str, Any]) -> StreamEvent | None:
+        """Caller audio from a `media` message (`msg`), as an event (None: held back)."""
+        return StreamAudio(payload)
+
+    @abstractmethod
+    def decode_start(self, msg: dict[str, Any]) -> StreamStart:
+        """The `start` message: stream id, call id, wire format; sets `outbound`."""
 
     def _outbound(self) -> OutboundMessages:
         if self.outbound is None:

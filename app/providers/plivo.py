@@ -16,15 +16,10 @@ from app.media.formats import AudioFormat, ByteOrder, Encoding
 from app.providers.base import (
     FrameError,
     IncomingCall,
-    StreamAudio,
-    StreamConnected,
-    StreamDtmf,
     StreamEvent,
     StreamFraming,
-    StreamIgnored,
     StreamMark,
     StreamStart,
-    StreamStop,
     WebhookProvider,
     WebhookRequest,
     form_fields,
@@ -35,9 +30,6 @@ from app.providers.frames import (
     JsonStreamFraming,
     OutboundMessages,
     byte_order_option,
-    decode_base64,
-    dtmf_digit,
-    load_message,
     require,
     wire_format,
 )
@@ -71,26 +63,12 @@ class PlivoFraming(JsonStreamFraming):
         self.l16_byte_order = l16_byte_order
         self.stream_id = ""
 
-    def decode(self, message: str | bytes) -> StreamEvent:
-        event, msg = load_message(message)
-        if event == "media":
-            media = require(msg, "media", "media message")
-            if media.get("track", "inbound") != "inbound":
-                return StreamIgnored("media:" + str(media.get("track")))
-            return StreamAudio(decode_base64(require(media, "payload", "media")))
-        if event == "playedStream":
+    def decode_event(self, event: str, msg: dict[str, Any]) -> StreamEvent | None:
+        if event == "playedStream":  # the answer to a checkpoint
             return StreamMark(str(require(msg, "name", "playedStream")))
-        if event == "dtmf":
-            return StreamDtmf(dtmf_digit(require(msg, "dtmf", "dtmf message")))
-        if event == "start":
-            return self._start(msg)
-        if event == "stop":  # not documented; tolerated
-            return StreamStop("stop")
-        if event == "connected":
-            return StreamConnected()
-        return StreamIgnored(event)  # clearedAudio, and anything new
+        return super().decode_event(event, msg)  # media, dtmf, start; a stray `stop` is tolerated
 
-    def _start(self, msg: dict[str, Any]) -> StreamStart:
+    def decode_start(self, msg: dict[str, Any]) -> StreamStart:
         start = require(msg, "start", "start message")
         stream_id = start.get("streamId") or msg.get("streamId")
         if not isinstance(stream_id, str) or not stream_id:

@@ -17,7 +17,6 @@ import orjson
 
 from app.media.formats import pcm16
 from app.providers.base import (
-    FrameError,
     StreamAudio,
     StreamEvent,
     StreamFraming,
@@ -28,6 +27,7 @@ from app.providers.base import (
     StreamStop,
     StreamUserText,
 )
+from app.providers.frames import load_message
 from app.schemas.durations import parse_duration
 
 DEFAULT_CLIENT_BUFFER_MS = 60
@@ -67,7 +67,7 @@ class ServerWebSocketFraming(StreamFraming):
     def decode(self, message: str | bytes) -> StreamEvent:
         if isinstance(message, bytes):
             return StreamAudio(message)
-        event, msg = _data_message(message)
+        event, msg = load_message(message, key="type")
         if event == "user_text_message" and isinstance(msg.get("text"), str):
             return StreamUserText(msg["text"])
         if event == "hang_up":
@@ -95,18 +95,6 @@ class ServerWebSocketFraming(StreamFraming):
 
     def encode_state(self, state: str) -> str:
         return orjson.dumps({"type": "state", "state": state}).decode()
-
-
-def _data_message(message: str) -> tuple[str, dict[str, Any]]:
-    """(type, message) of one JSON data message."""
-    try:
-        msg = orjson.loads(message)
-    except orjson.JSONDecodeError as exc:
-        raise FrameError(f"data message is not JSON: {exc}") from None
-    kind = msg.get("type") if isinstance(msg, dict) else None
-    if not isinstance(kind, str):
-        raise FrameError("data message has no 'type'")
-    return kind, msg
 
 
 class ServerWebSocketProvider(StreamProvider):

@@ -23,28 +23,19 @@ from app.providers.base import (
     FrameError,
     IncomingCall,
     StreamAudio,
-    StreamConnected,
-    StreamDtmf,
     StreamEvent,
     StreamFraming,
-    StreamIgnored,
-    StreamMark,
     StreamProviderError,
     StreamStart,
-    StreamStop,
     WebhookProvider,
     WebhookRequest,
     form_fields,
     text_field,
 )
 from app.providers.frames import (
-    HOLE,
     JsonStreamFraming,
     OutboundMessages,
     byte_order_option,
-    decode_base64,
-    dtmf_digit,
-    load_message,
     require,
     sequence_number,
     string_map,
@@ -61,11 +52,7 @@ TIMESTAMP_TOLERANCE_S = 300
 #: TeXML codec name → the sampling rate callbridge asks for with it.
 CODEC_RATES = {"L16": 16000, "PCMU": 8000, "PCMA": 8000}
 
-OUTBOUND = OutboundMessages.build(
-    media={"event": "media", "media": {"payload": HOLE}},
-    mark={"event": "mark", "mark": {"name": HOLE}},
-    clear={"event": "clear"},
-)
+OUTBOUND = OutboundMessages.media_mark_clear()  # no stream id on outbound frames
 
 
 class TelnyxFraming(JsonStreamFraming):
@@ -81,31 +68,18 @@ class TelnyxFraming(JsonStreamFraming):
         # No stream_id on outbound frames: the messages are known before the start.
         self.outbound = OUTBOUND
 
-    def decode(self, message: str | bytes) -> StreamEvent | None:
-        event, msg = load_message(message)
-        if event == "media":
-            media = require(msg, "media", "media message")
-            if media.get("track", "inbound") not in ("inbound", "inbound_track"):
-                return StreamIgnored("media:" + str(media.get("track")))
-            payload = decode_base64(require(media, "payload", "media"))
-            ready = self.reorderer.media(sequence_number(msg, "sequence_number"), payload)
-            return StreamAudio(ready) if ready is not None else None
-        self.reorderer.other(sequence_number(msg, "sequence_number"))
-        if event == "mark":
-            return StreamMark(str(require(require(msg, "mark", "mark message"), "name", "mark")))
-        if event == "dtmf":
-            return StreamDtmf(dtmf_digit(require(msg, "dtmf", "dtmf message")))
-        if event == "start":
-            return self._start(msg)
-        if event == "connected":
-            return StreamConnected()
-        if event == "stop":
-            return StreamStop("stop")
-        if event == "error":
-            return _error(msg)
-        return StreamIgnored(event)
+    def decode_event(self, event: str, msg: dict[str, Any]) -> StreamEvent | None:
+        if event != "media":
+            self.reorderer.other(sequence_number(msg, "sequence_number"))
+            if event == "error":
+                return _error(msg)
+        return super().decode_event(event, msg)
 
-    def _start(self, msg: dict[str, Any]) -> StreamStart:
+    def decode_audio(self, payload: bytes, msg: dict[str, Any]) -> StreamEvent | None:
+        ready = self.reorderer.media(sequence_number(msg, "sequence_number"), payload)
+        return StreamAudio(ready) if ready is not None else None
+
+    def decode_start(self, msg: dict[str, Any]) -> StreamStart:
         start = require(msg, "start", "start message")
         stream_id = msg.get("stream_id") or start.get("stream_id")
         if not isinstance(stream_id, str) or not stream_id:

@@ -12,27 +12,16 @@ from app.media.formats import PCMU_8K
 from app.providers.base import (
     FrameError,
     IncomingCall,
-    StreamAudio,
-    StreamConnected,
-    StreamDtmf,
-    StreamEvent,
     StreamFraming,
-    StreamIgnored,
-    StreamMark,
     StreamStart,
-    StreamStop,
     WebhookProvider,
     WebhookRequest,
     form_fields,
     text_field,
 )
 from app.providers.frames import (
-    HOLE,
     JsonStreamFraming,
     OutboundMessages,
-    decode_base64,
-    dtmf_digit,
-    load_message,
     require,
     string_map,
 )
@@ -50,26 +39,8 @@ class TwilioFraming(JsonStreamFraming):
     def __init__(self) -> None:
         self.stream_sid = ""
 
-    def decode(self, message: str | bytes) -> StreamEvent:
-        event, msg = load_message(message)
-        if event == "media":
-            media = require(msg, "media", "media message")
-            if media.get("track", "inbound") not in ("inbound", "inbound_track"):
-                return StreamIgnored("media:" + str(media.get("track")))
-            return StreamAudio(decode_base64(require(media, "payload", "media")))
-        if event == "mark":
-            return StreamMark(str(require(require(msg, "mark", "mark message"), "name", "mark")))
-        if event == "dtmf":
-            return StreamDtmf(dtmf_digit(require(msg, "dtmf", "dtmf message")))
-        if event == "start":
-            return self._start(require(msg, "start", "start message"), msg)
-        if event == "connected":
-            return StreamConnected()
-        if event == "stop":
-            return StreamStop("stop")
-        return StreamIgnored(event)
-
-    def _start(self, start: Any, msg: dict[str, Any]) -> StreamStart:
+    def decode_start(self, msg: dict[str, Any]) -> StreamStart:
+        start = require(msg, "start", "start message")
         sid = start.get("streamSid") or msg.get("streamSid")
         if not isinstance(sid, str) or not sid:
             raise FrameError("start has no streamSid")
@@ -78,11 +49,7 @@ class TwilioFraming(JsonStreamFraming):
         if encoding != "audio/x-mulaw" or int(media_format.get("sampleRate", 8000)) != 8000:
             raise FrameError(f"unsupported Twilio media format {media_format}")
         self.stream_sid = sid
-        self.outbound = OutboundMessages.build(
-            media={"event": "media", "streamSid": sid, "media": {"payload": HOLE}},
-            mark={"event": "mark", "streamSid": sid, "mark": {"name": HOLE}},
-            clear={"event": "clear", "streamSid": sid},
-        )
+        self.outbound = OutboundMessages.media_mark_clear("streamSid", sid)
         return StreamStart(
             stream_id=sid,
             provider_call_id=start.get("callSid"),
