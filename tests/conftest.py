@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +29,12 @@ POSTGRES_URL = os.environ.get(
 )
 TWILIO_ACCOUNT_SID = "AC" + "0" * 32
 TWILIO_AUTH_TOKEN = "twilio-auth-token-for-tests"
+#: The Twilio config every end-to-end test imports on the shared server.
+TWILIO_CONFIG = {
+    "accountSid": TWILIO_ACCOUNT_SID,
+    "authToken": TWILIO_AUTH_TOKEN,
+    "requestContextMapping": {"From": "user.phone_number"},
+}
 #: A Twilio Media Streams `start` for stream MZ1 / call CA1 (μ-law 8 kHz).
 TWILIO_START = {
     "event": "start",
@@ -184,6 +191,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real server for the end-to-end tests, on its embedded SQLite default."""
     with run_server(tmp_path_factory.mktemp("server")) as running:
         yield running
+
+
+async def import_config(server: RunningServer, name: str, config: dict[str, Any]) -> None:
+    """Import `config` (allowing every agent) unless the server has this provider's config already."""
+    async with server.api() as api:
+        body = {**config, "callCreationAllowAllAgents": True}
+        response = await api.post(f"/api/telephony_configs/{name}", json=body)
+        assert response.status_code in (201, 409), response.text
+
+
+@pytest.fixture
+def make_agent(server: RunningServer):  # type: ignore[no-untyped-def]
+    """`await make_agent(**callTemplate)`: a new agent on the shared server; returns its id."""
+
+    async def create(**template: Any) -> str:
+        async with server.api() as api:
+            response = await api.post("/api/agents", json={"name": "e2e", "callTemplate": template})
+            assert response.status_code == 201, response.text
+            return response.json()["agentId"]
+
+    return create
 
 
 async def wait_for(predicate, within: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]

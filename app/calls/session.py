@@ -84,7 +84,6 @@ class CallSession:
         self._playout: Playout | None = None
         self._timing: ConversationTiming | None = None
         self._voice: VoiceActivity | None = None
-        self._last_audio_at = 0.0
         self._agent_state = ""
         self.start: StreamStart | None = None
 
@@ -241,13 +240,16 @@ class CallSession:
         await self._send_state("listening")
 
     async def _media_idle_timer(self, timeout_s: float) -> None:
+        """End the call when no caller audio came for `timeout_s` (sampled, not timed per frame)."""
         loop = asyncio.get_running_loop()
+        frames, since = self._frames_in, loop.time()
         while True:
-            idle = loop.time() - self._last_audio_at
-            if idle >= timeout_s:
+            await asyncio.sleep(timeout_s / 10)
+            if self._frames_in != frames:
+                frames, since = self._frames_in, loop.time()
+            elif loop.time() - since >= timeout_s:
                 self.finish(EndReason.CONNECTION_ERROR, f"no audio from the client for {timeout_s:g}s")
                 return
-            await asyncio.sleep(timeout_s - idle)
 
     async def _max_duration_timer(self) -> None:
         await asyncio.sleep(self.call.definition["maxDuration"])
@@ -258,8 +260,6 @@ class CallSession:
     async def _receive_loop(self) -> None:
         assert self._inbound is not None and self._timing is not None
         inbound, pipeline, timing = self._inbound, self.pipeline, self._timing
-        loop = asyncio.get_running_loop()
-        self._last_audio_at = loop.time()
         while True:
             try:
                 message = await self.transport.receive()
@@ -274,7 +274,6 @@ class CallSession:
                     self._bad_frame(str(exc))
                     continue
                 self._frames_in += 1
-                self._last_audio_at = loop.time()
                 if self._voice is not None:
                     self._detect_speech(event.payload)
                 await pipeline.send_audio(audio)

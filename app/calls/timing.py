@@ -115,6 +115,8 @@ class ConversationTiming:
 
     def agent_audio(self) -> None:
         """The agent produced audio (it is speaking)."""
+        if not self.plan.inactivity:  # only inactivity messages care when the agent last spoke
+            return
         now = asyncio.get_running_loop().time()
         self._last_agent_audio = self._last_activity = now
 

@@ -29,6 +29,8 @@ from app.providers.frames import (
 CHUNK_MULTIPLE = 320
 MIN_CHUNK_BYTES = 3200
 TARGET_CHUNK_MS = 100
+#: The stream rates as they appear in URLs and in Exotel's `start` ("16000").
+RATE_NAMES = frozenset(str(rate) for rate in STREAM_RATES)
 
 
 def chunk_bytes(wire: AudioFormat) -> int:
@@ -70,7 +72,7 @@ class ExotelFraming(JsonStreamFraming):
         # Field types drift between Exotel's pages ("8000" or 8000, "raw" or "audio/x-raw"): parse leniently,
         # and fall back to the rate asked for in the URL when the start does not name a usable one.
         rate = media_format.get("sample_rate")
-        if str(rate) not in {str(r) for r in STREAM_RATES}:
+        if str(rate) not in RATE_NAMES:
             rate = self.requested_rate
         audio_format = wire_format(media_format.get("encoding") or "audio/x-raw", rate, "little")
         self.stream_sid = sid
@@ -90,5 +92,5 @@ class ExotelProvider(StreamProvider):
 
     def new_framing(self, options: Mapping[str, Any]) -> StreamFraming:
         requested = str(options.get("sample-rate", "8000"))
-        rate = int(requested) if requested in {str(r) for r in STREAM_RATES} else 8000
+        rate = int(requested) if requested in RATE_NAMES else 8000
         return ExotelFraming(rate)

@@ -10,6 +10,7 @@ raising `ProtocolViolation` for anything the real provider would reject.
 from __future__ import annotations
 
 import asyncio
+import base64
 import binascii
 import contextlib
 import secrets
@@ -158,6 +159,12 @@ class CarrierWire(ABC):
     inbound_frame_ms: int = 20
     #: Whether `clear` hands back the marks still queued (Twilio, Telnyx) or drops them.
     clear_returns_marks: bool = True
+    #: How numbered messages name their sequence number and stream, and whether numbers are strings.
+    sequence_key: str = "sequence_number"
+    stream_key: str = "stream_id"
+    numbers_as_text: bool = True
+    #: The `track` of caller media (None: the provider sends no track).
+    media_track: str | None = "inbound"
 
     def __init__(self, setup: StreamSetup, account_id: str) -> None:
         self.setup = setup
@@ -170,6 +177,12 @@ class CarrierWire(ABC):
         self.sequence += 1
         return self.sequence
 
+    def numbered(self, event: str, **fields: Any) -> dict[str, Any]:
+        """A message with the next sequence number and the stream's id, in the provider's spelling."""
+        number = self.next_sequence()
+        sequence = str(number) if self.numbers_as_text else number
+        return {"event": event, self.sequence_key: sequence, self.stream_key: self.stream_id, **fields}
+
     @abstractmethod
     def new_stream_id(self) -> str: ...
 
@@ -177,16 +190,22 @@ class CarrierWire(ABC):
     def opening(self) -> list[dict[str, Any]]:
         """The messages that open the stream (`connected`, `start`)."""
 
-    @abstractmethod
     def media(self, chunk: int, payload: bytes) -> dict[str, Any]:
         """Caller audio message number `chunk` (from 1), timestamped `(chunk-1) * inbound_frame_ms`."""
+        media = {
+            **({"track": self.media_track} if self.media_track else {}),
+            "chunk": str(chunk),
+            "timestamp": str((chunk - 1) * self.inbound_frame_ms),
+            "payload": base64.b64encode(payload).decode(),
+        }
+        return self.numbered("media", media=media)
 
     @abstractmethod
     def dtmf(self, digit: str) -> dict[str, Any]: ...
 
-    @abstractmethod
     def mark_played(self, name: str) -> dict[str, Any]:
         """The message telling callbridge the audio before mark `name` has played."""
+        return self.numbered("mark", mark={"name": name})
 
     def cleared(self) -> list[dict[str, Any]]:
         """Messages answering a clear besides returned marks (Plivo's `clearedAudio`)."""

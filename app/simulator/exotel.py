@@ -7,7 +7,6 @@ chunks must be multiples of 320 bytes, at least 3,200 bytes and at most 100 KB.
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -40,25 +39,18 @@ class ExotelWire(CarrierWire):
     provider = "exotel"
     inbound_frame_ms = 100
     clear_returns_marks = False
+    media_track = None
 
     def __init__(self, setup: StreamSetup, account_id: str, camel_case_sid: bool = False) -> None:
         super().__init__(setup, account_id)
-        self.sid_key = "streamSid" if camel_case_sid else "stream_sid"
+        self.stream_key = "streamSid" if camel_case_sid else "stream_sid"
 
     def new_stream_id(self) -> str:
         return secrets.token_hex(16)
 
-    def _numbered(self, event: str, **fields: Any) -> dict[str, Any]:
-        return {
-            "event": event,
-            "sequence_number": str(self.next_sequence()),
-            self.sid_key: self.stream_id,
-            **fields,
-        }
-
     def opening(self) -> list[dict[str, Any]]:
         start = {
-            self.sid_key: self.stream_id,
+            self.stream_key: self.stream_id,
             "call_sid": self.setup.provider_call_id,
             "account_sid": self.account_id,
             "from": "09999999999",
@@ -70,21 +62,10 @@ class ExotelWire(CarrierWire):
                 "bit_rate": "16",
             },
         }
-        return [{"event": "connected"}, self._numbered("start", start=start)]
-
-    def media(self, chunk: int, payload: bytes) -> dict[str, Any]:
-        media = {
-            "chunk": str(chunk),
-            "timestamp": str((chunk - 1) * self.inbound_frame_ms),
-            "payload": base64.b64encode(payload).decode(),
-        }
-        return self._numbered("media", media=media)
+        return [{"event": "connected"}, self.numbered("start", start=start)]
 
     def dtmf(self, digit: str) -> dict[str, Any]:
-        return self._numbered("dtmf", dtmf={"digit": digit, "duration": "100"})
-
-    def mark_played(self, name: str) -> dict[str, Any]:
-        return self._numbered("mark", mark={"name": name})
+        return self.numbered("dtmf", dtmf={"digit": digit, "duration": "100"})
 
     def closing(self) -> dict[str, Any]:
         stop = {
@@ -92,7 +73,7 @@ class ExotelWire(CarrierWire):
             "account_sid": self.account_id,
             "reason": "callended",
         }
-        return self._numbered("stop", stop=stop)
+        return self.numbered("stop", stop=stop)
 
     def parse(self, message: dict[str, Any]) -> Outbound:
         sid = message.get("stream_sid", message.get("streamSid"))

@@ -47,12 +47,12 @@ def mime_type(fmt: AudioFormat) -> str:
 class PlivoWire(CarrierWire):
     provider = "plivo"
     clear_returns_marks = False
+    sequence_key = "sequenceNumber"
+    stream_key = "streamId"
+    numbers_as_text = False
 
     def new_stream_id(self) -> str:
         return str(uuid.uuid4())
-
-    def _numbered(self, event: str, **fields: Any) -> dict[str, Any]:
-        return {"event": event, "sequenceNumber": self.next_sequence(), "streamId": self.stream_id, **fields}
 
     def _extra_headers(self) -> str:
         return ";".join(f"{k}={v}" for k, v in self.setup.parameters.items())
@@ -78,18 +78,18 @@ class PlivoWire(CarrierWire):
             "chunk": chunk,
             "payload": base64.b64encode(payload).decode(),
         }
-        return self._numbered("media", media=media, extra_headers=self._extra_headers())
+        return self.numbered("media", media=media, extra_headers=self._extra_headers())
 
     def dtmf(self, digit: str) -> dict[str, Any]:
-        return self._numbered(
+        return self.numbered(
             "dtmf", dtmf={"track": "inbound", "digit": digit, "timestamp": str(int(time.time() * 1000))}
         )
 
     def mark_played(self, name: str) -> dict[str, Any]:
-        return self._numbered("playedStream", name=name)
+        return self.numbered("playedStream", name=name)
 
     def cleared(self) -> list[dict[str, Any]]:
-        return [self._numbered("clearedAudio")]
+        return [self.numbered("clearedAudio")]
 
     def closing(self) -> None:
         return None  # Plivo sends no stop: the socket just closes

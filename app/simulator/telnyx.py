@@ -49,14 +49,6 @@ class TelnyxWire(CarrierWire):
     def new_stream_id(self) -> str:
         return str(uuid.uuid4()).upper()
 
-    def _numbered(self, event: str, **fields: Any) -> dict[str, Any]:
-        return {
-            "event": event,
-            "sequence_number": str(self.next_sequence()),
-            "stream_id": self.stream_id,
-            **fields,
-        }
-
     def _encoding_name(self) -> str:
         fmt = self.audio_format
         if self.legacy_encoding_names:  # older Telnyx docs spell codecs as MIME types
@@ -80,25 +72,13 @@ class TelnyxWire(CarrierWire):
                 "channels": 1,
             },
         }
-        return [{"event": "connected", "version": "1.0.0"}, self._numbered("start", start=start)]
-
-    def media(self, chunk: int, payload: bytes) -> dict[str, Any]:
-        media = {
-            "track": "inbound",
-            "chunk": str(chunk),
-            "timestamp": str((chunk - 1) * self.inbound_frame_ms),
-            "payload": base64.b64encode(payload).decode(),
-        }
-        return self._numbered("media", media=media)
+        return [{"event": "connected", "version": "1.0.0"}, self.numbered("start", start=start)]
 
     def dtmf(self, digit: str) -> dict[str, Any]:
-        return self._numbered("dtmf", occurred_at=datetime.now(UTC).isoformat(), dtmf={"digit": digit})
-
-    def mark_played(self, name: str) -> dict[str, Any]:
-        return self._numbered("mark", mark={"name": name})
+        return self.numbered("dtmf", occurred_at=datetime.now(UTC).isoformat(), dtmf={"digit": digit})
 
     def closing(self) -> dict[str, Any]:
-        return self._numbered("stop", stop={"user_id": "", "call_control_id": self.setup.provider_call_id})
+        return self.numbered("stop", stop={"user_id": "", "call_control_id": self.setup.provider_call_id})
 
     def parse(self, message: dict[str, Any]) -> Outbound:
         event = message.get("event")

@@ -6,7 +6,6 @@ is a string); a `clear` returns the marks still queued.
 
 from __future__ import annotations
 
-import base64
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
@@ -37,17 +36,11 @@ __all__ = ["CallReport", "CallScript", "FakeTwilio", "ProtocolViolation", "Webho
 
 class TwilioWire(CarrierWire):
     provider = "twilio"
+    sequence_key = "sequenceNumber"
+    stream_key = "streamSid"
 
     def new_stream_id(self) -> str:
         return new_sid("MZ")
-
-    def _numbered(self, event: str, **fields: Any) -> dict[str, Any]:
-        return {
-            "event": event,
-            "sequenceNumber": str(self.next_sequence()),
-            "streamSid": self.stream_id,
-            **fields,
-        }
 
     def opening(self) -> list[dict[str, Any]]:
         start = {
@@ -60,27 +53,15 @@ class TwilioWire(CarrierWire):
         }
         return [
             {"event": "connected", "protocol": "Call", "version": "1.0.0"},
-            self._numbered("start", start=start),
+            self.numbered("start", start=start),
         ]
 
-    def media(self, chunk: int, payload: bytes) -> dict[str, Any]:
-        media = {
-            "track": "inbound",
-            "chunk": str(chunk),
-            "timestamp": str((chunk - 1) * self.inbound_frame_ms),
-            "payload": base64.b64encode(payload).decode(),
-        }
-        return self._numbered("media", media=media)
-
     def dtmf(self, digit: str) -> dict[str, Any]:
-        return self._numbered("dtmf", dtmf={"track": "inbound_track", "digit": digit})
-
-    def mark_played(self, name: str) -> dict[str, Any]:
-        return self._numbered("mark", mark={"name": name})
+        return self.numbered("dtmf", dtmf={"track": "inbound_track", "digit": digit})
 
     def closing(self) -> dict[str, Any]:
         stop = {"accountSid": self.account_id, "callSid": self.setup.provider_call_id}
-        return self._numbered("stop", stop=stop)
+        return self.numbered("stop", stop=stop)
 
     def parse(self, message: dict[str, Any]) -> Outbound:
         check(message.get("streamSid") == self.stream_id, f"message for another stream: {message}")

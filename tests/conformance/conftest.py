@@ -6,7 +6,6 @@ providers lives here, so the tests themselves read the same for all four.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from app.simulator.exotel import ExotelWire, FakeExotel
 from app.simulator.plivo import FakePlivo
 from app.simulator.telnyx import FakeTelnyx
 from app.simulator.twilio import FakeTwilio
-from tests.conftest import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, RunningServer
+from tests.conftest import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_CONFIG, RunningServer, import_config
 
 TELNYX_KEY = Ed25519PrivateKey.from_private_bytes(b"telnyx-test-signing-key-32-bytes")
 PLIVO_AUTH_ID = "MAZDQ1ZDA2NGE5ZTIYZJQ4"
@@ -77,7 +76,7 @@ def _providers(server: RunningServer) -> dict[str, ProviderUnderTest]:
             server,
             FakeTwilio(url, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN),
             FakeTwilio(url, TWILIO_ACCOUNT_SID, "not-the-real-token"),
-            {"accountSid": TWILIO_ACCOUNT_SID, "authToken": TWILIO_AUTH_TOKEN},
+            TWILIO_CONFIG,
             8000,
         ),
         "telnyx": ProviderUnderTest(
@@ -100,14 +99,6 @@ def _providers(server: RunningServer) -> dict[str, ProviderUnderTest]:
     }
 
 
-async def import_config(server: RunningServer, name: str, config: dict[str, Any]) -> None:
-    """Import `config` (allowing every agent) unless the server has this provider's config already."""
-    async with server.api() as api:
-        body = {**config, "callCreationAllowAllAgents": True}
-        response = await api.post(f"/api/telephony_configs/{name}", json=body)
-        assert response.status_code in (201, 409), response.text
-
-
 async def provider_named(server: RunningServer, name: str) -> ProviderUnderTest:
     """The provider `name`, its credentials imported on the server."""
     chosen = _providers(server)[name]
@@ -127,18 +118,3 @@ def signing_provider(provider: ProviderUnderTest) -> ProviderUnderTest:
     if provider.fake is None:
         pytest.skip(f"{provider.name} sends no signed webhook")
     return provider
-
-
-@pytest.fixture
-def make_agent(server: RunningServer):  # type: ignore[no-untyped-def]
-    async def create(**template: Any) -> str:
-        async with server.api() as api:
-            response = await api.post("/api/agents", json={"name": "conformance", "callTemplate": template})
-            assert response.status_code == 201, response.text
-            return response.json()["agentId"]
-
-    return create
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
