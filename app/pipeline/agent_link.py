@@ -29,6 +29,14 @@ CLOSE_TIMEOUT_S = 2.0
 KEEPALIVE_S = 20.0
 
 
+def websocket_url(url: str) -> str:
+    """Validate an agent's URL: ws:// or wss:// with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError("url must be a ws:// or wss:// URL with a host")
+    return url
+
+
 async def connect_agent(
     url: str, headers: Mapping[str, str], open_timeout_s: float, who: str
 ) -> ClientConnection:

@@ -26,7 +26,7 @@ from websockets.frames import CloseCode
 
 from app.media.formats import AudioFormat
 from app.pipeline import realtime_events as rt
-from app.pipeline.agent_link import AgentEvents, Outbox, connect_agent, shown_url
+from app.pipeline.agent_link import AgentEvents, Outbox, connect_agent, shown_url, websocket_url
 from app.pipeline.base import (
     AgentAudio,
     AgentClear,
@@ -86,13 +86,7 @@ class OpenAIRealtimeOptions(BaseModel):
         description="How long connecting and having the session accepted may take",
     )
 
-    @field_validator("url")
-    @classmethod
-    def _websocket_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError("url must be a ws:// or wss:// URL with a host")
-        return url
+    _websocket_url = field_validator("url")(websocket_url)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:

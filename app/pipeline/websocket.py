@@ -16,7 +16,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from websockets.asyncio.client import ClientConnection
@@ -25,7 +24,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from app.media.formats import AudioFormat, pcm16
-from app.pipeline.agent_link import AgentEvents, Outbox, connect_agent, shown_url
+from app.pipeline.agent_link import AgentEvents, Outbox, connect_agent, shown_url, websocket_url
 from app.pipeline.agent_protocol import AgentFraming, Message, NativeFraming
 from app.pipeline.base import CallInfo, HangUp, Pipeline, PipelineError, PipelineEvent
 from app.pipeline.twilio_agent_framing import TwilioAgentFraming
@@ -71,13 +70,7 @@ class WebSocketOptions(BaseModel):
         default=5.0, alias="connectTimeout", description="How long connecting to the agent may take"
     )
 
-    @field_validator("url")
-    @classmethod
-    def _websocket_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError("url must be a ws:// or wss:// URL with a host")
-        return url
+    _websocket_url = field_validator("url")(websocket_url)
 
     @field_validator("headers")
     @classmethod

@@ -236,9 +236,18 @@ class WebhookProvider(StreamProvider, Generic[ConfigT]):
     def verify(self, request: WebhookRequest, config: ConfigT) -> bool:
         """True when the request carries a valid signature made with the imported credentials."""
 
-    @abstractmethod
+    #: The form field carrying the provider's id for the call.
+    call_id_field: ClassVar[str] = "CallSid"
+
     def parse_incoming(self, request: WebhookRequest) -> IncomingCall:
-        """Read the incoming-call webhook's fields."""
+        """Read the incoming-call webhook's form fields (all three providers post From/To forms)."""
+        fields = form_fields(request.form)
+        return IncomingCall(
+            provider_call_id=text_field(fields, self.call_id_field),
+            from_number=text_field(fields, "From"),
+            to_number=text_field(fields, "To"),
+            fields=fields,
+        )
 
     @abstractmethod
     def connect_xml(self, join_url: str, call_id: str, config: ConfigT) -> str:

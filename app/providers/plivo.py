@@ -15,7 +15,6 @@ from plivo.utils.signature_v3 import validate_v3_signature
 from app.media.formats import AudioFormat, ByteOrder, Encoding
 from app.providers.base import (
     FrameError,
-    IncomingCall,
     StreamEvent,
     StreamFraming,
     StreamMark,
@@ -23,7 +22,6 @@ from app.providers.base import (
     WebhookProvider,
     WebhookRequest,
     form_fields,
-    text_field,
 )
 from app.providers.frames import (
     HOLE,
@@ -106,6 +104,7 @@ class PlivoProvider(WebhookProvider[PlivoConfig]):
     name = "plivo"
     config_model = PlivoConfig
     signature_headers = (SIGNATURE_HEADER, NONCE_HEADER)
+    call_id_field = "CallUUID"
 
     def verify(self, request: WebhookRequest, config: PlivoConfig) -> bool:
         signature = request.headers.get(SIGNATURE_HEADER)
@@ -115,15 +114,6 @@ class PlivoProvider(WebhookProvider[PlivoConfig]):
             return False
         params = form_fields(request.form) if method == "POST" else {}
         return bool(validate_v3_signature(method, request.url, nonce, config.auth_token, signature, params))
-
-    def parse_incoming(self, request: WebhookRequest) -> IncomingCall:
-        fields = form_fields(request.form)
-        return IncomingCall(
-            provider_call_id=text_field(fields, "CallUUID"),
-            from_number=text_field(fields, "From"),
-            to_number=text_field(fields, "To"),
-            fields=fields,
-        )
 
     def connect_xml(self, join_url: str, call_id: str, config: PlivoConfig) -> str:
         response = plivoxml.ResponseElement()

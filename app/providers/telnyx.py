@@ -21,7 +21,6 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from app.media.formats import ByteOrder
 from app.providers.base import (
     FrameError,
-    IncomingCall,
     StreamAudio,
     StreamEvent,
     StreamFraming,
@@ -29,8 +28,6 @@ from app.providers.base import (
     StreamStart,
     WebhookProvider,
     WebhookRequest,
-    form_fields,
-    text_field,
 )
 from app.providers.frames import (
     JsonStreamFraming,
@@ -136,15 +133,6 @@ class TelnyxProvider(WebhookProvider[TelnyxConfig]):
 
     def verify(self, request: WebhookRequest, config: TelnyxConfig) -> bool:
         return verify_ed25519(request.body, request.headers, config.public_key, time.time())
-
-    def parse_incoming(self, request: WebhookRequest) -> IncomingCall:
-        fields = form_fields(request.form)
-        return IncomingCall(
-            provider_call_id=text_field(fields, "CallSid"),
-            from_number=text_field(fields, "From"),
-            to_number=text_field(fields, "To"),
-            fields=fields,
-        )
 
     def connect_xml(self, join_url: str, call_id: str, config: TelnyxConfig) -> str:
         codec = config.stream_codec

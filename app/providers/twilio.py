@@ -11,13 +11,10 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from app.media.formats import PCMU_8K
 from app.providers.base import (
     FrameError,
-    IncomingCall,
     StreamFraming,
     StreamStart,
     WebhookProvider,
     WebhookRequest,
-    form_fields,
-    text_field,
 )
 from app.providers.frames import (
     JsonStreamFraming,
@@ -82,15 +79,6 @@ class TwilioProvider(WebhookProvider[TwilioConfig]):
             )
         params = request.form if request.form is not None else {}
         return bool(validator.validate(request.url, params, signature, algorithm=algorithm))
-
-    def parse_incoming(self, request: WebhookRequest) -> IncomingCall:
-        fields = form_fields(request.form)
-        return IncomingCall(
-            provider_call_id=text_field(fields, "CallSid"),
-            from_number=text_field(fields, "From"),
-            to_number=text_field(fields, "To"),
-            fields=fields,
-        )
 
     def connect_xml(self, join_url: str, call_id: str, config: TwilioConfig) -> str:
         response = VoiceResponse()
