@@ -66,10 +66,9 @@ class TelnyxFraming(JsonStreamFraming):
         self.outbound = OUTBOUND
 
     def decode_event(self, event: str, msg: dict[str, Any]) -> StreamEvent | None:
-        if event != "media":
-            self.reorderer.other(sequence_number(msg, "sequence_number"))
-            if event == "error":
-                return _error(msg)
+        self.reorderer.other(sequence_number(msg, "sequence_number"))
+        if event == "error":
+            return _error(msg)
         return super().decode_event(event, msg)
 
     def decode_audio(self, payload: bytes, msg: dict[str, Any]) -> StreamEvent | None:
