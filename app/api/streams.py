@@ -18,8 +18,7 @@ from app.calls.transport import TransportClosed
 from app.metrics import STREAM_JOINS_REFUSED
 from app.pipeline import build_pipeline
 from app.providers import get_provider
-from app.providers.base import StreamFraming
-from app.schemas.telephony import CONFIG_MODELS
+from app.providers.base import StreamFraming, WebhookProvider
 from app.services import Services, services_of
 from app.store.tables import CallRow
 
@@ -82,9 +81,9 @@ async def _join_problem(
     if call.stream_signature_required:
         provider = get_provider(call.medium_kind)
         found = await services.telephony_configs.get(call.medium_kind)
-        if provider is None or found is None:
+        if not isinstance(provider, WebhookProvider) or found is None:
             return "no_credentials", call
-        config = CONFIG_MODELS[call.medium_kind].model_validate(found[0])
+        config = provider.config_model.model_validate(found[0])
         headers = {k.lower(): v for k, v in websocket.headers.items()}
         if not provider.verify_stream(services.calls.join_url(call_id), headers, config):
             return "bad_signature", call
