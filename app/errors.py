@@ -29,3 +29,24 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status = 409
+
+
+class CallNotActive(ServiceError):
+    """The call is not live (not joined yet, or ended): 422."""
+
+    status = 422
+
+
+class TooManyRequests(ServiceError):
+    """Over a limit: 429 with `Retry-After`."""
+
+    status = 429
+
+    def __init__(self, code: str, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(code, detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class ProviderFailed(ServiceError):
+    """The telephony provider refused or could not take a request (its answer is in `detail`)."""
+
+    status = 502

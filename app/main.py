@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
 
-from app.api import agents, calls, health, incoming, telephony_configs
+from app.api import agents, calls, health, incoming, provider_callbacks, telephony_configs
 from app.api.auth import ApiKeyMiddleware
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.streams import call_stream
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *health.ROUTES,
         # Provider-facing routes come before the API mount: they authenticate by provider signature.
         *incoming.ROUTES,
+        *provider_callbacks.ROUTES,
         WebSocketRoute("/calls/{call_id}/stream/{token}", call_stream),
         Mount(
             "/api",

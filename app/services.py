@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from app.calls.join_tokens import JoinTokens
+from app.calls.legs import ProviderLegs
 from app.calls.service import CallService
 from app.calls.session import CallSession, SessionSettings
 from app.cluster.local import LocalCallRegistry
@@ -41,6 +42,7 @@ class Services:
     calls: CallService
     sessions: LocalCallRegistry[CallSession]
     session_settings: SessionSettings
+    legs: ProviderLegs
     _sweeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -50,18 +52,22 @@ class Services:
         calls_repo = CallRepository(db)
         event_repo = EventRepository(db)
         events = CallEventLog(event_repo)
+        telephony_configs = TelephonyConfigRepository(db, SecretBox(master))
+        calls = CallService(settings, calls_repo, events, JoinTokens(master))
+        sessions: LocalCallRegistry[CallSession] = LocalCallRegistry()
         return cls(
             settings=settings,
             db=db,
             agents=AgentRepository(db),
             calls_repo=calls_repo,
             event_repo=event_repo,
-            telephony_configs=TelephonyConfigRepository(db, SecretBox(master)),
+            telephony_configs=telephony_configs,
             api_keys=ApiKeyRepository(db),
             events=events,
-            calls=CallService(settings, calls_repo, events, JoinTokens(master)),
-            sessions=LocalCallRegistry(),
+            calls=calls,
+            sessions=sessions,
             session_settings=SessionSettings(playout_lead_ms=settings.playout_lead_ms),
+            legs=ProviderLegs(settings, calls, calls_repo, telephony_configs, sessions),
         )
 
     async def start(self) -> None:
@@ -74,6 +80,7 @@ class Services:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self.legs.stop()
         await self.events.stop()
         await self.db.dispose()
 

@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     sweep_interval: float = 1.0
     # How far ahead of real time outbound audio may be sent to the provider (ms).
     playout_lead_ms: int = 80
+    # Calls live at once (created and not ended); more are refused with 429 and Retry-After. 0: no limit.
+    max_concurrent_calls: int = Field(default=0, ge=0)
+    # Provider REST requests: timeout of each attempt, attempts in all, longest wait between them (s).
+    provider_timeout: float = Field(default=10.0, gt=0)
+    provider_attempts: int = Field(default=4, ge=1)
+    provider_max_retry_wait: float = Field(default=8.0, ge=0)
+    # Dialled calls: how long the callee's phone rings before the provider gives up (s).
+    dial_ring_timeout: int = Field(default=30, ge=5, le=600)
 
     @field_validator("public_url")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import socket
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.testclient import TestClient
 
 from app.main import create_app
@@ -35,6 +38,22 @@ TWILIO_CONFIG = {
     "authToken": TWILIO_AUTH_TOKEN,
     "requestContextMapping": {"From": "user.phone_number"},
 }
+#: Telnyx and Plivo credentials every test that imports them uses (one config per provider per server).
+TELNYX_KEY = Ed25519PrivateKey.from_private_bytes(b"telnyx-test-signing-key-32-bytes")
+TELNYX_API_KEY = "KEY0123"
+TELNYX_ACCOUNT_SID = "AC1"
+PLIVO_AUTH_ID = "MAZDQ1ZDA2NGE5ZTIYZJQ4"
+PLIVO_AUTH_TOKEN = "plivo-auth-token-for-tests"
+
+
+def telnyx_public_key() -> str:
+    raw = TELNYX_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+TELNYX_CONFIG = {"apiKey": TELNYX_API_KEY, "publicKey": telnyx_public_key(), "accountSid": TELNYX_ACCOUNT_SID}
+PLIVO_CONFIG = {"authId": PLIVO_AUTH_ID, "authToken": PLIVO_AUTH_TOKEN}
+
 #: A Twilio Media Streams `start` for stream MZ1 / call CA1 (μ-law 8 kHz).
 TWILIO_START = {
     "event": "start",

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api.call_start import start_call
 from app.api.errors import describe_validation_error, parse_body
 from app.api.paging import page_params, page_response
 from app.errors import InvalidInput, NotFound
@@ -103,8 +104,14 @@ async def create_agent_call(request: Request) -> Response:
     services = services_of(request)
     agent = await load_agent(services, request.path_params["agent_id"])
     body = await parse_body(request, StartAgentCallRequest)
-    call = await services.calls.create_agent_call(agent, body)
-    return JSONResponse(services.calls.to_schema(call).to_json(), status_code=201)
+    template_medium = CallTemplate.model_validate(agent.call_template).medium
+    return await start_call(
+        request,
+        services,
+        body.medium or template_medium,
+        agent.id,
+        lambda creation: services.calls.create_agent_call(agent, body, creation),
+    )
 
 
 async def list_agent_calls(request: Request) -> Response:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
+from pydantic import RootModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api.call_start import start_call
 from app.api.errors import parse_body
 from app.api.paging import page_params, page_response
-from app.errors import InvalidInput, NotFound
-from app.schemas.calls import CallEvent, EventSeverity, StartCallRequest
+from app.errors import CallNotActive, InvalidInput, NotFound, ProviderFailed
+from app.media.dtmf import DtmfTiming
+from app.schemas.calls import CallEvent, EndReason, EventSeverity, StartCallRequest
+from app.schemas.data_messages import (
+    ColdTransferMessage,
+    DataMessage,
+    ForcedAgentMessage,
+    HangUpMessage,
+    PlayDtmfMessage,
+    UserTextMessage,
+)
 from app.services import services_of
 from app.store.tables import CallEventRow
 
@@ -17,8 +30,9 @@ from app.store.tables import CallEventRow
 async def create_call(request: Request) -> Response:
     services = services_of(request)
     body = await parse_body(request, StartCallRequest)
-    call = await services.calls.create_call(body)
-    return JSONResponse(services.calls.to_schema(call).to_json(), status_code=201)
+    return await start_call(
+        request, services, body.medium, None, lambda creation: services.calls.create_call(body, creation)
+    )
 
 
 async def list_calls(request: Request) -> Response:
@@ -70,9 +84,54 @@ async def list_call_events(request: Request) -> Response:
     return page_response(request, page, _event_view)
 
 
+async def send_data_message(request: Request) -> Response:
+    """Act on a live call: hang up, transfer, DTMF, or text for the agent. 204; 422 when not live."""
+    services = services_of(request)
+    call_id = request.path_params["call_id"]
+    row = await services.calls_repo.get(call_id)
+    if row is None:
+        raise NotFound("call_not_found", f"no call with id {call_id}")
+    body = await parse_body(request, DataMessageRequest)
+    message = body.root
+    if row.ended is not None:
+        raise CallNotActive("call_not_active", f"call {call_id} has ended")
+    session = services.sessions.get(call_id)
+    if isinstance(message, HangUpMessage):
+        text = message.message or "hung up through the API"
+        if session is not None and session.joined:
+            session.hang_up(text)
+        else:  # not joined (still ringing, or waiting for its stream): it ends unjoined
+            await services.calls.end(row, EndReason.UNJOINED, f"{text} before the call was joined")
+        return Response(status_code=204)
+    if session is None or not session.joined:
+        raise CallNotActive("call_not_active", f"call {call_id} is not joined (yet): nothing to act on")
+    if isinstance(message, ColdTransferMessage):
+        problem = await session.transfer(message.target)
+        if problem is not None:
+            raise ProviderFailed("transfer_failed", problem)
+    elif isinstance(message, PlayDtmfMessage):
+        timing = DtmfTiming(round(message.tone_duration * 1000), round(message.space_duration * 1000))
+        await session.play_dtmf(message.digits, timing)
+    elif isinstance(message, UserTextMessage):
+        await _agent_took(session.send_user_text(message.text))
+    elif isinstance(message, ForcedAgentMessage):
+        await _agent_took(session.speak(message.content))
+    return Response(status_code=204)
+
+
+async def _agent_took(delivered: Awaitable[bool]) -> None:
+    if not await delivered:
+        raise InvalidInput("unsupported_message", "this call's agent pipeline cannot take text messages")
+
+
+class DataMessageRequest(RootModel[DataMessage]):
+    pass
+
+
 ROUTES = [
     Route("/calls", list_calls, methods=["GET"]),
     Route("/calls", create_call, methods=["POST"]),
     Route("/calls/{call_id}", get_call, methods=["GET"]),
     Route("/calls/{call_id}/events", list_call_events, methods=["GET"]),
+    Route("/calls/{call_id}/send_data_message", send_data_message, methods=["POST"]),
 ]

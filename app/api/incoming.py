@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.calls.service import CallOrigin
+from app.calls.service import CallOrigin, Creation
 from app.calls.templates import map_request_context
 from app.errors import Forbidden, InvalidInput, NotFound
 from app.metrics import WEBHOOKS
@@ -49,6 +49,28 @@ def detect_provider(request: Request) -> WebhookProvider[Any]:
     raise InvalidInput("unknown_provider", f"unknown provider {name!r}; known: {known}")
 
 
+async def verified_webhook(
+    services: Services, request: Request, provider: WebhookProvider[Any]
+) -> tuple[Any, WebhookRequest]:
+    """(the provider's imported config, the request) once its signature verifies; 403 otherwise."""
+    found = await services.telephony_configs.get(provider.name)
+    if found is None:
+        raise Forbidden("telephony_config_missing", f"no {provider.name} credentials imported to verify with")
+    config = provider.config_model.model_validate(found[0])
+    body = await request.body()  # first: Starlette parses the form from the cached body
+    form = await request.form() if _is_form(request) else None
+    webhook = WebhookRequest(
+        url=public_url(services, request),
+        method=request.method,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        form=form,
+    )
+    if not provider.verify(webhook, config):
+        raise Forbidden("invalid_signature", f"the {provider.name} signature does not match")
+    return config, webhook
+
+
 async def telephony_xml(request: Request) -> Response:
     services = services_of(request)
     agent_id = request.path_params["agent_id"]
@@ -58,23 +80,7 @@ async def telephony_xml(request: Request) -> Response:
     provider = detect_provider(request)
     outcome = "rejected"
     try:
-        found = await services.telephony_configs.get(provider.name)
-        if found is None:
-            raise Forbidden(
-                "telephony_config_missing", f"no {provider.name} credentials imported to verify with"
-            )
-        config = provider.config_model.model_validate(found[0])
-        body = await request.body()  # first: Starlette parses the form from the cached body
-        form = await request.form() if _is_form(request) else None
-        webhook = WebhookRequest(
-            url=public_url(services, request),
-            method=request.method,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-            form=form,
-        )
-        if not provider.verify(webhook, config):
-            raise Forbidden("invalid_signature", f"the {provider.name} signature does not match")
+        config, webhook = await verified_webhook(services, request, provider)
         if not config.allows_agent(agent.id):
             raise Forbidden("agent_not_allowed", f"{provider.name} calls may not use agent {agent.id}")
         incoming = provider.parse_incoming(webhook)
@@ -85,7 +91,7 @@ async def telephony_xml(request: Request) -> Response:
             stream_options=provider.stream_options(config),
             stream_signed=provider.signs_streams,
         )
-        call = await services.calls.create_agent_call(agent, StartAgentCallRequest(), origin)
+        call, _ = await services.calls.create_agent_call(agent, StartAgentCallRequest(), Creation(origin))
         outcome = "accepted"
     finally:
         WEBHOOKS.labels(provider.name, outcome).inc()

@@ -109,6 +109,7 @@ async def call_stream(websocket: WebSocket) -> None:
         build_pipeline(call.definition["pipeline"]),
         services.calls,
         services.session_settings,
+        services.legs,
     )
     if not services.sessions.claim(call_id, session):
         await refuse(websocket, "already_joined", call_id)

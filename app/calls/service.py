@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from app.calls.join_tokens import JoinTokens
 from app.calls.templates import merge_context, render, validate_context
-from app.errors import InvalidInput
+from app.errors import Conflict, InvalidInput, TooManyRequests
 from app.events.log import CallEventLog
 from app.metrics import CALLS_CREATED, CALLS_ENDED
 from app.providers import get_provider
 from app.providers.base import IncomingCall
 from app.schemas.agents import CallTemplate
 from app.schemas.calls import Call, EndReason, EventSeverity, StartAgentCallRequest, StartCallRequest
-from app.schemas.media import Medium, ProviderMedium
+from app.schemas.media import (
+    FirstSpeakerSettings,
+    Medium,
+    ProviderMedium,
+    UserFirst,
+    default_first_speaker,
+)
 from app.settings import Settings
 from app.store.repositories import CallRepository
 from app.store.tables import AgentRow, CallRow, utcnow
 
+log = logging.getLogger(__name__)
+
 BILLING_INCREMENT_S = 6.0  # billed per deciminute, rounded up
 DEFAULT_MEDIUM = Medium(twilio=ProviderMedium())
+#: Seconds a client is told to wait when every call slot is taken.
+FULL_RETRY_AFTER_S = 5
+
+#: Called once a call has ended (with the row as the ender saw it and the reason).
+EndedHook = Callable[[CallRow, EndReason], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +54,18 @@ class CallOrigin:
     stream_signed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Creation:
+    """How a call is being created, beyond its definition: by whom and under which idempotency key."""
+
+    origin: CallOrigin | None = None
+    #: For a call callbridge dials: the provider's stream options and whether it signs the handshake.
+    dial_stream_options: dict[str, Any] | None = None
+    dial_stream_signed: bool = False
+    idempotency_key: str | None = None
+    fingerprint: str | None = None  # of the request, to refuse a reused key with another request
+
+
 class CallService:
     def __init__(
         self, settings: Settings, calls: CallRepository, events: CallEventLog, tokens: JoinTokens
@@ -47,20 +74,27 @@ class CallService:
         self.calls = calls
         self.events = events
         self.tokens = tokens
+        self.ended_hooks: list[EndedHook] = []
 
     # --- creation -----------------------------------------------------------------------------
 
     async def create_agent_call(
-        self, agent: AgentRow, request: StartAgentCallRequest, origin: CallOrigin | None = None
-    ) -> CallRow:
-        """A call from `agent`'s template, with the request's overrides and context."""
+        self, agent: AgentRow, request: StartAgentCallRequest, creation: Creation = Creation()
+    ) -> tuple[CallRow, bool]:
+        """A call from `agent`'s template, with the request's overrides and context.
+
+        Returns (the call, True) — or (the earlier call, False) when the idempotency key was used before.
+        """
+        origin = creation.origin
         template = CallTemplate.model_validate(agent.call_template)
         context = request.template_context
         if origin is not None:
             context = merge_context(origin.request_context, context)
         validate_context(context, template.context_schema)
         medium = request.medium or (Medium(**{origin.provider: {}}) if origin else None) or template.medium
-        first_speaker = request.first_speaker_settings or template.first_speaker_settings
+        first_speaker = request.first_speaker_settings or _dialled_default(
+            template.first_speaker_settings, medium
+        )
         definition = {
             "systemPrompt": render(template.system_prompt, context),
             "languageHint": render(template.language_hint, context) if template.language_hint else None,
@@ -75,14 +109,19 @@ class CallService:
             "requestContext": origin.request_context if origin else None,
             "metadata": request.metadata,
         }
-        return await self._create(agent.id, medium, definition, origin)
+        return await self._create(agent.id, medium, definition, creation)
 
-    async def create_call(self, request: StartCallRequest) -> CallRow:
-        """A call without an agent (`POST /api/calls`)."""
+    async def create_call(
+        self, request: StartCallRequest, creation: Creation = Creation()
+    ) -> tuple[CallRow, bool]:
+        """A call without an agent (`POST /api/calls`); returns like `create_agent_call`."""
+        first_speaker = request.first_speaker_settings
+        if "first_speaker_settings" not in request.model_fields_set and request.medium is not None:
+            first_speaker = _dialled_default(first_speaker, request.medium)
         definition = {
             "systemPrompt": request.system_prompt,
             "languageHint": request.language_hint,
-            "firstSpeakerSettings": request.first_speaker_settings.to_json(),
+            "firstSpeakerSettings": first_speaker.to_json(),
             "inactivityMessages": [m.to_json() for m in request.inactivity_messages],
             "joinTimeout": request.join_timeout,
             "maxDuration": request.max_duration,
@@ -91,37 +130,62 @@ class CallService:
             "requestContext": None,
             "metadata": request.metadata,
         }
-        return await self._create(None, request.medium, definition, None)
+        return await self._create(None, request.medium, definition, creation)
 
     async def _create(
         self,
         agent_id: str | None,
         medium: Medium | None,
         definition: dict[str, Any],
-        origin: CallOrigin | None,
-    ) -> CallRow:
+        creation: Creation,
+    ) -> tuple[CallRow, bool]:
+        origin = creation.origin
         medium = medium or DEFAULT_MEDIUM
         _check_supported(medium)
+        if creation.idempotency_key is not None:
+            earlier = await self.calls.by_idempotency_key(creation.idempotency_key)
+            if earlier is not None:
+                return _replayed(earlier, creation), False
+        await self._check_capacity()
         now = utcnow()
+        outgoing = medium.options.get("outgoing")
         definition["medium"] = medium.to_json()
-        definition["streamOptions"] = origin.stream_options if origin else {}
+        definition["streamOptions"] = origin.stream_options if origin else creation.dial_stream_options or {}
+        if creation.fingerprint:
+            definition["requestFingerprint"] = creation.fingerprint
         row = CallRow(
             id=str(uuid.uuid4()),
             agent_id=agent_id,
             created=now,
-            join_deadline=now + timedelta(seconds=definition["joinTimeout"]),
+            # A dialled call may ring for dial_ring_timeout before anyone can join it.
+            join_deadline=now
+            + timedelta(
+                seconds=definition["joinTimeout"] + (self.settings.dial_ring_timeout if outgoing else 0)
+            ),
             medium_kind=medium.kind,
             provider_call_id=origin.incoming.provider_call_id if origin else None,
-            from_number=origin.incoming.from_number if origin else None,
-            to_number=origin.incoming.to_number if origin else None,
-            stream_signature_required=bool(origin and origin.stream_signed),
+            from_number=origin.incoming.from_number if origin else (outgoing or {}).get("from"),
+            to_number=origin.incoming.to_number if origin else (outgoing or {}).get("to"),
+            stream_signature_required=bool(origin and origin.stream_signed) or creation.dial_stream_signed,
+            idempotency_key=creation.idempotency_key,
             definition=definition,
         )
-        await self.calls.add(row)
+        row, created = await self.calls.add_unless_key_taken(row)
+        if not created:  # another request with the same key won the race
+            return _replayed(row, creation), False
         CALLS_CREATED.labels(medium.kind).inc()
         text = f"call created by {origin.provider} webhook" if origin else "call created"
         self.events.record(row.id, row.created, "created", text, EventSeverity.DEBUG)
-        return row
+        return row, True
+
+    async def _check_capacity(self) -> None:
+        limit = self.settings.max_concurrent_calls
+        if limit and await self.calls.count_live() >= limit:
+            raise TooManyRequests(
+                "too_many_calls",
+                f"{limit} calls are already live (CALLBRIDGE_MAX_CONCURRENT_CALLS); try again shortly",
+                retry_after_s=FULL_RETRY_AFTER_S,
+            )
 
     # --- views --------------------------------------------------------------------------------
 
@@ -148,7 +212,7 @@ class CallService:
             inactivity_messages=d.get("inactivityMessages") or [],
             join_timeout=d["joinTimeout"],
             max_duration=d["maxDuration"],
-            billed_duration=billed_seconds(row.joined, row.ended),
+            billed_duration=billed_seconds(row.answered or row.joined, row.ended),
         )
 
     # --- joining and ending -------------------------------------------------------------------
@@ -167,6 +231,11 @@ class CallService:
             row.id, row.created, "ended", text, EventSeverity.INFO, {"endReason": reason.value}
         )
         await self.events.flush()
+        for hook in self.ended_hooks:
+            try:
+                hook(row, reason)
+            except Exception:  # a hook's failure must not undo or hide the end
+                log.exception("call %s: an end-of-call hook failed", row.id)
         return True
 
     async def sweep_unjoined(self) -> int:
@@ -178,11 +247,11 @@ class CallService:
         return ended
 
 
-def billed_seconds(joined: datetime | None, ended: datetime | None) -> float:
-    """Billed from join to end, rounded up to the next deciminute; 0 until the call has ended."""
-    if joined is None or ended is None:
+def billed_seconds(start: datetime | None, ended: datetime | None) -> float:
+    """Billed from answer (or join) to end, rounded up to the next deciminute; 0 until the call ended."""
+    if start is None or ended is None:
         return 0.0
-    seconds = max(0.0, (ended - joined).total_seconds())
+    seconds = max(0.0, (ended - start).total_seconds())
     return math.ceil(seconds / BILLING_INCREMENT_S) * BILLING_INCREMENT_S
 
 
@@ -191,13 +260,27 @@ def _given_or(value: float | None, default: float) -> float:
 
 
 def _check_supported(medium: Medium) -> None:
-    provider = get_provider(medium.kind)
-    if provider is None:
+    if get_provider(medium.kind) is None:
         raise InvalidInput(
             "unsupported_medium", f"medium '{medium.kind}' is not supported by this server yet"
         )
-    options = medium.options
-    if options.get("outgoing"):
-        raise InvalidInput(
-            "unsupported_medium", f"outgoing {medium.kind} calls are not supported by this server yet"
+
+
+def _dialled_default(
+    first_speaker: FirstSpeakerSettings, medium: Medium | None
+) -> FirstSpeakerSettings:
+    """Calls callbridge dials start with the callee ("Hello?") unless a first speaker was chosen."""
+    if medium is not None and medium.options.get("outgoing") and first_speaker == default_first_speaker():
+        return FirstSpeakerSettings(user=UserFirst())
+    return first_speaker
+
+
+def _replayed(row: CallRow, creation: Creation) -> CallRow:
+    """The call an idempotency key already made, if the request is the same one."""
+    earlier = row.definition.get("requestFingerprint")
+    if creation.fingerprint and earlier and earlier != creation.fingerprint:
+        raise Conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new call",
         )
+    return row

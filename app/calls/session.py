@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from app.calls.playout import Playout
 from app.calls.service import CallService
 from app.calls.timing import ConversationTiming, TimingPlan
 from app.calls.transport import StreamTransport, TransportClosed
-from app.media.codecs import MediaError, decode_to_pcm16
+from app.media.codecs import MediaError, decode_to_pcm16, encode_from_pcm16
+from app.media.dtmf import DEFAULT_TIMING, DtmfTiming, dtmf_tones, valid_dtmf_digits
 from app.media.path import AudioConverter, build_converter, negotiate
 from app.media.voice_activity import VoiceActivity
 from app.metrics import ACTIVE_SESSIONS, BAD_FRAMES, FRAMES_IN, FRAMES_OUT
@@ -40,6 +43,7 @@ from app.providers.base import (
     StreamUserText,
 )
 from app.schemas.calls import EndReason, EventSeverity
+from app.schemas.data_messages import valid_transfer_target
 from app.store.tables import CallRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,28 @@ class SessionSettings:
     playout_lead_ms: float = 80.0
 
 
+class LegControl(Protocol):
+    """The provider leg's REST side, as a session uses it (`calls.legs.ProviderLegs`)."""
+
+    async def transfer(self, call_id: str, target: str) -> str | None:
+        """None when the provider took the transfer, else why not."""
+        ...
+
+    async def send_dtmf(self, call_id: str, digits: str, tone_ms: int) -> tuple[bool, str | None]:
+        """(sent out-of-band, error of a failed attempt)."""
+        ...
+
+
+class NoLegControl:
+    """A call without provider REST control: transfers fail, DTMF is played in-band."""
+
+    async def transfer(self, call_id: str, target: str) -> str | None:
+        return "this call's medium has no transfer"
+
+    async def send_dtmf(self, call_id: str, digits: str, tone_ms: int) -> tuple[bool, str | None]:
+        return False, None
+
+
 class CallSession:
     """Runs one call from the stream's first message to its end. `run` returns when the call is over."""
 
@@ -63,12 +89,17 @@ class CallSession:
         pipeline: Pipeline,
         calls: CallService,
         settings: SessionSettings,
+        legs: LegControl | None = None,
     ) -> None:
         self.call = call
         self.transport = transport
         self.pipeline = pipeline
         self.calls = calls
         self.settings = settings
+        self.legs = legs or NoLegControl()
+        # While the agent hands the call over (transfer), a stream that stops ends the call this way.
+        self._leaving: tuple[EndReason, str] | None = None
+        self._actions: set[asyncio.Task[object]] = set()
         self._framing = transport.framing
         self._end_reason: EndReason | None = None
         self._end_text = ""
@@ -91,6 +122,8 @@ class CallSession:
 
     def finish(self, reason: EndReason, text: str) -> None:
         """Ask the session to end the call (the first reason given wins)."""
+        if self._leaving is not None and reason is EndReason.HANGUP:
+            reason, text = self._leaving
         if self._end_reason is None:
             self._end_reason, self._end_text = reason, text
             self._done.set()
@@ -118,6 +151,7 @@ class CallSession:
             log.exception("call %s failed", self.call.id)
             self.finish(EndReason.SYSTEM_ERROR, f"internal error: {type(exc).__name__}")
         finally:
+            tasks.extend(self._actions)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -287,8 +321,7 @@ class CallSession:
                 self.finish(EndReason.HANGUP, f"the provider ended the stream ({event.reason or 'stop'})")
                 return
             elif isinstance(event, StreamUserText):
-                self._record("user_text_message", event.text, EventSeverity.DEBUG)
-                await pipeline.send_user_text(event.text)
+                await self.send_user_text(event.text)
             elif isinstance(event, StreamPing):
                 pong = self._framing.encode_pong(event.timestamp)
                 if pong is not None:
@@ -373,8 +406,7 @@ class CallSession:
                     outbound.reset()
                     self._record("clear", "agent barged in: unplayed audio dropped")
                 elif isinstance(event, HangUp):
-                    self._record("hang_up", event.message or "agent hung up")
-                    self.finish(EndReason.AGENT_HANGUP, event.message or "the agent hung up")
+                    self.hang_up(event.message or "the agent hung up")
                     return
                 elif isinstance(event, Transcript):
                     message = self._framing.encode_transcript(event.role, event.text, event.final)
@@ -386,12 +418,10 @@ class CallSession:
                         EventSeverity.DEBUG,
                         {"role": event.role, "final": event.final},
                     )
-                elif isinstance(event, ColdTransfer | PlayDtmf):
-                    self._record(
-                        "provider_error",
-                        f"{type(event).__name__} is not available on this medium yet",
-                        EventSeverity.WARNING,
-                    )
+                elif isinstance(event, ColdTransfer):
+                    self._spawn(self.transfer(event.target), "transfer")
+                elif isinstance(event, PlayDtmf):
+                    self._spawn(self.play_dtmf(event.digits), "dtmf")
         except Exception as exc:
             self._pipeline_failed(exc)
             return
@@ -403,6 +433,93 @@ class CallSession:
             await self._playout.run()
         except TransportClosed:
             self.finish(EndReason.HANGUP, "the provider closed the stream")
+
+    # --- call control (the agent's actions and `send_data_message`) --------------------------------
+
+    def hang_up(self, text: str) -> None:
+        """The agent (or the API on its behalf) ends the call; the provider leg is hung up after."""
+        self._record("hang_up", text)
+        self.finish(EndReason.AGENT_HANGUP, text)
+
+    async def transfer(self, target: str) -> str | None:
+        """Hand the caller to `target`; the agent leaves. None on success, else why it failed (the call
+        then stays with the agent)."""
+        try:
+            target = valid_transfer_target(target)
+        except ValueError as exc:
+            self._record("transfer", f"transfer refused: {exc}", EventSeverity.WARNING, {"outcome": "failed"})
+            return str(exc)
+        if self._leaving is not None:
+            return "a transfer is already under way"
+        text = f"the caller was transferred to {target}"
+        self._leaving = (EndReason.AGENT_HANGUP, text)
+        self._record("transfer", f"transferring the caller to {target}", extras={"target": target})
+        problem = await self.legs.transfer(self.call.id, target)
+        if problem is not None:
+            self._leaving = None
+            self._record(
+                "transfer",
+                f"transfer to {target} failed: {problem}",
+                EventSeverity.WARNING,
+                {"target": target, "outcome": "failed"},
+            )
+            return problem
+        self._record("transfer", text, extras={"target": target, "outcome": "transferred"})
+        self.finish(EndReason.AGENT_HANGUP, text)
+        return None
+
+    async def play_dtmf(self, digits: str, timing: DtmfTiming = DEFAULT_TIMING) -> str:
+        """Send DTMF: through the provider's API when it has one, else as tones in the agent's audio.
+
+        Returns how it was sent: `out-of-band`, `in-band`, or `refused` (not DTMF digits).
+        """
+        try:
+            digits = valid_dtmf_digits(digits)
+        except ValueError as exc:
+            self._record("play_dtmf", f"DTMF refused: {exc}", EventSeverity.WARNING)
+            return "refused"
+        sent, problem = await self.legs.send_dtmf(self.call.id, digits, timing.tone_ms)
+        if problem is not None:
+            self._record(
+                "provider_error",
+                f"DTMF through the provider failed, playing tones: {problem}",
+                EventSeverity.WARNING,
+            )
+        method = "out-of-band" if sent else "in-band"
+        if not sent:
+            self._play_tones(digits, timing)
+        self._record("play_dtmf", f"sent DTMF {digits} {method}", extras={"digits": digits, "method": method})
+        return method
+
+    def _play_tones(self, digits: str, timing: DtmfTiming) -> None:
+        """Queue the tones after the agent audio already queued (never over speech: talk-off)."""
+        assert self._playout is not None and self.start is not None
+        wire = self.start.output_format or self.start.audio_format
+        self._playout.enqueue(encode_from_pcm16(dtmf_tones(digits, wire.sample_rate, timing), wire))
+
+    async def send_user_text(self, text: str) -> bool:
+        """Text injected as if the caller said it (`user_text_message`)."""
+        self._record("user_text_message", text, EventSeverity.DEBUG)
+        return await self.pipeline.send_user_text(text)
+
+    async def speak(self, text: str) -> bool:
+        """Make the agent say `text` now (`forced_agent_message`)."""
+        self._record("forced_agent_message", text, EventSeverity.DEBUG)
+        return await self.pipeline.speak(text=text)
+
+    @property
+    def joined(self) -> bool:
+        return self._playout is not None and self._end_reason is None
+
+    def _spawn(self, action: Coroutine[Any, Any, object], name: str) -> None:
+        task = asyncio.create_task(action, name=f"call-{self.call.id}-{name}")
+        self._actions.add(task)
+        task.add_done_callback(self._action_done)
+
+    def _action_done(self, task: asyncio.Task[object]) -> None:
+        self._actions.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call %s: %s failed", self.call.id, task.get_name(), exc_info=task.exception())
 
     def _pipeline_failed(self, exc: BaseException) -> None:
         reason = EndReason.CONNECTION_ERROR if isinstance(exc, PipelineError) else EndReason.SYSTEM_ERROR

@@ -5,7 +5,8 @@ A provider has up to three sides, kept in separate objects:
   message into a typed event and builds outbound messages, knowing the wire audio format and chunk rules;
 - webhook side (`WebhookProvider`): verify a signed incoming-call webhook, parse it, render the XML that
   opens the stream. Exotel has no webhook side: its calls are created through the API;
-- REST side (dial, hang up, transfer, DTMF) lives in its own client classes (later issues).
+- REST side (`WebhookProvider.call_control` → `control.CallControl`): dial, hang up, transfer, DTMF, for
+  one account's credentials; the webhook side parses the status callbacks those calls send back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import httpx
+
 from app.media.formats import AudioFormat
+from app.providers.control import TWILIO_CALL_STATUSES, CallControl, LegStatus, StatusUpdate
+from app.providers.rest import RetryPolicy
 from app.schemas.telephony import TelephonyConfigBase
 
 
@@ -256,6 +261,46 @@ class WebhookProvider(StreamProvider, Generic[ConfigT]):
     def stream_options(self, config: ConfigT) -> dict[str, Any]:
         """Stream options chosen by the config (codec, byte order), kept with the call for its framing."""
         return {}
+
+    # --- calls callbridge dials -------------------------------------------------------------------
+
+    @abstractmethod
+    def call_control(self, config: ConfigT, client: httpx.AsyncClient, policy: RetryPolicy) -> CallControl:
+        """The account's REST client (at the config's `apiBaseUrl` when set)."""
+
+    def dial_problem(self, config: ConfigT) -> str | None:
+        """Why these credentials cannot place calls (a missing field), or None."""
+        return None
+
+    #: Status callbacks: the field with the provider's word for the leg's state, and what the words mean.
+    status_field: ClassVar[str] = "CallStatus"
+    statuses: ClassVar[Mapping[str, LegStatus]] = TWILIO_CALL_STATUSES
+    duration_field: ClassVar[str] = "CallDuration"
+    #: Fields that explain a failed or ended leg, most useful first.
+    status_detail_fields: ClassVar[tuple[str, ...]] = ("ErrorMessage", "SipResponseCode")
+
+    def parse_status(self, request: WebhookRequest) -> StatusUpdate | None:
+        """A status callback's news about the leg; None when it carries no status callbridge knows."""
+        fields = form_fields(request.form)
+        word = text_field(fields, self.status_field)
+        status = self.statuses.get(word.lower()) if word else None
+        if word is None or status is None:
+            return None
+        duration = text_field(fields, self.duration_field)
+        detail = next(
+            (text_field(fields, k) for k in self.status_detail_fields if text_field(fields, k)), None
+        )
+        return StatusUpdate(
+            status=status,
+            provider_status=word,
+            provider_call_id=text_field(fields, self.call_id_field),
+            duration_s=float(duration) if duration and duration.replace(".", "", 1).isdigit() else None,
+            detail=detail,
+        )
+
+    def transfer_xml(self, target: str) -> str:
+        """The XML that dials `target` (E.164 or `sip:`) in place of the agent."""
+        raise NotImplementedError(f"{self.name} transfers without XML")
 
 
 def form_fields(form: FormFields | None) -> dict[str, Any]:

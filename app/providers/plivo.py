@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 from plivo import plivoxml
 from plivo.utils.signature_v3 import validate_v3_signature
 
@@ -23,6 +24,14 @@ from app.providers.base import (
     WebhookRequest,
     form_fields,
 )
+from app.providers.control import (
+    CallControl,
+    Dialled,
+    DialRequest,
+    LegStatus,
+    ProviderLeg,
+    snake_case,
+)
 from app.providers.frames import (
     HOLE,
     JsonStreamFraming,
@@ -31,12 +40,26 @@ from app.providers.frames import (
     require,
     wire_format,
 )
+from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_error
 from app.schemas.telephony import PlivoConfig
 
 SIGNATURE_HEADER = "x-plivo-signature-v3"
 NONCE_HEADER = "x-plivo-signature-v3-nonce"
 
 _EXTRA_HEADER_SEPARATORS = re.compile(r"[,;]")
+API_BASE_URL = "https://api.plivo.com"
+
+#: `CallStatus` of Plivo's ring and hangup callbacks.
+PLIVO_CALL_STATUSES = {
+    "ringing": LegStatus.RINGING,
+    "in-progress": LegStatus.ANSWERED,
+    "completed": LegStatus.COMPLETED,
+    "busy": LegStatus.BUSY,
+    "no-answer": LegStatus.NO_ANSWER,
+    "timeout": LegStatus.NO_ANSWER,
+    "failed": LegStatus.FAILED,
+    "cancel": LegStatus.CANCELED,
+}
 
 
 def parse_extra_headers(value: Any) -> dict[str, str]:
@@ -105,6 +128,9 @@ class PlivoProvider(WebhookProvider[PlivoConfig]):
     config_model = PlivoConfig
     signature_headers = (SIGNATURE_HEADER, NONCE_HEADER)
     call_id_field = "CallUUID"
+    statuses = PLIVO_CALL_STATUSES
+    duration_field = "Duration"
+    status_detail_fields = ("HangupCauseName", "HangupCause")
 
     def verify(self, request: WebhookRequest, config: PlivoConfig) -> bool:
         signature = request.headers.get(SIGNATURE_HEADER)
@@ -133,3 +159,104 @@ class PlivoProvider(WebhookProvider[PlivoConfig]):
 
     def new_framing(self, options: Mapping[str, Any]) -> StreamFraming:
         return PlivoFraming(byte_order_option(options, "l16ByteOrder", "little"))
+
+    def call_control(
+        self, config: PlivoConfig, client: httpx.AsyncClient, policy: RetryPolicy
+    ) -> CallControl:
+        return PlivoCallControl(config, client, policy)
+
+    def transfer_xml(self, target: str) -> str:
+        dial = plivoxml.DialElement()
+        sip = target.startswith(("sip:", "sips:"))
+        dial.add(plivoxml.UserElement(target) if sip else plivoxml.NumberElement(target))
+        return plivoxml.ResponseElement().add(dial).to_string(pretty=False)
+
+
+def plivo_error(response: httpx.Response) -> tuple[str | None, str]:
+    """Plivo's errors: `{"api_id": ..., "error": "..."}` (the message may also be an object)."""
+    body = json_error(response)
+    if isinstance(body, dict) and body.get("error"):
+        return None, str(body["error"])
+    return None, response.text[:200] or response.reason_phrase
+
+
+class PlivoCallControl(CallControl):
+    """Plivo's Call API with Basic auth. A dial gives a `request_uuid`; the CallUUID arrives with the
+    ring/answer callbacks. Until the call is answered it is cancelled as a request."""
+
+    provider = "plivo"
+    out_of_band_dtmf = True
+    reserved_params = frozenset(
+        {
+            "from",
+            "to",
+            "answer_url",
+            "answer_method",
+            "hangup_url",
+            "hangup_method",
+            "ring_url",
+            "ring_method",
+        }
+    )
+    param_name = staticmethod(snake_case)
+
+    def __init__(self, config: PlivoConfig, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
+        self.account_path = f"/v1/Account/{config.auth_id}"
+        self.http = ProviderHttp(
+            "plivo",
+            client,
+            str(config.api_base_url or API_BASE_URL),
+            auth=httpx.BasicAuth(config.auth_id, config.auth_token),
+            parse_error=plivo_error,
+            policy=policy,
+        )
+
+    async def dial(self, request: DialRequest) -> Dialled:
+        body = {
+            "from": request.from_,
+            "to": request.to,
+            "answer_url": request.answer_url,
+            "answer_method": "POST",
+            "hangup_url": request.status_url,
+            "hangup_method": "POST",
+            "ring_url": request.status_url,
+            "ring_method": "POST",
+            "ring_timeout": request.ring_timeout_s,
+            "time_limit": request.time_limit_s,
+            **self.additional_params(request.additional_params),
+        }
+        path = f"{self.account_path}/Call/"
+        response = await self.http.send("create call", "POST", path, json=body, repeatable=False)
+        request_uuid = response.json().get("request_uuid")
+        if isinstance(request_uuid, list):  # several destinations (`to` joined with `<`)
+            request_uuid = request_uuid[0] if request_uuid else None
+        return Dialled(None, str(request_uuid) if request_uuid else None)
+
+    async def hang_up(self, leg: ProviderLeg) -> None:
+        if leg.answered and leg.provider_call_id:
+            path = f"{self.account_path}/Call/{leg.provider_call_id}/"
+        elif leg.provider_request_id:
+            path = f"{self.account_path}/Request/{leg.provider_request_id}/"
+        else:
+            raise ProviderApiError("plivo", "hang up", None, None, "the call has no Plivo id yet")
+        try:
+            await self.http.send("hang up", "DELETE", path)
+        except ProviderApiError as exc:
+            if exc.status != 404:  # already gone
+                raise
+
+    async def transfer(self, leg: ProviderLeg, target: str, transfer_url: str) -> None:
+        body = {"legs": "aleg", "aleg_url": transfer_url, "aleg_method": "POST"}
+        await self.http.send("transfer", "POST", self._call_path(leg, "transfer"), json=body)
+
+    async def send_dtmf(self, leg: ProviderLeg, digits: str, tone_ms: int = 250) -> None:
+        # Not repeated after a timeout: the digits may have been played already.
+        path = self._call_path(leg, "send DTMF") + "DTMF/"
+        await self.http.send(
+            "send DTMF", "POST", path, json={"digits": digits, "leg": "aleg"}, repeatable=False
+        )
+
+    def _call_path(self, leg: ProviderLeg, action: str) -> str:
+        if not leg.provider_call_id:
+            raise ProviderApiError("plivo", action, None, None, "the call has no Plivo CallUUID yet")
+        return f"{self.account_path}/Call/{leg.provider_call_id}/"

@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from twilio.twiml.voice_response import Connect, VoiceResponse
@@ -29,6 +31,13 @@ from app.providers.base import (
     WebhookProvider,
     WebhookRequest,
 )
+from app.providers.control import (
+    CallControl,
+    Dialled,
+    DialRequest,
+    ProviderLeg,
+    pascal_case,
+)
 from app.providers.frames import (
     JsonStreamFraming,
     OutboundMessages,
@@ -39,6 +48,7 @@ from app.providers.frames import (
     wire_format,
 )
 from app.providers.reordering import AudioReorderer
+from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_error
 from app.schemas.telephony import TelnyxConfig
 
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
@@ -50,6 +60,12 @@ TIMESTAMP_TOLERANCE_S = 300
 CODEC_RATES = {"L16": 16000, "PCMU": 8000, "PCMA": 8000}
 
 OUTBOUND = OutboundMessages.media_mark_clear()  # no stream id on outbound frames
+
+API_BASE_URL = "https://api.telnyx.com"
+#: Call Control's "call has already ended" (a command on a call that hung up).
+CALL_ENDED_CODE = "90018"
+#: `send_dtmf`'s tone length bounds (ms).
+DTMF_DURATION_RANGE = (100, 500)
 
 
 class TelnyxFraming(JsonStreamFraming):
@@ -153,3 +169,117 @@ class TelnyxProvider(WebhookProvider[TelnyxConfig]):
 
     def new_framing(self, options: Mapping[str, Any]) -> StreamFraming:
         return TelnyxFraming(byte_order_option(options, "l16ByteOrder", "big"))
+
+    def call_control(
+        self, config: TelnyxConfig, client: httpx.AsyncClient, policy: RetryPolicy
+    ) -> CallControl:
+        return TelnyxCallControl(config, client, policy)
+
+    def dial_problem(self, config: TelnyxConfig) -> str | None:
+        fields = (("accountSid", config.account_sid), ("applicationSid", config.application_sid))
+        missing = [name for name, value in fields if not value]
+        if missing:
+            return (
+                f"telnyx outgoing calls need {' and '.join(missing)} in the telnyx telephony config "
+                "(a TeXML application whose outbound voice profile allows the destination)"
+            )
+        return None
+
+
+def telnyx_error(response: httpx.Response) -> tuple[str | None, str]:
+    """Telnyx's errors: `{"errors": [{"code": "90018", "title": ..., "detail": ...}]}`."""
+    body = json_error(response)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        text = " - ".join(str(first[k]) for k in ("title", "detail") if first.get(k))
+        code = first.get("code")
+        return (str(code) if code is not None else None), text or response.reason_phrase
+    return None, response.text[:200] or response.reason_phrase
+
+
+class TelnyxCallControl(CallControl):
+    """Telnyx: dial through the TeXML Calls API (so the call runs the same TeXML as incoming calls), then
+    control the call with Call Control commands on its `call_control_id` (TeXML's CallSid).
+
+    Every command carries a `command_id`, which Telnyx uses to drop duplicates, so retries are safe.
+    """
+
+    provider = "telnyx"
+    out_of_band_dtmf = True
+    reserved_params = frozenset(
+        {
+            "ApplicationSid",
+            "To",
+            "From",
+            "Url",
+            "UrlMethod",
+            "Texml",
+            "StatusCallback",
+            "StatusCallbackMethod",
+            "StatusCallbackEvent",
+        }
+    )
+    param_name = staticmethod(pascal_case)
+
+    def __init__(self, config: TelnyxConfig, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
+        self.config = config
+        self.http = ProviderHttp(
+            "telnyx",
+            client,
+            str(config.api_base_url or API_BASE_URL),
+            headers={"Authorization": f"Bearer {config.api_key}"},
+            parse_error=telnyx_error,
+            policy=policy,
+        )
+
+    async def dial(self, request: DialRequest) -> Dialled:
+        body = {
+            "ApplicationSid": self.config.application_sid,
+            "To": request.to,
+            "From": request.from_,
+            "Url": request.answer_url,
+            "UrlMethod": "POST",
+            "StatusCallback": request.status_url,
+            "StatusCallbackMethod": "POST",
+            "StatusCallbackEvent": "initiated ringing answered completed",
+            "Timeout": request.ring_timeout_s,
+            "TimeLimit": request.time_limit_s,
+            **self.additional_params(request.additional_params),
+        }
+        path = f"/v2/texml/Accounts/{self.config.account_sid}/Calls"
+        response = await self.http.send("create call", "POST", path, json=body, repeatable=False)
+        return Dialled(_call_sid(response.json()))
+
+    async def hang_up(self, leg: ProviderLeg) -> None:
+        try:
+            await self._command(leg, "hangup", {})
+        except ProviderApiError as exc:
+            if exc.code != CALL_ENDED_CODE and exc.status != 404:
+                raise
+
+    async def transfer(self, leg: ProviderLeg, target: str, transfer_url: str) -> None:
+        await self._command(leg, "transfer", {"to": target})
+
+    async def send_dtmf(self, leg: ProviderLeg, digits: str, tone_ms: int = 250) -> None:
+        low, high = DTMF_DURATION_RANGE
+        await self._command(
+            leg, "send_dtmf", {"digits": digits, "duration_millis": min(max(tone_ms, low), high)}
+        )
+
+    async def _command(self, leg: ProviderLeg, action: str, body: dict[str, Any]) -> None:
+        if leg.provider_call_id is None:
+            raise ProviderApiError("telnyx", action, None, None, "the call has no call_control_id yet")
+        path = f"/v2/calls/{leg.provider_call_id}/actions/{action}"
+        await self.http.send(action, "POST", path, json={**body, "command_id": str(uuid.uuid4())})
+
+
+def _call_sid(body: Any) -> str | None:
+    """The new call's id in the TeXML Calls API answer (`call_sid`, the call_control_id)."""
+    if isinstance(body, dict):
+        for source in (body, body.get("data")):
+            if isinstance(source, dict):
+                for key in ("call_sid", "CallSid", "sid"):
+                    if isinstance(source.get(key), str):
+                        return source[key]
+    return None

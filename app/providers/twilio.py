@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 from twilio.request_validator import RequestValidator, get_signature_algorithm
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from app.media.formats import PCMU_8K
 from app.providers.base import (
@@ -16,16 +17,28 @@ from app.providers.base import (
     WebhookProvider,
     WebhookRequest,
 )
+from app.providers.control import (
+    CallControl,
+    Dialled,
+    DialRequest,
+    ProviderLeg,
+    pascal_case,
+)
 from app.providers.frames import (
     JsonStreamFraming,
     OutboundMessages,
     require,
     string_map,
 )
+from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_error
 from app.schemas.telephony import TelephonyConfigBase, TwilioConfig
 
 SIGNATURE_HEADER = "x-twilio-signature"
 SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
+API_BASE_URL = "https://api.twilio.com"
+#: Error codes meaning the call is already over: not found, and "not in-progress" for TwiML updates.
+CALL_GONE_CODES = frozenset({"20404"})
+CALL_NOT_IN_PROGRESS = "21220"
 
 
 class TwilioFraming(JsonStreamFraming):
@@ -98,3 +111,95 @@ class TwilioProvider(WebhookProvider[TwilioConfig]):
 
     def new_framing(self, options: Mapping[str, Any]) -> StreamFraming:
         return TwilioFraming()
+
+    def call_control(
+        self, config: TwilioConfig, client: httpx.AsyncClient, policy: RetryPolicy
+    ) -> CallControl:
+        return TwilioCallControl(config, client, policy)
+
+    def transfer_xml(self, target: str) -> str:
+        return dial_twiml(target)
+
+
+def dial_twiml(target: str) -> str:
+    """`<Response><Dial>` to a number, or `<Dial><Sip>` to a SIP URI."""
+    response = VoiceResponse()
+    dial = Dial()
+    if target.startswith(("sip:", "sips:")):
+        dial.sip(target)
+    else:
+        dial.number(target)
+    response.append(dial)
+    return str(response)
+
+
+def twilio_error(response: httpx.Response) -> tuple[str | None, str]:
+    """Twilio's REST errors: `{"code": 20404, "message": ..., "more_info": ..., "status": 404}`."""
+    body = json_error(response)
+    if isinstance(body, dict):
+        code = body.get("code")
+        return (str(code) if code is not None else None), str(body.get("message") or response.reason_phrase)
+    return None, response.text[:200] or response.reason_phrase
+
+
+class TwilioCallControl(CallControl):
+    """Twilio's Calls resource (2010-04-01 API) with Basic auth: create, update Status / Twiml.
+
+    Twilio has no DTMF API (`out_of_band_dtmf` stays False): callbridge plays tones on the stream.
+    """
+
+    provider = "twilio"
+    reserved_params = frozenset(
+        {"To", "From", "Twiml", "Url", "StatusCallback", "StatusCallbackMethod", "StatusCallbackEvent"}
+    )
+    param_name = staticmethod(pascal_case)
+
+    def __init__(self, config: TwilioConfig, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
+        base = str(config.api_base_url or API_BASE_URL)
+        self.calls_path = f"/2010-04-01/Accounts/{config.account_sid}/Calls"
+        self.http = ProviderHttp(
+            "twilio",
+            client,
+            base,
+            auth=httpx.BasicAuth(config.account_sid, config.auth_token),
+            parse_error=twilio_error,
+            policy=policy,
+        )
+
+    async def dial(self, request: DialRequest) -> Dialled:
+        form = {
+            "To": request.to,
+            "From": request.from_,
+            "Twiml": request.stream_xml,
+            "StatusCallback": request.status_url,
+            "StatusCallbackMethod": "POST",
+            "StatusCallbackEvent": ["initiated", "ringing", "answered", "completed"],
+            "Timeout": str(request.ring_timeout_s),
+            "TimeLimit": str(request.time_limit_s),
+            **self.additional_params(request.additional_params),
+        }
+        response = await self.http.send(
+            "create call", "POST", f"{self.calls_path}.json", form=form, repeatable=False
+        )
+        return Dialled(str(response.json()["sid"]))
+
+    async def hang_up(self, leg: ProviderLeg) -> None:
+        # `completed` ends the call in any state; `canceled` would leave an answered call up.
+        await self._update(leg, "hang up", {"Status": "completed"}, gone_ok=True)
+
+    async def transfer(self, leg: ProviderLeg, target: str, transfer_url: str) -> None:
+        # New TwiML ends <Connect><Stream> (Twilio sends `stop`) and dials the target. Not repeated: a second
+        # update would dial again.
+        await self._update(leg, "transfer", {"Twiml": dial_twiml(target)}, gone_ok=False, repeatable=False)
+
+    async def _update(
+        self, leg: ProviderLeg, action: str, form: dict[str, Any], *, gone_ok: bool, repeatable: bool = True
+    ) -> None:
+        if leg.provider_call_id is None:
+            raise ProviderApiError("twilio", action, None, None, "the call has no Twilio CallSid yet")
+        path = f"{self.calls_path}/{leg.provider_call_id}.json"
+        try:
+            await self.http.send(action, "POST", path, form=form, repeatable=repeatable)
+        except ProviderApiError as exc:
+            if not (gone_ok and exc.code in CALL_GONE_CODES | {CALL_NOT_IN_PROGRESS}):
+                raise

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.store.db import Database
 from app.store.paging import Cursor, PageResult, fetch_page
@@ -105,6 +106,43 @@ class CallRepository:
                 update(CallRow)
                 .where(CallRow.id == call_id, CallRow.ended.is_(None))
                 .values(ended=when, end_reason=reason, join_deadline=None)
+            )
+        return result.rowcount == 1
+
+    async def add_unless_key_taken(self, row: CallRow) -> tuple[CallRow, bool]:
+        """Insert `row` unless a call with its idempotency key exists: (the call, True if inserted)."""
+        try:
+            return await self.add(row), True
+        except IntegrityError:
+            existing = await self.by_idempotency_key(row.idempotency_key)
+            if existing is None:  # the violation was not the key's
+                raise
+            return existing, False
+
+    async def by_idempotency_key(self, key: str) -> CallRow | None:
+        async with self.db.session() as session:
+            return await session.scalar(select(CallRow).where(CallRow.idempotency_key == key))
+
+    async def count_live(self) -> int:
+        """Calls created and not ended (joined or waiting to be)."""
+        async with self.db.session() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(CallRow).where(CallRow.ended.is_(None))
+            )
+            return int(count or 0)
+
+    async def update_leg(self, call_id: str, **values: Any) -> None:
+        """Record provider-leg facts on a live or ended call (ids, status, answer time)."""
+        async with self.db.session.begin() as session:
+            await session.execute(update(CallRow).where(CallRow.id == call_id).values(**values))
+
+    async def mark_answered(self, call_id: str, when: datetime) -> bool:
+        """Record the callee's answer once; False when it was recorded before or the call has ended."""
+        async with self.db.session.begin() as session:
+            result = await session.execute(
+                update(CallRow)
+                .where(CallRow.id == call_id, CallRow.answered.is_(None), CallRow.ended.is_(None))
+                .values(answered=when)
             )
         return result.rowcount == 1
 

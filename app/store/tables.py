@@ -68,12 +68,19 @@ class CallRow(Base):
     agent_id: Mapped[str | None] = mapped_column(String(36), index=True)
     created: Mapped[datetime] = mapped_column(UtcDateTime)
     joined: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    ended: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     end_reason: Mapped[str | None] = mapped_column(String(32))
     # Set while the call waits to be joined; the sweeper ends calls whose deadline passed.
     join_deadline: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     medium_kind: Mapped[str] = mapped_column(String(32))
     provider_call_id: Mapped[str | None] = mapped_column(String(128))
+    # Dialled calls: the provider's id for the dial request (Plivo's request_uuid, before a CallUUID exists),
+    # the provider's last reported status, and when the callee answered (billing counts from there).
+    provider_request_id: Mapped[str | None] = mapped_column(String(128))
+    provider_status: Mapped[str | None] = mapped_column(String(32))
+    answered: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # `Idempotency-Key` of the creating request, with the account's scope: the same key gives the same call.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
     from_number: Mapped[str | None] = mapped_column(String(128))
     to_number: Mapped[str | None] = mapped_column(String(128))
     stream_id: Mapped[str | None] = mapped_column(String(128))

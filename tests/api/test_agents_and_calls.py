@@ -113,17 +113,27 @@ def test_calls_can_only_override_the_documented_fields(client: TestClient) -> No
     assert response.status_code == 400 and "systemPrompt" in response.json()["detail"]
 
 
-def test_media_this_server_cannot_carry_yet_are_refused(client: TestClient) -> None:
+def test_sip_media_are_refused_until_the_server_carries_them(client: TestClient) -> None:
     agent = create_agent(client)
-    for medium in (
-        {"sip": {"incoming": {}}},
-        {"twilio": {"outgoing": {"to": "+1555", "from": "+1666"}}},
-    ):
-        response = client.post(
-            f"/api/agents/{agent['agentId']}/calls",
-            json={"medium": medium, "templateContext": {"user": {"name": "A"}}},
-        )
-        assert response.status_code == 400 and response.json()["code"] == "unsupported_medium", medium
+    response = client.post(
+        f"/api/agents/{agent['agentId']}/calls",
+        json={"medium": {"sip": {"incoming": {}}}, "templateContext": {"user": {"name": "A"}}},
+    )
+    assert response.status_code == 400 and response.json()["code"] == "unsupported_medium"
+
+
+def test_an_outgoing_call_without_the_providers_credentials_is_refused(client: TestClient) -> None:
+    agent = create_agent(client)
+    response = client.post(
+        f"/api/agents/{agent['agentId']}/calls",
+        json={
+            "medium": {"twilio": {"outgoing": {"to": "+15550001111", "from": "+15550002222"}}},
+            "templateContext": {"user": {"name": "A"}},
+        },
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "telephony_config_missing"
+    assert "/api/telephony_configs/twilio" in response.json()["detail"]
 
 
 def test_a_direct_call_needs_no_agent(client: TestClient) -> None:

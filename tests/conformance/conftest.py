@@ -19,11 +19,18 @@ from app.simulator.exotel import ExotelWire, FakeExotel
 from app.simulator.plivo import FakePlivo
 from app.simulator.telnyx import FakeTelnyx
 from app.simulator.twilio import FakeTwilio
-from tests.conftest import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_CONFIG, RunningServer, import_config
-
-TELNYX_KEY = Ed25519PrivateKey.from_private_bytes(b"telnyx-test-signing-key-32-bytes")
-PLIVO_AUTH_ID = "MAZDQ1ZDA2NGE5ZTIYZJQ4"
-PLIVO_AUTH_TOKEN = "plivo-auth-token-for-tests"
+from tests.conftest import (
+    PLIVO_AUTH_ID,
+    PLIVO_AUTH_TOKEN,
+    PLIVO_CONFIG,
+    TELNYX_CONFIG,
+    TELNYX_KEY,
+    TWILIO_ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN,
+    TWILIO_CONFIG,
+    RunningServer,
+    import_config,
+)
 
 
 @dataclass
@@ -84,7 +91,7 @@ def _providers(server: RunningServer) -> dict[str, ProviderUnderTest]:
             server,
             FakeTelnyx(url, TELNYX_KEY),
             FakeTelnyx(url, Ed25519PrivateKey.generate()),
-            {"apiKey": "KEY0123", "publicKey": FakeTelnyx(url, TELNYX_KEY).public_key, "accountSid": "AC1"},
+            TELNYX_CONFIG,
             16000,
         ),
         "plivo": ProviderUnderTest(
@@ -92,7 +99,7 @@ def _providers(server: RunningServer) -> dict[str, ProviderUnderTest]:
             server,
             FakePlivo(url, PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN),
             FakePlivo(url, PLIVO_AUTH_ID, "not-the-real-token"),
-            {"authId": PLIVO_AUTH_ID, "authToken": PLIVO_AUTH_TOKEN},
+            PLIVO_CONFIG,
             16000,
         ),
         "exotel": ProviderUnderTest("exotel", server, None, None, None, 16000),

@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 
 from app.simulator.twilio import FakeTwilio
-from tests.conformance.conftest import PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN
-from tests.conftest import API_KEY, TWILIO_AUTH_TOKEN, RunningServer, import_config
+from tests.conftest import (
+    API_KEY,
+    PLIVO_AUTH_ID,
+    PLIVO_AUTH_TOKEN,
+    TWILIO_AUTH_TOKEN,
+    RunningServer,
+    import_config,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -84,7 +84,7 @@ async def calls(tmp_path: Path) -> AsyncIterator[CallService]:
 async def test_a_pipeline_failing_on_caller_audio_ends_the_call(
     calls: CallService, error: Exception, end_reason: str
 ) -> None:
-    row = await calls.create_call(StartCallRequest())
+    row, _ = await calls.create_call(StartCallRequest())
     session = CallSession(
         row, ScriptedTransport([START, MEDIA]), FailingPipeline(error), calls, SessionSettings()
     )

@@ -1,0 +1,63 @@
+"""Creating a call from the API: idempotency, the concurrency limit, and dialling `outgoing` media."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.calls.service import Creation
+from app.errors import InvalidInput
+from app.schemas.media import Medium
+from app.services import Services
+from app.store.tables import CallRow
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+MAX_IDEMPOTENCY_KEY = 255
+
+
+async def start_call(
+    request: Request,
+    services: Services,
+    medium: Medium | None,
+    agent_id: str | None,
+    create: Callable[[Creation], Awaitable[tuple[CallRow, bool]]],
+) -> Response:
+    """Create the call (or find the one this Idempotency-Key made) and dial it when it is outgoing.
+
+    201 with the call; a replayed key answers the same call with `Idempotent-Replayed: true`.
+    """
+    plan = await services.legs.plan_dial(medium, agent_id)
+    key = idempotency_key(request)
+    creation = Creation(
+        dial_stream_options=plan.provider.stream_options(plan.config) if plan else None,
+        dial_stream_signed=bool(plan and plan.provider.signs_streams),
+        idempotency_key=key,
+        fingerprint=await fingerprint(request) if key else None,
+    )
+    row, created = await create(creation)
+    if created and plan is not None:
+        row = await services.legs.dial(row, plan)
+    headers = {} if created else {"Idempotent-Replayed": "true"}
+    return JSONResponse(services.calls.to_schema(row).to_json(), status_code=201, headers=headers)
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidInput(
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters (a UUID is ideal)",
+        )
+    return key
+
+
+async def fingerprint(request: Request) -> str:
+    """What the request asked for: a reused key must come with the same path and body."""
+    digest = hashlib.sha256(request.url.path.encode() + b"\n" + await request.body())
+    return digest.hexdigest()
