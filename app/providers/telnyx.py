@@ -176,11 +176,9 @@ class TelnyxProvider(WebhookProvider[TelnyxConfig]):
         return TelnyxCallControl(config, client, policy)
 
     def dial_problem(self, config: TelnyxConfig) -> str | None:
-        fields = (("accountSid", config.account_sid), ("applicationSid", config.application_sid))
-        missing = [name for name, value in fields if not value]
-        if missing:
+        if not config.application_sid:
             return (
-                f"telnyx outgoing calls need {' and '.join(missing)} in the telnyx telephony config "
+                "telnyx outgoing calls need applicationSid in the telnyx telephony config "
                 "(a TeXML application whose outbound voice profile allows the destination)"
             )
         return None
@@ -201,6 +199,10 @@ def telnyx_error(response: httpx.Response) -> tuple[str | None, str]:
 class TelnyxCallControl(CallControl):
     """Telnyx: dial through the TeXML Calls API (so the call runs the same TeXML as incoming calls), then
     control the call with Call Control commands on its `call_control_id` (TeXML's CallSid).
+
+    The dial uses the application-scoped `POST /v2/texml/calls/{application_id}`: its answer documents the new
+    call's `call_sid`, which the account-scoped `/texml/Accounts/{sid}/Calls` answer does not (a call could
+    then not be cancelled before its first status callback).
 
     Every command carries a `command_id`, which Telnyx uses to drop duplicates, so retries are safe.
     """
@@ -235,7 +237,6 @@ class TelnyxCallControl(CallControl):
 
     async def dial(self, request: DialRequest) -> Dialled:
         body = {
-            "ApplicationSid": self.config.application_sid,
             "To": request.to,
             "From": request.from_,
             "Url": request.answer_url,
@@ -247,9 +248,10 @@ class TelnyxCallControl(CallControl):
             "TimeLimit": request.time_limit_s,
             **self.additional_params(request.additional_params),
         }
-        path = f"/v2/texml/Accounts/{self.config.account_sid}/Calls"
+        path = f"/v2/texml/calls/{self.config.application_sid}"
         response = await self.http.send("create call", "POST", path, json=body, repeatable=False)
-        return Dialled(_call_sid(response.json()))
+        call_sid = response.json().get("call_sid")
+        return Dialled(call_sid if isinstance(call_sid, str) and call_sid else None)
 
     async def hang_up(self, leg: ProviderLeg) -> None:
         try:
@@ -272,14 +274,3 @@ class TelnyxCallControl(CallControl):
             raise ProviderApiError("telnyx", action, None, None, "the call has no call_control_id yet")
         path = f"/v2/calls/{leg.provider_call_id}/actions/{action}"
         await self.http.send(action, "POST", path, json={**body, "command_id": str(uuid.uuid4())})
-
-
-def _call_sid(body: Any) -> str | None:
-    """The new call's id in the TeXML Calls API answer (`call_sid`, the call_control_id)."""
-    if isinstance(body, dict):
-        for source in (body, body.get("data")):
-            if isinstance(source, dict):
-                for key in ("call_sid", "CallSid", "sid"):
-                    if isinstance(source.get(key), str):
-                        return source[key]
-    return None
