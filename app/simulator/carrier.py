@@ -263,6 +263,7 @@ class StreamSession:
         self.chunk_sizes: set[int] = set()
         self.stalls = 0
         self.closed_by_peer = asyncio.Event()
+        self.hung_up = asyncio.Event()
         self.violation: ProtocolViolation | None = None
         self.sent_audio = self._script_audio()
 
@@ -275,6 +276,10 @@ class StreamSession:
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send(orjson.dumps(message).decode())
+
+    def hang_up(self) -> None:
+        """End the call from the carrier's side now (REST hang-up, transfer): closing message, then close."""
+        self.hung_up.set()
 
     async def run(self) -> CallReport:
         for message in self.wire.opening():
@@ -322,7 +327,7 @@ class StreamSession:
         held: dict[str, Any] | None = None
         swap = self.script.swap_every
         for index, frame in enumerate(frames):
-            if self.closed_by_peer.is_set():
+            if self.closed_by_peer.is_set() or self.hung_up.is_set():
                 return
             late = time.monotonic() - (start + index * interval)
             if late > interval:
@@ -434,10 +439,17 @@ async def open_stream(
     wire: CarrierWire,
     script: CallScript,
     on_progress: Callable[[Progress], None] | None = None,
+    on_session: Callable[[StreamSession], None] | None = None,
 ) -> CallReport:
-    """Connect to `setup.url` as the provider would and run the call to its end."""
+    """Connect to `setup.url` as the provider would and run the call to its end.
+
+    `on_session` gets the running session (to hang it up from outside, as a REST hang-up does).
+    """
     async with websockets.connect(setup.url, additional_headers=setup.headers, max_size=2**22) as ws:
-        return await StreamSession(ws, wire, script, on_progress).run()
+        session = StreamSession(ws, wire, script, on_progress)
+        if on_session is not None:
+            on_session(session)
+        return await session.run()
 
 
 class FakeCarrier(ABC):
