@@ -48,6 +48,8 @@ from app.store.tables import CallRow, utcnow
 
 log = logging.getLogger(__name__)
 
+#: After a transfer the provider ends the stream; callbridge closes it itself after this long.
+TRANSFER_GRACE_S = 5.0
 # Bad frames recorded as call events per call; beyond this they are only counted (metrics).
 MAX_RECORDED_BAD_FRAMES = 10
 
@@ -465,8 +467,15 @@ class CallSession:
             )
             return problem
         self._record("transfer", text, extras={"target": target, "outcome": "transferred"})
-        self.finish(EndReason.AGENT_HANGUP, text)
+        # The provider ends the stream itself once the transfer runs; closing it first could end the call
+        # before the provider fetched the transfer's instructions (Plivo). A stream left open is closed later.
+        self._spawn(self._leave_after(TRANSFER_GRACE_S), "transfer-grace")
         return None
+
+    async def _leave_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if self._leaving is not None:
+            self.finish(*self._leaving)
 
     async def play_dtmf(self, digits: str, timing: DtmfTiming = DEFAULT_TIMING) -> str:
         """Send DTMF: through the provider's API when it has one, else as tones in the agent's audio.

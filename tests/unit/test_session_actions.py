@@ -107,7 +107,10 @@ async def events_of(calls: CallService, call_id: str, type: str) -> list[dict]:
     return [{"text": e.text, **e.extras} for e in page.rows if e.type == type]
 
 
-async def test_an_agents_transfer_reaches_the_provider_and_the_agent_leaves(calls: CallService) -> None:
+async def test_an_agents_transfer_reaches_the_provider_and_the_agent_leaves(
+    calls: CallService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.calls.session.TRANSFER_GRACE_S", 0.2)  # the provider never stops this stream
     row, _ = await calls.create_call(StartCallRequest())
     legs = FakeLegs()
     session = CallSession(
@@ -119,6 +122,20 @@ async def test_an_agents_transfer_reaches_the_provider_and_the_agent_leaves(call
     assert ended is not None and ended.end_reason == "agent_hangup"
     outcomes = [e.get("outcome") for e in await events_of(calls, row.id, "transfer")]
     assert outcomes == [None, "transferred"]
+
+
+async def test_the_stream_stopping_after_a_transfer_ends_the_call_as_transferred(calls: CallService) -> None:
+    row, _ = await calls.create_call(StartCallRequest())
+    transport = RecordingTransport()
+    session = CallSession(
+        row, transport, ActingAgent(ColdTransfer("+15557654321")), calls, SessionSettings(), FakeLegs()
+    )
+    task = asyncio.create_task(session.run())
+    await asyncio.sleep(0.3)
+    await transport.close()  # the provider ends the stream to run the transfer
+    await asyncio.wait_for(task, 2)
+    ended = await calls.calls.get(row.id)
+    assert ended is not None and ended.end_reason == "agent_hangup"
 
 
 async def test_a_transfer_the_provider_refuses_keeps_the_caller_with_the_agent(calls: CallService) -> None:
