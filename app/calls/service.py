@@ -266,9 +266,7 @@ def _check_supported(medium: Medium) -> None:
         )
 
 
-def _dialled_default(
-    first_speaker: FirstSpeakerSettings, medium: Medium | None
-) -> FirstSpeakerSettings:
+def _dialled_default(first_speaker: FirstSpeakerSettings, medium: Medium | None) -> FirstSpeakerSettings:
     """Calls callbridge dials start with the callee ("Hello?") unless a first speaker was chosen."""
     if medium is not None and medium.options.get("outgoing") and first_speaker == default_first_speaker():
         return FirstSpeakerSettings(user=UserFirst())
