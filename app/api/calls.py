@@ -100,8 +100,10 @@ async def send_data_message(request: Request) -> Response:
         text = message.message or "hung up through the API"
         if session is not None and session.joined:
             session.hang_up(text)
-        else:  # not joined (still ringing, or waiting for its stream): it ends unjoined
+        elif row.joined is None:  # still ringing, or waiting for its stream
             await services.calls.end(row, EndReason.UNJOINED, f"{text} before the call was joined")
+        else:  # live elsewhere: ending it hangs up the provider leg, which closes that stream
+            await services.calls.end(row, EndReason.AGENT_HANGUP, text)
         return Response(status_code=204)
     if session is None or not session.joined:
         raise CallNotActive("call_not_active", f"call {call_id} is not joined (yet): nothing to act on")

@@ -18,7 +18,7 @@ import httpx
 
 from app.calls.service import CallService
 from app.cluster.local import LocalCallRegistry
-from app.errors import InvalidInput, ProviderFailed
+from app.errors import InvalidInput, ProviderFailed, ServiceError, TooManyRequests
 from app.providers import get_provider
 from app.providers.base import IncomingCall, WebhookProvider
 from app.providers.control import (
@@ -355,6 +355,10 @@ def _error_extras(exc: ProviderApiError) -> dict[str, Any]:
     return {"action": exc.action, "httpStatus": exc.status, "code": exc.code}
 
 
-def _api_error(exc: ProviderApiError, code: str, detail: str) -> InvalidInput | ProviderFailed:
-    """A provider's refusal of the caller's input is a 400; its trouble is a 502."""
+def _api_error(exc: ProviderApiError, code: str, detail: str) -> ServiceError:
+    """A provider's refusal of the caller's input is a 400, its rate limit a 429, its trouble a 502."""
+    if exc.status == 429:
+        return TooManyRequests(
+            "provider_rate_limited", detail, retry_after_s=math.ceil(exc.retry_after_s or 1)
+        )
     return ProviderFailed(code, detail) if exc.temporary else InvalidInput(code, detail)
