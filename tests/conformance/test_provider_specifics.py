@@ -128,4 +128,5 @@ async def test_two_providers_calls_at_once_do_not_disturb_each_other(
     telnyx, plivo = await provider_named(server, "telnyx"), await provider_named(server, "plivo")
     audio = CallScript(audio=speech_like(1.5, 16000), sample_rate=16000)
     reports = await asyncio.gather(telnyx.call(agent, audio), plivo.call(agent, audio))
-    assert all(r.round_trip is not None and r.round_trip.correlation >= 0.9 for r in reports)
+    good = [r.round_trip is not None and r.round_trip.correlation >= 0.9 for r in reports]
+    assert all(good), "\n".join(r.summary() for r in reports)
