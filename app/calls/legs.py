@@ -277,11 +277,6 @@ class ProviderLegs:
             return False, exc.detail
         return True, None
 
-    async def out_of_band_dtmf(self, call_id: str) -> bool:
-        row = await self.repo.get(call_id)
-        found = await self._control(row) if row else None
-        return bool(found and found.client.out_of_band_dtmf)
-
     def _call_ended(self, row: CallRow, reason: EndReason) -> None:
         """Hang up the provider leg of a call that ended on callbridge's side (not the caller's)."""
         if reason is EndReason.HANGUP:

@@ -181,7 +181,8 @@ class TwilioCallControl(CallControl):
         response = await self.http.send(
             "create call", "POST", f"{self.calls_path}.json", form=form, repeatable=False
         )
-        return Dialled(str(response.json()["sid"]))
+        sid = response.json().get("sid")
+        return Dialled(sid if isinstance(sid, str) and sid else None)
 
     async def hang_up(self, leg: ProviderLeg) -> None:
         # `completed` ends the call in any state; `canceled` would leave an answered call up.
