@@ -53,10 +53,9 @@ async def verified_webhook(
     services: Services, request: Request, provider: WebhookProvider[Any]
 ) -> tuple[Any, WebhookRequest]:
     """(the provider's imported config, the request) once its signature verifies; 403 otherwise."""
-    found = await services.telephony_configs.get(provider.name)
-    if found is None:
+    config = await services.telephony_configs.load(provider.name, provider.config_model)
+    if config is None:
         raise Forbidden("telephony_config_missing", f"no {provider.name} credentials imported to verify with")
-    config = provider.config_model.model_validate(found[0])
     body = await request.body()  # first: Starlette parses the form from the cached body
     form = await request.form() if _is_form(request) else None
     webhook = WebhookRequest(

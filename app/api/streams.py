@@ -80,10 +80,11 @@ async def _join_problem(
         return "already_joined", call
     if call.stream_signature_required:
         provider = get_provider(call.medium_kind)
-        found = await services.telephony_configs.get(call.medium_kind)
-        if not isinstance(provider, WebhookProvider) or found is None:
+        if not isinstance(provider, WebhookProvider):
             return "no_credentials", call
-        config = provider.config_model.model_validate(found[0])
+        config = await services.telephony_configs.load(provider.name, provider.config_model)
+        if config is None:
+            return "no_credentials", call
         headers = {k.lower(): v for k, v in websocket.headers.items()}
         if not provider.verify_stream(services.calls.join_url(call_id), headers, config):
             return "bad_signature", call

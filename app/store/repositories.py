@@ -6,8 +6,9 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -15,6 +16,8 @@ from app.store.db import Database
 from app.store.paging import Cursor, PageResult, fetch_page
 from app.store.secret_box import SecretBox
 from app.store.tables import AgentRow, ApiKeyRow, CallEventRow, CallRow, TelephonyConfigRow, utcnow
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class AgentRepository:
@@ -194,6 +197,11 @@ class TelephonyConfigRepository:
         for name, token in row.secrets.items():
             fields[name] = self.box.decrypt(token, f"telephony_config/{provider}/{name}")
         return fields, row
+
+    async def load(self, provider: str, model: type[M]) -> M | None:
+        """The provider's config validated as `model` (its config schema), or None when none is imported."""
+        found = await self.get(provider)
+        return model.model_validate(found[0]) if found else None
 
     async def put(self, provider: str, public: dict[str, Any], secrets: dict[str, str]) -> TelephonyConfigRow:
         sealed = {
