@@ -32,8 +32,8 @@ async def start_call(
     plan = await services.legs.plan_dial(medium, agent_id)
     key = idempotency_key(request)
     creation = Creation(
-        dial_stream_options=plan.provider.stream_options(plan.config) if plan else None,
-        dial_stream_signed=bool(plan and plan.provider.signs_streams),
+        dial_stream_options=plan.control.provider.stream_options(plan.control.config) if plan else None,
+        dial_stream_signed=bool(plan and plan.control.provider.signs_streams),
         idempotency_key=key,
         fingerprint=await fingerprint(request) if key else None,
     )

@@ -22,6 +22,7 @@ from app.errors import InvalidInput, ProviderFailed, ServiceError, TooManyReques
 from app.providers import get_provider
 from app.providers.base import IncomingCall, WebhookProvider
 from app.providers.control import (
+    FINAL_STATUSES,
     CallControl,
     DialRequest,
     LegStatus,
@@ -59,22 +60,21 @@ class LiveSession(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class DialPlan:
-    """A validated outgoing medium: who dials, with which credentials, what."""
-
-    provider: WebhookProvider[Any]
-    config: TelephonyConfigBase
-    outgoing: Outgoing
-    additional_params: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
 class Control:
     """A call's provider, its imported credentials and their REST client."""
 
     provider: WebhookProvider[Any]
     config: TelephonyConfigBase
     client: CallControl
+
+
+@dataclass(frozen=True, slots=True)
+class DialPlan:
+    """A validated outgoing medium: who dials (with which credentials and client), and what."""
+
+    control: Control
+    outgoing: Outgoing
+    additional_params: dict[str, Any]
 
 
 class ProviderLegs:
@@ -119,13 +119,14 @@ class ProviderLegs:
         provider = get_provider(medium.kind)
         if not isinstance(provider, WebhookProvider):
             raise InvalidInput("unsupported_medium", f"{medium.kind} calls cannot be dialled")
-        config = await self._config(provider)
-        if config is None:
+        control = await self._control_for(provider)
+        if control is None:
             raise InvalidInput(
                 "telephony_config_missing",
                 f"outgoing {provider.name} calls need {provider.name} credentials: "
                 f"POST /api/telephony_configs/{provider.name} first",
             )
+        config = control.config
         if agent_id is not None and not config.allows_agent(agent_id):
             raise InvalidInput(
                 "agent_not_allowed",
@@ -136,17 +137,15 @@ class ProviderLegs:
         if problem is not None:
             raise InvalidInput("telephony_config_incomplete", problem)
         outgoing = Outgoing.model_validate(medium.options["outgoing"])
-        client = provider.call_control(config, self.http, self.policy)
         try:
-            params = client.additional_params(outgoing.additional_params)
+            params = control.client.additional_params(outgoing.additional_params)
         except ValueError as exc:
             raise InvalidInput("invalid_request", f"medium.{medium.kind}.outgoing.{exc}") from None
-        return DialPlan(provider, config, outgoing, params)
+        return DialPlan(control, outgoing, params)
 
     async def dial(self, row: CallRow, plan: DialPlan) -> CallRow:
         """Ask the provider to place the call. Refused: the call ends (`unjoined`), the error says why."""
-        provider, config = plan.provider, plan.config
-        client = provider.call_control(config, self.http, self.policy)
+        provider, config = plan.control.provider, plan.control.config
         request = DialRequest(
             call_id=row.id,
             to=plan.outgoing.to,
@@ -160,12 +159,11 @@ class ProviderLegs:
             additional_params=plan.additional_params,
         )
         try:
-            dialled = await client.dial(request)
+            dialled = await plan.control.client.dial(request)
         except ProviderApiError as exc:
             self._record(row, "provider_error", exc.detail, EventSeverity.ERROR, _error_extras(exc))
             await self.calls.end(row, EndReason.UNJOINED, f"the call could not be placed: {exc.message}")
-            code = "provider_unavailable" if exc.temporary else "provider_rejected"
-            raise _api_error(exc, code, f"{exc.detail} (call {row.id} ended)") from None
+            raise _api_error(exc, f"{exc.detail} (call {row.id} ended)") from None
         values = {
             "provider_call_id": dialled.provider_call_id,
             "provider_request_id": dialled.provider_request_id,
@@ -199,13 +197,18 @@ class ProviderLegs:
     async def status_update(self, row: CallRow, update: StatusUpdate) -> None:
         """A status callback: record it, remember it, and end the call when the leg has ended."""
         final = update.status.final
-        severity = EventSeverity.WARNING if update.status is LegStatus.FAILED else EventSeverity.INFO
+        if update.status is LegStatus.FAILED:
+            severity = EventSeverity.WARNING
+        elif final or update.status is LegStatus.ANSWERED:
+            severity = EventSeverity.INFO
+        else:  # initiated, ringing
+            severity = EventSeverity.DEBUG
         text = f"{row.medium_kind} reports the call {update.provider_status}"
         self._record(
             row,
             "provider_status",
             text + (f" ({update.detail})" if update.detail else ""),
-            severity if final or update.status is LegStatus.ANSWERED else EventSeverity.DEBUG,
+            severity,
             {
                 "status": update.status.value,
                 "providerStatus": update.provider_status,
@@ -310,15 +313,13 @@ class ProviderLegs:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    async def _config(self, provider: WebhookProvider[Any]) -> TelephonyConfigBase | None:
-        found = await self.configs.get(provider.name)
-        return provider.config_model.model_validate(found[0]) if found else None
-
     async def _control(self, row: CallRow) -> Control | None:
+        """The REST control of the call's provider, when it has one and its credentials are imported."""
         provider = get_provider(row.medium_kind)
-        if not isinstance(provider, WebhookProvider):
-            return None
-        config = await self._config(provider)
+        return await self._control_for(provider) if isinstance(provider, WebhookProvider) else None
+
+    async def _control_for(self, provider: WebhookProvider[Any]) -> Control | None:
+        config = await self.configs.load(provider.name, provider.config_model)
         if config is None:
             return None
         return Control(provider, config, provider.call_control(config, self.http, self.policy))
@@ -335,7 +336,7 @@ class ProviderLegs:
 
 
 def _final(provider_status: str | None) -> bool:
-    return provider_status in {status.value for status in LegStatus if status.final}
+    return provider_status in FINAL_STATUSES
 
 
 def _leg(row: CallRow) -> ProviderLeg:
@@ -350,10 +351,12 @@ def _error_extras(exc: ProviderApiError) -> dict[str, Any]:
     return {"action": exc.action, "httpStatus": exc.status, "code": exc.code}
 
 
-def _api_error(exc: ProviderApiError, code: str, detail: str) -> ServiceError:
+def _api_error(exc: ProviderApiError, detail: str) -> ServiceError:
     """A provider's refusal of the caller's input is a 400, its rate limit a 429, its trouble a 502."""
     if exc.status == 429:
         return TooManyRequests(
             "provider_rate_limited", detail, retry_after_s=math.ceil(exc.retry_after_s or 1)
         )
-    return ProviderFailed(code, detail) if exc.temporary else InvalidInput(code, detail)
+    if exc.temporary:
+        return ProviderFailed("provider_unavailable", detail)
+    return InvalidInput("provider_rejected", detail)
