@@ -102,7 +102,7 @@ async def test_a_dialled_call_asks_the_provider_for_the_documented_fields(
         assert set(params["StatusCallbackEvent"]) == {"initiated", "ringing", "answered", "completed"}
     elif provider == "telnyx":
         assert (params["To"], params["From"], params["Url"]) == (TO, FROM, answer_url)
-        assert call.ids.get("connection_id", TELNYX_APPLICATION_SID) == TELNYX_APPLICATION_SID
+        assert call.ids["connection_id"] == TELNYX_APPLICATION_SID  # the application-scoped create
         assert params["StatusCallback"] == status_url
     else:
         assert (params["to"], params["from"], params["answer_url"]) == (TO, FROM, answer_url)
@@ -226,6 +226,21 @@ async def test_the_same_idempotency_key_gives_the_same_call_and_dials_once(
         await fake.wait_for_call(timeout=0.5)
 
 
+async def test_two_requests_racing_with_one_idempotency_key_dial_once(
+    server: RunningServer, make_agent: Any, fake: FakeProviderApi
+) -> None:
+    agent = await make_agent()
+    key = str(uuid.uuid4())
+    both = await asyncio.gather(
+        *(dial(server, agent, outgoing(fake.provider), **{"Idempotency-Key": key}) for _ in range(2))
+    )
+    assert [r.status_code for r in both] == [201, 201]
+    assert both[0].json()["callId"] == both[1].json()["callId"]
+    await finished(await fake.wait_for_call())
+    with pytest.raises(TimeoutError):
+        await fake.wait_for_call(timeout=0.5)
+
+
 # --- call control --------------------------------------------------------------------------------
 
 
@@ -239,7 +254,7 @@ async def test_hang_up_through_the_api_ends_the_provider_leg(
     await joined(server, created["callId"])
     assert (await send(server, created["callId"], {"type": "hang_up"})).status_code == 204
     await finished(call)
-    assert hang_up_requests(fake, call) and call.statuses[-1] == call.end_status
+    assert hang_up_requests(fake, call) and call.end_status == "completed"
     assert (await ended(server, created["callId"]))["endReason"] == "agent_hangup"
 
 
