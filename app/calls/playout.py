@@ -56,6 +56,11 @@ class Playout:
         self.frames_sent = 0
 
     @property
+    def wire_format(self) -> AudioFormat:
+        """The format the provider plays (what `enqueue` takes)."""
+        return self._format
+
+    @property
     def sent_ms(self) -> float:
         """Agent audio sent so far (after a clear: what the caller heard, by the clock)."""
         return self._sent_ms

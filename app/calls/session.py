@@ -502,8 +502,8 @@ class CallSession:
 
     def _play_tones(self, digits: str, timing: DtmfTiming) -> None:
         """Queue the tones after the agent audio already queued (never over speech: talk-off)."""
-        assert self._playout is not None and self.start is not None
-        wire = self.start.output_format or self.start.audio_format
+        assert self._playout is not None
+        wire = self._playout.wire_format
         self._playout.enqueue(encode_from_pcm16(dtmf_tones(digits, wire.sample_rate, timing), wire))
 
     async def send_user_text(self, text: str) -> bool:
