@@ -287,9 +287,8 @@ class WebhookProvider(StreamProvider, Generic[ConfigT]):
         if word is None or status is None:
             return None
         duration = text_field(fields, self.duration_field)
-        detail = next(
-            (text_field(fields, k) for k in self.status_detail_fields if text_field(fields, k)), None
-        )
+        details = (text_field(fields, k) for k in self.status_detail_fields)
+        detail = next((d for d in details if d), None)
         return StatusUpdate(
             status=status,
             provider_status=word,
