@@ -14,6 +14,7 @@ from app.calls.legs import ProviderLegs
 from app.calls.service import CallService
 from app.calls.session import CallSession, SessionSettings
 from app.cluster.local import LocalCallRegistry
+from app.cluster.registry import CallRegistry
 from app.events.log import CallEventLog
 from app.settings import Settings
 from app.store.db import Database
@@ -40,7 +41,7 @@ class Services:
     api_keys: ApiKeyRepository
     events: CallEventLog
     calls: CallService
-    sessions: LocalCallRegistry[CallSession]
+    sessions: CallRegistry[CallSession]
     session_settings: SessionSettings
     legs: ProviderLegs
     _sweeper: asyncio.Task[None] | None = None
@@ -54,7 +55,7 @@ class Services:
         events = CallEventLog(event_repo)
         telephony_configs = TelephonyConfigRepository(db, SecretBox(master))
         calls = CallService(settings, calls_repo, events, JoinTokens(master))
-        sessions: LocalCallRegistry[CallSession] = LocalCallRegistry()
+        sessions: CallRegistry[CallSession] = LocalCallRegistry()
         return cls(
             settings=settings,
             db=db,

@@ -7,56 +7,20 @@ signature does not verify.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
+from app.api.websocket_transport import WebSocketTransport
 from app.calls.session import CallSession
-from app.calls.transport import TransportClosed
 from app.metrics import STREAM_JOINS_REFUSED
 from app.pipeline import build_pipeline
 from app.providers import get_provider
-from app.providers.base import StreamFraming, WebhookProvider
+from app.providers.base import WebhookProvider
 from app.services import Services, services_of
 from app.store.tables import CallRow
 
 log = logging.getLogger(__name__)
-
-
-class WebSocketTransport:
-    """A provider media stream over a Starlette WebSocket."""
-
-    def __init__(self, websocket: WebSocket, framing: StreamFraming) -> None:
-        self.websocket = websocket
-        self.framing = framing
-        self._send_lock = asyncio.Lock()
-
-    async def receive(self) -> str | bytes:
-        try:
-            message = await self.websocket.receive()
-        except RuntimeError as exc:  # receiving after a disconnect
-            raise TransportClosed(str(exc)) from None
-        if message["type"] == "websocket.disconnect":
-            raise TransportClosed(f"closed with code {message.get('code')}")
-        text = message.get("text")
-        return text if text is not None else message.get("bytes") or b""
-
-    async def send(self, message: str | bytes) -> None:
-        async with self._send_lock:
-            try:
-                if isinstance(message, str):
-                    await self.websocket.send_text(message)
-                else:
-                    await self.websocket.send_bytes(message)
-            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-                raise TransportClosed(str(exc)) from None
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.websocket.application_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(RuntimeError, OSError):
-                await self.websocket.close(code, reason)
 
 
 async def refuse(websocket: WebSocket, reason: str, call_id: str) -> None:

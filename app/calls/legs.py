@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import httpx
 
 from app.calls.service import CallService
-from app.cluster.local import LocalCallRegistry
+from app.cluster.registry import CallRegistry
 from app.errors import InvalidInput, ProviderFailed, ServiceError, TooManyRequests
 from app.providers import get_provider
 from app.providers.base import IncomingCall, WebhookProvider
@@ -86,7 +86,7 @@ class ProviderLegs:
         calls: CallService,
         repo: CallRepository,
         configs: TelephonyConfigRepository,
-        sessions: LocalCallRegistry[Any],
+        sessions: CallRegistry[Any],
     ) -> None:
         self.settings = settings
         self.calls = calls

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 S = TypeVar("S")
 
 
 class LocalCallRegistry(Generic[S]):
-    """call id → live session. Claiming is atomic within the event loop (no await in between)."""
+    """`registry.CallRegistry` in one process: call id → live session.
+
+    Claiming is atomic within the event loop (no await in between).
+    """
 
     def __init__(self) -> None:
         self._sessions: dict[str, S] = {}
@@ -26,6 +30,9 @@ class LocalCallRegistry(Generic[S]):
 
     def get(self, call_id: str) -> S | None:
         return self._sessions.get(call_id)
+
+    def live(self) -> Iterator[S]:
+        return iter(list(self._sessions.values()))
 
     def __len__(self) -> int:
         return len(self._sessions)
