@@ -22,4 +22,5 @@ class JoinTokens:
         return base64.urlsafe_b64encode(digest[:24]).decode()
 
     def check(self, call_id: str, token: str) -> bool:
-        return hmac.compare_digest(self.token_for(call_id), token)
+        """Whether `token` is call `call_id`'s credential; anything malformed (e.g. not ASCII) is not."""
+        return hmac.compare_digest(self.token_for(call_id).encode(), token.encode("utf-8", "replace"))
