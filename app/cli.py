@@ -1,4 +1,4 @@
-"""The `callbridge` command: `serve`, `migrate`, `api-keys create`, `simulate`."""
+"""The `callbridge` command: `serve`, `migrate`, `api-keys create|list|revoke`, `simulate`, `--version`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,17 @@ import logging
 import secrets
 import string
 import sys
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, TypeVar
 
+from app.cli_errors import CommandError, database_failure
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.store.db import Database
+
+T = TypeVar("T")
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
@@ -54,39 +63,82 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
+def on_database(work: Callable[[Database], Awaitable[T]]) -> T:
+    """Runs `work` on the configured database, migrated first; one clear line if it cannot be reached."""
     from app.store.db import Database
 
-    async def run() -> None:
-        settings = Settings()
-        db = Database(settings.resolved_database_url)
+    database_url = Settings().resolved_database_url
+
+    async def run() -> T:
+        db = Database(database_url)
         try:
             await db.migrate()
+            return await work(db)
         finally:
             await db.dispose()
-        print(f"database is at the newest schema ({settings.resolved_database_url.split('://')[0]})")
 
-    asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except Exception as exc:
+        failure = database_failure(database_url, exc)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    async def nothing_more(db: Database) -> None:
+        return None
+
+    on_database(nothing_more)
+    print(f"database is at the newest schema ({Settings().resolved_database_url.split('://')[0]})")
     return 0
 
 
 def cmd_api_keys_create(args: argparse.Namespace) -> int:
-    from app.store.db import Database
     from app.store.repositories import ApiKeyRepository
 
-    async def run() -> str:
-        db = Database(Settings().resolved_database_url)
-        try:
-            await db.migrate()
-            prefix, key = new_api_key()
-            await ApiKeyRepository(db).add(args.name, prefix, key)
-            return key
-        finally:
-            await db.dispose()
+    async def create(db: Database) -> str:
+        prefix, key = new_api_key()
+        await ApiKeyRepository(db).add(args.name, prefix, key)
+        return key
 
-    key = asyncio.run(run())
-    print(key)
+    print(on_database(create))
     print("Keep it: it is shown only once. Send it as the X-API-Key header.", file=sys.stderr)
+    return 0
+
+
+def cmd_api_keys_list(args: argparse.Namespace) -> int:
+    """One line per stored key: prefix, name, created (never the key; keys from CALLBRIDGE_API_KEYS are
+    not stored, so not listed)."""
+    from app.store.repositories import ApiKeyRepository
+
+    async def list_keys(db: Database) -> list[tuple[str, str, str]]:
+        return [
+            (row.prefix, row.name, row.created.isoformat(timespec="seconds"))
+            for row in await ApiKeyRepository(db).all()
+        ]
+
+    keys = on_database(list_keys)
+    if not keys:
+        print("no API keys stored (create one with `callbridge api-keys create`)", file=sys.stderr)
+        return 0
+    print(f"{'PREFIX':<10}{'CREATED':<27}NAME")
+    for prefix, name, created in keys:
+        print(f"{prefix:<10}{created:<27}{name}")
+    return 0
+
+
+def cmd_api_keys_revoke(args: argparse.Namespace) -> int:
+    """Deletes the key with this prefix: requests carrying it are refused from now on."""
+    from app.store.repositories import ApiKeyRepository
+
+    async def revoke(db: Database) -> bool:
+        return await ApiKeyRepository(db).revoke(args.prefix)
+
+    if not on_database(revoke):
+        raise CommandError(f"no API key with prefix {args.prefix} (see `callbridge api-keys list`)")
+    print(f"revoked API key {args.prefix}")
     return 0
 
 
@@ -98,6 +150,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callbridge", description="Phone calls to voice AI agents.")
+    parser.add_argument("--version", action="version", version=f"callbridge {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service (migrates the database first)")
@@ -113,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create an API key and print it (once)")
     create.add_argument("--name", default="default", help="a label for the key")
     create.set_defaults(func=cmd_api_keys_create)
+    listing = keys_sub.add_parser("list", help="list stored API keys: prefix, created, name (never the key)")
+    listing.set_defaults(func=cmd_api_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a stored API key: it stops working at once")
+    revoke.add_argument("prefix", help="the key's prefix (the part before the dot, as `list` shows it)")
+    revoke.set_defaults(func=cmd_api_keys_revoke)
 
     simulate = sub.add_parser("simulate", help="place a fake provider call against a running callbridge")
     from app.simulator.cli import add_arguments
@@ -122,9 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def installed_version() -> str:
+    """The installed package's version (`unknown` when run from a tree that was never installed)."""
+    try:
+        return version("callbridge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"callbridge: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from app.cli_errors import connection_failure, service_unreachable
 from app.settings import Settings
 from app.simulator.audio import read_wav, speech_like, write_wav
 from app.simulator.carrier import CallReport, CallScript, Progress, ProtocolViolation, WebhookRejected
@@ -199,26 +202,11 @@ async def _place(args: argparse.Namespace, settings: Settings, base_url: str, ra
     return await fake.call(args.agent, script, _show_progress)
 
 
-async def _simulate(args: argparse.Namespace) -> int:
-    settings = Settings()
-    base_url = (args.url or settings.base_url).rstrip("/")
+async def _simulate(args: argparse.Namespace, settings: Settings, base_url: str) -> int:
     if getattr(args, "outbound", False):
         return await _simulate_outbound(args, settings, base_url)
     rate = args.sample_rate if args.provider == "exotel" else STREAM_RATES[args.provider]
-    try:
-        report = await _place(args, settings, base_url, rate)
-    except SetupError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except WebhookRejected as exc:
-        print(f"\ncallbridge refused the call: {exc}", file=sys.stderr)
-        return 1
-    except ProtocolViolation as exc:
-        print(f"\ncallbridge broke the {args.provider} protocol: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"\ncannot reach callbridge at {base_url}: {exc}", file=sys.stderr)
-        return 1
+    report = await _place(args, settings, base_url, rate)
     print("", file=sys.stderr)
     print(report.summary())
     if args.out:
@@ -227,8 +215,50 @@ async def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error_code(body: str) -> str | None:
+    """The `code` of a callbridge error body (`{"detail", "code"}`), if it is one."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed.get("code") if isinstance(parsed, dict) else None
+
+
+def refusal_message(error: WebhookRejected, provider: str, base_url: str) -> str:
+    """What to print when callbridge refuses the simulated webhook; a refused signature says what to check."""
+    message = f"callbridge refused the call: {error}"
+    if error.status == 403 and _error_code(error.body) == "invalid_signature":
+        message += (
+            f"\nThe service refused the {provider} signature: it checks signatures against its "
+            f"CALLBRIDGE_PUBLIC_URL, which must be the URL you called ({base_url}; set with --url or "
+            "CALLBRIDGE_PUBLIC_URL here). If it is, the credentials differ from the ones callbridge imported."
+        )
+    return message
+
+
 def run_simulation(args: argparse.Namespace) -> int:
-    return asyncio.run(_simulate(args))
+    """`callbridge simulate`: the exit code (0 placed, 1 failed, 2 cannot be set up); one line per failure."""
+    settings = Settings()
+    base_url = (args.url or settings.base_url).rstrip("/")
+    try:
+        return asyncio.run(_simulate(args, settings, base_url))
+    except SetupError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except WebhookRejected as exc:
+        print(f"\n{refusal_message(exc, args.provider, base_url)}", file=sys.stderr)
+        return 1
+    except websockets.InvalidStatus as exc:
+        print(f"\ncallbridge refused the media stream: HTTP {exc.response.status_code}", file=sys.stderr)
+        return 1
+    except ProtocolViolation as exc:
+        print(f"\ncallbridge broke the {args.provider} protocol: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, httpx.TransportError, websockets.InvalidHandshake) as exc:
+        reason = connection_failure(exc)
+        if reason is None:
+            raise
+        raise service_unreachable(base_url, reason) from exc
 
 
 # --- outbound: callbridge dials through a fake provider REST API ----------------------------------
@@ -340,20 +370,13 @@ def describe_outbound(provider: str, call: FakeCall) -> str:
 
 
 async def _simulate_outbound(args: argparse.Namespace, settings: Settings, base_url: str) -> int:
-    try:
-        check_outbound_args(args)
-        config = await _callbridge_config(base_url, args.provider, args.api_key)
-        api_base = f"http://127.0.0.1:{args.api_port}"
-        refusal = api_base_refusal(args.provider, config, base_url, api_base)
-        if refusal:
-            raise SetupError(refusal)
-        fake = await _fake_api(args, settings, config, base_url)
-    except SetupError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except (OSError, httpx.HTTPError) as exc:
-        print(f"cannot reach callbridge at {base_url}: {exc}", file=sys.stderr)
-        return 1
+    check_outbound_args(args)
+    config = await _callbridge_config(base_url, args.provider, args.api_key)
+    api_base = f"http://127.0.0.1:{args.api_port}"
+    refusal = api_base_refusal(args.provider, config, base_url, api_base)
+    if refusal:
+        raise SetupError(refusal)
+    fake = await _fake_api(args, settings, config, base_url)
     audio = read_wav(args.wav, 8000) if args.wav else speech_like(3.0, 8000)
     dtmf = [(1.0 + i, digit) for i, digit in enumerate(args.dtmf)]
     fake.callee = CallScript(audio=audio, dtmf=dtmf, tail_seconds=args.tail, sample_rate=8000)
@@ -375,11 +398,7 @@ async def _run_outbound(args: argparse.Namespace, fake: FakeProviderApi, base_ur
     print(
         f"fake {args.provider} API at {fake.base_url}; asking {base_url} to dial {args.to}", file=sys.stderr
     )
-    try:
-        response = await _dial_through_callbridge(args, base_url)
-    except (OSError, httpx.HTTPError) as exc:
-        print(f"cannot reach callbridge at {base_url}: {exc}", file=sys.stderr)
-        return 1
+    response = await _dial_through_callbridge(args, base_url)
     if response.status_code not in (200, 201):
         print(f"callbridge did not create the call: {response.status_code} {response.text}", file=sys.stderr)
         return 1

@@ -234,6 +234,8 @@ def hash_api_key(key: str) -> str:
 
 
 class ApiKeyRepository:
+    """Keys made with `callbridge api-keys create`, stored as a prefix and a SHA-256 hash."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -250,3 +252,14 @@ class ApiKeyRepository:
         async with self.db.session() as session:
             row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
         return row is not None and hmac.compare_digest(row.key_hash, hash_api_key(key))
+
+    async def all(self) -> list[ApiKeyRow]:
+        """Every stored key, oldest first (rows hold the prefix and a hash, never the key)."""
+        async with self.db.session() as session:
+            return list(await session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.seq)))
+
+    async def revoke(self, prefix: str) -> bool:
+        """Deletes the key with this prefix; False if there is none. `verify` refuses it from then on."""
+        async with self.db.session.begin() as session:
+            result = await session.execute(delete(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+        return bool(result.rowcount)
