@@ -40,7 +40,7 @@ from app.providers.frames import (
     require,
     wire_format,
 )
-from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_error
+from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_body
 from app.schemas.telephony import PlivoConfig
 
 SIGNATURE_HEADER = "x-plivo-signature-v3"
@@ -171,10 +171,13 @@ class PlivoProvider(WebhookProvider[PlivoConfig]):
         dial.add(plivoxml.UserElement(target) if sip else plivoxml.NumberElement(target))
         return plivoxml.ResponseElement().add(dial).to_string(pretty=False)
 
+    def hangup_xml(self) -> str:
+        return plivoxml.ResponseElement().add(plivoxml.HangupElement()).to_string(pretty=False)
+
 
 def plivo_error(response: httpx.Response) -> tuple[str | None, str]:
     """Plivo's errors: `{"api_id": ..., "error": "..."}` (the message may also be an object)."""
-    body = json_error(response)
+    body = json_body(response)
     if isinstance(body, dict) and body.get("error"):
         return None, str(body["error"])
     return None, response.text[:200] or response.reason_phrase
@@ -226,8 +229,8 @@ class PlivoCallControl(CallControl):
             **self.additional_params(request.additional_params),
         }
         path = f"{self.account_path}/Call/"
-        response = await self.http.send("create call", "POST", path, json=body, repeatable=False)
-        request_uuid = response.json().get("request_uuid")
+        answer = await self.http.send_for_object("create call", "POST", path, json=body, repeatable=False)
+        request_uuid = answer.get("request_uuid")
         if isinstance(request_uuid, list):  # several destinations (`to` joined with `<`)
             request_uuid = request_uuid[0] if request_uuid else None
         return Dialled(None, str(request_uuid) if request_uuid else None)

@@ -62,8 +62,9 @@ class ProviderApiError(Exception):
 
     @property
     def temporary(self) -> bool:
-        """Worth trying again later (rate limited, provider trouble, network), not a refusal."""
-        return self.status is None or self.status == 429 or self.status >= 500
+        """Worth trying again later (rate limited, provider trouble, network, an unreadable answer), not a
+        refusal of the request (4xx)."""
+        return self.status is None or self.status == 429 or not 400 <= self.status < 500
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -159,13 +160,37 @@ class ProviderHttp:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
+    async def send_for_object(
+        self,
+        action: str,
+        method: str,
+        path: str,
+        *,
+        form: Mapping[str, Any] | None = None,
+        json: Mapping[str, Any] | None = None,
+        repeatable: bool = True,
+    ) -> dict[str, Any]:
+        """`send`, and the answer's JSON object; an answer that is not one is a ProviderApiError."""
+        response = await self.send(action, method, path, form=form, json=json, repeatable=repeatable)
+        body = json_body(response)
+        if not isinstance(body, dict):
+            what = "no JSON" if body is None else f"JSON {type(body).__name__}"
+            raise ProviderApiError(
+                self.provider,
+                action,
+                response.status_code,
+                None,
+                f"the answer is {what}, not the JSON object the API documents: {response.text[:200]!r}",
+            )
+        return body
+
 
 def _backoff(first_delay_s: float, attempt: int) -> float:
     """Exponential back-off with ±25 % jitter, so many calls rate-limited at once do not retry in step."""
     return first_delay_s * 2 ** (attempt - 1) * random.uniform(0.75, 1.25)
 
 
-def json_error(response: httpx.Response) -> Any:
+def json_body(response: httpx.Response) -> Any:
     """The response's JSON body, or None when it has none."""
     try:
         return response.json()

@@ -48,7 +48,8 @@ from app.providers.frames import (
     wire_format,
 )
 from app.providers.reordering import AudioReorderer
-from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_error
+from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_body
+from app.providers.twilio import dial_twiml, hangup_twiml
 from app.schemas.telephony import TelnyxConfig
 
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
@@ -167,6 +168,13 @@ class TelnyxProvider(WebhookProvider[TelnyxConfig]):
     def stream_options(self, config: TelnyxConfig) -> dict[str, Any]:
         return {"l16ByteOrder": config.l16_byte_order}
 
+    def transfer_xml(self, target: str) -> str:
+        # Transfers go through Call Control; TeXML's <Dial> (<Number> or <Sip>) serves a request all the same.
+        return dial_twiml(target)
+
+    def hangup_xml(self) -> str:
+        return hangup_twiml()
+
     def new_framing(self, options: Mapping[str, Any]) -> StreamFraming:
         return TelnyxFraming(byte_order_option(options, "l16ByteOrder", "big"))
 
@@ -186,7 +194,7 @@ class TelnyxProvider(WebhookProvider[TelnyxConfig]):
 
 def telnyx_error(response: httpx.Response) -> tuple[str | None, str]:
     """Telnyx's errors: `{"errors": [{"code": "90018", "title": ..., "detail": ...}]}`."""
-    body = json_error(response)
+    body = json_body(response)
     errors = body.get("errors") if isinstance(body, dict) else None
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         first = errors[0]
@@ -249,8 +257,8 @@ class TelnyxCallControl(CallControl):
             **self.additional_params(request.additional_params),
         }
         path = f"/v2/texml/calls/{self.config.application_sid}"
-        response = await self.http.send("create call", "POST", path, json=body, repeatable=False)
-        call_sid = response.json().get("call_sid")
+        answer = await self.http.send_for_object("create call", "POST", path, json=body, repeatable=False)
+        call_sid = answer.get("call_sid")
         return Dialled(call_sid if isinstance(call_sid, str) and call_sid else None)
 
     async def hang_up(self, leg: ProviderLeg) -> None:

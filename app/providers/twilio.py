@@ -30,7 +30,7 @@ from app.providers.frames import (
     require,
     string_map,
 )
-from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_error
+from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_body
 from app.schemas.telephony import TelephonyConfigBase, TwilioConfig
 
 SIGNATURE_HEADER = "x-twilio-signature"
@@ -120,6 +120,16 @@ class TwilioProvider(WebhookProvider[TwilioConfig]):
     def transfer_xml(self, target: str) -> str:
         return dial_twiml(target)
 
+    def hangup_xml(self) -> str:
+        return hangup_twiml()
+
+
+def hangup_twiml() -> str:
+    """`<Response><Hangup/>` (TwiML; TeXML reads it the same)."""
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
 
 def dial_twiml(target: str) -> str:
     """`<Response><Dial>` to a number, or `<Dial><Sip>` to a SIP URI."""
@@ -135,7 +145,7 @@ def dial_twiml(target: str) -> str:
 
 def twilio_error(response: httpx.Response) -> tuple[str | None, str]:
     """Twilio's REST errors: `{"code": 20404, "message": ..., "more_info": ..., "status": 404}`."""
-    body = json_error(response)
+    body = json_body(response)
     if isinstance(body, dict):
         code = body.get("code")
         return (str(code) if code is not None else None), str(body.get("message") or response.reason_phrase)
@@ -178,10 +188,10 @@ class TwilioCallControl(CallControl):
             "TimeLimit": str(request.time_limit_s),
             **self.additional_params(request.additional_params),
         }
-        response = await self.http.send(
+        answer = await self.http.send_for_object(
             "create call", "POST", f"{self.calls_path}.json", form=form, repeatable=False
         )
-        sid = response.json().get("sid")
+        sid = answer.get("sid")
         return Dialled(sid if isinstance(sid, str) and sid else None)
 
     async def hang_up(self, leg: ProviderLeg) -> None:

@@ -8,11 +8,13 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from app.providers.control import pascal_case, snake_case
+from app.providers.control import CallControl, DialRequest, pascal_case, snake_case
 from app.providers.plivo import PlivoCallControl, plivo_error
 from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, retry_after_seconds
 from app.providers.telnyx import TelnyxCallControl, telnyx_error
 from app.providers.twilio import TwilioCallControl, twilio_error
+from app.schemas.telephony import PlivoConfig, TelnyxConfig, TwilioConfig
+from tests.conftest import telnyx_public_key
 
 FAST = RetryPolicy(attempts=3, first_delay_s=0.01, max_delay_s=2.0, timeout_s=1.0)
 
@@ -130,3 +132,37 @@ def test_additional_params_take_each_providers_spelling() -> None:
 def test_additional_params_may_not_replace_what_callbridge_needs(control: type, field: str) -> None:
     with pytest.raises(ValueError, match="may not set"):
         control.additional_params({field: "https://elsewhere.example"})
+
+
+def _controls(client: httpx.AsyncClient) -> list[CallControl]:
+    common = {"apiBaseUrl": "https://api.example.test"}
+    return [
+        TwilioCallControl(
+            TwilioConfig.model_validate({"accountSid": "AC1", "authToken": "t", **common}), client, FAST
+        ),
+        TelnyxCallControl(
+            TelnyxConfig.model_validate(
+                {"apiKey": "k", "publicKey": telnyx_public_key(), "applicationSid": "1", **common}
+            ),
+            client,
+            FAST,
+        ),
+        PlivoCallControl(
+            PlivoConfig.model_validate({"authId": "MA1", "authToken": "t", **common}), client, FAST
+        ),
+    ]
+
+
+DIAL = DialRequest("c1", "+15550001", "+15550002", "<Response/>", "https://a", "https://s", 30, 600)
+
+
+@pytest.mark.parametrize("answer", [b"[]", b'"queued"', b"null", b"not json"])
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["twilio", "telnyx", "plivo"])
+async def test_a_dial_answered_with_anything_but_a_json_object_is_a_provider_error(
+    answer: bytes, index: int
+) -> None:
+    client, _ = scripted(httpx.Response(201, content=answer, headers={"content-type": "application/json"}))
+    control = _controls(client)[index]
+    with pytest.raises(ProviderApiError, match="not the JSON object") as raised:
+        await control.dial(DIAL)
+    assert raised.value.provider == control.provider and raised.value.temporary
