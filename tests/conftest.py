@@ -66,6 +66,22 @@ TWILIO_START = {
 }
 
 
+#: Test packages whose tests run calls in real time against a real `callbridge serve`: marked `slow`, so
+#: `pytest -m "not slow"` runs the unit, pipeline and API tests alone.
+REAL_TIME_PACKAGES = frozenset({"e2e", "conformance"})
+TESTS_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test in REAL_TIME_PACKAGES `slow` (by directory, so a new test there cannot forget it)."""
+    for item in items:
+        if (
+            item.path.is_relative_to(TESTS_DIR)
+            and item.path.relative_to(TESTS_DIR).parts[0] in REAL_TIME_PACKAGES
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "data_dir": tmp_path / "data",
@@ -93,21 +109,36 @@ def client(settings: Settings) -> Iterator[TestClient]:
 # --- databases ----------------------------------------------------------------------------------
 
 
-def require_postgres() -> None:
-    """Skip (or, with CALLBRIDGE_REQUIRE_POSTGRES, fail) when no PostgreSQL listens on 127.0.0.1:5432."""
-    if _postgres_reachable():
+async def require_postgres() -> None:
+    """Skip, or with CALLBRIDGE_REQUIRE_POSTGRES fail, unless PostgreSQL accepts connections to
+    POSTGRES_URL; the message says what to run when the server is up but the database is missing."""
+    problem = await _postgres_problem()
+    if problem is None:
         return
     if os.environ.get("CALLBRIDGE_REQUIRE_POSTGRES"):
-        pytest.fail("PostgreSQL is required (CALLBRIDGE_REQUIRE_POSTGRES) but not reachable on :5432")
-    pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+        pytest.fail(f"PostgreSQL is required (CALLBRIDGE_REQUIRE_POSTGRES) but {problem}")
+    pytest.skip(problem)
 
 
-def _postgres_reachable() -> bool:
+async def _postgres_problem() -> str | None:
+    """Why the PostgreSQL tests cannot run, or None when they can."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(POSTGRES_URL)
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
+        connection = await asyncpg.connect(
+            url.set(drivername="postgresql").render_as_string(False), timeout=3
+        )
+    except asyncpg.InvalidCatalogNameError:
+        return (
+            f"the PostgreSQL server has no database {url.database!r}: create it with "
+            f"`createdb -h {url.host} -p {url.port or 5432} -U {url.username} {url.database}`"
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return f"PostgreSQL is not reachable at {url.render_as_string(hide_password=True)} ({exc})"
+    await connection.close()
+    return None
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -119,7 +150,7 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield db
         await db.dispose()
         return
-    require_postgres()
+    await require_postgres()
     import asyncpg
 
     schema = f"cb_test_{uuid.uuid4().hex[:12]}"

@@ -27,9 +27,9 @@ ADMIN_DSN = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
 
 @pytest.fixture(scope="module")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    require_postgres()
     import asyncio
 
+    asyncio.run(require_postgres())
     name = f"callbridge_e2e_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:

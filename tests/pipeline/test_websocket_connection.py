@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -11,6 +12,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from app.pipeline.agent_link import MAX_QUEUED_AUDIO
 from app.pipeline.base import HangUp, PipelineError
 from app.pipeline.websocket import WebSocketOptions, WebSocketPipeline
 from tests.pipeline.conftest import CALL_INFO, WAIT_S, FakeAgent, StartPipeline, next_event
@@ -129,13 +131,18 @@ async def test_agent_closing_after_hang_up_ends_without_a_second_hang_up(
 
 
 async def test_caller_audio_after_the_agent_left_is_dropped_quietly(
-    agent: FakeAgent, start_pipeline: StartPipeline
+    agent: FakeAgent, start_pipeline: StartPipeline, caplog: pytest.LogCaptureFixture
 ) -> None:
     pipeline = await start_pipeline()
     assert agent.ws is not None
     await agent.ws.close(1000)
     assert [event async for event in pipeline.events()] == [HangUp("the agent closed the connection")]
 
-    await pipeline.send_audio(bytes(640))
-    await pipeline.send_dtmf("1")
-    await pipeline.close()
+    with caplog.at_level(logging.WARNING, logger="app"):
+        # More than the outbox holds: queued for the gone agent, the overflow would be dropped, and logged.
+        for _ in range(MAX_QUEUED_AUDIO + 1):
+            await pipeline.send_audio(bytes(640))
+        await pipeline.send_dtmf("1")
+        await pipeline.close()
+
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []

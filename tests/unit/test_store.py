@@ -6,9 +6,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from alembic.script import ScriptDirectory
+from sqlalchemy import select, text
 
-from app.store.db import Database
+from app.store.db import Database, alembic_config
 from app.store.paging import Cursor
 from app.store.repositories import (
     AgentRepository,
@@ -33,9 +34,14 @@ def new_call(agent_id: str | None = None, deadline_s: float = 30) -> CallRow:
     )
 
 
-async def test_migrating_twice_is_harmless(database: Database) -> None:
+async def test_migrating_again_keeps_the_rows_and_the_newest_revision(database: Database) -> None:
+    keys = ApiKeyRepository(database)
+    await keys.add("ci", "abcdefgh", "abcdefgh.secretpart")
     await database.migrate()
-    await database.ping()
+    assert await keys.verify("abcdefgh.secretpart")
+    async with database.session() as session:
+        revisions = list(await session.scalars(text("SELECT version_num FROM alembic_version")))
+    assert revisions == [ScriptDirectory.from_config(alembic_config()).get_current_head()]
 
 
 async def test_agents_round_trip_with_aware_timestamps(database: Database) -> None:

@@ -27,9 +27,11 @@ def test_non_string_values_render_as_json() -> None:
     assert render("{{n}} {{ok}} {{items}}", {"n": 3, "ok": True, "items": [1, 2]}) == "3 true [1,2]"
 
 
-def test_context_matching_the_schema_is_accepted() -> None:
+def test_a_schema_accepts_the_context_it_describes_and_refuses_one_missing_a_required_field() -> None:
     schema = {"type": "object", "properties": {"user": {"type": "object", "required": ["age"]}}}
-    validate_context({"user": {"age": 3}}, schema)
+    validate_context({"user": {"age": 3}}, schema)  # accepted: no InvalidInput
+    with pytest.raises(InvalidInput, match=r"templateContext.user: 'age' is a required property"):
+        validate_context({"user": {}}, schema)
 
 
 def test_invalid_context_names_the_failing_path() -> None:
