@@ -16,6 +16,7 @@ from app.calls.session import CallSession, SessionSettings
 from app.cluster.local import LocalCallRegistry
 from app.cluster.registry import CallRegistry
 from app.events.log import CallEventLog
+from app.schemas.calls import EndReason
 from app.settings import Settings
 from app.store.db import Database
 from app.store.repositories import (
@@ -28,6 +29,9 @@ from app.store.repositories import (
 from app.store.secret_box import SecretBox, load_master_secret
 
 log = logging.getLogger(__name__)
+
+#: How long sessions ended by a drain get to close their streams and leave the registry.
+DRAIN_END_GRACE_S = 5.0
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Services:
     sessions: CallRegistry[CallSession]
     session_settings: SessionSettings
     legs: ProviderLegs
+    #: Set by `drain`: new calls are refused (readyz 503, webhooks hang up, the API answers 503).
+    draining: bool = False
     _sweeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -84,6 +90,31 @@ class Services:
         await self.legs.stop()
         await self.events.stop()
         await self.db.dispose()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new calls, give live ones `timeout_s` to end, then end the rest (`system_error`).
+
+        Returns once no session is left (their provider legs' hang-ups are awaited by `stop`).
+        """
+        self.draining = True
+        live = len(self.sessions)
+        log.warning("draining: refusing new calls; %d live call(s) have %gs to end", live, timeout_s)
+        if await self._sessions_left(timeout_s):
+            return
+        remaining = list(self.sessions.live())
+        log.warning("draining: ending %d call(s) still live after %gs", len(remaining), timeout_s)
+        for session in remaining:
+            session.finish(EndReason.SYSTEM_ERROR, f"the server shut down (its {timeout_s:g}s drain ended)")
+        if not await self._sessions_left(DRAIN_END_GRACE_S):
+            log.error("draining: %d call(s) did not end", len(self.sessions))
+
+    async def _sessions_left(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for every session to leave the registry; True when they all did."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        # The registry has no change notification; a drain polls it briefly.
+        while len(self.sessions) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return not len(self.sessions)
 
     async def _sweep_forever(self) -> None:
         while True:

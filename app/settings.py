@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     provider_max_retry_wait: float = Field(default=8.0, ge=0)
     # Dialled calls: how long the callee's phone rings before the provider gives up (s).
     dial_ring_timeout: int = Field(default=30, ge=5, le=600)
+    # Request bodies: API routes, provider webhooks (telephony_xml, telephony/*), and how long one may take.
+    max_body_bytes: int = Field(default=2**20, ge=1024)
+    max_webhook_body_bytes: int = Field(default=64 * 2**10, ge=1024)
+    body_read_timeout: float = Field(default=10.0, gt=0)
+    # WebSocket messages: provider media streams, and the serverWebSocket medium (binary PCM).
+    max_stream_message_bytes: int = Field(default=64 * 2**10, ge=1024)
+    max_medium_message_bytes: int = Field(default=256 * 2**10, ge=1024)
+    # SIGTERM/SIGINT: how long live calls get to end before they are ended (s).
+    drain_timeout: float = Field(default=30.0, ge=0)
 
     @field_validator("public_url")
     @classmethod

@@ -1,4 +1,4 @@
-"""Creating a call from the API: idempotency, the concurrency limit, and dialling `outgoing` media."""
+"""Creating a call from the API: idempotency, the concurrency limit, drains, dialling `outgoing` media."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.api.errors import Draining
 from app.calls.service import Creation
 from app.errors import InvalidInput
 from app.schemas.media import Medium
@@ -29,6 +30,8 @@ async def start_call(
 
     201 with the call; a replayed key answers the same call with `Idempotent-Replayed: true`.
     """
+    if services.draining:
+        raise Draining()
     plan = await services.legs.plan_dial(medium, agent_id)
     key = idempotency_key(request)
     creation = Creation(

@@ -1,4 +1,4 @@
-"""`/healthz` (alive), `/readyz` (database reachable), `/metrics` (Prometheus)."""
+"""`/healthz` (alive), `/readyz` (database reachable and not draining), `/metrics` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     services = services_of(request)
+    if services.draining:  # shutting down: load balancers send new calls elsewhere
+        return JSONResponse({"status": "draining", "activeSessions": len(services.sessions)}, status_code=503)
     try:
         await services.db.ping()
     except Exception as exc:

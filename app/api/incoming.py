@@ -71,15 +71,19 @@ async def verified_webhook(
 
 
 async def telephony_xml(request: Request) -> Response:
+    """The provider's XML for a new call: checked signature first, so an unsigned request learns nothing."""
     services = services_of(request)
-    agent_id = request.path_params["agent_id"]
-    agent = await services.agents.get(agent_id)
-    if agent is None:
-        raise NotFound("agent_not_found", f"no agent with id {agent_id}")
     provider = detect_provider(request)
     outcome = "rejected"
     try:
         config, webhook = await verified_webhook(services, request, provider)
+        if services.draining:
+            outcome = "draining"
+            return Response(provider.hangup_xml(), media_type="text/xml")
+        agent_id = request.path_params["agent_id"]
+        agent = await services.agents.get(agent_id)
+        if agent is None:
+            raise NotFound("agent_not_found", f"no agent with id {agent_id}")
         if not config.allows_agent(agent.id):
             raise Forbidden("agent_not_allowed", f"{provider.name} calls may not use agent {agent.id}")
         incoming = provider.parse_incoming(webhook)

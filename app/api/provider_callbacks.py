@@ -3,49 +3,59 @@
 - `POST /api/calls/{callId}/telephony/status`: status callbacks (ringing, answered, busy, completed...);
 - `POST /api/calls/{callId}/telephony/answer`: the XML an answered call runs (providers that fetch it);
 - `POST /api/calls/{callId}/telephony/transfer?target=...`: the `<Dial>` XML of a transfer (Plivo).
+
+The signature is checked before the call is looked up (the provider is told by its signature headers or
+`?provider=`, as for incoming calls), so an unsigned request learns nothing about which calls exist.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.incoming import verified_webhook
+from app.api.incoming import detect_provider, verified_webhook
 from app.errors import InvalidInput, NotFound
 from app.metrics import WEBHOOKS
-from app.providers import get_provider
-from app.providers.base import WebhookProvider
+from app.providers.base import WebhookProvider, WebhookRequest
 from app.schemas.data_messages import valid_transfer_target
-from app.services import Services, services_of
+from app.schemas.telephony import TelephonyConfigBase
+from app.services import services_of
 from app.store.tables import CallRow
 
-#: What an answered call that callbridge no longer wants runs: hang up (Twilio, TeXML and Plivo alike).
-HANGUP_XML = '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """A verified provider callback about one of its calls."""
+
+    provider: WebhookProvider[Any]
+    config: TelephonyConfigBase
+    webhook: WebhookRequest
+    call: CallRow
 
 
-async def _call_and_provider(services: Services, request: Request) -> tuple[CallRow, WebhookProvider[Any]]:
+async def _verified_callback(request: Request, provider: WebhookProvider[Any]) -> Callback:
+    """The callback once its signature verifies (403 otherwise), with its call (404 unless the provider's)."""
+    services = services_of(request)
+    config, webhook = await verified_webhook(services, request, provider)
     call_id = request.path_params["call_id"]
     row = await services.calls_repo.get(call_id)
-    provider = get_provider(row.medium_kind) if row else None
-    if row is None or not isinstance(provider, WebhookProvider):
-        raise NotFound(
-            "call_not_found", f"no {provider.name if provider else 'provider'} call with id {call_id}"
-        )
-    return row, provider
+    if row is None or row.medium_kind != provider.name:
+        raise NotFound("call_not_found", f"no {provider.name} call with id {call_id}")
+    return Callback(provider, config, webhook, row)
 
 
 async def call_status(request: Request) -> Response:
-    services = services_of(request)
-    row, provider = await _call_and_provider(services, request)
+    provider = detect_provider(request)
     outcome = "rejected"
     try:
-        _, webhook = await verified_webhook(services, request, provider)
-        update = provider.parse_status(webhook)
+        callback = await _verified_callback(request, provider)
+        update = provider.parse_status(callback.webhook)
         if update is not None:
-            await services.legs.status_update(row, update)
+            await services_of(request).legs.status_update(callback.call, update)
         outcome = "status"
     finally:
         WEBHOOKS.labels(provider.name, outcome).inc()
@@ -54,24 +64,27 @@ async def call_status(request: Request) -> Response:
 
 async def call_answer(request: Request) -> Response:
     services = services_of(request)
-    row, provider = await _call_and_provider(services, request)
-    config, webhook = await verified_webhook(services, request, provider)
+    provider = detect_provider(request)
+    callback = await _verified_callback(request, provider)
+    row = callback.call
     if row.ended is not None:
-        return Response(HANGUP_XML, media_type="text/xml")
-    await services.legs.answered(row, provider.parse_incoming(webhook))
-    xml = provider.connect_xml(services.calls.join_url(row.id), row.id, config)
+        return Response(provider.hangup_xml(), media_type="text/xml")
+    await services.legs.answered(row, provider.parse_incoming(callback.webhook))
+    xml = provider.connect_xml(services.calls.join_url(row.id), row.id, callback.config)
     return Response(xml, media_type="text/xml")
 
 
 async def transfer_xml(request: Request) -> Response:
-    services = services_of(request)
-    _, provider = await _call_and_provider(services, request)
-    await verified_webhook(services, request, provider)
+    provider = detect_provider(request)
+    await _verified_callback(request, provider)
     try:
         target = valid_transfer_target(request.query_params.get("target", ""))
     except ValueError as exc:
         raise InvalidInput("invalid_target", str(exc)) from None
-    return Response(provider.transfer_xml(target), media_type="text/xml")
+    xml = provider.transfer_xml(target)
+    if xml is None:
+        raise InvalidInput("transfer_unsupported", f"{provider.name} calls are not transferred with XML")
+    return Response(xml, media_type="text/xml")
 
 
 ROUTES = [

@@ -297,9 +297,13 @@ class WebhookProvider(StreamProvider, Generic[ConfigT]):
             detail=detail,
         )
 
-    def transfer_xml(self, target: str) -> str:
-        """The XML that dials `target` (E.164 or `sip:`) in place of the agent."""
-        raise NotImplementedError(f"{self.name} transfers without XML")
+    def transfer_xml(self, target: str) -> str | None:
+        """The XML that dials `target` (E.164 or `sip:`) in place of the agent; None when there is none."""
+        return None
+
+    def hangup_xml(self) -> str:
+        """The XML that hangs up a call callbridge will not take (`<Hangup/>` in TwiML, TeXML and Plivo)."""
+        return '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
 
 
 def form_fields(form: FormFields | None) -> dict[str, Any]:
