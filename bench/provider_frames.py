@@ -187,7 +187,7 @@ def started(wire: Wire) -> StreamFraming:
 
 def chunk_ms(framing: StreamFraming, fmt: AudioFormat) -> float:
     """Duration of each outbound wire message (Playout cuts agent audio into chunks of this size)."""
-    return fmt.duration_ms(framing.outbound_frame_bytes(fmt))
+    return fmt.duration_ms(framing.rules.chunk_bytes(fmt))
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,7 @@ def splitter_costs(frames: int, repeats: int) -> dict[tuple[int, int], tuple[lis
     costs: dict[tuple[int, int], tuple[list[str], float]] = {}
     for wire, _ in CASES:
         name, wire_frames = f"{wire.provider} {wire_name(wire.fmt)}", frames_in(wire.fmt)
-        key = (len(wire_frames[0]), wire.framing().outbound_frame_bytes(wire.fmt))
+        key = (len(wire_frames[0]), wire.framing().rules.chunk_bytes(wire.fmt))
         if key in costs:
             if name not in costs[key][0]:
                 costs[key][0].append(name)

@@ -96,28 +96,29 @@ async def send_data_message(request: Request) -> Response:
     if row.ended is not None:
         raise CallNotActive("call_not_active", f"call {call_id} has ended")
     session = services.sessions.get(call_id)
+    actions = session.actions if session is not None and session.joined else None
     if isinstance(message, HangUpMessage):
         text = message.message or "hung up through the API"
-        if session is not None and session.joined:
-            session.hang_up(text)
+        if actions is not None:
+            actions.hang_up(text)
         elif row.joined is None:  # still ringing, or waiting for its stream
             await services.calls.end(row, EndReason.UNJOINED, f"{text} before the call was joined")
         else:  # live elsewhere: ending it hangs up the provider leg, which closes that stream
             await services.calls.end(row, EndReason.AGENT_HANGUP, text)
         return Response(status_code=204)
-    if session is None or not session.joined:
+    if actions is None:
         raise CallNotActive("call_not_active", f"call {call_id} is not joined (yet): nothing to act on")
     if isinstance(message, ColdTransferMessage):
-        problem = await session.transfer(message.target)
+        problem = await actions.transfer(message.target)
         if problem is not None:
             raise ProviderFailed("transfer_failed", problem)
     elif isinstance(message, PlayDtmfMessage):
         timing = DtmfTiming(round(message.tone_duration * 1000), round(message.space_duration * 1000))
-        await session.play_dtmf(message.digits, timing)
+        await actions.play_dtmf(message.digits, timing)
     elif isinstance(message, UserTextMessage):
-        await _agent_took(session.send_user_text(message.text))
+        await _agent_took(actions.send_user_text(message.text))
     elif isinstance(message, ForcedAgentMessage):
-        await _agent_took(session.speak(message.content))
+        await _agent_took(actions.speak(message.content))
     return Response(status_code=204)
 
 

@@ -11,10 +11,10 @@ import logging
 
 from starlette.websockets import WebSocket
 
-from app.api.websocket_transport import WebSocketTransport
+from app.api.websocket_transport import WebSocketMessages
+from app.calls.framed_stream import FramedStream
 from app.calls.session import CallSession
 from app.metrics import STREAM_JOINS_REFUSED
-from app.pipeline import build_pipeline
 from app.providers import get_provider
 from app.providers.base import WebhookProvider
 from app.services import Services, services_of
@@ -65,13 +65,17 @@ async def call_stream(websocket: WebSocket) -> None:
         return
     # The medium's own options and those stored with the call win over the URL's query (where Exotel's
     # `sample-rate` arrives).
-    medium_options = call.definition["medium"].get(call.medium_kind) or {}
-    options = {**websocket.query_params, **medium_options, **(call.definition.get("streamOptions") or {})}
-    transport = WebSocketTransport(websocket, provider.new_framing(options))
+    definition = call.definition
+    options = {
+        **websocket.query_params,
+        **definition.medium_options(call.medium_kind),
+        **definition.stream_options,
+    }
+    transport = FramedStream(WebSocketMessages(websocket), provider.new_framing(options))
     session = CallSession(
         call,
         transport,
-        build_pipeline(call.definition["pipeline"]),
+        services.build_pipeline(call),
         services.calls,
         services.session_settings,
         services.legs,

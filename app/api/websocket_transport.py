@@ -1,4 +1,4 @@
-"""A provider media stream (or the serverWebSocket medium) over a Starlette WebSocket."""
+"""Whole messages over a Starlette WebSocket: the socket under a call's `FramedStream`."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ import contextlib
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.calls.transport import TransportClosed
-from app.providers.base import StreamFraming
 
 
-class WebSocketTransport:
-    """A provider media stream over a Starlette WebSocket."""
+class WebSocketMessages:
+    """A `MessageSocket` on a Starlette WebSocket (a provider's media stream or a serverWebSocket client)."""
 
-    def __init__(self, websocket: WebSocket, framing: StreamFraming) -> None:
+    def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
-        self.framing = framing
         self._send_lock = asyncio.Lock()
 
     async def receive(self) -> str | bytes:

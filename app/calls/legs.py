@@ -22,9 +22,9 @@ from app.errors import InvalidInput, ProviderFailed, ServiceError, TooManyReques
 from app.providers import get_provider
 from app.providers.base import IncomingCall, WebhookProvider
 from app.providers.control import (
-    FINAL_STATUSES,
     CallControl,
     DialRequest,
+    LegState,
     LegStatus,
     ProviderLeg,
     StatusUpdate,
@@ -39,10 +39,6 @@ from app.store.tables import CallRow, utcnow
 
 log = logging.getLogger(__name__)
 
-#: provider_status values callbridge sets itself while a transfer hands the leg to someone else.
-TRANSFERRING = "transferring"
-TRANSFERRED = "transferred"
-
 #: Why a call that never joined ended, by the leg's final status.
 UNANSWERED_TEXT = {
     LegStatus.COMPLETED: "the call ended before its media stream joined",
@@ -56,7 +52,9 @@ UNANSWERED_TEXT = {
 class LiveSession(Protocol):
     """What the legs need from a live call session."""
 
-    def finish(self, reason: EndReason, text: str) -> None: ...
+    def far_end_left(self, text: str) -> None:
+        """The provider reports the leg over (a hang-up, or the end of a transfer)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +153,7 @@ class ProviderLegs:
             status_url=self.callback_url(row.id, "status"),
             ring_timeout_s=self.settings.dial_ring_timeout,
             # The provider's own limit is a backstop: callbridge ends the call at maxDuration itself.
-            time_limit_s=math.ceil(row.definition["maxDuration"]) + 30,
+            time_limit_s=math.ceil(row.definition.max_duration) + 30,
             additional_params=plan.additional_params,
         )
         try:
@@ -167,7 +165,7 @@ class ProviderLegs:
         values = {
             "provider_call_id": dialled.provider_call_id,
             "provider_request_id": dialled.provider_request_id,
-            "provider_status": LegStatus.INITIATED.value,
+            "provider_status": LegState.INITIATED,
         }
         await self.repo.update_leg(row.id, **values)
         for name, value in values.items():
@@ -217,8 +215,8 @@ class ProviderLegs:
             },
         )
         values: dict[str, Any] = {}
-        if final or row.provider_status not in (TRANSFERRING, TRANSFERRED):
-            values["provider_status"] = update.status.value
+        if final or row.provider_status is None or not row.provider_status.handed_over:
+            values["provider_status"] = LegState.reported(update.status)
         if update.provider_call_id and update.provider_call_id != row.provider_call_id:
             values["provider_call_id"] = update.provider_call_id
         if values:
@@ -236,7 +234,7 @@ class ProviderLegs:
         text = f"the provider reports the call {update.provider_status}"
         session: LiveSession | None = self.sessions.get(row.id)
         if session is not None:
-            session.finish(EndReason.HANGUP, text)
+            session.far_end_left(text)
         else:  # its session is gone (or on an instance that died): the call is over all the same
             await self.calls.end(row, EndReason.HANGUP, text)
 
@@ -257,7 +255,7 @@ class ProviderLegs:
         previous = row.provider_status
         # Mark first: the provider may end the stream before it answers the request, and the call's end
         # must then not hang up the leg being transferred.
-        await self.repo.update_leg(call_id, provider_status=TRANSFERRING)
+        await self.repo.update_leg(call_id, provider_status=LegState.TRANSFERRING)
         try:
             await found.client.transfer(
                 _leg(row), target, self.callback_url(call_id, "transfer", {"target": target})
@@ -265,7 +263,7 @@ class ProviderLegs:
         except ProviderApiError as exc:
             await self.repo.update_leg(call_id, provider_status=previous)
             return exc.detail
-        await self.repo.update_leg(call_id, provider_status=TRANSFERRED)
+        await self.repo.update_leg(call_id, provider_status=LegState.TRANSFERRED)
         return None
 
     async def send_dtmf(self, call_id: str, digits: str, tone_ms: int) -> tuple[bool, str | None]:
@@ -292,7 +290,8 @@ class ProviderLegs:
         row = await self.repo.get(call_id)
         if row is None or (row.provider_call_id is None and row.provider_request_id is None):
             return
-        if row.provider_status in (TRANSFERRING, TRANSFERRED) or _final(row.provider_status):
+        state = row.provider_status
+        if state is not None and (state.handed_over or state.final):
             return
         found = await self._control(row)
         if found is None:
@@ -333,10 +332,6 @@ class ProviderLegs:
         extras: dict[str, Any] | None = None,
     ) -> None:
         self.calls.events.record(row.id, row.created, type, text, severity, extras)
-
-
-def _final(provider_status: str | None) -> bool:
-    return provider_status in FINAL_STATUSES
 
 
 def _leg(row: CallRow) -> ProviderLeg:

@@ -6,16 +6,29 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from app.calls.transport import StreamTransport
 from app.media.formats import AudioFormat
 from app.media.framing import FrameSplitter
 from app.media.pacing import PlayoutClock
+from app.providers.base import OutboundRules
 
 # A pause this long in the agent's audio (at least) ends a segment: the partial frame is sent, a mark follows.
 SEGMENT_GAP_S = 0.1
 # During long segments a mark is sent at least this often, so the played position stays fresh.
 MARK_EVERY_MS = 1000.0
+#: Agent audio queued beyond this (an agent running far ahead of real time) is dropped, not buffered.
+DEFAULT_MAX_QUEUED_MS = 120_000
+
+
+class AudioSink(Protocol):
+    """Where the playout sends (a call transport)."""
+
+    async def send_audio(self, payload: bytes) -> None: ...
+
+    async def send_mark(self, name: str) -> None: ...
+
+    async def send_clear(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -30,16 +43,20 @@ class Playout:
 
     def __init__(
         self,
-        transport: StreamTransport,
+        sink: AudioSink,
         wire_format: AudioFormat,
+        rules: OutboundRules,
         lead_ms: float,
         on_segment_end: Callable[[], Awaitable[None]] | None = None,
+        max_queued_ms: int = DEFAULT_MAX_QUEUED_MS,
     ) -> None:
-        self._transport = transport
+        self._sink = sink
         self._on_segment_end = on_segment_end
-        self._framing = transport.framing
+        self._rules = rules
         self._format = wire_format
-        self._splitter = FrameSplitter(self._framing.outbound_frame_bytes(wire_format))
+        self._splitter = FrameSplitter(rules.chunk_bytes(wire_format))
+        self._max_queued_bytes = wire_format.bytes_for_ms(max_queued_ms)
+        self._queued_bytes = 0
         # A pause ends a segment only if it is longer than the gaps between the agent's bursts, which can be
         # as long as one outbound frame (Exotel's 200 ms chunks at 8 kHz): a shorter wait would pad
         # half-frames with silence mid-speech.
@@ -65,13 +82,25 @@ class Playout:
         """Agent audio sent so far (after a clear: what the caller heard, by the clock)."""
         return self._sent_ms
 
-    def enqueue(self, wire_audio: bytes) -> None:
-        self._frames.extend(self._splitter.push(wire_audio))
+    @property
+    def queued_ms(self) -> float:
+        """Agent audio waiting to be sent."""
+        return self._format.duration_ms(self._queued_bytes + self._splitter.pending)
+
+    def enqueue(self, wire_audio: bytes) -> float:
+        """Queue agent audio; returns how many ms of it were dropped because the queue is full (else 0)."""
+        if self._queued_bytes + self._splitter.pending >= self._max_queued_bytes:
+            return self._format.duration_ms(len(wire_audio))
+        for frame in self._splitter.push(wire_audio):
+            self._frames.append(frame)
+            self._queued_bytes += len(frame)
         self._wake.set()
+        return 0.0
 
     def clear(self) -> None:
         """Barge-in: drop queued audio here and, via `clear`, at the provider."""
         self._frames.clear()
+        self._queued_bytes = 0
         self._splitter.clear()
         self._clear_requested = True
         self._wake.set()
@@ -94,8 +123,9 @@ class Playout:
                 await asyncio.sleep(delay)
                 continue
             frame = self._frames.popleft()
+            self._queued_bytes -= len(frame)
             duration_ms = self._format.duration_ms(len(frame))
-            await self._transport.send(self._framing.encode_audio(frame))
+            await self._sink.send_audio(frame)
             self._clock.sent(loop.time(), duration_ms)
             self._sent_ms += duration_ms
             self.frames_sent += 1
@@ -115,28 +145,29 @@ class Playout:
             pass
         rest = self._splitter.flush()
         if rest:
-            if self._framing.pad_partial_frames:
+            if self._rules.pad_partial_chunks:
                 rest += self._format.silence(self._splitter.frame_bytes - len(rest))
             self._frames.append(rest)
+            self._queued_bytes += len(rest)
         else:
             await self._send_mark()
             if self._on_segment_end is not None:
                 await self._on_segment_end()
 
     async def _send_mark(self) -> None:
-        if not self._framing.supports_marks:
+        if not self._rules.marks:
             self._marked_ms = self._sent_ms
             return
         self._mark_count += 1
         name = f"cb-{self._mark_count}"
         self._pending[name] = PendingMark(name, self._sent_ms)
         self._marked_ms = self._sent_ms
-        await self._transport.send(self._framing.encode_mark(name))
+        await self._sink.send_mark(name)
 
     async def _send_clear(self, now: float) -> None:
         self._clear_requested = False
-        await self._transport.send(self._framing.encode_clear())
-        if self._framing.clear_returns_marks:
+        await self._sink.send_clear()
+        if self._rules.clear_returns_marks:
             for mark in self._pending.values():
                 mark.cleared = True
         else:

@@ -18,6 +18,7 @@ from app.metrics import CALLS_CREATED, CALLS_ENDED
 from app.providers import get_provider
 from app.providers.base import IncomingCall
 from app.schemas.agents import CallTemplate
+from app.schemas.call_definition import CallDefinition
 from app.schemas.calls import Call, EndReason, EventSeverity, StartAgentCallRequest, StartCallRequest
 from app.schemas.media import (
     FirstSpeakerSettings,
@@ -27,7 +28,7 @@ from app.schemas.media import (
     default_first_speaker,
 )
 from app.settings import Settings
-from app.store.repositories import CallRepository
+from app.store.repositories import CallLimitReached, CallRepository
 from app.store.tables import AgentRow, CallRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -95,20 +96,20 @@ class CallService:
         first_speaker = request.first_speaker_settings or _dialled_default(
             template.first_speaker_settings, medium
         )
-        definition = {
-            "systemPrompt": render(template.system_prompt, context),
-            "languageHint": render(template.language_hint, context) if template.language_hint else None,
-            "firstSpeakerSettings": first_speaker.to_json(),
-            "inactivityMessages": [
+        definition = CallDefinition(
+            system_prompt=render(template.system_prompt, context),
+            language_hint=render(template.language_hint, context) if template.language_hint else None,
+            first_speaker_settings=first_speaker.to_json(),
+            inactivity_messages=[
                 {**m.to_json(), "message": render(m.message, context)} for m in template.inactivity_messages
             ],
-            "joinTimeout": _given_or(request.join_timeout, template.join_timeout),
-            "maxDuration": _given_or(request.max_duration, template.max_duration),
-            "pipeline": template.pipeline,
-            "templateContext": context,
-            "requestContext": origin.request_context if origin else None,
-            "metadata": request.metadata,
-        }
+            join_timeout=_given_or(request.join_timeout, template.join_timeout),
+            max_duration=_given_or(request.max_duration, template.max_duration),
+            pipeline=template.pipeline,
+            template_context=context,
+            request_context=origin.request_context if origin else None,
+            metadata=request.metadata,
+        )
         return await self._create(agent.id, medium, definition, creation)
 
     async def create_call(
@@ -118,25 +119,23 @@ class CallService:
         first_speaker = request.first_speaker_settings
         if "first_speaker_settings" not in request.model_fields_set and request.medium is not None:
             first_speaker = _dialled_default(first_speaker, request.medium)
-        definition = {
-            "systemPrompt": request.system_prompt,
-            "languageHint": request.language_hint,
-            "firstSpeakerSettings": first_speaker.to_json(),
-            "inactivityMessages": [m.to_json() for m in request.inactivity_messages],
-            "joinTimeout": request.join_timeout,
-            "maxDuration": request.max_duration,
-            "pipeline": request.pipeline,
-            "templateContext": {},
-            "requestContext": None,
-            "metadata": request.metadata,
-        }
+        definition = CallDefinition(
+            system_prompt=request.system_prompt,
+            language_hint=request.language_hint,
+            first_speaker_settings=first_speaker.to_json(),
+            inactivity_messages=[m.to_json() for m in request.inactivity_messages],
+            join_timeout=request.join_timeout,
+            max_duration=request.max_duration,
+            pipeline=request.pipeline,
+            metadata=request.metadata,
+        )
         return await self._create(None, request.medium, definition, creation)
 
     async def _create(
         self,
         agent_id: str | None,
         medium: Medium | None,
-        definition: dict[str, Any],
+        definition: CallDefinition,
         creation: Creation,
     ) -> tuple[CallRow, bool]:
         origin = creation.origin
@@ -146,13 +145,15 @@ class CallService:
             earlier = await self.calls.by_idempotency_key(creation.idempotency_key)
             if earlier is not None:
                 return _replayed(earlier, creation), False
-        await self._check_capacity()
         now = utcnow()
         outgoing = medium.options.get("outgoing")
-        definition["medium"] = medium.to_json()
-        definition["streamOptions"] = origin.stream_options if origin else creation.dial_stream_options or {}
-        if creation.fingerprint:
-            definition["requestFingerprint"] = creation.fingerprint
+        definition = definition.model_copy(
+            update={
+                "medium": medium.to_json(),
+                "stream_options": origin.stream_options if origin else creation.dial_stream_options or {},
+                "request_fingerprint": creation.fingerprint,
+            }
+        )
         row = CallRow(
             id=str(uuid.uuid4()),
             agent_id=agent_id,
@@ -160,7 +161,7 @@ class CallService:
             # A dialled call may ring for dial_ring_timeout before anyone can join it.
             join_deadline=now
             + timedelta(
-                seconds=definition["joinTimeout"] + (self.settings.dial_ring_timeout if outgoing else 0)
+                seconds=definition.join_timeout + (self.settings.dial_ring_timeout if outgoing else 0)
             ),
             medium_kind=medium.kind,
             provider_call_id=origin.incoming.provider_call_id if origin else None,
@@ -170,7 +171,7 @@ class CallService:
             idempotency_key=creation.idempotency_key,
             definition=definition,
         )
-        row, created = await self.calls.add_unless_key_taken(row)
+        row, created = await self._add_within_capacity(row)
         if not created:  # another request with the same key won the race
             return _replayed(row, creation), False
         CALLS_CREATED.labels(medium.kind).inc()
@@ -178,14 +179,18 @@ class CallService:
         self.events.record(row.id, row.created, "created", text, EventSeverity.DEBUG)
         return row, True
 
-    async def _check_capacity(self) -> None:
+    async def _add_within_capacity(self, row: CallRow) -> tuple[CallRow, bool]:
+        """Insert the call unless its idempotency key was taken, counted against the live-call limit in
+        the same step (CALLBRIDGE_MAX_CONCURRENT_CALLS): 429 when every slot is taken."""
         limit = self.settings.max_concurrent_calls
-        if limit and await self.calls.count_live() >= limit:
+        try:
+            return await self.calls.add_unless_key_taken(row, live_limit=limit)
+        except CallLimitReached:
             raise TooManyRequests(
                 "too_many_calls",
                 f"{limit} calls are already live (CALLBRIDGE_MAX_CONCURRENT_CALLS); try again shortly",
                 retry_after_s=FULL_RETRY_AFTER_S,
-            )
+            ) from None
 
     # --- views --------------------------------------------------------------------------------
 
@@ -201,17 +206,17 @@ class CallService:
             joined=row.joined,
             ended=row.ended,
             end_reason=EndReason(row.end_reason) if row.end_reason else None,
-            medium=d["medium"],
+            medium=d.medium,
             join_url=self.join_url(row.id),
-            metadata=d.get("metadata") or {},
-            system_prompt=d.get("systemPrompt", ""),
-            language_hint=d.get("languageHint"),
-            template_context=d.get("templateContext") or {},
-            request_context=d.get("requestContext"),
-            first_speaker_settings=d.get("firstSpeakerSettings") or {},
-            inactivity_messages=d.get("inactivityMessages") or [],
-            join_timeout=d["joinTimeout"],
-            max_duration=d["maxDuration"],
+            metadata=d.metadata,
+            system_prompt=d.system_prompt,
+            language_hint=d.language_hint,
+            template_context=d.template_context,
+            request_context=d.request_context,
+            first_speaker_settings=d.first_speaker_settings,
+            inactivity_messages=d.inactivity_messages,
+            join_timeout=d.join_timeout,
+            max_duration=d.max_duration,
             billed_duration=billed_seconds(row.answered or row.joined, row.ended),
         )
 
@@ -275,7 +280,7 @@ def _dialled_default(first_speaker: FirstSpeakerSettings, medium: Medium | None)
 
 def _replayed(row: CallRow, creation: Creation) -> CallRow:
     """The call an idempotency key already made, if the request is the same one."""
-    earlier = row.definition.get("requestFingerprint")
+    earlier = row.definition.request_fingerprint
     if creation.fingerprint and earlier and earlier != creation.fingerprint:
         raise Conflict(
             "idempotency_key_reused",

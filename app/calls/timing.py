@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.pipeline.base import Pipeline
+from app.schemas.call_definition import CallDefinition
 from app.schemas.calls import EndReason, EventSeverity
 from app.schemas.durations import parse_duration
 
@@ -39,12 +40,11 @@ class TimingPlan:
     inactivity: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def of_call(cls, definition: dict[str, Any], medium_kind: str) -> TimingPlan:
-        medium = (definition.get("medium") or {}).get(medium_kind) or {}
+    def of_call(cls, definition: CallDefinition, medium_kind: str) -> TimingPlan:
         return cls(
-            first_speaker=definition.get("firstSpeakerSettings") or {"agent": {}},
-            dtmf_handling=medium.get("dtmfHandling") or {},
-            inactivity=definition.get("inactivityMessages") or [],
+            first_speaker=definition.first_speaker_settings or {"agent": {}},
+            dtmf_handling=definition.medium_options(medium_kind).get("dtmfHandling") or {},
+            inactivity=definition.inactivity_messages,
         )
 
     @property

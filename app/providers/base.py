@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import httpx
 
 from app.media.formats import AudioFormat
-from app.providers.control import TWILIO_CALL_STATUSES, CallControl, LegStatus, StatusUpdate
+from app.providers.control import CallControl, LegStatus, StatusUpdate
 from app.providers.rest import RetryPolicy
 from app.schemas.telephony import TelephonyConfigBase
 
@@ -146,45 +146,64 @@ class FrameError(ValueError):
     """A stream message that cannot be understood (bad JSON, missing fields, bad base64...)."""
 
 
+@dataclass(frozen=True, slots=True)
+class OutboundRules:
+    """How a provider takes agent audio: chunk size, padding, marks, and how far ahead it may be sent."""
+
+    #: Each outbound chunk carries this much audio...
+    chunk_ms: int = 20
+    #: ...but at least this many bytes, rounded up to a multiple of `chunk_multiple` (Exotel's rules).
+    min_chunk_bytes: int = 0
+    chunk_multiple: int = 1
+    #: Every chunk must be whole: a segment's last partial chunk is padded with silence (Telnyx refuses
+    #: chunks under 20 ms; Exotel wants multiples of 320 bytes).
+    pad_partial_chunks: bool = False
+    #: False when the other side has no marks (callbridge then paces without them).
+    marks: bool = True
+    #: True when the provider answers `clear` by returning every pending mark.
+    clear_returns_marks: bool = True
+    #: How far ahead of real time outbound audio may run (None: the server's CALLBRIDGE_PLAYOUT_LEAD_MS).
+    lead_ms: float | None = None
+
+    def chunk_bytes(self, wire: AudioFormat) -> int:
+        """Size of each outbound chunk in the wire format."""
+        size = max(self.min_chunk_bytes, wire.bytes_for_ms(self.chunk_ms))
+        return -(-size // self.chunk_multiple) * self.chunk_multiple
+
+
+class DataChannelFraming(ABC):
+    """Data messages of a stream that talks back to its client (serverWebSocket); optional for a framing."""
+
+    @abstractmethod
+    def joined_messages(self, call_id: str) -> list[str | bytes]:
+        """Messages sent once the call is joined (serverWebSocket's `call_started`)."""
+
+    @abstractmethod
+    def encode_transcript(self, role: str, text: str, final: bool) -> str:
+        """A transcript for the client."""
+
+    @abstractmethod
+    def encode_pong(self, timestamp: float | None) -> str:
+        """The answer to a StreamPing."""
+
+    @abstractmethod
+    def encode_state(self, state: str) -> str:
+        """The agent's state (`listening`, `speaking`)."""
+
+
 class StreamFraming(ABC):
     """One call's provider framing: inbound messages → events, outbound audio/mark/clear → messages."""
 
-    #: True when the provider answers `clear` by returning every pending mark.
-    clear_returns_marks: ClassVar[bool] = True
-    #: True when every outbound chunk must be a whole frame: a segment's last partial frame is padded
-    #: with silence (Telnyx refuses chunks under 20 ms; Exotel wants multiples of 320 bytes).
-    pad_partial_frames: ClassVar[bool] = False
-
-    #: False when the other side has no marks (callbridge then paces without them).
-    supports_marks: ClassVar[bool] = True
-    #: How far ahead of real time outbound audio may run (None: the server's CALLBRIDGE_PLAYOUT_LEAD_MS).
-    playout_lead_ms: float | None = None
+    #: The provider's rules for outbound audio.
+    rules: OutboundRules = OutboundRules()
     #: End the call when no caller audio arrives for this long (None: never).
     media_idle_timeout_s: float | None = None
+    #: The stream's data messages, when it has any (None for every telephony provider).
+    data_channel: DataChannelFraming | None = None
 
     def opening(self) -> StreamStart | None:
         """The start of a stream that has no start message (it starts on connect); None: wait for one."""
         return None
-
-    def joined_messages(self, call_id: str) -> list[str | bytes]:
-        """Messages sent once the call is joined (serverWebSocket's `call_started`)."""
-        return []
-
-    def encode_transcript(self, role: str, text: str, final: bool) -> str | None:
-        """A transcript for the other side, if it takes them."""
-        return None
-
-    def encode_pong(self, timestamp: float | None) -> str | None:
-        """The answer to a StreamPing."""
-        return None
-
-    def encode_state(self, state: str) -> str | None:
-        """The agent's state (`listening`, `speaking`) for the other side, if it takes it."""
-        return None
-
-    def outbound_frame_bytes(self, wire: AudioFormat) -> int:
-        """Size of each outbound audio chunk in the wire format (20 ms unless the provider says otherwise)."""
-        return wire.bytes_for_ms(20)
 
     @abstractmethod
     def decode(self, message: str | bytes) -> StreamEvent | None:
@@ -229,6 +248,20 @@ class StreamProvider(ABC):
 ConfigT = TypeVar("ConfigT", bound=TelephonyConfigBase)
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackFields:
+    """Where a provider's webhooks put what callbridge reads (form field names, status words)."""
+
+    #: The provider's id for the call.
+    call_id: str
+    #: Status callbacks: the provider's word for the leg's state, and what the words mean.
+    status: str
+    statuses: Mapping[str, LegStatus]
+    duration: str
+    #: Fields that explain a failed or ended leg, most useful first.
+    status_details: tuple[str, ...] = ()
+
+
 class WebhookProvider(StreamProvider, Generic[ConfigT]):
     """A provider that calls `telephony_xml` with a signed webhook and takes XML back."""
 
@@ -237,18 +270,18 @@ class WebhookProvider(StreamProvider, Generic[ConfigT]):
     #: Lower-case headers that, all present, say a webhook comes from this provider.
     signature_headers: ClassVar[tuple[str, ...]]
 
+    #: The names of the provider's webhook fields (incoming calls and status callbacks).
+    fields: ClassVar[CallbackFields]
+
     @abstractmethod
     def verify(self, request: WebhookRequest, config: ConfigT) -> bool:
         """True when the request carries a valid signature made with the imported credentials."""
-
-    #: The form field carrying the provider's id for the call.
-    call_id_field: ClassVar[str] = "CallSid"
 
     def parse_incoming(self, request: WebhookRequest) -> IncomingCall:
         """Read the incoming-call webhook's form fields (all three providers post From/To forms)."""
         fields = form_fields(request.form)
         return IncomingCall(
-            provider_call_id=text_field(fields, self.call_id_field),
+            provider_call_id=text_field(fields, self.fields.call_id),
             from_number=text_field(fields, "From"),
             to_number=text_field(fields, "To"),
             fields=fields,
@@ -272,27 +305,21 @@ class WebhookProvider(StreamProvider, Generic[ConfigT]):
         """Why these credentials cannot place calls (a missing field), or None."""
         return None
 
-    #: Status callbacks: the field with the provider's word for the leg's state, and what the words mean.
-    status_field: ClassVar[str] = "CallStatus"
-    statuses: ClassVar[Mapping[str, LegStatus]] = TWILIO_CALL_STATUSES
-    duration_field: ClassVar[str] = "CallDuration"
-    #: Fields that explain a failed or ended leg, most useful first.
-    status_detail_fields: ClassVar[tuple[str, ...]] = ("ErrorMessage", "SipResponseCode")
-
     def parse_status(self, request: WebhookRequest) -> StatusUpdate | None:
         """A status callback's news about the leg; None when it carries no status callbridge knows."""
+        names = self.fields
         fields = form_fields(request.form)
-        word = text_field(fields, self.status_field)
-        status = self.statuses.get(word.lower()) if word else None
+        word = text_field(fields, names.status)
+        status = names.statuses.get(word.lower()) if word else None
         if word is None or status is None:
             return None
-        duration = text_field(fields, self.duration_field)
-        details = (text_field(fields, k) for k in self.status_detail_fields)
+        duration = text_field(fields, names.duration)
+        details = (text_field(fields, k) for k in names.status_details)
         detail = next((d for d in details if d), None)
         return StatusUpdate(
             status=status,
             provider_status=word,
-            provider_call_id=text_field(fields, self.call_id_field),
+            provider_call_id=text_field(fields, names.call_id),
             duration_s=float(duration) if duration and duration.replace(".", "", 1).isdigit() else None,
             detail=detail,
         )

@@ -36,6 +36,37 @@ FINAL_STATUSES = frozenset(
     {LegStatus.COMPLETED, LegStatus.BUSY, LegStatus.NO_ANSWER, LegStatus.FAILED, LegStatus.CANCELED}
 )
 
+
+class LegState(StrEnum):
+    """A dialled leg's state as recorded with its call: the provider's last status, or callbridge's own
+    while a transfer hands the leg to someone else."""
+
+    INITIATED = "initiated"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TRANSFERRING = "transferring"
+    TRANSFERRED = "transferred"
+
+    @classmethod
+    def reported(cls, status: LegStatus) -> LegState:
+        """The state a status report leaves the leg in."""
+        return cls(status.value)
+
+    @property
+    def final(self) -> bool:
+        """The provider reported the leg over."""
+        return self.value in FINAL_STATUSES
+
+    @property
+    def handed_over(self) -> bool:
+        """A transfer is giving (or gave) the leg to someone else: callbridge must not hang it up."""
+        return self in (LegState.TRANSFERRING, LegState.TRANSFERRED)
+
 #: `CallStatus` of Twilio's status callbacks, which Telnyx's TeXML callbacks copy.
 TWILIO_CALL_STATUSES: Mapping[str, LegStatus] = {
     "queued": LegStatus.INITIATED,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.media.formats import AudioFormat
 from app.providers.base import (
     FrameError,
+    OutboundRules,
     StreamFraming,
     StreamProvider,
     StreamStart,
@@ -33,12 +33,6 @@ TARGET_CHUNK_MS = 100
 RATE_NAMES = frozenset(str(rate) for rate in STREAM_RATES)
 
 
-def chunk_bytes(wire: AudioFormat) -> int:
-    """Outbound chunk size: 100 ms, but at least 3,200 bytes, rounded up to a multiple of 320."""
-    size = max(MIN_CHUNK_BYTES, wire.bytes_for_ms(TARGET_CHUNK_MS))
-    return -(-size // CHUNK_MULTIPLE) * CHUNK_MULTIPLE
-
-
 def _stream_sid(msg: dict[str, Any], start: dict[str, Any]) -> Any:
     """Exotel's docs say `stream_sid`; its own bridge code sends `streamSid`: accept both."""
     for obj in (msg, start):
@@ -51,15 +45,18 @@ def _stream_sid(msg: dict[str, Any], start: dict[str, Any]) -> Any:
 class ExotelFraming(JsonStreamFraming):
     """Exotel's bidirectional stream: `connected/start/media/dtmf/mark/stop` in; media/mark/clear out."""
 
-    clear_returns_marks = False  # undocumented for Exotel: do not wait for marks after a clear
-    pad_partial_frames = True
+    # Whether a clear returns marks is undocumented for Exotel: do not wait for them.
+    rules = OutboundRules(
+        chunk_ms=TARGET_CHUNK_MS,
+        min_chunk_bytes=MIN_CHUNK_BYTES,
+        chunk_multiple=CHUNK_MULTIPLE,
+        pad_partial_chunks=True,
+        clear_returns_marks=False,
+    )
 
     def __init__(self, requested_rate: int = 8000) -> None:
         self.requested_rate = requested_rate
         self.stream_sid = ""
-
-    def outbound_frame_bytes(self, wire: AudioFormat) -> int:
-        return chunk_bytes(wire)
 
     def decode_start(self, msg: dict[str, Any]) -> StreamStart:
         start = require(msg, "start", "start message")

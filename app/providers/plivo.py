@@ -15,7 +15,9 @@ from plivo.utils.signature_v3 import validate_v3_signature
 
 from app.media.formats import AudioFormat, ByteOrder, Encoding
 from app.providers.base import (
+    CallbackFields,
     FrameError,
+    OutboundRules,
     StreamEvent,
     StreamFraming,
     StreamMark,
@@ -78,7 +80,8 @@ def content_type(audio_format: AudioFormat) -> str:
 class PlivoFraming(JsonStreamFraming):
     """Plivo Audio Streams: μ-law 8 kHz or L16 8/16 kHz; `checkpoint` → `playedStream`; no `stop` event."""
 
-    clear_returns_marks = False  # Plivo answers clearAudio with clearedAudio; checkpoints are dropped
+    # Plivo answers clearAudio with clearedAudio; checkpoints are dropped.
+    rules = OutboundRules(clear_returns_marks=False)
 
     def __init__(self, l16_byte_order: ByteOrder = "little") -> None:
         self.l16_byte_order = l16_byte_order
@@ -127,10 +130,13 @@ class PlivoProvider(WebhookProvider[PlivoConfig]):
     name = "plivo"
     config_model = PlivoConfig
     signature_headers = (SIGNATURE_HEADER, NONCE_HEADER)
-    call_id_field = "CallUUID"
-    statuses = PLIVO_CALL_STATUSES
-    duration_field = "Duration"
-    status_detail_fields = ("HangupCauseName", "HangupCause")
+    fields = CallbackFields(
+        call_id="CallUUID",
+        status="CallStatus",
+        statuses=PLIVO_CALL_STATUSES,
+        duration="Duration",
+        status_details=("HangupCauseName", "HangupCause"),
+    )
 
     def verify(self, request: WebhookRequest, config: PlivoConfig) -> bool:
         signature = request.headers.get(SIGNATURE_HEADER)

@@ -17,6 +17,8 @@ import orjson
 
 from app.media.formats import pcm16
 from app.providers.base import (
+    DataChannelFraming,
+    OutboundRules,
     StreamAudio,
     StreamEvent,
     StreamFraming,
@@ -37,11 +39,8 @@ MIN_MEDIA_IDLE_TIMEOUT_S = 10.0
 _CLEAR = orjson.dumps({"type": "playback_clear_buffer"}).decode()
 
 
-class ServerWebSocketFraming(StreamFraming):
+class ServerWebSocketFraming(StreamFraming, DataChannelFraming):
     """Raw PCM both ways plus JSON data messages; the stream starts when the client connects."""
-
-    clear_returns_marks = False
-    supports_marks = False
 
     def __init__(
         self,
@@ -52,7 +51,8 @@ class ServerWebSocketFraming(StreamFraming):
     ) -> None:
         self.input_format = pcm16(input_rate)
         self.output_format = pcm16(output_rate)
-        self.playout_lead_ms = float(client_buffer_ms)
+        self.rules = OutboundRules(marks=False, clear_returns_marks=False, lead_ms=float(client_buffer_ms))
+        self.data_channel = self
         self.media_idle_timeout_s = (
             max(MIN_MEDIA_IDLE_TIMEOUT_S, media_idle_timeout_s) if media_idle_timeout_s else None
         )

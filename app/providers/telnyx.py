@@ -23,6 +23,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from app.media.formats import ByteOrder
 from app.providers.base import (
     FrameError,
+    OutboundRules,
     StreamAudio,
     StreamEvent,
     StreamFraming,
@@ -49,7 +50,7 @@ from app.providers.frames import (
 )
 from app.providers.reordering import AudioReorderer
 from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_body
-from app.providers.twilio import dial_twiml, hangup_twiml
+from app.providers.twilio import TWILIO_CALLBACK_FIELDS, dial_twiml, hangup_twiml
 from app.schemas.telephony import TelnyxConfig
 
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
@@ -72,8 +73,8 @@ DTMF_DURATION_RANGE = (100, 500)
 class TelnyxFraming(JsonStreamFraming):
     """Telnyx media streaming in `rtp` bidirectional mode: PCMU/PCMA 8 kHz or L16, reordered by sequence."""
 
-    clear_returns_marks = True  # Telnyx returns queued marks on clear
-    pad_partial_frames = True  # Telnyx refuses outbound chunks under 20 ms
+    # Telnyx returns queued marks on clear, and refuses outbound chunks under 20 ms.
+    rules = OutboundRules(pad_partial_chunks=True, clear_returns_marks=True)
 
     def __init__(self, l16_byte_order: ByteOrder = "big") -> None:
         self.l16_byte_order = l16_byte_order
@@ -146,6 +147,7 @@ class TelnyxProvider(WebhookProvider[TelnyxConfig]):
     name = "telnyx"
     config_model = TelnyxConfig
     signature_headers = (SIGNATURE_HEADER, TIMESTAMP_HEADER)
+    fields = TWILIO_CALLBACK_FIELDS  # TeXML callbacks copy Twilio's
 
     def verify(self, request: WebhookRequest, config: TelnyxConfig) -> bool:
         return verify_ed25519(request.body, request.headers, config.public_key, time.time())

@@ -11,13 +11,16 @@ from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from app.media.formats import PCMU_8K
 from app.providers.base import (
+    CallbackFields,
     FrameError,
+    OutboundRules,
     StreamFraming,
     StreamStart,
     WebhookProvider,
     WebhookRequest,
 )
 from app.providers.control import (
+    TWILIO_CALL_STATUSES,
     CallControl,
     Dialled,
     DialRequest,
@@ -44,7 +47,7 @@ CALL_NOT_IN_PROGRESS = "21220"
 class TwilioFraming(JsonStreamFraming):
     """Twilio Media Streams (bidirectional): μ-law 8 kHz in JSON text frames."""
 
-    clear_returns_marks = True
+    rules = OutboundRules(clear_returns_marks=True)
 
     def __init__(self) -> None:
         self.stream_sid = ""
@@ -68,12 +71,23 @@ class TwilioFraming(JsonStreamFraming):
         )
 
 
+#: Twilio's webhook field names, which Telnyx's TeXML copies.
+TWILIO_CALLBACK_FIELDS = CallbackFields(
+    call_id="CallSid",
+    status="CallStatus",
+    statuses=TWILIO_CALL_STATUSES,
+    duration="CallDuration",
+    status_details=("ErrorMessage", "SipResponseCode"),
+)
+
+
 class TwilioProvider(WebhookProvider[TwilioConfig]):
     """Twilio's webhook side, using the official SDK's validator and TwiML builder."""
 
     name = "twilio"
     config_model = TwilioConfig
     signature_headers = (SIGNATURE_HEADER,)
+    fields = TWILIO_CALLBACK_FIELDS
     signs_streams = True
 
     def verify(self, request: WebhookRequest, config: TwilioConfig) -> bool:

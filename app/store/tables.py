@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Enum, Float, Integer, MetaData, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from app.providers.control import LegState
+from app.schemas.call_definition import CallDefinition
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -38,7 +42,25 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class CallDefinitionJson(TypeDecorator[CallDefinition]):
+    """A call's definition: a typed model in Python, its camelCase JSON in the database."""
+
+    impl = Json
+    cache_ok = True
+
+    def process_bind_param(self, value: CallDefinition | None, dialect: Dialect) -> dict[str, Any] | None:
+        return None if value is None else value.to_stored()
+
+    def process_result_value(self, value: dict[str, Any] | None, dialect: Dialect) -> CallDefinition | None:
+        return None if value is None else CallDefinition.model_validate(value)
 Seq = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER keys
+
+
+def _enum_values(enum: type[StrEnum]) -> list[str]:
+    """Enum columns store the members' values ("no-answer"), not their names."""
+    return [member.value for member in enum]
 
 
 def utcnow() -> datetime:
@@ -77,7 +99,9 @@ class CallRow(Base):
     # Dialled calls: the provider's id for the dial request (Plivo's request_uuid, before a CallUUID exists),
     # the provider's last reported status, and when the callee answered (billing counts from there).
     provider_request_id: Mapped[str | None] = mapped_column(String(128))
-    provider_status: Mapped[str | None] = mapped_column(String(32))
+    provider_status: Mapped[LegState | None] = mapped_column(
+        Enum(LegState, native_enum=False, length=32, values_callable=_enum_values, validate_strings=True)
+    )
     answered: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # `Idempotency-Key` of the creating request, with the account's scope: the same key gives the same call.
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
@@ -87,7 +111,7 @@ class CallRow(Base):
     # The stream handshake must carry the provider's signature (calls created from a signed webhook).
     stream_signature_required: Mapped[bool] = mapped_column(Boolean, default=False)
     # systemPrompt, languageHint, firstSpeakerSettings, timeouts, medium, pipeline, contexts, metadata.
-    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    definition: Mapped[CallDefinition] = mapped_column(CallDefinitionJson)
 
 
 class CallEventRow(Base):

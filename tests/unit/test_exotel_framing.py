@@ -7,7 +7,7 @@ import pytest
 
 from app.media.formats import AudioFormat, Encoding, pcm16
 from app.providers.base import StreamAudio, StreamDtmf, StreamMark, StreamStart, StreamStop
-from app.providers.exotel import ExotelFraming, ExotelProvider, chunk_bytes
+from app.providers.exotel import ExotelFraming, ExotelProvider
 
 
 def start(sid_key: str = "stream_sid", rate: object = "8000", encoding: object = "audio/x-raw") -> bytes:
@@ -74,6 +74,6 @@ def test_outbound_messages_carry_the_stream_sid() -> None:
 
 @pytest.mark.parametrize(("rate", "expected"), [(8000, 3200), (16000, 3200), (24000, 4800)])
 def test_chunks_are_multiples_of_320_bytes_of_at_least_3200(rate: int, expected: int) -> None:
-    size = chunk_bytes(AudioFormat(Encoding.L16, rate))
+    size = ExotelFraming.rules.chunk_bytes(AudioFormat(Encoding.L16, rate))
     assert size == expected and size % 320 == 0
-    assert ExotelFraming().pad_partial_frames
+    assert ExotelFraming().rules.pad_partial_chunks

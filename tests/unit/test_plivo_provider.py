@@ -119,7 +119,7 @@ def test_checkpoint_and_clear_audio_carry_the_stream_id() -> None:
         "name": "cb-1",
     }
     assert orjson.loads(framing.encode_clear()) == {"event": "clearAudio", "streamId": STREAM_ID}
-    assert not framing.clear_returns_marks
+    assert not framing.rules.clear_returns_marks
 
 
 # --- signatures -------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_messages_to_the_client() -> None:
 
 def test_the_client_buffer_sets_the_playout_lead_and_there_are_no_marks() -> None:
     f = framing(clientBufferSizeMs=200)
-    assert f.playout_lead_ms == 200 and not f.supports_marks
+    assert f.rules.lead_ms == 200 and not f.rules.marks
 
 
 def test_a_media_idle_timeout_under_10s_counts_as_10s() -> None:

@@ -6,45 +6,22 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import orjson
 import pytest
 
 from app.calls.join_tokens import JoinTokens
 from app.calls.service import CallService
 from app.calls.session import CallSession, SessionSettings
-from app.calls.transport import TransportClosed
 from app.events.log import CallEventLog
 from app.media.formats import AudioFormat
-from app.pipeline.base import CallInfo, Pipeline, PipelineError, PipelineEvent
-from app.providers.twilio import TwilioFraming
-from app.schemas.calls import StartCallRequest
+from app.pipeline.base import AgentAudio, CallInfo, Pipeline, PipelineError, PipelineEvent
+from app.schemas.calls import EndReason, StartCallRequest
 from app.store.db import Database
 from app.store.repositories import CallRepository, EventRepository
 from tests.conftest import TWILIO_START as START
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_for
+from tests.unit.scripted_stream import scripted_stream
 
 MEDIA = {"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "payload": "/////w=="}}
-
-
-class ScriptedTransport:
-    """Plays a fixed list of provider messages, then stays open until closed."""
-
-    def __init__(self, messages: list[dict]) -> None:
-        self.framing = TwilioFraming()
-        self._messages = [orjson.dumps(m).decode() for m in messages]
-        self._closed = asyncio.Event()
-
-    async def receive(self) -> str:
-        if self._messages:
-            return self._messages.pop(0)
-        await self._closed.wait()
-        raise TransportClosed("closed")
-
-    async def send(self, message: str) -> None:
-        pass
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        self._closed.set()
 
 
 class FailingPipeline(Pipeline):
@@ -86,8 +63,43 @@ async def test_a_pipeline_failing_on_caller_audio_ends_the_call(
 ) -> None:
     row, _ = await calls.create_call(StartCallRequest())
     session = CallSession(
-        row, ScriptedTransport([START, MEDIA]), FailingPipeline(error), calls, SessionSettings()
+        row, scripted_stream([START, MEDIA]), FailingPipeline(error), calls, SessionSettings()
     )
     await asyncio.wait_for(session.run(), 5)  # not left open until maxDuration (1 h)
     ended = await calls.calls.get(row.id)
     assert ended is not None and ended.end_reason == end_reason
+
+
+class RunawayAgent(FailingPipeline):
+    """Sends a minute of audio at once, far ahead of real time."""
+
+    def __init__(self) -> None:
+        super().__init__(RuntimeError("unused"))
+
+    async def send_audio(self, audio: bytes) -> None:
+        pass
+
+    async def events(self) -> AsyncIterator[PipelineEvent]:
+        for _ in range(3000):  # 3000 x 20 ms
+            yield AgentAudio(b"\xff" * 160)
+        await asyncio.Event().wait()
+
+
+async def test_an_agent_far_ahead_of_real_time_has_its_excess_audio_dropped_with_one_warning(
+    calls: CallService,
+) -> None:
+    row, _ = await calls.create_call(StartCallRequest())
+    stream = scripted_stream([START])
+    session = CallSession(row, stream, RunawayAgent(), calls, SessionSettings(max_queued_agent_audio_ms=1000))
+    task = asyncio.create_task(session.run())
+
+    async def warned() -> list:
+        await calls.events.flush()
+        page = await EventRepository(calls.calls.db).page(row.id, ["warning"], None, 100)
+        return [e for e in page.rows if e.type == "pipeline_error"]
+
+    warnings = await wait_for(warned, within=5)
+    session.finish(EndReason.HANGUP, "test over")
+    await asyncio.wait_for(task, 5)
+    assert len(await warned()) == 1 and "faster than real time" in warnings[0].text
+    assert session.media is not None and session.media.playout.queued_ms <= 1000

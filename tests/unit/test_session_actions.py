@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import orjson
 import pytest
 
 from app.calls.join_tokens import JoinTokens
@@ -21,23 +19,9 @@ from app.schemas.calls import EndReason, StartCallRequest
 from app.store.db import Database
 from app.store.repositories import CallRepository, EventRepository
 from tests.conftest import TWILIO_START as START
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_for
 from tests.goertzel import detect_dtmf
-from tests.unit.test_session import ScriptedTransport
-
-
-class RecordingTransport(ScriptedTransport):
-    """A Twilio stream that keeps what callbridge sends."""
-
-    def __init__(self) -> None:
-        super().__init__([START])
-        self.sent: list[dict] = []
-
-    async def send(self, message: str) -> None:
-        self.sent.append(orjson.loads(message))
-
-    def audio(self) -> bytes:
-        return b"".join(base64.b64decode(m["media"]["payload"]) for m in self.sent if m["event"] == "media")
+from tests.unit.scripted_stream import ScriptedSocket, scripted_stream
 
 
 class ActingAgent(Pipeline):
@@ -91,12 +75,20 @@ async def calls(tmp_path: Path) -> AsyncIterator[CallService]:
     await db.dispose()
 
 
-async def run_for(session: CallSession, seconds: float) -> None:
-    """Run the call for `seconds`, then hang it up from the provider's side."""
+async def run_until(session: CallSession, done: Callable[[], Awaitable[object]]) -> None:
+    """Run the call until `done()` is truthy, then hang it up from the provider's side."""
     task = asyncio.create_task(session.run())
-    await asyncio.sleep(seconds)
-    session.finish(EndReason.HANGUP, "test over")
-    await asyncio.wait_for(task, 5)
+    try:
+        await wait_for(done, within=5)
+    finally:
+        session.finish(EndReason.HANGUP, "test over")
+        await asyncio.wait_for(task, 5)
+
+
+def socket_of(session: CallSession) -> ScriptedSocket:
+    socket = session.transport.socket  # type: ignore[attr-defined]
+    assert isinstance(socket, ScriptedSocket)
+    return socket
 
 
 async def events_of(calls: CallService, call_id: str, type: str) -> list[dict]:
@@ -110,11 +102,16 @@ async def events_of(calls: CallService, call_id: str, type: str) -> list[dict]:
 async def test_an_agents_transfer_reaches_the_provider_and_the_agent_leaves(
     calls: CallService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.calls.session.TRANSFER_GRACE_S", 0.2)  # the provider never stops this stream
+    monkeypatch.setattr("app.calls.actions.TRANSFER_GRACE_S", 0.2)  # the provider never stops this stream
     row, _ = await calls.create_call(StartCallRequest())
     legs = FakeLegs()
     session = CallSession(
-        row, RecordingTransport(), ActingAgent(ColdTransfer("+15557654321")), calls, SessionSettings(), legs
+        row,
+        scripted_stream([START]),
+        ActingAgent(ColdTransfer("+15557654321")),
+        calls,
+        SessionSettings(),
+        legs,
     )
     await asyncio.wait_for(session.run(), 5)
     assert legs.transfers == ["+15557654321"]
@@ -126,13 +123,17 @@ async def test_an_agents_transfer_reaches_the_provider_and_the_agent_leaves(
 
 async def test_the_stream_stopping_after_a_transfer_ends_the_call_as_transferred(calls: CallService) -> None:
     row, _ = await calls.create_call(StartCallRequest())
-    transport = RecordingTransport()
+    stream = scripted_stream([START])
     session = CallSession(
-        row, transport, ActingAgent(ColdTransfer("+15557654321")), calls, SessionSettings(), FakeLegs()
+        row, stream, ActingAgent(ColdTransfer("+15557654321")), calls, SessionSettings(), FakeLegs()
     )
     task = asyncio.create_task(session.run())
-    await asyncio.sleep(0.3)
-    await transport.close()  # the provider ends the stream to run the transfer
+
+    async def transferred() -> bool:
+        return any(e.get("outcome") == "transferred" for e in await events_of(calls, row.id, "transfer"))
+
+    await wait_for(transferred, within=5)
+    await stream.close()  # the provider ends the stream to run the transfer
     await asyncio.wait_for(task, 2)
     ended = await calls.calls.get(row.id)
     assert ended is not None and ended.end_reason == "agent_hangup"
@@ -142,47 +143,69 @@ async def test_a_transfer_the_provider_refuses_keeps_the_caller_with_the_agent(c
     row, _ = await calls.create_call(StartCallRequest())
     legs = FakeLegs(transfer_problem="twilio transfer failed (HTTP 400): not in progress")
     session = CallSession(
-        row, RecordingTransport(), ActingAgent(ColdTransfer("+15557654321")), calls, SessionSettings(), legs
+        row,
+        scripted_stream([START]),
+        ActingAgent(ColdTransfer("+15557654321")),
+        calls,
+        SessionSettings(),
+        legs,
     )
-    await run_for(session, 0.5)
+
+    async def failed() -> list[dict]:
+        return [e for e in await events_of(calls, row.id, "transfer") if e.get("outcome") == "failed"]
+
+    await run_until(session, failed)
     ended = await calls.calls.get(row.id)
     assert ended is not None and ended.end_reason == "hangup"  # the caller, not the transfer, ended it
-    failed = (await events_of(calls, row.id, "transfer"))[-1]
-    assert failed["outcome"] == "failed" and "not in progress" in failed["text"]
+    assert "not in progress" in (await failed())[-1]["text"]
 
 
 async def test_a_transfer_to_something_not_a_number_or_sip_uri_is_refused(calls: CallService) -> None:
     row, _ = await calls.create_call(StartCallRequest())
     legs = FakeLegs()
     session = CallSession(
-        row, RecordingTransport(), ActingAgent(ColdTransfer("the front desk")), calls, SessionSettings(), legs
+        row,
+        scripted_stream([START]),
+        ActingAgent(ColdTransfer("the front desk")),
+        calls,
+        SessionSettings(),
+        legs,
     )
-    await run_for(session, 0.3)
+    await run_until(session, lambda: events_of(calls, row.id, "transfer"))
     assert legs.transfers == []
     assert (await events_of(calls, row.id, "transfer"))[-1]["outcome"] == "failed"
 
 
 async def test_dtmf_without_a_provider_api_is_played_as_tones_on_the_stream(calls: CallService) -> None:
     row, _ = await calls.create_call(StartCallRequest())
-    transport = RecordingTransport()
-    session = CallSession(row, transport, ActingAgent(PlayDtmf("12#")), calls, SessionSettings(), FakeLegs())
-    await run_for(session, 1.2)  # 3 x 300 ms of tones, paced in real time
-    assert detect_dtmf(decode_to_pcm16(transport.audio(), PCMU_8K), 8000) == "12#"
+    session = CallSession(
+        row, scripted_stream([START]), ActingAgent(PlayDtmf("12#")), calls, SessionSettings(), FakeLegs()
+    )
+
+    async def all_tones_sent() -> bool:  # 3 x 300 ms of tones, paced in real time
+        return len(socket_of(session).audio()) >= 3 * 300 * 8
+
+    await run_until(session, all_tones_sent)
+    assert detect_dtmf(decode_to_pcm16(socket_of(session).audio(), PCMU_8K), 8000) == "12#"
     assert (await events_of(calls, row.id, "play_dtmf"))[-1]["method"] == "in-band"
 
 
 async def test_dtmf_goes_through_the_provider_api_when_it_has_one(calls: CallService) -> None:
     row, _ = await calls.create_call(StartCallRequest())
-    transport, legs = RecordingTransport(), FakeLegs(out_of_band=True)
-    session = CallSession(row, transport, ActingAgent(PlayDtmf("12#")), calls, SessionSettings(), legs)
-    await run_for(session, 0.3)
-    assert legs.dtmf == ["12#"] and transport.audio() == b""
+    legs = FakeLegs(out_of_band=True)
+    session = CallSession(
+        row, scripted_stream([START]), ActingAgent(PlayDtmf("12#")), calls, SessionSettings(), legs
+    )
+    await run_until(session, lambda: events_of(calls, row.id, "play_dtmf"))
+    assert legs.dtmf == ["12#"] and socket_of(session).audio() == b""
     assert (await events_of(calls, row.id, "play_dtmf"))[-1]["method"] == "out-of-band"
 
 
 async def test_dtmf_that_is_not_digits_is_refused_with_an_event(calls: CallService) -> None:
     row, _ = await calls.create_call(StartCallRequest())
-    transport, legs = RecordingTransport(), FakeLegs(out_of_band=True)
-    session = CallSession(row, transport, ActingAgent(PlayDtmf("1x")), calls, SessionSettings(), legs)
-    await run_for(session, 0.3)
+    legs = FakeLegs(out_of_band=True)
+    session = CallSession(
+        row, scripted_stream([START]), ActingAgent(PlayDtmf("1x")), calls, SessionSettings(), legs
+    )
+    await run_until(session, lambda: events_of(calls, row.id, "play_dtmf"))
     assert legs.dtmf == [] and "not a DTMF digit" in (await events_of(calls, row.id, "play_dtmf"))[-1]["text"]

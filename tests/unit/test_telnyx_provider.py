@@ -143,8 +143,8 @@ def test_outbound_messages_carry_no_stream_id() -> None:
 
 def test_outbound_chunks_are_whole_20ms_frames() -> None:
     framing = started()
-    assert framing.pad_partial_frames
-    assert framing.outbound_frame_bytes(AudioFormat(Encoding.L16, 16000, "big")) == 640
+    assert framing.rules.pad_partial_chunks
+    assert framing.rules.chunk_bytes(AudioFormat(Encoding.L16, 16000, "big")) == 640
 
 
 # --- signatures -------------------------------------------------------------------------------

@@ -1,0 +1,140 @@
+"""A live call's actions, taken by its agent or through `send_data_message`: hang up, transfer, DTMF, text."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from app.calls.call_log import CallRecorder
+from app.calls.call_media import CallMedia
+from app.calls.ending import CallEnding
+from app.calls.transport import CallTransport
+from app.media.dtmf import DEFAULT_TIMING, DtmfTiming, valid_dtmf_digits
+from app.pipeline.base import Pipeline
+from app.schemas.calls import EndReason, EventSeverity
+from app.schemas.data_messages import valid_transfer_target
+
+#: After a transfer the provider ends the stream; callbridge ends the call itself after this long.
+TRANSFER_GRACE_S = 5.0
+
+Spawn = Callable[[Coroutine[Any, Any, object], str], None]
+
+
+class LegControl(Protocol):
+    """The provider leg's REST side, as a call uses it (`calls.legs.ProviderLegs`)."""
+
+    async def transfer(self, call_id: str, target: str) -> str | None:
+        """None when the provider took the transfer, else why not."""
+        ...
+
+    async def send_dtmf(self, call_id: str, digits: str, tone_ms: int) -> tuple[bool, str | None]:
+        """(sent out-of-band, error of a failed attempt)."""
+        ...
+
+
+class NoLegControl:
+    """A call without provider REST control: transfers fail, DTMF is played in-band."""
+
+    async def transfer(self, call_id: str, target: str) -> str | None:
+        return "this call's medium has no transfer"
+
+    async def send_dtmf(self, call_id: str, digits: str, tone_ms: int) -> tuple[bool, str | None]:
+        return False, None
+
+
+class CallActions:
+    """What can be done to a joined call. Each action records what it did as call events."""
+
+    def __init__(
+        self,
+        call_id: str,
+        ending: CallEnding,
+        record: CallRecorder,
+        transport: CallTransport,
+        media: CallMedia,
+        pipeline: Pipeline,
+        legs: LegControl,
+        spawn: Spawn,
+    ) -> None:
+        self._call_id = call_id
+        self._ending = ending
+        self._record = record
+        self._transport = transport
+        self._media = media
+        self._pipeline = pipeline
+        self._legs = legs
+        self._spawn = spawn
+
+    def hang_up(self, text: str) -> None:
+        """The agent (or the API on its behalf) ends the call; the provider leg is hung up after."""
+        self._record("hang_up", text)
+        self._ending.finish(EndReason.AGENT_HANGUP, text)
+
+    async def transfer(self, target: str) -> str | None:
+        """Hand the caller to `target`; the agent leaves. None on success, else why it failed (the call
+        then stays with the agent)."""
+        try:
+            target = valid_transfer_target(target)
+        except ValueError as exc:
+            self._record("transfer", f"transfer refused: {exc}", EventSeverity.WARNING, {"outcome": "failed"})
+            return str(exc)
+        text = f"the caller was transferred to {target}"
+        if not self._ending.transfer_started(text):
+            return "a transfer is already under way"
+        self._record("transfer", f"transferring the caller to {target}", extras={"target": target})
+        problem = await self._legs.transfer(self._call_id, target)
+        if problem is not None:
+            self._ending.transfer_failed()
+            self._record(
+                "transfer",
+                f"transfer to {target} failed: {problem}",
+                EventSeverity.WARNING,
+                {"target": target, "outcome": "failed"},
+            )
+            return problem
+        self._ending.transfer_done()
+        self._record("transfer", text, extras={"target": target, "outcome": "transferred"})
+        # The provider ends the stream itself once the transfer runs; closing it first could end the call
+        # before the provider fetched the transfer's instructions (Plivo). A stream left open is closed later.
+        self._spawn(self._leave_after(TRANSFER_GRACE_S), "transfer-grace")
+        return None
+
+    async def _leave_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._ending.leave_after_transfer()
+
+    async def play_dtmf(self, digits: str, timing: DtmfTiming = DEFAULT_TIMING) -> str:
+        """Send DTMF: as the transport's own events, else through the provider's API, else as tones.
+
+        Returns how it was sent: `out-of-band`, `in-band`, or `refused` (not DTMF digits).
+        """
+        try:
+            digits = valid_dtmf_digits(digits)
+        except ValueError as exc:
+            self._record("play_dtmf", f"DTMF refused: {exc}", EventSeverity.WARNING)
+            return "refused"
+        sent = await self._transport.send_dtmf(digits, timing.tone_ms)
+        if not sent:
+            sent, problem = await self._legs.send_dtmf(self._call_id, digits, timing.tone_ms)
+            if problem is not None:
+                self._record(
+                    "provider_error",
+                    f"DTMF through the provider failed, playing tones: {problem}",
+                    EventSeverity.WARNING,
+                )
+        method = "out-of-band" if sent else "in-band"
+        if not sent:
+            self._media.play_tones(digits, timing)
+        self._record("play_dtmf", f"sent DTMF {digits} {method}", extras={"digits": digits, "method": method})
+        return method
+
+    async def send_user_text(self, text: str) -> bool:
+        """Text injected as if the caller said it (`user_text_message`)."""
+        self._record("user_text_message", text, EventSeverity.DEBUG)
+        return await self._pipeline.send_user_text(text)
+
+    async def speak(self, text: str) -> bool:
+        """Make the agent say `text` now (`forced_agent_message`)."""
+        self._record("forced_agent_message", text, EventSeverity.DEBUG)
+        return await self._pipeline.speak(text=text)

@@ -1,0 +1,81 @@
+"""`FramedStream`: a call transport made of a message socket (a WebSocket) and a provider's framing."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from app.calls.transport import BadMessage, CallDataChannel, TransportEvent
+from app.providers.base import DataChannelFraming, FrameError, StreamFraming, StreamStart
+
+
+class MessageSocket(Protocol):
+    """Whole messages both ways (a WebSocket). Raises TransportClosed once the other side is gone."""
+
+    async def receive(self) -> str | bytes: ...
+
+    async def send(self, message: str | bytes) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class FramedDataChannel:
+    """A framing's data messages sent over the stream's socket."""
+
+    def __init__(self, socket: MessageSocket, framing: DataChannelFraming) -> None:
+        self._socket = socket
+        self._framing = framing
+
+    async def send_joined(self, call_id: str) -> None:
+        for message in self._framing.joined_messages(call_id):
+            await self._socket.send(message)
+
+    async def send_transcript(self, role: str, text: str, final: bool) -> None:
+        await self._socket.send(self._framing.encode_transcript(role, text, final))
+
+    async def send_pong(self, timestamp: float | None) -> None:
+        await self._socket.send(self._framing.encode_pong(timestamp))
+
+    async def send_state(self, state: str) -> None:
+        await self._socket.send(self._framing.encode_state(state))
+
+
+class FramedStream:
+    """A provider media stream: the socket carries the messages, the framing gives them meaning."""
+
+    def __init__(self, socket: MessageSocket, framing: StreamFraming) -> None:
+        self.socket = socket
+        self.framing = framing
+        self.rules = framing.rules
+        self.media_idle_timeout_s = framing.media_idle_timeout_s
+        channel = framing.data_channel
+        self.data: CallDataChannel | None = FramedDataChannel(socket, channel) if channel else None
+        # Bound once: these run for every 20 ms frame.
+        self._receive_message = socket.receive
+        self._send_message = socket.send
+        self._decode = framing.decode
+        self._encode_audio = framing.encode_audio
+
+    def opening(self) -> StreamStart | None:
+        return self.framing.opening()
+
+    async def receive(self) -> TransportEvent | None:
+        message = await self._receive_message()
+        try:
+            return self._decode(message)
+        except FrameError as exc:
+            return BadMessage(str(exc))
+
+    async def send_audio(self, payload: bytes) -> None:
+        await self._send_message(self._encode_audio(payload))
+
+    async def send_mark(self, name: str) -> None:
+        await self._send_message(self.framing.encode_mark(name))
+
+    async def send_clear(self) -> None:
+        await self._send_message(self.framing.encode_clear())
+
+    async def send_dtmf(self, digits: str, tone_ms: int) -> bool:
+        return False  # provider streams carry no DTMF out: the provider's API or in-band tones do
+
+    async def close(self) -> None:
+        await self.socket.close()
