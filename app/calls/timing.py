@@ -80,6 +80,16 @@ class ConversationTiming:
     def needs_voice_activity(self) -> bool:
         return self.plan.needs_voice_activity
 
+    @property
+    def running_timers(self) -> int:
+        """Timers still waiting (first speaker, fallback, inactivity, DTMF sends)."""
+        return len(self._tasks)
+
+    @property
+    def pending_digits(self) -> str:
+        """Keys pressed and not yet sent to the agent (batched)."""
+        return self._digits
+
     def start(self) -> None:
         """The stream joined: start the first-speaker and inactivity timers."""
         now = asyncio.get_running_loop().time()
@@ -205,6 +215,12 @@ class ConversationTiming:
                 if behavior == "END_BEHAVIOR_HANG_UP_STRICT" or self._user_activity == activity_before:
                     self._finish(EndReason.AGENT_HANGUP, "the caller did not respond (inactivity)")
                     return
+                self._record(
+                    "inactivity_end_called_off",
+                    "the caller answered the inactivity message: the call goes on",
+                    EventSeverity.INFO,
+                    None,
+                )
             index += 1
             anchor = loop.time()
 

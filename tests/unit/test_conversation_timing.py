@@ -13,6 +13,7 @@ from app.calls.timing import ConversationTiming, TimingPlan
 from app.media.formats import AudioFormat
 from app.pipeline.base import CallInfo, Pipeline, PipelineEvent
 from app.schemas.calls import EndReason
+from tests.conftest import wait_for
 
 
 class AskablePipeline(Pipeline):
@@ -61,24 +62,29 @@ def quick_timers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(timing_module, "AGENT_DONE_QUIET_S", 0.05)
 
 
-async def settle(seconds: float = 0.1) -> None:
-    await asyncio.sleep(seconds)
+def asked(h: Harness, count: int = 1):  # type: ignore[no-untyped-def]
+    """A predicate for `wait_for`: the agent was asked `count` things."""
+
+    async def check() -> list[tuple[str, Any]] | None:
+        return h.pipeline.asked if len(h.pipeline.asked) >= count else None
+
+    return check
 
 
 async def test_by_default_the_agent_is_asked_to_start_at_once() -> None:
     h = Harness()
     h.timing.start()
-    await settle()
+    await wait_for(asked(h), within=2)
     assert h.pipeline.asked == [("speak", None)]
     await h.timing.stop()
 
 
 async def test_agent_first_text_is_said_after_its_delay() -> None:
-    h = Harness(first_speaker={"agent": {"text": "Hello!", "delay": "0.5s"}})
+    h = Harness(first_speaker={"agent": {"text": "Hello!", "delay": "0.3s"}})
     h.timing.start()
-    await settle(0.05)
+    await asyncio.sleep(0)  # the timer task has run up to its first wait: without a delay it would speak now
     assert h.pipeline.asked == []
-    await settle(0.7)
+    await wait_for(asked(h), within=2)
     assert h.pipeline.asked == [("speak", "Hello!")]
     await h.timing.stop()
 
@@ -86,7 +92,7 @@ async def test_agent_first_text_is_said_after_its_delay() -> None:
 async def test_user_first_fallback_fires_when_the_caller_stays_silent() -> None:
     h = Harness(first_speaker={"user": {"fallback": {"delay": "0.05s", "text": "Hello?"}}})
     h.timing.start()
-    await settle(0.15)
+    await wait_for(asked(h), within=2)
     assert h.pipeline.asked == [("speak", "Hello?")]
     await h.timing.stop()
 
@@ -95,7 +101,11 @@ async def test_user_first_fallback_does_not_fire_once_the_caller_spoke() -> None
     h = Harness(first_speaker={"user": {"fallback": {"delay": "0.1s", "text": "Hello?"}}})
     h.timing.start()
     h.timing.caller_speaking(True)
-    await settle(0.3)
+
+    async def timers_done() -> bool:
+        return h.timing.running_timers == 0
+
+    await wait_for(timers_done, within=2)  # the fallback timer ended without asking
     assert h.pipeline.asked == []
     await h.timing.stop()
 
@@ -104,9 +114,13 @@ async def test_keys_pressed_in_quick_succession_become_one_user_text_message() -
     h = Harness(first_speaker={"user": {}})
     for digit in "12#":
         assert h.timing.caller_dtmf(digit)
-    await settle()
+    await wait_for(asked(h), within=2)
     assert h.pipeline.asked == [("user_text", "12#")]
-    assert h.events[-1][0] == "dtmf_message"
+
+    async def recorded() -> bool:
+        return bool(h.events) and h.events[-1][0] == "dtmf_message"
+
+    await wait_for(recorded, within=2)
 
 
 async def test_a_dtmf_template_fills_in_the_digits() -> None:
@@ -114,14 +128,14 @@ async def test_a_dtmf_template_fills_in_the_digits() -> None:
         first_speaker={"user": {}}, dtmf_handling={"userTextMessage": {"text": "Caller typed {digits}."}}
     )
     h.timing.caller_dtmf("7")
-    await settle()
+    await wait_for(asked(h), within=2)
     assert h.pipeline.asked == [("user_text", "Caller typed 7.")]
 
 
 async def test_ignored_dtmf_reaches_the_agent_in_no_form() -> None:
     h = Harness(first_speaker={"user": {}}, dtmf_handling={"ignore": True})
     assert h.timing.caller_dtmf("7") is False
-    await settle()
+    assert h.timing.pending_digits == ""  # nothing batched, so nothing will be sent
     assert h.pipeline.asked == []
 
 
@@ -132,7 +146,11 @@ async def test_inactivity_messages_follow_each_other_then_strict_hangs_up() -> N
     ]
     h = Harness(first_speaker={"user": {}}, inactivity=messages)
     h.timing.start()
-    await settle(0.4)
+
+    async def finished() -> list[EndReason]:
+        return h.finished
+
+    await wait_for(finished, within=3)
     assert h.pipeline.asked == [("speak", "Still there?"), ("speak", "Goodbye.")]
     assert h.finished == [EndReason.AGENT_HANGUP]
     await h.timing.stop()
@@ -142,23 +160,43 @@ async def test_a_soft_end_is_called_off_when_the_caller_answers() -> None:
     messages = [{"duration": "0.05s", "message": "Still there?", "endBehavior": "END_BEHAVIOR_HANG_UP_SOFT"}]
     h = Harness(first_speaker={"user": {}}, inactivity=messages)
     h.timing.start()
-    await settle(0.07)
+    await wait_for(asked(h), within=2)
     h.timing.caller_speaking(True)  # answers while the message plays
     h.timing.caller_speaking(False)
-    await settle(0.1)
+
+    async def called_off() -> bool:
+        return any(type == "inactivity_end_called_off" for type, _ in h.events)
+
+    await wait_for(called_off, within=2)
     assert h.finished == []
     await h.timing.stop()
 
 
-async def test_caller_activity_restarts_the_inactivity_clock() -> None:
-    messages = [{"duration": "0.6s", "message": "Still there?"}]
+async def test_a_soft_end_hangs_up_when_the_caller_stays_silent() -> None:
+    messages = [{"duration": "0.05s", "message": "Still there?", "endBehavior": "END_BEHAVIOR_HANG_UP_SOFT"}]
     h = Harness(first_speaker={"user": {}}, inactivity=messages)
     h.timing.start()
-    for _ in range(3):
-        await settle(0.2)
+
+    async def finished() -> list[EndReason]:
+        return h.finished
+
+    assert await wait_for(finished, within=2) == [EndReason.AGENT_HANGUP]
+    await h.timing.stop()
+
+
+async def test_caller_activity_restarts_the_inactivity_clock() -> None:
+    messages = [{"duration": "0.5s", "message": "Still there?"}]
+    h = Harness(first_speaker={"user": {}}, inactivity=messages)
+    h.timing.start()
+    for _ in range(4):  # active every 0.2 s for 0.8 s: without restarts the message would come at 0.5 s
+        await asyncio.sleep(0.2)
         h.timing.caller_speaking(True)
         h.timing.caller_speaking(False)
-    assert h.pipeline.asked == []
-    await settle(1.0)
-    assert h.pipeline.asked == [("speak", "Still there?")]
+        h.events.append(("caller_spoke", ""))
+    await wait_for(asked(h), within=3)
+    order = [type for type, _ in h.events]
+    assert order.count("caller_spoke") == 4 and order.index("inactivity_message") > order.index(
+        "caller_spoke"
+    )
+    assert order[-1] == "inactivity_message"  # after the last activity, not between two
     await h.timing.stop()
