@@ -66,13 +66,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def on_database(work: Callable[[Database], Awaitable[T]]) -> T:
     """Runs `work` on the configured database, migrated first; one clear line if it cannot be reached."""
     from app.store.db import Database
+    from app.store.secret_box import load_master_secret
 
-    database_url = Settings().resolved_database_url
+    settings = Settings()
+    database_url = settings.resolved_database_url
 
     async def run() -> T:
         db = Database(database_url)
         try:
-            await db.migrate()
+            await db.migrate(master_secret=load_master_secret(settings.secret_key, settings.data_dir))
             return await work(db)
         finally:
             await db.dispose()

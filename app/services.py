@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
@@ -16,6 +16,9 @@ from app.calls.session import CallSession, SessionSettings
 from app.cluster.local import LocalCallRegistry
 from app.cluster.registry import CallRegistry
 from app.events.log import CallEventLog
+from app.pipeline import build_pipeline
+from app.pipeline.base import Pipeline
+from app.pipeline.secret_options import PipelineSecrets, call_owner
 from app.schemas.calls import EndReason
 from app.settings import Settings
 from app.store.db import Database
@@ -27,6 +30,7 @@ from app.store.repositories import (
     TelephonyConfigRepository,
 )
 from app.store.secret_box import SecretBox, load_master_secret
+from app.store.tables import CallRow
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,9 @@ class Services:
     sessions: CallRegistry[CallSession]
     session_settings: SessionSettings
     legs: ProviderLegs
+    pipeline_secrets: PipelineSecrets
+    #: CALLBRIDGE_SECRET_KEY (or the generated one), for migrations that seal stored secrets.
+    master_secret: str = field(repr=False)
     #: Set by `drain`: new calls are refused (readyz 503, webhooks hang up, the API answers 503).
     draining: bool = False
     _sweeper: asyncio.Task[None] | None = None
@@ -56,16 +63,18 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         master = load_master_secret(settings.secret_key, settings.data_dir)
         db = Database(settings.resolved_database_url)
-        calls_repo = CallRepository(db)
+        box = SecretBox(master)  # one box for provider credentials and pipeline secrets
+        pipeline_secrets = PipelineSecrets(box)
+        calls_repo = CallRepository(db, pipeline_secrets)
         event_repo = EventRepository(db)
         events = CallEventLog(event_repo)
-        telephony_configs = TelephonyConfigRepository(db, SecretBox(master))
+        telephony_configs = TelephonyConfigRepository(db, box)
         calls = CallService(settings, calls_repo, events, JoinTokens(master))
         sessions: CallRegistry[CallSession] = LocalCallRegistry()
         return cls(
             settings=settings,
             db=db,
-            agents=AgentRepository(db),
+            agents=AgentRepository(db, pipeline_secrets),
             calls_repo=calls_repo,
             event_repo=event_repo,
             telephony_configs=telephony_configs,
@@ -75,10 +84,12 @@ class Services:
             sessions=sessions,
             session_settings=SessionSettings(playout_lead_ms=settings.playout_lead_ms),
             legs=ProviderLegs(settings, calls, calls_repo, telephony_configs, sessions),
+            pipeline_secrets=pipeline_secrets,
+            master_secret=master,
         )
 
     async def start(self) -> None:
-        await self.db.migrate()
+        await self.db.migrate(master_secret=self.master_secret)
         await self.events.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="unjoined-call-sweeper")
 
@@ -115,6 +126,11 @@ class Services:
         while len(self.sessions) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return not len(self.sessions)
+
+    def build_pipeline(self, call: CallRow) -> Pipeline:
+        """The agent pipeline of a call going live: its stored spec, with the secrets opened only now."""
+        spec = self.pipeline_secrets.open(call.definition.pipeline, call_owner(call.id, call.agent_id))
+        return build_pipeline(spec)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from app.api.call_start import start_call
 from app.api.errors import describe_validation_error, parse_body
 from app.api.paging import page_params, page_response
 from app.errors import InvalidInput, NotFound
-from app.pipeline import public_pipeline_spec
+from app.pipeline.secret_options import public_pipeline_spec
 from app.schemas.agents import Agent, AgentCreate, AgentStatistics, AgentUpdate, CallTemplate, CallTemplateOut
 from app.schemas.calls import StartAgentCallRequest
 from app.services import Services, services_of

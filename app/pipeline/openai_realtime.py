@@ -37,6 +37,7 @@ from app.pipeline.base import (
     PipelineEvent,
     Transcript,
 )
+from app.pipeline.secret_options import PipelineSecret, revealed
 from app.schemas.durations import Duration, PositiveDuration
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class OpenAIRealtimeOptions(BaseModel):
     )
     model: str = Field(default="gpt-realtime", min_length=1, description="The Realtime model")
     voice: str = Field(default="marin", min_length=1, description="The voice the model speaks with")
-    api_key: str | None = Field(
+    api_key: PipelineSecret | None = Field(
         default=None, alias="apiKey", repr=False, description="API key sent as `Authorization: Bearer`"
     )
     api_key_env: str | None = Field(
@@ -192,7 +193,7 @@ class OpenAIRealtimePipeline(Pipeline):
         )
 
     def _auth_headers(self) -> dict[str, str]:
-        key = self.options.api_key
+        key = revealed(self.options.api_key) if self.options.api_key else None
         if self.options.api_key_env:
             key = os.environ.get(self.options.api_key_env)
             if not key:

@@ -27,6 +27,7 @@ from app.media.formats import AudioFormat, pcm16
 from app.pipeline.agent_link import AgentEvents, Outbox, connect_agent, shown_url, websocket_url
 from app.pipeline.agent_protocol import AgentFraming, Message, NativeFraming
 from app.pipeline.base import CallInfo, HangUp, Pipeline, PipelineError, PipelineEvent
+from app.pipeline.secret_options import PipelineSecret, revealed
 from app.pipeline.twilio_agent_framing import TwilioAgentFraming
 from app.schemas.durations import PositiveDuration
 
@@ -55,16 +56,20 @@ class WebSocketOptions(BaseModel):
         default="native",
         description="native: callbridge's protocol (PCM + JSON); twilio: Twilio Media Streams messages",
     )
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="Static HTTP headers for the handshake (e.g. Authorization)"
+    headers: dict[str, PipelineSecret] = Field(
+        default_factory=dict,
+        repr=False,
+        description="Static HTTP headers for the handshake (e.g. Authorization); the values are secrets",
     )
     sample_rate: Literal[8000, 16000, 24000, 48000] = Field(
         default=16000,
         alias="sampleRate",
         description="PCM sample rate both ways (native framing only; twilio is μ-law 8 kHz)",
     )
-    secret: str | None = Field(
-        default=None, description="Shared secret: the handshake is signed (X-Callbridge-Signature)"
+    secret: PipelineSecret | None = Field(
+        default=None,
+        repr=False,
+        description="Shared secret: the handshake is signed (X-Callbridge-Signature)",
     )
     connect_timeout: PositiveDuration = Field(
         default=5.0, alias="connectTimeout", description="How long connecting to the agent may take"
@@ -74,12 +79,12 @@ class WebSocketOptions(BaseModel):
 
     @field_validator("headers")
     @classmethod
-    def _plain_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+    def _plain_headers(cls, headers: dict[str, PipelineSecret]) -> dict[str, PipelineSecret]:
         for name, value in headers.items():
             lowered = name.lower()
             if not _HEADER_NAME.match(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")
-            if not _HEADER_VALUE.match(value):
+            if isinstance(value, str) and not _HEADER_VALUE.match(value):
                 raise ValueError(f"header {name!r}: the value has control characters")
             if lowered in _HANDSHAKE_HEADERS or lowered.startswith(_RESERVED_HEADERS):
                 raise ValueError(f"header {name!r} is set by callbridge and cannot be overridden")
@@ -150,12 +155,12 @@ class WebSocketPipeline(Pipeline):
     def _handshake_headers(self, call_id: str) -> dict[str, str]:
         timestamp = int(time.time())
         headers = {
-            **self.options.headers,
+            **{name: revealed(value) for name, value in self.options.headers.items()},
             CALL_ID_HEADER: call_id,
             TIMESTAMP_HEADER: str(timestamp),
         }
         if self.options.secret:
-            headers[SIGNATURE_HEADER] = handshake_signature(self.options.secret, timestamp, call_id)
+            headers[SIGNATURE_HEADER] = handshake_signature(revealed(self.options.secret), timestamp, call_id)
         return headers
 
     # --- caller → agent -------------------------------------------------------------------------

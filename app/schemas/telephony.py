@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
@@ -16,6 +17,8 @@ from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 from app.schemas.base import ApiModel
 
 SECRET_PREFIX_LENGTH = 4
+#: What `repr` (and so a log line or a traceback) shows instead of a secret field.
+HIDDEN = "**********"
 
 
 class TelephonyConfigBase(ApiModel):
@@ -33,6 +36,10 @@ class TelephonyConfigBase(ApiModel):
         if self.call_creation_allow_all_agents and self.call_creation_allowed_agent_ids:
             raise ValueError("set callCreationAllowedAgentIds or callCreationAllowAllAgents, not both")
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, HIDDEN if name in self.secret_fields else value
 
     def allows_agent(self, agent_id: str) -> bool:
         """May incoming calls (and calls dialled with these credentials) use this agent?"""

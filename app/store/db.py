@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from alembic import command
+from app.store.secret_box import MASTER_SECRET_ATTRIBUTE
 
 
 def migrations_dir() -> Path:
@@ -48,10 +49,13 @@ class Database:
             self.engine, expire_on_commit=False
         )
 
-    async def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent)."""
+    async def migrate(self, master_secret: str | None = None) -> None:
+        """Bring the schema to the newest revision (idempotent).
+
+        `master_secret` (CALLBRIDGE_SECRET_KEY) lets a migration seal secrets stored in plaintext before.
+        """
         async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade)
+            await conn.run_sync(_upgrade, master_secret)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -61,9 +65,10 @@ class Database:
         await self.engine.dispose()
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, master_secret: str | None) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
+    cfg.attributes[MASTER_SECRET_ATTRIBUTE] = master_secret
     command.upgrade(cfg, "head")
 
 

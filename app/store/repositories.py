@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -9,9 +10,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.pipeline.secret_options import PipelineSecrets, agent_owner, call_owner, plaintext_places
 from app.store.db import Database
 from app.store.paging import Cursor, PageResult, fetch_page
 from app.store.secret_box import SecretBox
@@ -19,12 +22,49 @@ from app.store.tables import AgentRow, ApiKeyRow, CallEventRow, CallRow, Telepho
 
 M = TypeVar("M", bound=BaseModel)
 
+#: The PostgreSQL advisory lock that makes counting live calls and inserting one a single step.
+CALL_CREATION_LOCK = 0x63616C6C
+
+
+class CallLimitReached(Exception):
+    """Inserting the call would put more calls live than the limit allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} calls are already live")
+        self.limit = limit
+
+
+def sealed_pipeline(secrets: PipelineSecrets | None, spec: dict[str, Any], owner: str) -> dict[str, Any]:
+    """The pipeline spec as stored: its secrets sealed for `owner`.
+
+    Without PipelineSecrets (a store used without a SecretBox, as in tests) a plaintext secret is refused.
+    """
+    if secrets is not None:
+        return secrets.seal(spec, owner)
+    if places := plaintext_places(spec):
+        raise ValueError(f"no SecretBox to seal the pipeline secrets at {', '.join(places)}")
+    return spec
+
+
+def _with_sealed_pipeline(
+    secrets: PipelineSecrets | None, template: dict[str, Any], owner: str
+) -> dict[str, Any]:
+    if "pipeline" not in template:
+        return template
+    return {**template, "pipeline": sealed_pipeline(secrets, template["pipeline"], owner)}
+
 
 class AgentRepository:
-    def __init__(self, db: Database) -> None:
+    """Agents; the secrets of a template's pipeline are sealed on every write, bound to the agent."""
+
+    def __init__(self, db: Database, pipeline_secrets: PipelineSecrets | None = None) -> None:
         self.db = db
+        self.pipeline_secrets = pipeline_secrets
 
     async def add(self, row: AgentRow) -> AgentRow:
+        row.call_template = _with_sealed_pipeline(
+            self.pipeline_secrets, row.call_template, agent_owner(row.id)
+        )
         async with self.db.session.begin() as session:
             session.add(row)
         return row
@@ -40,6 +80,10 @@ class AgentRepository:
             )
 
     async def update(self, agent_id: str, **values: Any) -> AgentRow | None:
+        if "call_template" in values:
+            values["call_template"] = _with_sealed_pipeline(
+                self.pipeline_secrets, values["call_template"], agent_owner(agent_id)
+            )
         async with self.db.session.begin() as session:
             row = await session.scalar(select(AgentRow).where(AgentRow.id == agent_id))
             if row is None:
@@ -66,13 +110,25 @@ class AgentRepository:
 
 
 class CallRepository:
-    def __init__(self, db: Database) -> None:
+    """Calls; a new call's pipeline secrets are sealed on insert (an agent's call keeps its agent's)."""
+
+    def __init__(self, db: Database, pipeline_secrets: PipelineSecrets | None = None) -> None:
         self.db = db
+        self.pipeline_secrets = pipeline_secrets
+        # Serializes this instance's call creations under a live-call limit (the database lock does the
+        # same across instances; this keeps waiting creations from each holding a pooled connection).
+        self._creation_lock = asyncio.Lock()
 
     async def add(self, row: CallRow) -> CallRow:
+        self._seal(row)
         async with self.db.session.begin() as session:
             session.add(row)
         return row
+
+    def _seal(self, row: CallRow) -> None:
+        owner = call_owner(row.id, row.agent_id)
+        pipeline = sealed_pipeline(self.pipeline_secrets, row.definition.pipeline, owner)
+        row.definition = row.definition.model_copy(update={"pipeline": pipeline})
 
     async def get(self, call_id: str) -> CallRow | None:
         async with self.db.session() as session:
@@ -112,9 +168,15 @@ class CallRepository:
             )
         return result.rowcount == 1
 
-    async def add_unless_key_taken(self, row: CallRow) -> tuple[CallRow, bool]:
-        """Insert `row` unless a call with its idempotency key exists: (the call, True if inserted)."""
+    async def add_unless_key_taken(self, row: CallRow, live_limit: int = 0) -> tuple[CallRow, bool]:
+        """Insert `row` unless a call with its idempotency key exists: (the call, True if inserted).
+
+        With a `live_limit`, counting the live calls and inserting are one step (CallLimitReached when
+        `live_limit` calls are live), so no burst of creations gets past the limit.
+        """
         try:
+            if live_limit:
+                return await self._add_within(row, live_limit)
             return await self.add(row), True
         except IntegrityError:
             existing = await self.by_idempotency_key(row.idempotency_key)
@@ -122,17 +184,34 @@ class CallRepository:
                 raise
             return existing, False
 
+    async def _add_within(self, row: CallRow, live_limit: int) -> tuple[CallRow, bool]:
+        self._seal(row)
+        async with self._creation_lock, self.db.session.begin() as session:
+            await self._lock_creations(session)
+            if row.idempotency_key is not None:  # a request racing with the same key may have won
+                earlier = await session.scalar(
+                    select(CallRow).where(CallRow.idempotency_key == row.idempotency_key)
+                )
+                if earlier is not None:
+                    return earlier, False
+            live = select(func.count()).select_from(CallRow).where(CallRow.ended.is_(None))
+            if (await session.scalar(live) or 0) >= live_limit:
+                raise CallLimitReached(live_limit)
+            session.add(row)
+        return row, True
+
+    async def _lock_creations(self, session: AsyncSession) -> None:
+        """Take the database's creation lock for this transaction (released at commit or rollback)."""
+        if self.db.dialect == "postgresql":
+            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CALL_CREATION_LOCK})
+        elif self.db.dialect == "sqlite":
+            # The write lock from the start: another process on the same file waits instead of
+            # counting the same calls.
+            await session.execute(text("BEGIN IMMEDIATE"))
+
     async def by_idempotency_key(self, key: str) -> CallRow | None:
         async with self.db.session() as session:
             return await session.scalar(select(CallRow).where(CallRow.idempotency_key == key))
-
-    async def count_live(self) -> int:
-        """Calls created and not ended (joined or waiting to be)."""
-        async with self.db.session() as session:
-            count = await session.scalar(
-                select(func.count()).select_from(CallRow).where(CallRow.ended.is_(None))
-            )
-            return int(count or 0)
 
     async def update_leg(self, call_id: str, **values: Any) -> None:
         """Record provider-leg facts on a live or ended call (ids, status, answer time)."""

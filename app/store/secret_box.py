@@ -1,4 +1,4 @@
-"""Encryption at rest for provider credentials (AES-256-GCM, a fresh random nonce per value)."""
+"""Encryption at rest for provider credentials and pipeline secrets (AES-256-GCM, a fresh nonce per value)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 _VERSION = "v1"
 _NONCE_BYTES = 12
 KEY_FILE_NAME = "secret.key"
+#: The alembic config attribute carrying the master secret to migrations that seal stored secrets.
+MASTER_SECRET_ATTRIBUTE = "callbridge_master_secret"
 
 
 def derive_key(master: str, purpose: str) -> bytes:

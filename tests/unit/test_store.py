@@ -9,6 +9,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 
+from app.schemas.call_definition import CallDefinition
 from app.store.db import Database, alembic_config
 from app.store.paging import Cursor
 from app.store.repositories import (
@@ -30,7 +31,7 @@ def new_call(agent_id: str | None = None, deadline_s: float = 30) -> CallRow:
         join_deadline=now + timedelta(seconds=deadline_s),
         medium_kind="twilio",
         stream_signature_required=False,
-        definition={"medium": {"twilio": {}}},
+        definition=CallDefinition(join_timeout=deadline_s, max_duration=60, medium={"twilio": {}}),
     )
 
 
