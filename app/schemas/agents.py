@@ -10,30 +10,14 @@ from jsonschema.exceptions import SchemaError
 from pydantic import Field, field_validator
 
 from app.schemas.base import ApiModel
-from app.schemas.durations import PositiveDuration
-from app.schemas.media import (
-    FirstSpeakerSettings,
-    InactivityMessage,
-    Medium,
-    PipelineSpec,
-    default_first_speaker,
-    default_pipeline,
-)
+from app.schemas.media import CallSettings
 
 
-class CallTemplate(ApiModel):
+class CallTemplate(CallSettings):
     """The settings every call of an agent starts from. Mustache `{{a.b}}` fields are rendered per call."""
 
     name: str | None = Field(default=None, max_length=64)
-    system_prompt: str = ""
-    language_hint: str | None = Field(default=None, max_length=16)
-    first_speaker_settings: FirstSpeakerSettings = Field(default_factory=default_first_speaker)
-    inactivity_messages: list[InactivityMessage] = Field(default_factory=list, max_length=10)
-    join_timeout: PositiveDuration = 30.0
-    max_duration: PositiveDuration = 3600.0
-    medium: Medium | None = None
     context_schema: dict[str, Any] | None = None
-    pipeline: PipelineSpec = Field(default_factory=default_pipeline)
 
     @field_validator("context_schema")
     @classmethod

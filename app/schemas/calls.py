@@ -10,14 +10,7 @@ from pydantic import AfterValidator, Field
 
 from app.schemas.base import ApiModel
 from app.schemas.durations import Duration, PositiveDuration
-from app.schemas.media import (
-    FirstSpeakerSettings,
-    InactivityMessage,
-    Medium,
-    PipelineSpec,
-    default_first_speaker,
-    default_pipeline,
-)
+from app.schemas.media import CallSettings, FirstSpeakerSettings, Medium
 
 RESERVED_METADATA_PREFIX = "callbridge."
 
@@ -54,18 +47,10 @@ class StartAgentCallRequest(ApiModel):
     first_speaker_settings: FirstSpeakerSettings | None = None
 
 
-class StartCallRequest(ApiModel):
+class StartCallRequest(CallSettings):
     """`POST /api/calls`: a call without an agent."""
 
-    system_prompt: str = ""
-    language_hint: str | None = Field(default=None, max_length=16)
-    first_speaker_settings: FirstSpeakerSettings = Field(default_factory=default_first_speaker)
-    inactivity_messages: list[InactivityMessage] = Field(default_factory=list, max_length=10)
-    join_timeout: PositiveDuration = 30.0
-    max_duration: PositiveDuration = 3600.0
-    medium: Medium | None = None
     metadata: Metadata = Field(default_factory=dict)
-    pipeline: PipelineSpec = Field(default_factory=default_pipeline)
 
 
 class Call(ApiModel):

@@ -167,3 +167,16 @@ PipelineSpec = Annotated[dict[str, Any], BeforeValidator(validate_pipeline_spec)
 
 def default_pipeline() -> dict[str, Any]:
     return {"echo": {}}
+
+
+class CallSettings(ApiModel):
+    """What every call is made of, whether an agent's template gives it or `POST /api/calls` does."""
+
+    system_prompt: str = ""
+    language_hint: str | None = Field(default=None, max_length=16)
+    first_speaker_settings: FirstSpeakerSettings = Field(default_factory=default_first_speaker)
+    inactivity_messages: list[InactivityMessage] = Field(default_factory=list, max_length=10)
+    join_timeout: PositiveDuration = 30.0
+    max_duration: PositiveDuration = 3600.0
+    medium: Medium | None = None
+    pipeline: PipelineSpec = Field(default_factory=default_pipeline)
