@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, WebSocketException
 
 from app.pipeline.agent_protocol import Message
 from app.pipeline.base import PipelineError, PipelineEvent
@@ -124,6 +124,16 @@ class Outbox:
         self._items.clear()
         self._audio = 0
         self.drained.set()
+
+    async def send_to(self, ws: ClientConnection) -> None:
+        """Write queued messages to the agent until its connection closes (the read loop reports how)."""
+        try:
+            while True:
+                await ws.send(await self.get())
+        except ConnectionClosed:
+            pass
+        finally:
+            self.drained.set()  # nothing more will be written
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,7 +176,7 @@ class OpenAIRealtimePipeline(Pipeline):
         self._ws = ws
         self._session_ready = asyncio.get_running_loop().create_future()
         self._outbox.put([rt.encode(session)])
-        self._sender = asyncio.create_task(self._send_loop(ws), name=f"realtime-send-{info.call_id}")
+        self._sender = asyncio.create_task(self._outbox.send_to(ws), name=f"realtime-send-{info.call_id}")
         self._reader = asyncio.create_task(self._read_loop(ws), name=f"realtime-read-{info.call_id}")
         try:
             await self._await_session()
@@ -274,15 +274,6 @@ class OpenAIRealtimePipeline(Pipeline):
         self._last_request = self._requests.popleft()
         self._response_active = True  # until response.done (or an error about this request)
         self._send(self._last_request)
-
-    async def _send_loop(self, ws: ClientConnection) -> None:
-        try:
-            while True:
-                await ws.send(await self._outbox.get())
-        except ConnectionClosed:
-            pass  # the read loop reports how the connection ended
-        finally:
-            self._outbox.drained.set()
 
     # --- agent → bridge -------------------------------------------------------------------------
 

@@ -143,7 +143,7 @@ class WebSocketPipeline(Pipeline):
         except ConnectionClosed as exc:
             self._agent_gone = True
             raise PipelineError(f"the agent at {self._url} closed the connection at once: {exc}") from None
-        self._sender = asyncio.create_task(self._send_loop(ws), name=f"agent-send-{info.call_id}")
+        self._sender = asyncio.create_task(self._outbox.send_to(ws), name=f"agent-send-{info.call_id}")
         self._reader = asyncio.create_task(self._read_loop(ws), name=f"agent-read-{info.call_id}")
 
     async def _connect(self, call_id: str) -> ClientConnection:
@@ -208,15 +208,6 @@ class WebSocketPipeline(Pipeline):
         self._outbox.put(messages, audio=audio)
         if dropped == 0 and self._outbox.dropped_audio:
             log.warning("the agent at %s is not keeping up: dropping the oldest caller audio", self._url)
-
-    async def _send_loop(self, ws: ClientConnection) -> None:
-        try:
-            while True:
-                await ws.send(await self._outbox.get())
-        except ConnectionClosed:
-            pass  # the read loop reports how the connection ended
-        finally:
-            self._outbox.drained.set()  # nothing more will be written
 
     # --- agent → bridge -------------------------------------------------------------------------
 
