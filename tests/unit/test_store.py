@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -15,6 +16,7 @@ from app.store.paging import Cursor
 from app.store.repositories import (
     AgentRepository,
     ApiKeyRepository,
+    CallLimitReached,
     CallRepository,
     TelephonyConfigRepository,
 )
@@ -94,6 +96,38 @@ async def test_paging_walks_forward_and_back_newest_first(database: Database) ->
     back = await calls.page("agent", third.previous, 2)
     assert [r.id for r in back.rows] == ids[::-1][2:4]
     assert back.previous is not None and back.next is not None
+
+
+async def test_the_live_limit_holds_for_creations_racing_through_two_repositories(database: Database) -> None:
+    # Two repositories share no in-process lock: only the database's lock keeps the count and insert one step.
+    stores = [CallRepository(database), CallRepository(database)]
+    outcomes = await asyncio.gather(
+        *(stores[n % 2].add_unless_key_taken(new_call(), live_limit=4) for n in range(10)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(o, tuple) and o[1] for o in outcomes) == 4
+    assert sum(isinstance(o, CallLimitReached) for o in outcomes) == 6
+
+
+async def test_ended_calls_do_not_count_against_the_live_limit(database: Database) -> None:
+    calls = CallRepository(database)
+    ended = await calls.add(new_call())
+    await calls.mark_ended(ended.id, utcnow(), "hangup")
+    _, inserted = await calls.add_unless_key_taken(new_call(), live_limit=1)
+    assert inserted
+    with pytest.raises(CallLimitReached):
+        await calls.add_unless_key_taken(new_call(), live_limit=1)
+
+
+async def test_a_key_taken_is_replayed_even_when_the_limit_is_reached(database: Database) -> None:
+    calls = CallRepository(database)
+    first = new_call()
+    first.idempotency_key = "key-1"
+    await calls.add(first)
+    again = new_call()
+    again.idempotency_key = "key-1"
+    row, inserted = await calls.add_unless_key_taken(again, live_limit=1)
+    assert not inserted and row.id == first.id
 
 
 def test_a_foreign_cursor_is_refused() -> None:
