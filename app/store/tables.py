@@ -55,6 +55,8 @@ class CallDefinitionJson(TypeDecorator[CallDefinition]):
 
     def process_result_value(self, value: dict[str, Any] | None, dialect: Dialect) -> CallDefinition | None:
         return None if value is None else CallDefinition.model_validate(value)
+
+
 Seq = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER keys
 
 
