@@ -182,6 +182,11 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def data_dir(self) -> Path:
+        """The server's CALLBRIDGE_DATA_DIR (its SQLite database and secret key)."""
+        return self.log_path.parent / "data"
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -244,11 +249,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 async def import_config(server: RunningServer, name: str, config: dict[str, Any]) -> None:
-    """Import `config` (allowing every agent) unless the server has this provider's config already."""
+    """Import `config` (allowing every agent); if the server has this provider's config already, it must be
+    this one (every field the API shows back equal), never someone else's."""
     async with server.api() as api:
         body = {**config, "callCreationAllowAllAgents": True}
         response = await api.post(f"/api/telephony_configs/{name}", json=body)
-        assert response.status_code in (201, 409), response.text
+        if response.status_code == 409:
+            shown = (await api.get(f"/api/telephony_configs/{name}")).json()
+            differing = {key for key, value in body.items() if key in shown and shown[key] != value}
+            assert not differing, f"the server's {name} config is not this test's: {sorted(differing)} differ"
+            return
+        assert response.status_code == 201, response.text
 
 
 @pytest.fixture

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import sys
+import tempfile
 import wave
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,23 +20,34 @@ from tests.conftest import (
     PLIVO_AUTH_TOKEN,
     TWILIO_AUTH_TOKEN,
     RunningServer,
-    import_config,
 )
 
 pytestmark = pytest.mark.e2e
 
 
-async def simulate(
-    server: RunningServer, agent: str, account_sid: str, token: str, *args: str
-) -> tuple[int, str, str]:
-    """Run `callbridge simulate twilio`: (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "simulate", "twilio", "--agent", agent, "--url", server.base_url,
-        "--account-sid", account_sid, "--auth-token", token, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+async def run_cli(*args: str, server: RunningServer | None = None) -> tuple[int, str, str]:
+    """`callbridge simulate ARGS` in a subprocess: (exit code, stdout, stderr). It reads the configs imported
+    on `server` (its data dir), and no `.env`: it runs from an empty directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_")}
+    if server is not None:
+        env["CALLBRIDGE_DATA_DIR"] = str(server.data_dir)
+    with tempfile.TemporaryDirectory() as empty:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.cli", "simulate", *args, cwd=empty, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode or 0, stdout.decode(), stderr.decode()
+
+
+async def simulate(
+    server: RunningServer, agent: str, account_sid: str, token: str, *args: str, url: str | None = None
+) -> tuple[int, str, str]:
+    """Run `callbridge simulate twilio` against `server` (or `url`): (exit code, stdout, stderr)."""
+    return await run_cli(
+        "twilio", "--agent", agent, "--url", url or server.base_url,
+        "--account-sid", account_sid, "--auth-token", token, *args, server=server,
+    )  # fmt: skip
 
 
 async def test_simulate_prints_a_report_and_writes_what_the_caller_heard(
@@ -58,21 +73,39 @@ async def test_simulate_says_why_when_the_call_is_refused(
     assert "callbridge refused the call: webhook answered 403" in errors
 
 
-async def run_cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "simulate", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode or 0, stdout.decode(), stderr.decode()
+async def test_simulate_calling_another_url_than_the_public_url_says_the_signature_is_checked_against_it(
+    server: RunningServer, twilio: FakeTwilio, make_agent
+) -> None:
+    # The server's CALLBRIDGE_PUBLIC_URL is http://127.0.0.1:PORT; the same server called as localhost.
+    other_url = server.base_url.replace("127.0.0.1", "localhost")
+    code, _, errors = await simulate(
+        server, await make_agent(), twilio.account_sid, TWILIO_AUTH_TOKEN, url=other_url
+    )
+    assert code == 1
+    assert f"CALLBRIDGE_PUBLIC_URL, which must be the URL you called ({other_url}" in errors
+    assert "Traceback" not in errors
 
 
-async def test_simulate_plivo_uses_the_given_credentials(server: RunningServer, make_agent) -> None:
-    config = {"authId": PLIVO_AUTH_ID, "authToken": PLIVO_AUTH_TOKEN}
-    await import_config(server, "plivo", config)
+async def test_simulate_with_no_server_listening_prints_one_line_and_no_traceback() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        code, _, errors = await run_cli(
+            "twilio", "--agent", "a", "--url", url, "--account-sid", "AC1", "--auth-token", "t"
+        )
+    assert code == 1
+    assert errors.splitlines()[-1] == (
+        f"callbridge: cannot reach the service at {url} (connection refused) — is `callbridge serve` running?"
+    )
+    assert "Traceback" not in errors
+
+
+async def test_simulate_plivo_uses_the_given_credentials(
+    server: RunningServer, telephony_configs: dict[str, dict[str, Any]], make_agent
+) -> None:
     code, report, errors = await run_cli(
         "plivo", "--agent", await make_agent(), "--url", server.base_url,
-        "--auth-id", PLIVO_AUTH_ID, "--auth-token", PLIVO_AUTH_TOKEN, "--tail", "0.5",
+        "--auth-id", PLIVO_AUTH_ID, "--auth-token", PLIVO_AUTH_TOKEN, "--tail", "0.5", server=server,
     )  # fmt: skip
     assert code == 0, errors
     assert "L16 16000 Hz" in report and "correlation 1.000" in report
@@ -83,7 +116,14 @@ async def test_simulate_telnyx_explains_how_to_import_its_key(
 ) -> None:
     key = tmp_path / "telnyx.key"
     code, _, errors = await run_cli(
-        "telnyx", "--agent", await make_agent(), "--url", server.base_url, "--signing-key", str(key)
+        "telnyx",
+        "--agent",
+        await make_agent(),
+        "--url",
+        server.base_url,
+        "--signing-key",
+        str(key),
+        server=server,
     )
     assert code == 2 and "publicKey" in errors and key.exists()
 
@@ -93,7 +133,7 @@ async def test_simulate_exotel_creates_the_call_and_streams_to_its_join_url(
 ) -> None:
     code, report, errors = await run_cli(
         "exotel", "--agent", await make_agent(), "--url", server.base_url, "--api-key", API_KEY,
-        "--sample-rate", "16000", "--tail", "0.5",
+        "--sample-rate", "16000", "--tail", "0.5", server=server,
     )  # fmt: skip
     assert code == 0, errors
     assert "exotel call" in report and "L16 16000 Hz" in report
