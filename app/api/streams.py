@@ -17,7 +17,9 @@ from app.calls.session import CallSession
 from app.metrics import STREAM_JOINS_REFUSED
 from app.providers import get_provider
 from app.providers.base import WebhookProvider
+from app.schemas.calls import EndReason, EventSeverity
 from app.services import Services, services_of
+from app.store.secret_box import SecretDecryptionError
 from app.store.tables import CallRow
 
 log = logging.getLogger(__name__)
@@ -71,11 +73,17 @@ async def call_stream(websocket: WebSocket) -> None:
         **definition.medium_options(call.medium_kind),
         **definition.stream_options,
     }
+    try:
+        pipeline = services.build_pipeline(call)
+    except SecretDecryptionError:
+        await _end_unopenable(services, call)
+        await refuse(websocket, "pipeline_secrets", call_id)
+        return
     transport = FramedStream(WebSocketMessages(websocket), provider.new_framing(options))
     session = CallSession(
         call,
         transport,
-        services.build_pipeline(call),
+        pipeline,
         services.calls,
         services.session_settings,
         services.legs,
@@ -88,3 +96,11 @@ async def call_stream(websocket: WebSocket) -> None:
         await session.run()
     finally:
         services.sessions.release(call_id, session)
+
+
+async def _end_unopenable(services: Services, call: CallRow) -> None:
+    """A call whose pipeline secrets this server cannot decrypt (another CALLBRIDGE_SECRET_KEY) cannot run."""
+    text = "the agent's secrets cannot be decrypted with this server's CALLBRIDGE_SECRET_KEY"
+    log.error("call %s: %s", call.id, text)
+    services.calls.events.record(call.id, call.created, "pipeline_error", text, EventSeverity.ERROR)
+    await services.calls.end(call, EndReason.SYSTEM_ERROR, text)
