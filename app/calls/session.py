@@ -88,7 +88,6 @@ class CallSession:
         self.legs = legs or NoLegControl()
         self.ending = CallEnding()
         self.record = CallRecorder(calls.events, call)
-        self.start: StreamStart | None = None
         self.media: CallMedia | None = None
         #: What can be done to the call; None until it is joined.
         self.actions: CallActions | None = None
@@ -173,10 +172,14 @@ class CallSession:
     def _spawn(self, work: Coroutine[Any, Any, object], name: str, *, ends_call: bool = True) -> None:
         """Run `work` beside the call's loops until the call ends. If it fails, the call ends
         (`ends_call`) or the failure is only logged (an action's)."""
-        if self._tasks is None:  # the call is already over
+        tasks = self._tasks
+        if tasks is None or self.ending.over:  # the call is over: nothing more runs
             work.close()
             return
-        self._tasks.create_task(self._guarded(work, name, ends_call), name=f"call-{self.call.id}-{name}")
+        try:
+            tasks.create_task(self._guarded(work, name, ends_call), name=f"call-{self.call.id}-{name}")
+        except RuntimeError:  # the group is shutting down (the session itself was cancelled)
+            work.close()
 
     def _spawn_action(self, work: Coroutine[Any, Any, object], name: str) -> None:
         self._spawn(work, name, ends_call=False)
@@ -235,7 +238,6 @@ class CallSession:
 
     async def _join(self, start: StreamStart) -> bool:
         """Join the call (first join wins), build the media path and start the agent."""
-        self.start = start
         if not await self.calls.mark_joined(self.call, start.stream_id, start.provider_call_id):
             return False  # joined elsewhere or ended meanwhile: not ours to end
         self.ending.owns_call = True
