@@ -11,6 +11,7 @@ from starlette.routing import Mount, WebSocketRoute
 
 from app.api import agents, calls, health, incoming, provider_callbacks, telephony_configs
 from app.api.auth import ApiKeyMiddleware
+from app.api.body_limit import BodyLimit, BodyLimitMiddleware, RouteBodyLimits
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.streams import call_stream
 from app.services import Services
@@ -42,6 +43,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
             middleware=[Middleware(ApiKeyMiddleware)],
         ),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(BodyLimitMiddleware, limits=body_limits(settings))],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
     app.state.services = services
     return app
+
+
+def body_limits(settings: Settings) -> RouteBodyLimits:
+    """Body limits: CALLBRIDGE_MAX_BODY_BYTES, and CALLBRIDGE_MAX_WEBHOOK_BODY_BYTES for provider webhooks."""
+    webhook = BodyLimit(settings.max_webhook_body_bytes, settings.body_read_timeout)
+    provider_facing = (*incoming.ROUTES, *provider_callbacks.ROUTES)
+    return RouteBodyLimits(
+        BodyLimit(settings.max_body_bytes, settings.body_read_timeout),
+        {route.path: webhook for route in provider_facing},
+    )

@@ -62,8 +62,11 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
-    """The request's JSON body validated as `model`; 400 with the failing paths otherwise."""
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body, which must be an object (an empty body is `{}`); 400 otherwise.
+
+    The body is bounded by `body_limit.BodyLimitMiddleware` before it is read.
+    """
     raw = await request.body()
     try:
         data: Any = orjson.loads(raw) if raw.strip() else {}
@@ -71,6 +74,12 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise InvalidInput("invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidInput("invalid_json", "request body must be a JSON object")
+    return data
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body validated as `model`; 400 with the failing paths otherwise."""
+    data = await json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.api.errors import describe_validation_error
+from app.api.errors import describe_validation_error, json_object
 from app.errors import Conflict, InvalidInput, NotFound
 from app.schemas.telephony import CONFIG_MODELS, TelephonyConfigBase
 from app.services import Services, services_of
@@ -31,16 +30,6 @@ def _model(request: Request) -> tuple[str, type[TelephonyConfigBase]]:
 def _view(config: TelephonyConfigBase, row: TelephonyConfigRow) -> dict[str, Any]:
     stamps = {"created": row.created, "updated": row.updated}
     return {**config.public_view(), **TypeAdapter(dict[str, datetime]).dump_python(stamps, mode="json")}
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        data = orjson.loads(await request.body() or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput("invalid_json", f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("invalid_json", "request body must be a JSON object")
-    return data
 
 
 def _validate(model: type[TelephonyConfigBase], data: dict[str, Any]) -> TelephonyConfigBase:
@@ -68,7 +57,7 @@ async def get_config(request: Request) -> Response:
 async def create_config(request: Request) -> Response:
     provider, model = _model(request)
     services = services_of(request)
-    config = _validate(model, await _json_object(request))
+    config = _validate(model, await json_object(request))
     if await services.telephony_configs.get(provider) is not None:
         raise Conflict(
             "telephony_config_exists", f"{provider} credentials exist already; PATCH or DELETE them"
@@ -84,7 +73,7 @@ async def update_config(request: Request) -> Response:
     found = await services.telephony_configs.get(provider)
     if found is None:
         raise NotFound("telephony_config_not_found", f"no {provider} credentials have been imported")
-    patch = await _json_object(request)
+    patch = await json_object(request)
     stored = model.model_validate(found[0]).model_dump(mode="json", by_alias=True)
     return await _save(services, provider, _validate(model, {**stored, **patch}))
 
