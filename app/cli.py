@@ -37,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.serve import DrainingServer
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
@@ -52,15 +53,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"database {settings.resolved_database_url.split('://')[0]})",
         flush=True,
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         ws="websockets-sansio",
+        # uvicorn's limit is global: the largest route's; each route's own is checked by its transport.
+        ws_max_size=max(settings.max_stream_message_bytes, settings.max_medium_message_bytes),
         proxy_headers=True,
     )
-    return 0
+    server = DrainingServer(config, app.state.services)
+    server.run()
+    return 0 if server.started else 1
 
 
 def on_database(work: Callable[[Database], Awaitable[T]]) -> T:
