@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    def stream_message_limit(self, medium: str) -> int:
+        """The largest WebSocket message a call's stream takes (serverWebSocket's own, else a provider's)."""
+        return self.max_medium_message_bytes if medium == "serverWebSocket" else self.max_stream_message_bytes
+
     @cached_property
     def base_url(self) -> str:
         """The public HTTP(S) base URL (derived from host and port when unset)."""

@@ -9,12 +9,24 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.calls.transport import TransportClosed
 
+#: WebSocket close code for a message over the limit (RFC 6455 §7.4.1).
+MESSAGE_TOO_BIG = 1009
+
+
+class MessageTooLarge(TransportClosed):
+    """The far end sent a message over the stream's limit: the socket is closed with 1009."""
+
 
 class WebSocketMessages:
-    """A `MessageSocket` on a Starlette WebSocket (a provider's media stream or a serverWebSocket client)."""
+    """A `MessageSocket` on a Starlette WebSocket (a provider's media stream or a serverWebSocket client).
 
-    def __init__(self, websocket: WebSocket) -> None:
+    `max_message_bytes` is this stream's own limit (uvicorn's `ws_max_size` is one for the whole server):
+    a larger message closes the socket with 1009 and raises MessageTooLarge.
+    """
+
+    def __init__(self, websocket: WebSocket, max_message_bytes: int | None = None) -> None:
         self.websocket = websocket
+        self.max_message_bytes = max_message_bytes
         self._send_lock = asyncio.Lock()
 
     async def receive(self) -> str | bytes:
@@ -25,7 +37,12 @@ class WebSocketMessages:
         if message["type"] == "websocket.disconnect":
             raise TransportClosed(f"closed with code {message.get('code')}")
         text = message.get("text")
-        return text if text is not None else message.get("bytes") or b""
+        payload: str | bytes = text if text is not None else message.get("bytes") or b""
+        limit = self.max_message_bytes
+        if limit is not None and _over(payload, limit):
+            await self.close(MESSAGE_TOO_BIG, "message too big")
+            raise MessageTooLarge(f"the far end sent a message over this stream's {limit}-byte limit")
+        return payload
 
     async def send(self, message: str | bytes) -> None:
         async with self._send_lock:
@@ -41,3 +58,10 @@ class WebSocketMessages:
         if self.websocket.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(RuntimeError, OSError):
                 await self.websocket.close(code, reason)
+
+
+def _over(payload: str | bytes, limit: int) -> bool:
+    """Whether `payload` is over `limit` bytes (text is only encoded when its length leaves it open)."""
+    if isinstance(payload, bytes) or len(payload) > limit:
+        return len(payload) > limit
+    return len(payload) * 4 > limit and len(payload.encode()) > limit
