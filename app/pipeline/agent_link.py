@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -16,13 +16,17 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, WebSocketException
 
 from app.pipeline.agent_protocol import Message
-from app.pipeline.base import PipelineError, PipelineEvent
+from app.pipeline.base import AgentAudio, PipelineError, PipelineEvent
 
 USER_AGENT = "callbridge"
 # Caller audio waiting for a slow agent is bounded (see Outbox): about a second of 20 ms frames.
 MAX_QUEUED_AUDIO = 50
-# The largest message taken from the agent (about 43 s of 24 kHz PCM, or a long base64 μ-law chunk).
-MAX_MESSAGE_BYTES = 4 * 2**20
+# The largest message taken from the agent: about 21 s of 24 kHz PCM (16 s as base64 JSON); agents send
+# chunks of 20 ms to a few seconds. A larger one drops the connection (close 1009), a pipeline error.
+MAX_MESSAGE_BYTES = 2**20
+# Agent audio waiting for the call to take it: 20 s of 24 kHz 16-bit PCM (60 s at 8 kHz). An agent running
+# further ahead of real time loses its oldest audio (see AgentEvents).
+MAX_QUEUED_AGENT_AUDIO_BYTES = 960_000
 # How long the closing handshake may take.
 CLOSE_TIMEOUT_S = 2.0
 # A ping this often; no pong within the same time and the connection counts as dropped.
@@ -142,25 +146,68 @@ class _End:
 
 
 class AgentEvents:
-    """What the agent produced, in order, until `end` (after which every reader stops, or raises)."""
+    """What the agent produced, in order, until `end` (after which every reader stops, or raises).
 
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[PipelineEvent | _End] = asyncio.Queue()
+    Audio waiting to be read is bounded: past `max_audio_bytes` the oldest audio is dropped (never other
+    events), `dropped_audio_bytes` counts it, and `on_audio_dropped(bytes)` is called at the first drop of
+    each overrun (an overrun ends when the reader has taken everything queued), for the call's event log.
+    """
+
+    def __init__(
+        self,
+        max_audio_bytes: int = MAX_QUEUED_AGENT_AUDIO_BYTES,
+        on_audio_dropped: Callable[[int], None] | None = None,
+    ) -> None:
+        self.max_audio_bytes = max_audio_bytes
+        self.on_audio_dropped = on_audio_dropped
+        self.dropped_audio_bytes = 0
+        self._items: deque[PipelineEvent | _End] = deque()
+        self._audio_bytes = 0
+        self._overrun_dropped = 0
+        self._ready = asyncio.Event()
 
     def put(self, event: PipelineEvent) -> None:
-        self._queue.put_nowait(event)
+        self._items.append(event)
+        if isinstance(event, AgentAudio):
+            self._audio_bytes += len(event.audio)
+            if self._audio_bytes > self.max_audio_bytes:
+                self._drop_oldest_audio()
+        self._ready.set()
+
+    def _drop_oldest_audio(self) -> None:
+        first = self._overrun_dropped == 0
+        kept: deque[PipelineEvent | _End] = deque()
+        while self._items and self._audio_bytes > self.max_audio_bytes:
+            item = self._items.popleft()
+            if isinstance(item, AgentAudio):
+                self._audio_bytes -= len(item.audio)
+                self._overrun_dropped += len(item.audio)
+                self.dropped_audio_bytes += len(item.audio)
+            else:
+                kept.append(item)
+        self._items.extendleft(reversed(kept))
+        if first and self.on_audio_dropped is not None:
+            self.on_audio_dropped(self._overrun_dropped)
 
     def end(self, error: BaseException | None = None) -> None:
         """No more events: a normal end (`error` None) or a failure raised to the reader."""
-        self._queue.put_nowait(_End(error))
+        self._items.append(_End(error))
+        self._ready.set()
 
     async def iterate(self) -> AsyncIterator[PipelineEvent]:
         """The events up to the end; raises the end's error, if it has one."""
         while True:
-            item = await self._queue.get()
-            if isinstance(item, _End):
-                self._queue.put_nowait(item)  # any later reader ends too
+            while not self._items:
+                self._ready.clear()
+                await self._ready.wait()
+            item = self._items[0]
+            if isinstance(item, _End):  # left in place: any later reader ends too
                 if item.error is not None:
                     raise item.error
                 return
+            self._items.popleft()
+            if isinstance(item, AgentAudio):
+                self._audio_bytes -= len(item.audio)
+            if not self._items:
+                self._overrun_dropped = 0  # caught up: a later overrun is reported again
             yield item
