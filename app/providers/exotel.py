@@ -66,6 +66,8 @@ class ExotelFraming(JsonStreamFraming):
         if not isinstance(sid, str) or not sid:
             raise FrameError("start has no stream_sid")
         media_format = start.get("media_format") or {}
+        if not isinstance(media_format, dict):
+            raise FrameError("media_format is not an object")
         # Field types drift between Exotel's pages ("8000" or 8000, "raw" or "audio/x-raw"): parse leniently,
         # and fall back to the rate asked for in the URL when the start does not name a usable one.
         rate = media_format.get("sample_rate")

@@ -94,10 +94,14 @@ class PlivoFraming(JsonStreamFraming):
 
     def decode_start(self, msg: dict[str, Any]) -> StreamStart:
         start = require(msg, "start", "start message")
+        if not isinstance(start, dict):
+            raise FrameError("start is not an object")
         stream_id = start.get("streamId") or msg.get("streamId")
         if not isinstance(stream_id, str) or not stream_id:
             raise FrameError("start has no streamId")
         media_format = start.get("mediaFormat") or {}
+        if not isinstance(media_format, dict):
+            raise FrameError("mediaFormat is not an object")
         audio_format = wire_format(
             media_format.get("encoding", "audio/x-l16"),
             media_format.get("sampleRate", 8000),

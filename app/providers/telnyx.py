@@ -95,10 +95,14 @@ class TelnyxFraming(JsonStreamFraming):
 
     def decode_start(self, msg: dict[str, Any]) -> StreamStart:
         start = require(msg, "start", "start message")
+        if not isinstance(start, dict):
+            raise FrameError("start is not an object")
         stream_id = msg.get("stream_id") or start.get("stream_id")
         if not isinstance(stream_id, str) or not stream_id:
             raise FrameError("start has no stream_id")
         media_format = start.get("media_format") or {}
+        if not isinstance(media_format, dict):
+            raise FrameError("media_format is not an object")
         audio_format = wire_format(
             media_format.get("encoding", "PCMU"), media_format.get("sample_rate", 8000), self.l16_byte_order
         )

@@ -54,12 +54,16 @@ class TwilioFraming(JsonStreamFraming):
 
     def decode_start(self, msg: dict[str, Any]) -> StreamStart:
         start = require(msg, "start", "start message")
+        if not isinstance(start, dict):
+            raise FrameError("start is not an object")
         sid = start.get("streamSid") or msg.get("streamSid")
         if not isinstance(sid, str) or not sid:
             raise FrameError("start has no streamSid")
         media_format = start.get("mediaFormat") or {}
+        if not isinstance(media_format, dict):
+            raise FrameError("mediaFormat is not an object")
         encoding = str(media_format.get("encoding", "audio/x-mulaw")).lower()
-        if encoding != "audio/x-mulaw" or int(media_format.get("sampleRate", 8000)) != 8000:
+        if encoding != "audio/x-mulaw" or media_format.get("sampleRate", 8000) not in (8000, "8000"):
             raise FrameError(f"unsupported Twilio media format {media_format}")
         self.stream_sid = sid
         self.outbound = OutboundMessages.media_mark_clear("streamSid", sid)
