@@ -15,6 +15,7 @@ from app.providers.base import (
     StreamFraming,
     StreamProvider,
     StreamStart,
+    text_field,
 )
 from app.providers.frames import (
     STREAM_RATES,
@@ -78,7 +79,7 @@ class ExotelFraming(JsonStreamFraming):
         self.outbound = OutboundMessages.media_mark_clear("stream_sid", sid)
         return StreamStart(
             stream_id=sid,
-            provider_call_id=start.get("call_sid") or start.get("callSid"),
+            provider_call_id=text_field(start, "call_sid") or text_field(start, "callSid"),
             audio_format=audio_format,
             custom_parameters=string_map(start.get("custom_parameters")),
         )

@@ -25,6 +25,7 @@ from app.providers.base import (
     WebhookProvider,
     WebhookRequest,
     form_fields,
+    text_field,
 )
 from app.providers.control import (
     CallControl,
@@ -122,7 +123,7 @@ class PlivoFraming(JsonStreamFraming):
         )
         return StreamStart(
             stream_id=stream_id,
-            provider_call_id=start.get("callId"),
+            provider_call_id=text_field(start, "callId"),
             audio_format=audio_format,
             custom_parameters=parse_extra_headers(msg.get("extra_headers")),
         )

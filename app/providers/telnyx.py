@@ -31,6 +31,7 @@ from app.providers.base import (
     StreamStart,
     WebhookProvider,
     WebhookRequest,
+    text_field,
 )
 from app.providers.control import (
     CallControl,
@@ -110,7 +111,7 @@ class TelnyxFraming(JsonStreamFraming):
         self.reorderer.start(sequence_number(msg, "sequence_number"))
         return StreamStart(
             stream_id=stream_id,
-            provider_call_id=start.get("call_control_id"),
+            provider_call_id=text_field(start, "call_control_id"),
             audio_format=audio_format,
             custom_parameters=string_map(start.get("custom_parameters")),
         )

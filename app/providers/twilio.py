@@ -18,6 +18,7 @@ from app.providers.base import (
     StreamStart,
     WebhookProvider,
     WebhookRequest,
+    text_field,
 )
 from app.providers.control import (
     TWILIO_CALL_STATUSES,
@@ -69,7 +70,7 @@ class TwilioFraming(JsonStreamFraming):
         self.outbound = OutboundMessages.media_mark_clear("streamSid", sid)
         return StreamStart(
             stream_id=sid,
-            provider_call_id=start.get("callSid"),
+            provider_call_id=text_field(start, "callSid"),
             audio_format=PCMU_8K,
             custom_parameters=string_map(start.get("customParameters")),
         )

@@ -226,3 +226,19 @@ def test_a_start_with_a_part_that_is_not_an_object_or_number_is_a_frame_error(
 def test_a_media_frame_that_is_not_an_object_is_a_frame_error(provider: str, media: Any) -> None:
     with pytest.raises(FrameError):
         new_framing(provider, {}).decode(orjson.dumps({"event": "media", "media": media}).decode())
+
+
+@pytest.mark.parametrize(
+    ("provider", "frame"),
+    [
+        ("twilio", {"event": "start", "start": {"streamSid": "MZ1", "callSid": ["CA1"]}}),
+        ("telnyx", {"event": "start", "stream_id": "s1", "start": {"call_control_id": {"id": 1}}}),
+        ("plivo", {"event": "start", "start": {"streamId": "s1", "callId": []}}),
+        ("exotel", {"event": "start", "stream_sid": "s1", "start": {"call_sid": 7}}),
+    ],
+)
+def test_a_call_id_that_is_not_a_string_is_left_out_of_the_start(
+    provider: str, frame: dict[str, Any]
+) -> None:
+    start = new_framing(provider, {}).decode(orjson.dumps(frame).decode())
+    assert isinstance(start, StreamStart) and start.provider_call_id is None
