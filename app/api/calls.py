@@ -99,10 +99,13 @@ async def send_data_message(request: Request) -> Response:
     actions = session.actions if session is not None and session.joined else None
     if isinstance(message, HangUpMessage):
         text = message.message or "hung up through the API"
-        if actions is not None:
-            actions.hang_up(text)
+        if session is not None and row.joined is not None:  # joined here (or joining): its session ends it
+            session.hang_up(text)
         elif row.joined is None:  # still ringing, or waiting for its stream
-            await services.calls.end(row, EndReason.UNJOINED, f"{text} before the call was joined")
+            text = f"{text} before the call was joined"
+            await services.calls.end(row, EndReason.UNJOINED, text)
+            if session is not None:  # stop waiting for a stream that no longer has a call
+                session.finish(EndReason.UNJOINED, text)
         else:  # live elsewhere: ending it hangs up the provider leg, which closes that stream
             await services.calls.end(row, EndReason.AGENT_HANGUP, text)
         return Response(status_code=204)

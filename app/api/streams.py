@@ -79,7 +79,8 @@ async def call_stream(websocket: WebSocket) -> None:
         await _end_unopenable(services, call)
         await refuse(websocket, "pipeline_secrets", call_id)
         return
-    transport = FramedStream(WebSocketMessages(websocket), provider.new_framing(options))
+    socket = WebSocketMessages(websocket, services.settings.stream_message_limit(call.medium_kind))
+    transport = FramedStream(socket, provider.new_framing(options))
     session = CallSession(
         call,
         transport,

@@ -7,14 +7,10 @@ import contextlib
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.calls.transport import TransportClosed
+from app.calls.transport import MessageTooLarge, TransportClosed
 
 #: WebSocket close code for a message over the limit (RFC 6455 §7.4.1).
 MESSAGE_TOO_BIG = 1009
-
-
-class MessageTooLarge(TransportClosed):
-    """The far end sent a message over the stream's limit: the socket is closed with 1009."""
 
 
 class WebSocketMessages:

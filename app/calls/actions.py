@@ -12,7 +12,7 @@ from app.calls.ending import CallEnding
 from app.calls.transport import CallTransport
 from app.media.dtmf import DEFAULT_TIMING, DtmfTiming, valid_dtmf_digits
 from app.pipeline.base import Pipeline
-from app.schemas.calls import EndReason, EventSeverity
+from app.schemas.calls import EventSeverity
 from app.schemas.data_messages import valid_transfer_target
 
 #: After a transfer the provider ends the stream; callbridge ends the call itself after this long.
@@ -66,11 +66,6 @@ class CallActions:
         self._legs = legs
         self._spawn = spawn
 
-    def hang_up(self, text: str) -> None:
-        """The agent (or the API on its behalf) ends the call; the provider leg is hung up after."""
-        self._record("hang_up", text)
-        self._ending.finish(EndReason.AGENT_HANGUP, text)
-
     async def transfer(self, target: str) -> str | None:
         """Hand the caller to `target`; the agent leaves. None on success, else why it failed (the call
         then stays with the agent)."""
@@ -107,7 +102,8 @@ class CallActions:
     async def play_dtmf(self, digits: str, timing: DtmfTiming = DEFAULT_TIMING) -> str:
         """Send DTMF: as the transport's own events, else through the provider's API, else as tones.
 
-        Returns how it was sent: `out-of-band`, `in-band`, or `refused` (not DTMF digits).
+        Returns how it was sent: `out-of-band`, `in-band`, `refused` (not DTMF digits) or `dropped` (the
+        playout queue is full).
         """
         try:
             digits = valid_dtmf_digits(digits)
@@ -124,8 +120,14 @@ class CallActions:
                     EventSeverity.WARNING,
                 )
         method = "out-of-band" if sent else "in-band"
-        if not sent:
-            self._media.play_tones(digits, timing)
+        if not sent and self._media.play_tones(digits, timing):
+            self._record(
+                "play_dtmf",
+                f"DTMF {digits} not sent: the agent's audio already fills the playout queue",
+                EventSeverity.WARNING,
+                {"digits": digits, "method": "dropped"},
+            )
+            return "dropped"
         self._record("play_dtmf", f"sent DTMF {digits} {method}", extras={"digits": digits, "method": method})
         return method
 

@@ -70,6 +70,8 @@ class CallMedia:
 
     def to_caller(self, agent_audio: bytes) -> float:
         """Queue agent audio for the caller; returns ms dropped because the agent ran too far ahead."""
+        if self.playout.full:  # not worth converting
+            return self.agent_format.duration_ms(len(agent_audio))
         return self.playout.enqueue(self._outbound.convert(agent_audio))
 
     def clear(self) -> None:
@@ -77,10 +79,12 @@ class CallMedia:
         self.playout.clear()
         self._outbound.reset()
 
-    def play_tones(self, digits: str, timing: DtmfTiming) -> None:
-        """Queue DTMF tones after the agent audio already queued (never over speech: talk-off)."""
+    def play_tones(self, digits: str, timing: DtmfTiming) -> float:
+        """Queue DTMF tones after the agent audio already queued (never over speech: talk-off).
+
+        Returns ms dropped (the whole tones) when the queue is full, else 0."""
         wire = self.playout.wire_format
-        self.playout.enqueue(encode_from_pcm16(dtmf_tones(digits, wire.sample_rate, timing), wire))
+        return self.playout.enqueue(encode_from_pcm16(dtmf_tones(digits, wire.sample_rate, timing), wire))
 
     def mark_returned(self, name: str) -> PendingMark | None:
         return self.playout.mark_returned(name)

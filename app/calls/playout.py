@@ -87,9 +87,17 @@ class Playout:
         """Agent audio waiting to be sent."""
         return self._format.duration_ms(self._queued_bytes + self._splitter.pending)
 
+    @property
+    def full(self) -> bool:
+        """At the queue's limit: `enqueue` drops what it is given."""
+        return self._queued_bytes + self._splitter.pending >= self._max_queued_bytes
+
     def enqueue(self, wire_audio: bytes) -> float:
-        """Queue agent audio; returns how many ms of it were dropped because the queue is full (else 0)."""
-        if self._queued_bytes + self._splitter.pending >= self._max_queued_bytes:
+        """Queue agent audio; returns how many ms of it were dropped because the queue is full (else 0).
+
+        A chunk that starts below the limit is taken whole, so the queue may pass the limit by one chunk
+        (bounded by the agent link's message size)."""
+        if self.full:
             return self._format.duration_ms(len(wire_audio))
         for frame in self._splitter.push(wire_audio):
             self._frames.append(frame)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from app.calls import timers
 from app.calls.actions import CallActions, LegControl, NoLegControl
@@ -23,11 +23,12 @@ from app.calls.ending import CallEnding
 from app.calls.playout import DEFAULT_MAX_QUEUED_MS
 from app.calls.service import CallService
 from app.calls.timing import ConversationTiming, TimingPlan
-from app.calls.transport import BadMessage, CallTransport, TransportClosed
+from app.calls.transport import BadMessage, CallTransport, MessageTooLarge, TransportClosed
 from app.media.codecs import MediaError
 from app.metrics import ACTIVE_SESSIONS, FRAMES_IN, FRAMES_OUT
 from app.pipeline.base import (
     AgentAudio,
+    AgentAudioDropped,
     AgentClear,
     CallInfo,
     ColdTransfer,
@@ -55,6 +56,7 @@ from app.store.tables import CallRow, utcnow
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class CallSession:
             Transcript: self._agent_transcript,
             ColdTransfer: self._agent_transfer,
             PlayDtmf: self._agent_dtmf,
+            AgentAudioDropped: self._agent_audio_backlog,
         }
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -122,6 +125,11 @@ class CallSession:
     def finish(self, reason: EndReason, text: str) -> None:
         """Ask the session to end the call (the first reason given wins)."""
         self.ending.finish(reason, text)
+
+    def hang_up(self, text: str) -> None:
+        """The agent, or the API for it, ends the call (joined or joining); the leg is hung up after."""
+        self.record("hang_up", text)
+        self.ending.finish(EndReason.AGENT_HANGUP, text)
 
     def far_end_left(self, text: str) -> None:
         """The caller's side is gone (the provider reports the leg over): a hang-up, or a transfer done."""
@@ -134,17 +142,34 @@ class CallSession:
     async def run(self) -> None:
         ACTIVE_SESSIONS.inc()
         try:
-            start = await self._await_start()
-            if start is not None and await self._join(start):
+            start = await self._unless_over(self._await_start())
+            if start is not None and await self._unless_over(self._join(start)):
                 await self._run_joined()
+        except asyncio.CancelledError:  # the server is going away under the call
+            self.ending.finish(EndReason.SYSTEM_ERROR, "the call's session was stopped (server shutdown)")
+            raise
         except Exception as exc:  # a bug in this call must end this call only
             log.exception("call %s failed", self.call.id)
             self.ending.finish(EndReason.SYSTEM_ERROR, f"internal error: {type(exc).__name__}")
         finally:
             try:
-                await self._shutdown()
+                await _finish_despite_cancellation(self._shutdown())
             finally:
                 ACTIVE_SESSIONS.dec()
+
+    async def _unless_over(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """`work`'s result, or None as soon as the call is ended from outside (a hang-up, the drain)."""
+        waiting = asyncio.ensure_future(work)
+        over = asyncio.ensure_future(self.ending.wait())
+        try:
+            await asyncio.wait((waiting, over), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            over.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+        return waiting.result() if not waiting.cancelled() else None
 
     async def _run_joined(self) -> None:
         assert self.media is not None
@@ -187,6 +212,9 @@ class CallSession:
     async def _guarded(self, work: Coroutine[Any, Any, object], name: str, ends_call: bool) -> None:
         try:
             await work
+        except MessageTooLarge as exc:
+            self.record("provider_error", str(exc), EventSeverity.WARNING)
+            self.ending.finish(EndReason.CONNECTION_ERROR, str(exc))
         except TransportClosed:
             self.ending.far_end_left("the provider closed the stream")
         except PipelineError as exc:
@@ -291,9 +319,12 @@ class CallSession:
             self.legs,
             self._spawn_action,
         )
-        if self.transport.data is not None:
-            await self.transport.data.send_joined(self.call.id)
-        await self._send_state("listening")
+        try:
+            if self.transport.data is not None:
+                await self.transport.data.send_joined(self.call.id)
+            await self._send_state("listening")
+        except TransportClosed:
+            self.ending.far_end_left("the client closed the stream as the call joined")
         return True
 
     # --- caller → agent -----------------------------------------------------------------------
@@ -394,8 +425,8 @@ class CallSession:
         dropped_ms = self.media.to_caller(event.audio)
         if dropped_ms:
             self._agent_audio_dropped(dropped_ms)
-        else:
-            self._dropping_agent_audio = False
+        elif self.media.playout.queued_ms < self.settings.max_queued_agent_audio_ms / 2:
+            self._dropping_agent_audio = False  # well below the limit again: a new spell is reported anew
         self._timing.agent_audio()
         if self._agent_state != "speaking":
             await self._send_state("speaking")
@@ -413,21 +444,29 @@ class CallSession:
             {"droppedMs": round(dropped_ms)},
         )
 
+    async def _agent_audio_backlog(self, event: AgentAudioDropped) -> None:
+        assert self.media is not None
+        dropped_ms = self.media.agent_format.duration_ms(event.dropped_bytes)
+        self.record(
+            "pipeline_error",
+            f"the agent's audio came faster than it could be taken: {dropped_ms:.0f} ms of it dropped",
+            EventSeverity.WARNING,
+            {"droppedMs": round(dropped_ms)},
+        )
+
     async def _agent_clear(self, event: AgentClear) -> None:
         assert self.media is not None
         self.media.clear()
+        self._dropping_agent_audio = False
         self.record("clear", "agent barged in: unplayed audio dropped")
 
     async def _agent_hang_up(self, event: HangUp) -> None:
-        assert self.actions is not None
-        self.actions.hang_up(event.message or "the agent hung up")
+        self.hang_up(event.message or "the agent hung up")
 
     async def _agent_transcript(self, event: Transcript) -> None:
         if self.transport.data is not None:
             await self.transport.data.send_transcript(event.role, event.text, event.final)
-        self.record(
-            "transcript", event.text, EventSeverity.DEBUG, {"role": event.role, "final": event.final}
-        )
+        self.record("transcript", event.text, EventSeverity.DEBUG, {"role": event.role, "final": event.final})
 
     async def _agent_transfer(self, event: ColdTransfer) -> None:
         assert self.actions is not None
@@ -454,3 +493,18 @@ class CallSession:
             log.error("pipeline of call %s crashed", self.call.id, exc_info=exc)
         self.record("pipeline_error", f"agent failed: {exc}", EventSeverity.ERROR)
         self.ending.finish(reason, f"the agent failed: {exc}")
+
+
+async def _finish_despite_cancellation(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end even if the caller is cancelled meanwhile (once, re-armed by a task group, or
+    at every await as under anyio's cancel scopes); the cancellation is raised after it."""
+    task = asyncio.ensure_future(work)
+    cancellation: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            cancellation = exc
+    if cancellation is not None:
+        raise cancellation
+    task.result()

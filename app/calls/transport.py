@@ -16,6 +16,10 @@ class TransportClosed(Exception):
     """The other side closed the stream (or the connection dropped)."""
 
 
+class MessageTooLarge(TransportClosed):
+    """The far end sent a message over the stream's limit: the stream was closed (a broken far end)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BadMessage:
     """A message from the far end that could not be understood: recorded, then skipped."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, WebSocketException
 
 from app.pipeline.agent_protocol import Message
-from app.pipeline.base import AgentAudio, PipelineError, PipelineEvent
+from app.pipeline.base import AgentAudio, AgentAudioDropped, PipelineError, PipelineEvent
 
 USER_AGENT = "callbridge"
 # Caller audio waiting for a slow agent is bounded (see Outbox): about a second of 20 ms frames.
@@ -149,17 +149,12 @@ class AgentEvents:
     """What the agent produced, in order, until `end` (after which every reader stops, or raises).
 
     Audio waiting to be read is bounded: past `max_audio_bytes` the oldest audio is dropped (never other
-    events), `dropped_audio_bytes` counts it, and `on_audio_dropped(bytes)` is called at the first drop of
-    each overrun (an overrun ends when the reader has taken everything queued), for the call's event log.
+    events), `dropped_audio_bytes` counts it, and the first drop of each overrun (an overrun ends when the
+    reader has taken everything queued) is reported in the queue itself, as an `AgentAudioDropped`.
     """
 
-    def __init__(
-        self,
-        max_audio_bytes: int = MAX_QUEUED_AGENT_AUDIO_BYTES,
-        on_audio_dropped: Callable[[int], None] | None = None,
-    ) -> None:
+    def __init__(self, max_audio_bytes: int = MAX_QUEUED_AGENT_AUDIO_BYTES) -> None:
         self.max_audio_bytes = max_audio_bytes
-        self.on_audio_dropped = on_audio_dropped
         self.dropped_audio_bytes = 0
         self._items: deque[PipelineEvent | _End] = deque()
         self._audio_bytes = 0
@@ -186,8 +181,8 @@ class AgentEvents:
             else:
                 kept.append(item)
         self._items.extendleft(reversed(kept))
-        if first and self.on_audio_dropped is not None:
-            self.on_audio_dropped(self._overrun_dropped)
+        if first:
+            self._items.append(AgentAudioDropped(self._overrun_dropped))
 
     def end(self, error: BaseException | None = None) -> None:
         """No more events: a normal end (`error` None) or a failure raised to the reader."""

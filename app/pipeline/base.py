@@ -64,7 +64,14 @@ class PlayDtmf:
     digits: str
 
 
-PipelineEvent = AgentAudio | AgentClear | Transcript | HangUp | ColdTransfer | PlayDtmf
+@dataclass(frozen=True, slots=True)
+class AgentAudioDropped:
+    """The agent's audio arrived faster than the call could take it: the oldest was dropped."""
+
+    dropped_bytes: int  # in the negotiated pipeline format
+
+
+PipelineEvent = AgentAudio | AgentClear | Transcript | HangUp | ColdTransfer | PlayDtmf | AgentAudioDropped
 
 
 class PipelineError(Exception):

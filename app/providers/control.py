@@ -67,6 +67,7 @@ class LegState(StrEnum):
         """A transfer is giving (or gave) the leg to someone else: callbridge must not hang it up."""
         return self in (LegState.TRANSFERRING, LegState.TRANSFERRED)
 
+
 #: `CallStatus` of Twilio's status callbacks, which Telnyx's TeXML callbacks copy.
 TWILIO_CALL_STATUSES: Mapping[str, LegStatus] = {
     "queued": LegStatus.INITIATED,

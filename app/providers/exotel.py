@@ -21,7 +21,8 @@ from app.providers.frames import (
     STREAM_RATES,
     JsonStreamFraming,
     OutboundMessages,
-    require,
+    optional_object,
+    require_object,
     string_map,
     wire_format,
 )
@@ -60,15 +61,11 @@ class ExotelFraming(JsonStreamFraming):
         self.stream_sid = ""
 
     def decode_start(self, msg: dict[str, Any]) -> StreamStart:
-        start = require(msg, "start", "start message")
-        if not isinstance(start, dict):
-            raise FrameError("start is not an object")
+        start = require_object(msg, "start", "start message")
         sid = _stream_sid(msg, start)
         if not isinstance(sid, str) or not sid:
             raise FrameError("start has no stream_sid")
-        media_format = start.get("media_format") or {}
-        if not isinstance(media_format, dict):
-            raise FrameError("media_format is not an object")
+        media_format = optional_object(start, "media_format")
         # Field types drift between Exotel's pages ("8000" or 8000, "raw" or "audio/x-raw"): parse leniently,
         # and fall back to the rate asked for in the URL when the start does not name a usable one.
         rate = media_format.get("sample_rate")

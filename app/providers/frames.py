@@ -44,6 +44,22 @@ def require(obj: Any, key: str, what: str) -> Any:
     return obj[key]
 
 
+def require_object(obj: Any, key: str, what: str) -> dict[str, Any]:
+    """`obj[key]` when it is a JSON object, or a FrameError."""
+    value = require(obj, key, what)
+    if not isinstance(value, dict):
+        raise FrameError(f"{what}'s '{key}' is not an object")
+    return value
+
+
+def optional_object(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """`obj[key]` when it is a JSON object, `{}` when it is absent or empty, else a FrameError."""
+    value = obj.get(key) or {}
+    if not isinstance(value, dict):
+        raise FrameError(f"'{key}' is not an object")
+    return value
+
+
 def decode_base64(text: Any) -> bytes:
     """Strict base64 (a lenient decoder would silently turn garbage into noise)."""
     if not isinstance(text, str):
@@ -183,8 +199,10 @@ class JsonStreamFraming(StreamFraming):
     def decode(self, message: str | bytes) -> StreamEvent | None:
         event, msg = load_message(message)
         if event == "media":  # the hot path: 50 a second, so no further dispatch
-            media = require(msg, "media", "media message")
+            media = require_object(msg, "media", "media message")
             track = media.get("track", "inbound")
+            if not isinstance(track, str):
+                raise FrameError("media's 'track' is not a string")
             if track not in INBOUND_TRACKS:
                 return StreamIgnored(f"media:{track}")
             return self.decode_audio(decode_base64(require(media, "payload", "media")), msg)

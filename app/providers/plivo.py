@@ -40,7 +40,9 @@ from app.providers.frames import (
     JsonStreamFraming,
     OutboundMessages,
     byte_order_option,
+    optional_object,
     require,
+    require_object,
     wire_format,
 )
 from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_body
@@ -94,15 +96,11 @@ class PlivoFraming(JsonStreamFraming):
         return super().decode_event(event, msg)  # media, dtmf, start; a stray `stop` is tolerated
 
     def decode_start(self, msg: dict[str, Any]) -> StreamStart:
-        start = require(msg, "start", "start message")
-        if not isinstance(start, dict):
-            raise FrameError("start is not an object")
+        start = require_object(msg, "start", "start message")
         stream_id = start.get("streamId") or msg.get("streamId")
         if not isinstance(stream_id, str) or not stream_id:
             raise FrameError("start has no streamId")
-        media_format = start.get("mediaFormat") or {}
-        if not isinstance(media_format, dict):
-            raise FrameError("mediaFormat is not an object")
+        media_format = optional_object(start, "mediaFormat")
         audio_format = wire_format(
             media_format.get("encoding", "audio/x-l16"),
             media_format.get("sampleRate", 8000),

@@ -44,7 +44,8 @@ from app.providers.frames import (
     JsonStreamFraming,
     OutboundMessages,
     byte_order_option,
-    require,
+    optional_object,
+    require_object,
     sequence_number,
     string_map,
     wire_format,
@@ -95,15 +96,11 @@ class TelnyxFraming(JsonStreamFraming):
         return StreamAudio(ready) if ready is not None else None
 
     def decode_start(self, msg: dict[str, Any]) -> StreamStart:
-        start = require(msg, "start", "start message")
-        if not isinstance(start, dict):
-            raise FrameError("start is not an object")
+        start = require_object(msg, "start", "start message")
         stream_id = msg.get("stream_id") or start.get("stream_id")
         if not isinstance(stream_id, str) or not stream_id:
             raise FrameError("start has no stream_id")
-        media_format = start.get("media_format") or {}
-        if not isinstance(media_format, dict):
-            raise FrameError("media_format is not an object")
+        media_format = optional_object(start, "media_format")
         audio_format = wire_format(
             media_format.get("encoding", "PCMU"), media_format.get("sample_rate", 8000), self.l16_byte_order
         )

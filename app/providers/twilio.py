@@ -31,7 +31,8 @@ from app.providers.control import (
 from app.providers.frames import (
     JsonStreamFraming,
     OutboundMessages,
-    require,
+    optional_object,
+    require_object,
     string_map,
 )
 from app.providers.rest import ProviderApiError, ProviderHttp, RetryPolicy, json_body
@@ -54,15 +55,11 @@ class TwilioFraming(JsonStreamFraming):
         self.stream_sid = ""
 
     def decode_start(self, msg: dict[str, Any]) -> StreamStart:
-        start = require(msg, "start", "start message")
-        if not isinstance(start, dict):
-            raise FrameError("start is not an object")
+        start = require_object(msg, "start", "start message")
         sid = start.get("streamSid") or msg.get("streamSid")
         if not isinstance(sid, str) or not sid:
             raise FrameError("start has no streamSid")
-        media_format = start.get("mediaFormat") or {}
-        if not isinstance(media_format, dict):
-            raise FrameError("mediaFormat is not an object")
+        media_format = optional_object(start, "mediaFormat")
         encoding = str(media_format.get("encoding", "audio/x-mulaw")).lower()
         if encoding != "audio/x-mulaw" or media_format.get("sampleRate", 8000) not in (8000, "8000"):
             raise FrameError(f"unsupported Twilio media format {media_format}")

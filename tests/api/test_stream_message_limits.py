@@ -3,13 +3,16 @@ the stream with a clear error (MessageTooLarge), not a crash."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.api.websocket_transport import MESSAGE_TOO_BIG, MessageTooLarge, WebSocketMessages
+from app.api.websocket_transport import MESSAGE_TOO_BIG, WebSocketMessages
+from app.calls.transport import MessageTooLarge
 from app.settings import Settings
 
 LIMIT = 1024
@@ -58,3 +61,18 @@ def test_the_server_websocket_medium_takes_larger_messages_than_provider_streams
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.stream_message_limit("twilio") == settings.max_stream_message_bytes == 64 * 1024
     assert settings.stream_message_limit("serverWebSocket") == settings.max_medium_message_bytes == 256 * 1024
+
+
+def test_an_oversized_stream_message_ends_its_call_as_a_connection_error(client: TestClient) -> None:
+    call = client.post("/api/calls", json={"medium": {"serverWebSocket": {"inputSampleRate": 8000}}}).json()
+    with client.websocket_connect(call["joinUrl"]) as ws:
+        assert ws.receive_json()["type"] == "call_started"
+        ws.send_bytes(b"\0" * (256 * 1024 + 2))  # the serverWebSocket medium's limit is 256 KiB
+        message = ws.receive()
+        while message["type"] != "websocket.close":  # the `state` messages sent before the close
+            message = ws.receive()
+    assert message["code"] == MESSAGE_TOO_BIG
+    deadline = time.monotonic() + 5
+    while (ended := client.get(f"/api/calls/{call['callId']}").json())["ended"] is None:
+        assert time.monotonic() < deadline, "the call did not end"
+    assert ended["endReason"] == "connection_error"

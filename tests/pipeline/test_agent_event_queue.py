@@ -1,12 +1,19 @@
 """The agent event queue is bounded: an agent running ahead of real time loses its oldest audio, never
-its other events, and each overrun is reported once."""
+its other events, and each overrun is reported once, in the queue (AgentAudioDropped)."""
 
 from __future__ import annotations
 
 import pytest
 
 from app.pipeline.agent_link import AgentEvents
-from app.pipeline.base import AgentAudio, AgentClear, PipelineError, PipelineEvent, Transcript
+from app.pipeline.base import (
+    AgentAudio,
+    AgentAudioDropped,
+    AgentClear,
+    PipelineError,
+    PipelineEvent,
+    Transcript,
+)
 
 
 async def drain(events: AgentEvents) -> list[PipelineEvent]:
@@ -15,8 +22,7 @@ async def drain(events: AgentEvents) -> list[PipelineEvent]:
 
 
 async def test_audio_past_the_cap_drops_the_oldest_audio_and_keeps_other_events() -> None:
-    reports: list[int] = []
-    events = AgentEvents(max_audio_bytes=300, on_audio_dropped=reports.append)
+    events = AgentEvents(max_audio_bytes=300)
     events.put(AgentAudio(b"1" * 100))
     events.put(Transcript("agent", "hello"))
     for digit in b"2345":
@@ -25,23 +31,22 @@ async def test_audio_past_the_cap_drops_the_oldest_audio_and_keeps_other_events(
         Transcript("agent", "hello"),
         AgentAudio(b"3" * 100),
         AgentAudio(b"4" * 100),
+        AgentAudioDropped(100),  # once, at the overrun's first drop
         AgentAudio(b"5" * 100),
     ]
     assert events.dropped_audio_bytes == 200
-    assert reports == [100]  # once, at the overrun's first drop
 
 
 async def test_each_overrun_is_reported_once_the_reader_has_caught_up_in_between() -> None:
-    reports: list[int] = []
-    events = AgentEvents(max_audio_bytes=100, on_audio_dropped=reports.append)
+    events = AgentEvents(max_audio_bytes=100)
     reader = events.iterate()
     for _ in range(3):
         events.put(AgentAudio(b"a" * 100))
-    assert await anext(reader) == AgentAudio(b"a" * 100)
+    assert [await anext(reader) for _ in range(2)] == [AgentAudioDropped(100), AgentAudio(b"a" * 100)]
     events.put(AgentAudio(b"b" * 100))
     events.put(AgentAudio(b"c" * 100))
-    assert await anext(reader) == AgentAudio(b"c" * 100)
-    assert reports == [100, 100] and events.dropped_audio_bytes == 300
+    assert [await anext(reader) for _ in range(2)] == [AgentAudio(b"c" * 100), AgentAudioDropped(100)]
+    assert events.dropped_audio_bytes == 300
 
 
 async def test_audio_within_the_cap_is_all_delivered_in_order() -> None:

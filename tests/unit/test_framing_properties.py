@@ -119,23 +119,6 @@ def decode_or_frame_error(framing: StreamFraming, message: str | bytes) -> Strea
         return error
 
 
-def hits_the_known_media_crash(provider: str, message: str | bytes) -> bool:
-    """A `media` frame whose `media` is not an object, or whose `track` is not a string: the shared JSON
-    framing (app/providers/frames.py, JsonStreamFraming.decode) raises AttributeError/TypeError on these.
-    Reported to its owner and pinned by test_a_media_frame_that_is_not_an_object_is_a_frame_error; drop this
-    filter with that fix."""
-    if provider == "serverWebSocket":
-        return False
-    try:
-        frame = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        return False
-    if not isinstance(frame, dict) or frame.get("event") != "media" or "media" not in frame:
-        return False
-    media = frame["media"]
-    return not isinstance(media, dict) or not isinstance(media.get("track", "inbound"), str)
-
-
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -147,8 +130,6 @@ def test_decode_gives_a_typed_event_or_a_frame_error_for_any_message(
 ) -> None:
     framing = new_framing(provider, options)
     for message in sequence:
-        if hits_the_known_media_crash(provider, message):
-            continue
         result = decode_or_frame_error(framing, message)
         if isinstance(result, FrameError):
             continue
@@ -214,16 +195,11 @@ def test_a_start_with_a_part_that_is_not_an_object_or_number_is_a_frame_error(
         new_framing(provider, {}).decode(orjson.dumps(frame).decode())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AttributeError, TypeError),
-    reason="app/providers/frames.py JsonStreamFraming.decode: media.get() on a non-object `media`, and a "
-    "list/object `track` tested against a frozenset (reported; when fixed, remove this mark and "
-    "hits_the_known_media_crash)",
-)
 @pytest.mark.parametrize("provider", ["twilio", "telnyx", "plivo", "exotel"])
 @pytest.mark.parametrize("media", [None, "AAAA", [], {"track": ["inbound"], "payload": ""}], ids=repr)
-def test_a_media_frame_that_is_not_an_object_is_a_frame_error(provider: str, media: Any) -> None:
+def test_a_media_frame_that_is_not_an_object_or_has_a_non_string_track_is_a_frame_error(
+    provider: str, media: Any
+) -> None:
     with pytest.raises(FrameError):
         new_framing(provider, {}).decode(orjson.dumps({"event": "media", "media": media}).decode())
 
