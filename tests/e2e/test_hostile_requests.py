@@ -99,7 +99,9 @@ async def assert_untouched(server: RunningServer, live_call: asyncio.Task[CallRe
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         assert (await client.get("/healthz")).status_code == 200
     report = await live_call
-    assert report.ended_by == "carrier" and report.marks_returned == report.marks_received, report.summary()
+    # Every mark but the last comes back: the carrier may hang up before the audio the last one follows plays.
+    assert report.ended_by == "carrier", report.summary()
+    assert report.marks_returned >= report.marks_received - 1, report.summary()
     assert report.media_received >= 0.95 * report.frames_sent, report.summary()
     # The echo comes back (a playout gap under load costs some correlation, a broken call all of it).
     assert report.round_trip is not None and report.round_trip.correlation >= 0.7, report.summary()
