@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
@@ -81,6 +81,14 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class RequestBody(TypedDict, total=False):
+    """What a request carries besides its method and path (`ProviderHttp.send`'s keywords)."""
+
+    form: Mapping[str, Any] | None
+    json: Mapping[str, Any] | None
+    repeatable: bool
 
 
 class ProviderHttp:
@@ -161,17 +169,10 @@ class ProviderHttp:
         raise AssertionError("unreachable")
 
     async def send_for_object(
-        self,
-        action: str,
-        method: str,
-        path: str,
-        *,
-        form: Mapping[str, Any] | None = None,
-        json: Mapping[str, Any] | None = None,
-        repeatable: bool = True,
+        self, action: str, method: str, path: str, **request: Unpack[RequestBody]
     ) -> dict[str, Any]:
         """`send`, and the answer's JSON object; an answer that is not one is a ProviderApiError."""
-        response = await self.send(action, method, path, form=form, json=json, repeatable=repeatable)
+        response = await self.send(action, method, path, **request)
         body = json_body(response)
         if not isinstance(body, dict):
             what = "no JSON" if body is None else f"JSON {type(body).__name__}"
