@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"database {settings.resolved_database_url.split('://')[0]})",
         flush=True,
     )
+    on_database(_nothing_more)  # migrated before serving: an unreachable database is one clear line
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -94,11 +95,12 @@ def on_database(work: Callable[[Database], Awaitable[T]]) -> T:
         raise failure from exc
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    async def nothing_more(db: Database) -> None:
-        return None
+async def _nothing_more(db: Database) -> None:
+    return None
 
-    on_database(nothing_more)
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    on_database(_nothing_more)
     print(f"database is at the newest schema ({Settings().resolved_database_url.split('://')[0]})")
     return 0
 

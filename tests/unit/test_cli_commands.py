@@ -120,12 +120,16 @@ def test_simulate_outbound_against_no_server_prints_one_line_and_fails(
     assert capsys.readouterr().err == unreachable_line(url) + "\n"
 
 
+DATABASE_COMMANDS = [["api-keys", "list"], ["migrate"], ["serve", "--port", "1"]]
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
 def test_a_cli_command_on_an_unreachable_database_prints_one_line_without_the_password(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    command: list[str], workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = closed_port()
     monkeypatch.setenv("CALLBRIDGE_DATABASE_URL", f"postgresql+asyncpg://cb:hunter2@127.0.0.1:{port}/cb")
-    assert main(["api-keys", "list"]) == 1
+    assert main(command) == 1
     assert capsys.readouterr().err == (
         f"callbridge: cannot reach the database at postgresql+asyncpg://cb:***@127.0.0.1:{port}/cb "
         "(connection refused); check CALLBRIDGE_DATABASE_URL\n"
