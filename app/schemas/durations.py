@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -20,6 +21,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(value.strip()[:-1])
     else:
         raise ValueError(f"invalid duration {value!r}: expected a string like '30s' or '0.5s'")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
