@@ -99,7 +99,9 @@ async def send_data_message(request: Request) -> Response:
     actions = session.actions if session is not None and session.joined else None
     if isinstance(message, HangUpMessage):
         text = message.message or "hung up through the API"
-        if session is not None and row.joined is not None:  # joined here (or joining): its session ends it
+        if session is not None and row.joined is not None:  # joined here, or joining: its session stops
+            if actions is None:  # still joining: end the call now, so the leg is hung up at once
+                await services.calls.end(row, EndReason.AGENT_HANGUP, text)
             session.hang_up(text)
         elif row.joined is None:  # still ringing, or waiting for its stream
             text = f"{text} before the call was joined"
