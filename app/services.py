@@ -110,16 +110,16 @@ class Services:
         self.draining = True
         live = len(self.sessions)
         log.warning("draining: refusing new calls; %d live call(s) have %gs to end", live, timeout_s)
-        if await self._sessions_left(timeout_s):
+        if await self._sessions_gone_within(timeout_s):
             return
         remaining = list(self.sessions.live())
         log.warning("draining: ending %d call(s) still live after %gs", len(remaining), timeout_s)
         for session in remaining:
             session.finish(EndReason.SYSTEM_ERROR, f"the server shut down (its {timeout_s:g}s drain ended)")
-        if not await self._sessions_left(DRAIN_END_GRACE_S):
+        if not await self._sessions_gone_within(DRAIN_END_GRACE_S):
             log.error("draining: %d call(s) did not end", len(self.sessions))
 
-    async def _sessions_left(self, timeout_s: float) -> bool:
+    async def _sessions_gone_within(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for every session to leave the registry; True when they all did."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         # The registry has no change notification; a drain polls it briefly.

@@ -45,6 +45,15 @@ class CallRecorder:
         )
         self("provider_error", f"bad stream message ignored: {reason}{suffix}", EventSeverity.WARNING)
 
+    def agent_audio_dropped(self, dropped_ms: float, why: str) -> None:
+        """Agent audio ran so far ahead of real time that some was dropped (`why`: which queue was full)."""
+        self(
+            "pipeline_error",
+            f"the agent sends audio faster than real time ({why}): {dropped_ms:.0f} ms dropped",
+            EventSeverity.WARNING,
+            {"droppedMs": round(dropped_ms)},
+        )
+
     def ignored_event(self, event: str) -> None:
         """A well-formed event callbridge has no use for (recorded once per event name)."""
         if event not in self._ignored_events:

@@ -437,22 +437,12 @@ class CallSession:
             return
         self._dropping_agent_audio = True
         queued_s = self.settings.max_queued_agent_audio_ms / 1000
-        self.record(
-            "pipeline_error",
-            f"the agent sends audio faster than real time: {queued_s:g} s queued, further audio dropped",
-            EventSeverity.WARNING,
-            {"droppedMs": round(dropped_ms)},
-        )
+        self.record.agent_audio_dropped(dropped_ms, f"{queued_s:g} s are queued for the caller")
 
     async def _agent_audio_backlog(self, event: AgentAudioDropped) -> None:
         assert self.media is not None
         dropped_ms = self.media.agent_format.duration_ms(event.dropped_bytes)
-        self.record(
-            "pipeline_error",
-            f"the agent's audio came faster than it could be taken: {dropped_ms:.0f} ms of it dropped",
-            EventSeverity.WARNING,
-            {"droppedMs": round(dropped_ms)},
-        )
+        self.record.agent_audio_dropped(dropped_ms, "the call could not take it as fast")
 
     async def _agent_clear(self, event: AgentClear) -> None:
         assert self.media is not None
