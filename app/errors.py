@@ -37,13 +37,23 @@ class CallNotActive(ServiceError):
     status = 422
 
 
-class TooManyRequests(ServiceError):
+class RetryLater(ServiceError):
+    """A refusal that ends: the response says when to try again (`Retry-After`)."""
+
+    def __init__(self, code: str, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(code, detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class TooManyRequests(RetryLater):
     """Over a limit: 429 with `Retry-After`."""
 
     status = 429
 
-    def __init__(self, code: str, detail: str, *, retry_after_s: int) -> None:
-        super().__init__(code, detail, headers={"Retry-After": str(retry_after_s)})
+
+class Unavailable(RetryLater):
+    """The service cannot take this now (it is draining): 503 with `Retry-After`."""
+
+    status = 503
 
 
 class ProviderFailed(ServiceError):

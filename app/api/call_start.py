@@ -8,12 +8,14 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.api.errors import Draining
 from app.calls.service import Creation
-from app.errors import InvalidInput
+from app.errors import InvalidInput, Unavailable
 from app.schemas.media import Medium
 from app.services import Services
 from app.store.tables import CallRow
+
+#: What a client refused during a drain is told to wait (another instance, or this one restarted).
+DRAIN_RETRY_AFTER_S = 5
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 255
@@ -31,7 +33,11 @@ async def start_call(
     201 with the call; a replayed key answers the same call with `Idempotent-Replayed: true`.
     """
     if services.draining:
-        raise Draining()
+        raise Unavailable(
+            "draining",
+            "callbridge is shutting down and takes no new calls; try again shortly",
+            retry_after_s=DRAIN_RETRY_AFTER_S,
+        )
     plan = await services.legs.plan_dial(medium, agent_id)
     key = idempotency_key(request)
     creation = Creation(

@@ -17,10 +17,6 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
-#: What a client refused during a drain is told to wait before trying again (another instance, or this
-#: one restarted).
-DRAIN_RETRY_AFTER_S = 5
-
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -31,19 +27,6 @@ _HTTP_CODES = {
     422: "call_not_active",
     429: "too_many_requests",
 }
-
-
-class Draining(ServiceError):
-    """The service is shutting down and takes no new calls: 503 with `Retry-After`."""
-
-    status = 503
-
-    def __init__(self) -> None:
-        super().__init__(
-            "draining",
-            "callbridge is shutting down and takes no new calls; try again shortly",
-            headers={"Retry-After": str(DRAIN_RETRY_AFTER_S)},
-        )
 
 
 def error_response(
