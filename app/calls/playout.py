@@ -147,7 +147,10 @@ class Playout:
             await self._wake.wait()
             return
         try:
-            await asyncio.wait_for(self._wake.wait(), self._segment_gap_s)
+            # Not wait_for: before 3.12 it can swallow a cancellation that races the wake-up, and this
+            # loop would then outlive its call.
+            async with asyncio.timeout(self._segment_gap_s):
+                await self._wake.wait()
             return
         except TimeoutError:
             pass

@@ -66,10 +66,6 @@ class SessionSettings:
     max_queued_agent_audio_ms: int = DEFAULT_MAX_QUEUED_MS
 
 
-class _CallOver(Exception):
-    """Raised inside the session's task group once the call has ended: stops every loop at once."""
-
-
 class CallSession:
     """Runs one call from the far end's start to the call's end. `run` returns when the call is over."""
 
@@ -95,6 +91,7 @@ class CallSession:
         self.actions: CallActions | None = None
         self._timing: ConversationTiming | None = None
         self._tasks: asyncio.TaskGroup | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._agent_state = ""
         self._dropping_agent_audio = False
         self._stream_handlers: dict[type, Handler] = {
@@ -185,14 +182,17 @@ class CallSession:
                 if idle_s:
                     self._spawn(timers.media_idle(idle_s, lambda: media.frames_in, self.ending), "idle")
                 tasks.create_task(self._stop_when_over())
-        except* _CallOver:
-            pass
         finally:
             self._tasks = None
 
     async def _stop_when_over(self) -> None:
+        """Once the call is over, cancel everything that runs beside it (the task group then exits).
+
+        Cancelling the siblings, rather than failing the group, leaves the session's own task uncancelled
+        (Python 3.11's task group could leave a cancellation pending on it)."""
         await self.ending.wait()
-        raise _CallOver
+        for task in list(self._running):
+            task.cancel()
 
     def _spawn(self, work: Coroutine[Any, Any, object], name: str, *, ends_call: bool = True) -> None:
         """Run `work` beside the call's loops until the call ends. If it fails, the call ends
@@ -202,9 +202,12 @@ class CallSession:
             work.close()
             return
         try:
-            tasks.create_task(self._guarded(work, name, ends_call), name=f"call-{self.call.id}-{name}")
+            task = tasks.create_task(self._guarded(work, name, ends_call), name=f"call-{self.call.id}-{name}")
         except RuntimeError:  # the group is shutting down (the session itself was cancelled)
             work.close()
+            return
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     def _spawn_action(self, work: Coroutine[Any, Any, object], name: str) -> None:
         self._spawn(work, name, ends_call=False)

@@ -71,8 +71,9 @@ def test_an_oversized_stream_message_ends_its_call_as_a_connection_error(client:
         message = ws.receive()
         while message["type"] != "websocket.close":  # the `state` messages sent before the close
             message = ws.receive()
+        # Still inside the client's context: leaving it would cancel the app's task mid-shutdown.
+        deadline = time.monotonic() + 5
+        while (ended := client.get(f"/api/calls/{call['callId']}").json())["ended"] is None:
+            assert time.monotonic() < deadline, "the call did not end"
     assert message["code"] == MESSAGE_TOO_BIG
-    deadline = time.monotonic() + 5
-    while (ended := client.get(f"/api/calls/{call['callId']}").json())["ended"] is None:
-        assert time.monotonic() < deadline, "the call did not end"
     assert ended["endReason"] == "connection_error"
