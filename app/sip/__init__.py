@@ -1,0 +1,1 @@
+"""Our own asyncio SIP user agent: messages, transports, transactions, dialogs, calls."""
