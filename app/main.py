@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
 
-from app.api import agents, calls, health, incoming, provider_callbacks, telephony_configs
+from app.api import agents, calls, health, incoming, provider_callbacks, sip, telephony_configs
 from app.api.auth import ApiKeyMiddleware
 from app.api.body_limit import BodyLimit, BodyLimitMiddleware, RouteBodyLimits
 from app.api.errors import EXCEPTION_HANDLERS
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/calls/{call_id}/stream/{token}", call_stream),
         Mount(
             "/api",
-            routes=[*agents.ROUTES, *calls.ROUTES, *telephony_configs.ROUTES],
+            routes=[*agents.ROUTES, *calls.ROUTES, *telephony_configs.ROUTES, *sip.ROUTES],
             middleware=[Middleware(ApiKeyMiddleware)],
         ),
     ]

@@ -21,12 +21,14 @@ from app.pipeline.base import Pipeline
 from app.pipeline.secret_options import PipelineSecrets, call_owner
 from app.schemas.calls import EndReason
 from app.settings import Settings
+from app.sip.config import SipPolicyStore
 from app.store.db import Database
 from app.store.repositories import (
     AgentRepository,
     ApiKeyRepository,
     CallRepository,
     EventRepository,
+    SipConfigRepository,
     TelephonyConfigRepository,
 )
 from app.store.secret_box import SecretBox, load_master_secret
@@ -53,6 +55,8 @@ class Services:
     session_settings: SessionSettings
     legs: ProviderLegs
     pipeline_secrets: PipelineSecrets
+    #: The account SIP config (`/api/sip`) and the policy incoming INVITEs are checked against.
+    sip_policy: SipPolicyStore
     #: CALLBRIDGE_SECRET_KEY (or the generated one), for migrations that seal stored secrets.
     master_secret: str = field(repr=False)
     #: Set by `drain`: new calls are refused (readyz 503, webhooks hang up, the API answers 503).
@@ -85,11 +89,13 @@ class Services:
             session_settings=SessionSettings(playout_lead_ms=settings.playout_lead_ms),
             legs=ProviderLegs(settings, calls, calls_repo, telephony_configs, sessions),
             pipeline_secrets=pipeline_secrets,
+            sip_policy=SipPolicyStore(SipConfigRepository(db)),
             master_secret=master,
         )
 
     async def start(self) -> None:
         await self.db.migrate(master_secret=self.master_secret)
+        await self.sip_policy.load()
         await self.events.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="unjoined-call-sweeper")
 

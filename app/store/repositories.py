@@ -15,10 +15,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.pipeline.secret_options import PipelineSecrets, agent_owner, call_owner, plaintext_places
+from app.schemas.sip import SipConfigFields
 from app.store.db import Database
 from app.store.paging import Cursor, PageResult, fetch_page
 from app.store.secret_box import SecretBox
-from app.store.tables import AgentRow, ApiKeyRow, CallEventRow, CallRow, TelephonyConfigRow, utcnow
+from app.store.tables import (
+    AgentRow,
+    ApiKeyRow,
+    CallEventRow,
+    CallRow,
+    SipConfigRow,
+    TelephonyConfigRow,
+    utcnow,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -305,6 +314,44 @@ class TelephonyConfigRepository:
                 delete(TelephonyConfigRow).where(TelephonyConfigRow.provider == provider)
             )
         return bool(result.rowcount)
+
+
+#: The id of the sip_config table's single row.
+SIP_CONFIG_ROW_ID = 1
+
+
+class SipConfigRepository:
+    """The account SIP config: one row; without it (never migrated that far) a fresh install's defaults."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self) -> SipConfigFields:
+        async with self.db.session() as session:
+            row = await session.get(SipConfigRow, SIP_CONFIG_ROW_ID)
+        if row is None:
+            return SipConfigFields()
+        return SipConfigFields.model_validate(
+            {
+                "allowedCidrRanges": row.allowed_cidr_ranges,
+                "allowAllAgents": row.allow_all_agents,
+                "allowedAgents": row.allowed_agents,
+            }
+        )
+
+    async def update(self, config: SipConfigFields) -> SipConfigFields:
+        """Store `config` in place of the current one; returns it."""
+        stored = config.model_dump(mode="json", by_alias=True)
+        async with self.db.session.begin() as session:
+            row = await session.get(SipConfigRow, SIP_CONFIG_ROW_ID)
+            if row is None:
+                row = SipConfigRow(id=SIP_CONFIG_ROW_ID)
+                session.add(row)
+            row.allowed_cidr_ranges = stored["allowedCidrRanges"]
+            row.allow_all_agents = stored["allowAllAgents"]
+            row.allowed_agents = stored["allowedAgents"]
+            row.updated = utcnow()
+        return config
 
 
 def hash_api_key(key: str) -> str:

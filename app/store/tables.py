@@ -147,3 +147,15 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16), unique=True, index=True)
     key_hash: Mapped[str] = mapped_column(String(64))
     created: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SipConfigRow(Base):
+    """The account SIP config: a single row (`id` 1), created by migration 0004."""
+
+    __tablename__ = "sip_config"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    allowed_cidr_ranges: Mapped[list[str]] = mapped_column(Json)
+    allow_all_agents: Mapped[bool] = mapped_column(Boolean)
+    allowed_agents: Mapped[list[dict[str, str]]] = mapped_column(Json)  # [{agentId, toUserPattern}]
+    updated: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,59 @@
+"""`/api/sip`: the account SIP config (Ultravox-shaped): who may call in, and which agent answers."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.api.errors import describe_validation_error, json_object
+from app.errors import InvalidInput
+from app.schemas.sip import SIP_ERROR_CODES, SipConfig, SipConfigFields, SipConfigUpdate
+from app.services import Services, services_of
+from app.sip.config import sip_domain
+
+
+def _view(services: Services, config: SipConfigFields) -> Response:
+    shown = SipConfig(**dict(config), domain=sip_domain(services.settings))
+    return JSONResponse(shown.to_json())
+
+
+def _parse_update(data: dict[str, object]) -> SipConfigUpdate:
+    """The PATCH body; 400 with the first specific code (`invalid_cidr`, `invalid_pattern`...) if any."""
+    try:
+        return SipConfigUpdate.model_validate(data)
+    except ValidationError as exc:
+        types = [error["type"] for error in exc.errors()]
+        code = next((t for t in types if t in SIP_ERROR_CODES), "invalid_request")
+        raise InvalidInput(code, describe_validation_error(exc)) from None
+
+
+async def _check_agents_exist(services: Services, config: SipConfigFields) -> None:
+    for agent in config.allowed_agents:
+        if await services.agents.get(agent.agent_id) is None:
+            raise InvalidInput("agent_not_found", f"allowedAgents: no agent with id {agent.agent_id}")
+
+
+async def get_sip_config(request: Request) -> Response:
+    services = services_of(request)
+    return _view(services, await services.sip_policy.load())
+
+
+async def update_sip_config(request: Request) -> Response:
+    """PATCH: the fields given replace the stored ones; the new policy applies to the next INVITE."""
+    services = services_of(request)
+    patch = _parse_update(await json_object(request))
+    domain = sip_domain(services.settings)
+    if patch.domain is not None and patch.domain != domain:
+        raise InvalidInput("read_only", f"domain is read-only (it is {domain}; set CALLBRIDGE_SIP_DOMAIN)")
+    if "allowed_agents" in patch.model_fields_set:
+        await _check_agents_exist(services, patch)
+    config = (await services.sip_policy.load()).updated(patch)
+    return _view(services, await services.sip_policy.update(config))
+
+
+ROUTES = [
+    Route("/sip", get_sip_config, methods=["GET"]),
+    Route("/sip", update_sip_config, methods=["PATCH"]),
+]
