@@ -101,6 +101,33 @@ def _header_value(raw: str) -> Any:
         return raw
 
 
+def _refusal(raw: str, key: str, size: int, kept: dict[str, Any], kept_bytes: int) -> str | None:
+    """Why the `X-` header with this key and value is not taken as context, or None when it is."""
+    if not key:
+        return "no name after X-"
+    if key == RESERVED_KEY:
+        return f"the {RESERVED_KEY!r} key is callbridge's own"
+    if key in kept:
+        return f"a second header for {key!r}"
+    if len(kept) >= MAX_CONTEXT_HEADERS:
+        return f"over {MAX_CONTEXT_HEADERS} headers"
+    if size > MAX_HEADER_VALUE_BYTES:
+        return f"value of {size} bytes, over {MAX_HEADER_VALUE_BYTES}"
+    if kept_bytes + size > MAX_HEADERS_TOTAL_BYTES:
+        return f"over {MAX_HEADERS_TOTAL_BYTES} bytes of header values in all"
+    if _has_surrogates(raw):  # a lone surrogate (a parser's surrogateescape) cannot be stored as JSON
+        return "value is not UTF-8"
+    return None
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def sip_context(
     headers: Iterable[tuple[str, str]], caller_id: str | None, display_name: str | None, from_uri: str | None
 ) -> SipContext:
@@ -116,21 +143,9 @@ def sip_context(
     for name, raw in headers:
         if not name.lower().startswith("x-"):
             continue
-        key, size = header_key(name), len(raw.encode())
-        reason = None
-        if not key:
-            reason = "no name after X-"
-        elif key == RESERVED_KEY:
-            reason = f"the {RESERVED_KEY!r} key is callbridge's own"
-        elif key in context:
-            reason = f"a second header for {key!r}"
-        elif len(context) >= MAX_CONTEXT_HEADERS:
-            reason = f"over {MAX_CONTEXT_HEADERS} headers"
-        elif size > MAX_HEADER_VALUE_BYTES:
-            reason = f"value of {size} bytes, over {MAX_HEADER_VALUE_BYTES}"
-        elif total + size > MAX_HEADERS_TOTAL_BYTES:
-            reason = f"over {MAX_HEADERS_TOTAL_BYTES} bytes of header values in all"
-        if reason is not None:
+        key = header_key(name)
+        size = len(raw.encode(errors="replace"))
+        if (reason := _refusal(raw, key, size, context, total)) is not None:
             dropped.append(f"{name}: {reason}")
             continue
         context[key] = _header_value(raw)

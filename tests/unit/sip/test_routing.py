@@ -181,6 +181,15 @@ def test_a_second_header_for_the_same_key_is_dropped() -> None:
     assert sip.headers == {"account": 1} and len(sip.dropped) == 1
 
 
+def test_a_value_that_is_not_utf8_is_dropped() -> None:
+    sip = context_of(("X-Raw", "caf\udce9"))
+    assert sip.headers == {} and sip.dropped == ("X-Raw: value is not UTF-8",)
+
+
+def test_a_header_with_no_name_after_the_prefix_is_dropped() -> None:
+    assert context_of(("X-", "1")).dropped == ("X-: no name after X-",)
+
+
 def test_the_from_values_are_the_system_keys() -> None:
     assert sip_context([], **FROM).system == SYSTEM
 
