@@ -112,6 +112,32 @@ async def test_provisional_response_stops_invite_retransmission(wire: Harness) -
     assert wire.times("INVITE") == [0.0, 0.5]
 
 
+async def test_proceeding_invite_waits_past_timer_b_for_its_final(wire: Harness) -> None:
+    invite = request("INVITE")
+    transaction = wire.layer.request(invite, UDP)
+    wire.layer.receive(response_to(invite, 180, to_tag="t1"), UDP)
+    wire.clock.advance(120)
+    assert transaction.final_response is None
+
+
+async def test_cancelled_invite_without_a_final_gives_up_64_t1_after_the_cancel(wire: Harness) -> None:
+    invite = request("INVITE")
+    transaction = wire.layer.request(invite, UDP)
+    wire.layer.receive(response_to(invite, 180, to_tag="t1"), UDP)
+    wire.clock.advance(10)
+    wire.layer.request(transaction.cancel_request(), UDP)
+    wire.clock.advance(31.9)
+    assert transaction.final_response is None
+    wire.clock.advance(0.1)
+    assert (await asyncio.wait_for(transaction.final(), 1)).status == 408
+
+
+async def test_closing_the_layer_ends_waiting_client_transactions_with_503(wire: Harness) -> None:
+    transaction = wire.layer.request(request("OPTIONS"), UDP)
+    wire.layer.close()
+    assert (await asyncio.wait_for(transaction.final(), 1)).status == 503
+
+
 async def test_invite_over_tcp_is_not_retransmitted(wire: Harness) -> None:
     wire.layer.request(request("INVITE", transport="TCP"), TCP)
     wire.clock.advance(31.9)

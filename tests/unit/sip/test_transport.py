@@ -203,6 +203,15 @@ async def test_tcp_request_to_a_new_peer_opens_a_connection(endpoint: Endpoint) 
         await caller.transports.stop()
 
 
+async def test_tcp_crlf_keepalive_ping_is_answered_with_a_pong(endpoint: Endpoint) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port("tcp"))
+    try:
+        writer.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readexactly(2), WAIT) == b"\r\n"
+    finally:
+        writer.close()
+
+
 async def test_tcp_stream_without_content_length_goes_to_on_bad_and_is_closed(endpoint: Endpoint) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port("tcp"))
     try:
