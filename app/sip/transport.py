@@ -102,7 +102,8 @@ class SipTransports:
         self._idle_timeout = idle_timeout
         self._tls = {"server": tls_server, "client": tls_client}
         self._locals: dict[str, ListenAddress] = {}
-        self._udp: _UdpProtocol | None = None
+        self._udp: _UdpProtocol | None = None  # the first UDP listener: where UDP messages go out from
+        self._udp_listeners: list[_UdpProtocol] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Peer, _Connection] = {}
         self._connecting: dict[Peer, asyncio.Future[_Connection]] = {}
@@ -116,6 +117,7 @@ class SipTransports:
                     lambda: _UdpProtocol(self), local_addr=(listen.host, listen.port)
                 )
                 self._udp = self._udp or protocol
+                self._udp_listeners.append(protocol)
                 bound = protocol.sockname
             else:
                 context = self._tls["server"] if listen.transport == "tls" else None
@@ -167,8 +169,9 @@ class SipTransports:
             connection.close()
         for pending in self._connecting.values():
             pending.cancel()
-        if self._udp is not None:
-            self._udp.close()
+        for udp in self._udp_listeners:
+            udp.close()
+        self._udp_listeners.clear()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from app.sip.message import SipMessage, SipRequest, SipResponse, parse_message, response_to
 from app.sip.transport import ListenAddress, Peer, SipTransports, parse_listen
 
 WAIT = 5.0
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
 def options(
@@ -32,13 +42,13 @@ def options(
 class Endpoint:
     """SipTransports listening on loopback port 0, with what it received queued."""
 
-    def __init__(self, idle_timeout: float = 60.0) -> None:
+    def __init__(self, **options: Any) -> None:
         self.messages: asyncio.Queue[tuple[SipMessage, Peer]] = asyncio.Queue()
         self.bad: asyncio.Queue[tuple[bytes, Peer, str]] = asyncio.Queue()
         self.transports = SipTransports(
             lambda m, p: self.messages.put_nowait((m, p)),
             lambda d, p, r: self.bad.put_nowait((d, p, r)),
-            idle_timeout=idle_timeout,
+            **options,
         )
 
     async def next(self) -> tuple[SipMessage, Peer]:
@@ -231,3 +241,51 @@ async def test_idle_tcp_connection_is_closed() -> None:
         writer.close()
     finally:
         await endpoint.transports.stop()
+
+
+def self_signed_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1, and a client context trusting only it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=cert_file)
+    return server, client
+
+
+async def test_tls_request_and_response_round_trip(tmp_path: Path) -> None:
+    server_context, client_context = self_signed_contexts(tmp_path)
+    callee, caller = Endpoint(tls_server=server_context), Endpoint(tls_client=client_context)
+    await callee.transports.start([ListenAddress("tls", "127.0.0.1", 0)])
+    try:
+        request = parse_message(options(transport="TLS"))
+        await caller.transports.send(request, Peer("tls", "127.0.0.1", callee.port("tls")))
+        received, peer = await callee.next_request()
+        await callee.transports.send(response_to(received, 200), peer)
+        answer, _ = await caller.next()
+        assert isinstance(answer, SipResponse) and answer.status == 200
+    finally:
+        await caller.transports.stop()
+        await callee.transports.stop()
