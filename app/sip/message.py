@@ -21,6 +21,10 @@ class SipParseError(ValueError):
     """The message (or a value in it) is malformed; str(exc) is a human reason fit for a 400."""
 
 
+class UnsupportedUriScheme(SipParseError):
+    """A URI with a scheme other than sip:, sips: or tel: (a UA answers 416 to such a Request-URI)."""
+
+
 # --- character classes (RFC 3261 §25.1), compiled once ---------------------------------------------
 
 _TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
@@ -33,6 +37,7 @@ _PARAM_CHARS = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+"
 _HEADER_CHARS = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 _TEL_NUMBER = re.compile(r"(?:[0-9A-Fa-f*#+\-.()pPwW]|%[0-9A-Fa-f]{2})+")
 _WHITESPACE = re.compile(r"\s")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 _UNQUOTED_DISPLAY = re.compile(f"[{_TOKEN_CHARS} \t]*")
@@ -41,7 +46,7 @@ _VIA = re.compile(
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(.*)",
     re.S,
 )
-_CSEQ = re.compile(rf"([0-9]{{1,10}})[ \t]+([{_TOKEN_CHARS}]+)")
+_CSEQ = re.compile(rf"([0-9]+)[ \t]+([{_TOKEN_CHARS}]+)")
 _DIGITS = re.compile(r"[0-9]{1,10}")
 
 _USER_SAFE = "-_.!~*'()&=+$,;?/"
@@ -227,7 +232,9 @@ def parse_uri(text: str) -> SipUri:
     if scheme == "tel":
         return _parse_tel(rest, text)
     if scheme not in ("sip", "sips"):
-        raise SipParseError(f"unsupported URI scheme {scheme!r}")
+        if not _SCHEME.fullmatch(scheme):
+            raise SipParseError(f"not a URI: {text[:80]!r}")
+        raise UnsupportedUriScheme(f"unsupported URI scheme {scheme[:20]!r}")
     user: str | None = None
     password: str | None = None
     at = rest.find("@")
@@ -323,6 +330,7 @@ def parse_name_addr(text: str) -> NameAddr:
         lt = text.find("<")
         if lt < 0:
             uri_text, semi, params_text = text.partition(";")
+            uri_text = uri_text.rstrip(" \t")
             if "?" in uri_text or "," in uri_text:
                 raise SipParseError(f"an address with '?' or ',' must be enclosed in <> in {text!r}")
             return NameAddr(parse_uri(uri_text), None, _parse_params(semi + params_text, text))
@@ -645,9 +653,10 @@ def parse_cseq(value: str) -> tuple[int, str]:
     match = _CSEQ.fullmatch(value.strip())
     if match is None:
         raise SipParseError(f"malformed CSeq {value!r}")
-    number = int(match.group(1))
+    digits = match.group(1)
+    number = int(digits) if len(digits) <= 10 else _MAX_CSEQ + 1
     if number > _MAX_CSEQ:
-        raise SipParseError(f"CSeq number {number} is over 2**31")
+        raise SipParseError(f"CSeq number {digits[:20]} is not below 2**31")
     return number, match.group(2)
 
 
@@ -842,8 +851,16 @@ def _parse_headers(lines: list[str]) -> Headers:
 
 
 def _parse_start_line(line: str) -> tuple[str, str, str]:
-    parts = line.split(" ", 2)
-    if len(parts) != 3 or not parts[0] or not parts[1]:
+    """(version, status, reason) of a status line, or (method, uri, version) of a request line."""
+    if line[:4].upper() == "SIP/":
+        parts = line.split(" ", 2)
+        if len(parts) == 2:  # "SIP/2.0 100" without the SP before an empty reason
+            parts.append("")
+        valid = len(parts) == 3 and bool(parts[0]) and bool(parts[1])
+    else:
+        parts = line.split(" ")  # exactly one SP between the elements (RFC 3261 §7.1)
+        valid = len(parts) == 3 and all(parts)
+    if not valid:
         raise SipParseError(f"malformed start line {line[:80]!r}")
     return parts[0], parts[1], parts[2]
 
@@ -865,9 +882,15 @@ def _content_length(headers: Headers) -> int | None:
     return int(first)
 
 
+_SINGLETONS = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type")
+
+
 def _validate(message: SipMessage) -> None:
     """The header checks a UA relies on later; each property raises SipParseError on a bad value."""
     headers = message.headers
+    for name in _SINGLETONS:
+        if len(headers.get_all(name)) > 1:
+            raise SipParseError(f"more than one {name} header")
     if isinstance(message, SipRequest):
         for name in ("Via", "From", "To", "Call-ID", "CSeq"):
             if name not in headers:
@@ -910,7 +933,7 @@ def parse_message(data: bytes) -> SipMessage:
     first, second, third = _parse_start_line(lines[0])
     headers = _parse_headers(lines[1:])
     message: SipMessage
-    if first.upper().startswith("SIP/"):
+    if first[:4].upper() == "SIP/":
         _check_version(first)
         if len(second) != 3 or not second.isdigit() or not 100 <= int(second) <= 699:
             raise SipParseError(f"invalid status code {second[:20]!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.sip.message import (
@@ -14,6 +16,7 @@ from app.sip.message import (
     SipRequest,
     SipResponse,
     StreamFramer,
+    UnsupportedUriScheme,
     new_branch,
     new_call_id,
     new_tag,
@@ -601,3 +604,289 @@ def test_new_tag_is_unique() -> None:
 
 def test_new_call_id_names_the_host() -> None:
     assert new_call_id("192.0.2.1").endswith("@192.0.2.1")
+
+
+# --- more header-value checks -------------------------------------------------------------------------
+
+
+def test_from_with_a_tel_uri_is_accepted() -> None:
+    message = parse_message(INVITE.replace(b"<sip:alice@example.net>", b"<tel:+15551234567>"))
+    assert (message.from_.uri.scheme, message.from_.uri.user) == ("tel", "+15551234567")
+
+
+def test_cseq_number_of_2_to_the_31_raises() -> None:
+    with pytest.raises(SipParseError, match="CSeq"):
+        parse_message(INVITE.replace(b"CSeq: 314159", b"CSeq: 2147483648"))
+
+
+def test_max_forwards_over_255_raises() -> None:
+    with pytest.raises(SipParseError, match="Max-Forwards"):
+        parse_message(INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 300"))
+
+
+def test_overlarge_expires_raises() -> None:
+    with pytest.raises(SipParseError, match="Expires"):
+        parse_message(INVITE.replace(b"Max-Forwards: 70", b"Expires: 10000000000000"))
+
+
+def test_second_call_id_raises() -> None:
+    with pytest.raises(SipParseError, match="Call-ID"):
+        parse_message(INVITE.replace(b"Max-Forwards: 70", b"i: another@example.net"))
+
+
+def test_contact_star_is_no_contact() -> None:
+    message = parse_message(
+        INVITE.replace(b"Contact: <sip:alice@192.0.2.4:5060;transport=udp>", b"Contact: *")
+    )
+    assert message.contact is None
+
+
+def test_request_uri_with_unknown_scheme_raises_unsupported_uri_scheme() -> None:
+    with pytest.raises(UnsupportedUriScheme):
+        parse_message(INVITE.replace(b"INVITE sip:agent_42@", b"INVITE im:agent_42@", 1))
+
+
+def test_status_line_without_reason_is_accepted() -> None:
+    message = parse_message(sip("SIP/2.0 100"))
+    assert isinstance(message, SipResponse)
+    assert (message.status, message.reason) == (100, "")
+
+
+# --- RFC 4475 torture messages ------------------------------------------------------------------------
+
+TORTURE = Path(__file__).parent / "torture"
+
+
+def torture(name: str) -> bytes:
+    return (TORTURE / f"{name}.dat").read_bytes()
+
+
+def torture_request(name: str) -> SipRequest:
+    message = parse_message(torture(name))
+    assert isinstance(message, SipRequest)
+    return message
+
+
+VALID = [
+    "wsinv", "intmeth", "esc01", "escnull", "esc02", "lwsdisp", "longreq", "dblreq", "semiuri", "transports",
+    "mpart01", "unreason", "noreason", "cparam01", "cparam02", "regescrt", "sdp01", "inv2543", "bext01",
+    "bcast", "zeromf",
+]  # fmt: skip
+
+INVALID = {
+    "badinv01": "parameter name",
+    "clerr": "Content-Length 9999 is larger",
+    "ncl": "invalid Content-Length",
+    "scalar02": "CSeq number",
+    "scalarlg": "CSeq number",
+    "quotbal": "unterminated",
+    "ltgtruri": "not a URI",
+    "lwsruri": "malformed start line",
+    "lwsstart": "malformed start line",
+    "trws": "malformed start line",
+    "escruri": "Request-URI must not carry headers",
+    "regbadct": "enclosed in <>",
+    "badaspec": "whitespace inside the URI",
+    "baddn": "must be quoted",
+    "badvers": "version",
+    "mismatch01": "does not match",
+    "mismatch02": "does not match",
+    "bigcode": "status code",
+    "insuf": "missing",
+    "multi01": "more than one",
+    "mcl01": "conflicting Content-Length",
+}
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_torture_valid_message_parses(name: str) -> None:
+    parse_message(torture(name))
+
+
+@pytest.mark.parametrize(("name", "reason"), INVALID.items())
+def test_torture_invalid_message_raises_with_reason(name: str, reason: str) -> None:
+    with pytest.raises(SipParseError, match=reason):
+        parse_message(torture(name))
+
+
+@pytest.mark.parametrize("name", ["unkscm", "novelsc"])
+def test_torture_unknown_request_uri_scheme_raises_unsupported_uri_scheme(name: str) -> None:
+    with pytest.raises(UnsupportedUriScheme):
+        parse_message(torture(name))
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_torture_valid_message_survives_serialize(name: str) -> None:
+    message = parse_message(torture(name))
+    again = parse_message(serialize(message))
+    without_length = [item for item in message.headers.items() if item[0] != "Content-Length"]
+    assert [item for item in again.headers.items() if item[0] != "Content-Length"] == without_length
+    assert again.body == message.body
+
+
+def test_torture_wsinv_folded_vias_are_split_and_parsed() -> None:
+    vias = torture_request("wsinv").vias
+    assert [(via.transport, via.host, via.branch) for via in vias] == [
+        ("UDP", "192.0.2.2", "390skdjuw"),
+        ("TCP", "spindle.example.com", "z9hG4bK9ikj8"),
+        ("UDP", "192.168.255.111", "z9hG4bK30239"),
+    ]
+
+
+def test_torture_wsinv_spaces_around_separators_are_ignored() -> None:
+    message = torture_request("wsinv")
+    assert message.to.tag == "1918181833n"
+    assert message.from_.tag == "98asjd8"
+    assert message.cseq == (9, "INVITE")
+
+
+def test_torture_wsinv_escaped_quotes_in_display_name_are_unescaped() -> None:
+    message = torture_request("wsinv")
+    assert message.from_.display_name == 'J Rosenberg \\"'
+    assert message.contact is not None and message.contact.display_name == 'Quoted string ""'
+
+
+def test_torture_wsinv_folded_contact_params() -> None:
+    contact = torture_request("wsinv").contact
+    assert contact is not None
+    assert contact.params == {"newparam": "newvalue", "secondparam": None, "q": "0.33"}
+
+
+def test_torture_wsinv_folded_unknown_header_is_joined() -> None:
+    headers = torture_request("wsinv").headers
+    assert headers.get("NewFangledHeader") == "newfangled value continued newfangled value"
+    assert headers.get("Subject") == ""
+
+
+def test_torture_intmeth_unusual_method_and_uri() -> None:
+    message = torture_request("intmeth")
+    assert message.method == "!interesting-Method0123456789_*+`.%indeed'~"
+    assert message.uri.user == "1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"
+    assert message.uri.password == "&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"
+
+
+def test_torture_intmeth_quoted_control_characters_in_display_name() -> None:
+    assert torture_request("intmeth").to.display_name == "BEL:\x07 NUL:\x00 DEL:\x7f"
+
+
+def test_torture_intmeth_utf8_header_values() -> None:
+    message = torture_request("intmeth")
+    assert (
+        message.from_.params["fromparam''~+*_!.-%"]
+        == '"\u0440\u0430\u0431\u043e\u0442\u0430\u044e\u0449\u0438\u0439"'
+    )
+    assert message.headers.get("extensionHeader-!.%*+_`'~") == "\ufeff\u5927\u505c\u96fb"
+
+
+def test_torture_esc01_escaped_user_parts_are_decoded() -> None:
+    message = torture_request("esc01")
+    assert message.uri.user == "sips:user@example.com"
+    assert message.to.uri.user == "user"
+    assert message.from_.uri.user == "I have spaces"
+
+
+def test_torture_esc01_escaped_uri_params_are_decoded() -> None:
+    contact = torture_request("esc01").contact
+    assert contact is not None
+    assert contact.uri.user == "caller"
+    assert contact.uri.params == {"lr": None, "name": "value%41"}
+
+
+def test_torture_esc02_escaped_header_name_is_another_header() -> None:
+    headers = torture_request("esc02").headers
+    assert len(headers.get_all("Contact")) == 2
+    assert headers.get("C%6Fntact") == "<sip:alias2@host2.example.com>"
+
+
+def test_torture_escnull_escaped_nulls_are_decoded() -> None:
+    message = torture_request("escnull")
+    assert message.to.uri.user == "null-\x00-null"
+    assert [parse_name_addr(value).uri.user for value in message.headers.get_all("m")] == ["\x00", "\x00\x00"]
+
+
+def test_torture_lwsdisp_display_name_without_space() -> None:
+    assert torture_request("lwsdisp").from_.display_name == "caller"
+
+
+def test_torture_longreq_many_vias_in_order() -> None:
+    vias = torture_request("longreq").vias
+    assert len(vias) == 34
+    assert [via.host for via in vias[:2]] == ["sip33.example.com", "sip32.example.com"]
+    assert vias[-1].params["received"] == "192.0.2.5"
+
+
+def test_torture_longreq_long_values() -> None:
+    message = torture_request("longreq")
+    assert message.to.uri.port == 6000
+    assert message.from_.tag == "12" + "982" * 50 + "424"
+
+
+def test_torture_dblreq_only_the_first_message_is_read() -> None:
+    message = torture_request("dblreq")
+    assert (message.method, message.body) == ("REGISTER", b"")
+
+
+def test_torture_semiuri_semicolon_belongs_to_the_user() -> None:
+    uri = torture_request("semiuri").uri
+    assert (uri.user, uri.host, uri.params) == ("user;par=u@example.net", "example.com", {})
+
+
+def test_torture_semiuri_folded_list_is_split() -> None:
+    assert len(torture_request("semiuri").headers.get_all("Accept")) == 6
+
+
+def test_torture_transports_unknown_transports_are_kept() -> None:
+    vias = torture_request("transports").vias
+    assert [via.transport for via in vias] == ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]
+
+
+def test_torture_mpart01_binary_body_is_kept_exactly() -> None:
+    data = torture("mpart01")
+    message = parse_message(data)
+    assert message.body == data[-553:]
+    assert message.content_type == "multipart/mixed"
+
+
+def test_torture_unreason_utf8_reason_phrase() -> None:
+    message = parse_message(torture("unreason"))
+    assert isinstance(message, SipResponse)
+    assert message.reason.endswith("\u043f\u0440\u043e\u0441\u0442\u043e\u0435")
+
+
+def test_torture_noreason_empty_reason_phrase() -> None:
+    message = parse_message(torture("noreason"))
+    assert isinstance(message, SipResponse)
+    assert (message.status, message.reason) == (100, "")
+
+
+def test_torture_cparam01_param_after_addr_spec_is_a_header_param() -> None:
+    contact = torture_request("cparam01").contact
+    assert contact is not None
+    assert (contact.uri.params, contact.params) == ({}, {"unknownparam": None})
+
+
+def test_torture_cparam02_param_inside_brackets_is_a_uri_param() -> None:
+    contact = torture_request("cparam02").contact
+    assert contact is not None
+    assert (contact.uri.params, contact.params) == ({"unknownparam": None}, {})
+
+
+def test_torture_regescrt_escaped_uri_header_is_decoded() -> None:
+    contact = torture_request("regescrt").contact
+    assert contact is not None
+    assert contact.uri.headers == {"Route": "<sip:sip.example.com>"}
+
+
+def test_torture_inv2543_body_without_content_length_runs_to_the_end() -> None:
+    message = torture_request("inv2543")
+    assert message.body.startswith(b"v=0") and message.body.endswith(b"RTP/AVP 0\r\n")
+    assert message.top_via.branch is None
+
+
+def test_torture_wsinv_frames_in_small_chunks() -> None:
+    data = torture("wsinv")
+    framer = StreamFramer()
+    out: list[bytes] = []
+    for i in range(0, len(data), 7):
+        out += framer.feed(data[i : i + 7])
+    assert out == [data]
