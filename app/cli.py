@@ -39,8 +39,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.main import create_app
     from app.serve import DrainingServer
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = Settings(**overrides)
+    given = (("host", args.host), ("port", args.port), ("sip_listen", args.sip))
+    settings = Settings(**{k: v for k, v in given if v is not None})
+    if settings.sip_listen:
+        from app.sip.service import check_sip_settings
+
+        try:
+            check_sip_settings(settings)
+        except ValueError as exc:
+            print(f"callbridge: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -166,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service (migrates the database first)")
     serve.add_argument("--host", default=None, help="listen address (default CALLBRIDGE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default CALLBRIDGE_PORT or 8000)")
+    serve.add_argument(
+        "--sip",
+        default=None,
+        metavar="LISTEN",
+        help="SIP listen addresses, e.g. udp:0.0.0.0:5060,tcp:0.0.0.0:5060 (default: CALLBRIDGE_SIP_LISTEN)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")

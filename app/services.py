@@ -22,6 +22,7 @@ from app.pipeline.secret_options import PipelineSecrets, call_owner
 from app.schemas.calls import EndReason
 from app.settings import Settings
 from app.sip.config import SipPolicyStore
+from app.sip.service import SipService
 from app.store.db import Database
 from app.store.repositories import (
     AgentRepository,
@@ -59,6 +60,8 @@ class Services:
     sip_policy: SipPolicyStore
     #: CALLBRIDGE_SECRET_KEY (or the generated one), for migrations that seal stored secrets.
     master_secret: str = field(repr=False)
+    #: SIP (CALLBRIDGE_SIP_LISTEN): the user agent, incoming calls and the dialer; None without SIP.
+    sip: SipService | None = None
     #: Set by `drain`: new calls are refused (readyz 503, webhooks hang up, the API answers 503).
     draining: bool = False
     _sweeper: asyncio.Task[None] | None = None
@@ -96,6 +99,9 @@ class Services:
     async def start(self) -> None:
         await self.db.migrate(master_secret=self.master_secret)
         await self.sip_policy.load()
+        if self.settings.sip_listen:
+            self.sip = SipService(self.settings, self)
+            await self.sip.start()
         await self.events.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="unjoined-call-sweeper")
 
@@ -104,6 +110,8 @@ class Services:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self.sip is not None:
+            await self.sip.stop()
         await self.legs.stop()
         await self.events.stop()
         await self.db.dispose()

@@ -12,6 +12,7 @@ from app.calls.service import Creation
 from app.errors import InvalidInput, Unavailable
 from app.schemas.media import Medium
 from app.services import Services
+from app.sip.outgoing import SipDialPlan
 from app.store.tables import CallRow
 
 #: What a client refused during a drain is told to wait (another instance, or this one restarted).
@@ -38,7 +39,8 @@ async def start_call(
             "callbridge is shutting down and takes no new calls; try again shortly",
             retry_after_s=DRAIN_RETRY_AFTER_S,
         )
-    plan = await services.legs.plan_dial(medium, agent_id)
+    sip_plan = _sip_plan(services, medium)
+    plan = None if sip_plan else await services.legs.plan_dial(medium, agent_id)
     key = idempotency_key(request)
     creation = Creation(
         dial_stream_options=plan.control.provider.stream_options(plan.control.config) if plan else None,
@@ -49,8 +51,21 @@ async def start_call(
     row, created = await create(creation)
     if created and plan is not None:
         row = await services.legs.dial(row, plan)
+    elif created and sip_plan is not None and services.sip is not None:
+        row = await services.sip.dialer.dial(row, sip_plan)
     headers = {} if created else {"Idempotent-Replayed": "true"}
     return JSONResponse(services.calls.to_schema(row).to_json(), status_code=201, headers=headers)
+
+
+def _sip_plan(services: Services, medium: Medium | None) -> SipDialPlan | None:
+    """The SIP dial a `sip` medium asks for (None for other media); 400 when SIP is off or it is unusable."""
+    if medium is None or medium.kind != "sip":
+        return None
+    if services.sip is None:
+        raise InvalidInput(
+            "sip_disabled", "SIP is not enabled on this server: set CALLBRIDGE_SIP_LISTEN (or serve --sip)"
+        )
+    return services.sip.dialer.plan(medium)
 
 
 def idempotency_key(request: Request) -> str | None:

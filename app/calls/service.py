@@ -19,7 +19,14 @@ from app.providers import get_provider
 from app.providers.base import IncomingCall
 from app.schemas.agents import CallTemplate
 from app.schemas.call_definition import CallDefinition
-from app.schemas.calls import Call, EndReason, EventSeverity, StartAgentCallRequest, StartCallRequest
+from app.schemas.calls import (
+    Call,
+    EndReason,
+    EventSeverity,
+    SipDetails,
+    StartAgentCallRequest,
+    StartCallRequest,
+)
 from app.schemas.media import (
     FirstSpeakerSettings,
     Medium,
@@ -218,6 +225,10 @@ class CallService:
             join_timeout=d.join_timeout,
             max_duration=d.max_duration,
             billed_duration=billed_seconds(row.answered or row.joined, row.ended),
+            # The call is created as its INVITE arrives, or just before callbridge sends it.
+            sip_details=SipDetails(billed_duration=billed_seconds(row.created, row.ended))
+            if row.medium_kind == "sip"
+            else None,
         )
 
     # --- joining and ending -------------------------------------------------------------------
@@ -264,8 +275,12 @@ def _given_or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
+#: Media carried by callbridge itself rather than a provider's stream.
+OWN_MEDIA = frozenset({"sip"})
+
+
 def _check_supported(medium: Medium) -> None:
-    if get_provider(medium.kind) is None:
+    if medium.kind not in OWN_MEDIA and get_provider(medium.kind) is None:
         raise InvalidInput(
             "unsupported_medium", f"medium '{medium.kind}' is not supported by this server yet"
         )

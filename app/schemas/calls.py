@@ -53,6 +53,12 @@ class StartCallRequest(CallSettings):
     metadata: Metadata = Field(default_factory=dict)
 
 
+class SipDetails(ApiModel):
+    """A SIP call's own billing: from the INVITE (received, or sent) to the end, per deciminute rounded up."""
+
+    billed_duration: Duration
+
+
 class Call(ApiModel):
     call_id: str
     agent_id: str | None
@@ -72,6 +78,8 @@ class Call(ApiModel):
     join_timeout: Duration
     max_duration: Duration
     billed_duration: Duration
+    #: SIP calls only (null for the others).
+    sip_details: SipDetails | None = None
 
     def to_json(self) -> dict[str, Any]:
         # Lifecycle fields are always present (null until they happen), as in Ultravox.

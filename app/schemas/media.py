@@ -50,10 +50,15 @@ class ServerWebSocketMedium(ApiModel):
 
 
 class SipOutgoing(ApiModel):
-    to: str
-    from_: str = Field(alias="from")
-    username: str | None = None
-    password: str | None = None
+    """A SIP call to place: `to` a sip: URI (`;transport=tcp` picks TCP), `from` a URI or a user name."""
+
+    to: str = Field(max_length=1024)
+    from_: str = Field(alias="from", max_length=1024)
+    username: str | None = Field(default=None, max_length=256)
+    #: Write-only: used to answer the far end's digest challenge; never part of the call's JSON.
+    password: str | None = Field(default=None, max_length=256, exclude=True, repr=False)
+    #: Extra headers on the INVITE (`X-` ones typically); callbridge's own headers cannot be set.
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class SipMedium(ApiModel):

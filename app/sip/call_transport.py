@@ -1,0 +1,179 @@
+"""A SIP call as CallSession sees it: the dialog's signalling plus its RTP stream, as one CallTransport.
+
+Caller audio arrives as RTP payloads (decoded here only for G.722, whose ADPCM state lives with the stream);
+RFC 4733 events and SIP INFO digits become `StreamDtmf`; the far end's BYE becomes `StreamStop`. Agent audio
+leaves as one RTP packet per 20 ms chunk, paced by the session's playout; between the agent's words the
+stream carries silence, because PBXs and NAT bindings drop an RTP stream that goes quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from app.calls.transport import CallDataChannel, TransportClosed, TransportEvent
+from app.media.formats import PCMA_8K, PCMU_8K, AudioFormat, pcm16
+from app.media.g722 import G722Decoder, G722Encoder
+from app.providers.base import OutboundRules, StreamAudio, StreamDtmf, StreamStart, StreamStop
+from app.sip.rtp_session import RtpAudio, RtpClosed, RtpDigit, RtpSession
+from app.sip.sdp import Negotiated
+
+PACKET_MS = 20
+#: Sent ahead of real time: enough to ride out scheduling jitter, small enough that a far-end jitter buffer
+#: does not grow on the bursts.
+RTP_LEAD_MS = 40.0
+SIP_RULES = OutboundRules(
+    chunk_ms=PACKET_MS, pad_partial_chunks=True, marks=False, clear_returns_marks=False, lead_ms=RTP_LEAD_MS
+)
+
+
+class SignallingLeg(Protocol):
+    """What the transport needs from the call's SIP signalling (`app.sip.leg.SipLeg`)."""
+
+    call_id: str
+
+    def hang_up(self) -> None:
+        """Send BYE (or CANCEL) unless the dialog is already over; never waits for the answer."""
+        ...
+
+
+class _Codec(Protocol):
+    def decode(self, payload: bytes) -> bytes: ...
+
+    def encode(self, pcm: bytes) -> bytes: ...
+
+
+class _G722:
+    """G.722 both ways: the wire format the session sees is 16 kHz L16 (the codec's state stays here)."""
+
+    def __init__(self) -> None:
+        self._decoder, self._encoder = G722Decoder(), G722Encoder()
+
+    def decode(self, payload: bytes) -> bytes:
+        return self._decoder.decode(payload)
+
+    def encode(self, pcm: bytes) -> bytes:
+        return self._encoder.encode(pcm)
+
+
+def wire_format(codec_name: str) -> AudioFormat:
+    """The format the session sees for a negotiated codec (G.711 as is, G.722 decoded to 16 kHz PCM)."""
+    return {"PCMU": PCMU_8K, "PCMA": PCMA_8K, "G722": pcm16(16000)}[codec_name]
+
+
+class SipCallTransport:
+    """One SIP call's far end (CallTransport)."""
+
+    rules: OutboundRules = SIP_RULES
+    data: CallDataChannel | None = None
+
+    def __init__(
+        self,
+        leg: SignallingLeg,
+        rtp: RtpSession,
+        negotiated: Negotiated,
+        rtp_timeout_s: float,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._leg = leg
+        self._rtp = rtp
+        self._negotiated = negotiated
+        self.media_idle_timeout_s: float | None = rtp_timeout_s
+        name = negotiated.codec.name
+        self._format = wire_format(name)
+        self._codec: _Codec | None = _G722() if name == "G722" else None
+        self._silence = self._format.silence(self._format.bytes_for_ms(PACKET_MS))
+        self._signals: deque[TransportEvent] = deque()
+        self._hung_up_by_far_end = False
+        self._closed = False
+        self._clock = clock or asyncio.get_running_loop().time
+        self._sent_until = 0.0
+        self._filler: asyncio.Task[None] | None = None
+
+    # --- what the signalling tells the call ----------------------------------------------------
+
+    def far_end_hung_up(self, reason: str) -> None:
+        """The far end sent BYE: the next `receive` reports the stream stopped."""
+        self._hung_up_by_far_end = True
+        self._signals.append(StreamStop(reason))
+        self._rtp.close()
+
+    def signalled_digit(self, digit: str) -> None:
+        """A digit from SIP INFO (application/dtmf-relay)."""
+        self._signals.append(StreamDtmf(digit))
+        self._rtp.wake()
+
+    # --- CallTransport -------------------------------------------------------------------------
+
+    def opening(self) -> StreamStart:
+        if self._filler is None:
+            self._filler = asyncio.create_task(self._fill_silence(), name=f"sip-{self._leg.call_id}-silence")
+        return StreamStart(
+            stream_id=self._leg.call_id,
+            provider_call_id=self._leg.call_id,
+            audio_format=self._format,
+        )
+
+    async def receive(self) -> TransportEvent | None:
+        if self._signals:
+            return self._signals.popleft()
+        if self._closed:
+            raise TransportClosed("the SIP call is over")
+        try:
+            item = await self._rtp.receive()
+        except RtpClosed:
+            if self._signals:
+                return self._signals.popleft()
+            raise TransportClosed("the RTP stream closed") from None
+        if type(item) is RtpAudio:
+            payload = item.payload
+            return StreamAudio(self._codec.decode(payload) if self._codec else payload)
+        if type(item) is RtpDigit:
+            return StreamDtmf(item.digit)
+        return None  # woken for a signal: it is returned by the next call
+
+    async def send_audio(self, payload: bytes) -> None:
+        if self._closed:
+            raise TransportClosed("the SIP call is over")
+        now = self._clock()
+        self._sent_until = max(self._sent_until, now) + PACKET_MS / 1000
+        self._rtp.send_audio(self._codec.encode(payload) if self._codec else payload)
+
+    async def send_mark(self, name: str) -> None:
+        """RTP has no marks (the rules say so); never called."""
+
+    async def send_clear(self) -> None:
+        """Nothing to clear: RTP sent is played (at most the lead ahead)."""
+
+    async def send_dtmf(self, digits: str, tone_ms: int) -> bool:
+        if self._closed:
+            raise TransportClosed("the SIP call is over")
+        return await self._rtp.send_digits(digits, tone_ms, gap_ms=100)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._filler is not None:
+            self._filler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filler
+        if not self._hung_up_by_far_end:
+            self._leg.hang_up()
+        self._rtp.close()
+
+    # --- silence between the agent's words ----------------------------------------------------
+
+    async def _fill_silence(self) -> None:
+        """Send a silent packet whenever 20 ms pass with nothing sent (the playout sends the rest)."""
+        step = PACKET_MS / 1000
+        while not self._closed:
+            now = self._clock()
+            if now >= self._sent_until:
+                self._sent_until = now + step
+                silence = self._silence
+                self._rtp.send_audio(self._codec.encode(silence) if self._codec else silence)
+            await asyncio.sleep(max(0.001, self._sent_until - self._clock()))

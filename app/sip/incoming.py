@@ -1,0 +1,184 @@
+"""Incoming SIP calls: an INVITE from an allowed address, routed to an agent, answered, and run.
+
+The order is ARCHITECTURE §3.1's: the source address first (403, nothing created), then the route (404),
+the offer (488 when no codec is common), the call's slot (503 with Retry-After), then 100 → 180 → 200 with
+our answer; the call joins when the ACK arrives. A CANCEL while it rings ends it `unjoined` with 487.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from app.calls.service import CallOrigin, Creation
+from app.errors import InvalidInput, TooManyRequests
+from app.providers.base import IncomingCall
+from app.schemas.agents import CallTemplate
+from app.schemas.calls import EndReason, EventSeverity, StartAgentCallRequest
+from app.schemas.media import Medium, SipMedium
+from app.sip.dialog import Dialog
+from app.sip.leg import SipLeg
+from app.sip.media_setup import SipMediaSetup
+from app.sip.message import SipRequest, SipResponse, new_tag, response_to
+from app.sip.routing import sip_context, template_context
+from app.sip.running import SipCallRunner
+from app.sip.sdp import NoCommonCodec, SdpError, answer_offer, parse_sdp
+from app.sip.transaction import ServerTransaction
+from app.sip.transport import Peer
+from app.sip.user_agent import SipUserAgent
+from app.store.tables import AgentRow, CallRow
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+log = logging.getLogger(__name__)
+
+#: Seconds a caller refused for capacity (or a drain) is told to wait.
+RETRY_AFTER_S = 5
+
+
+class IncomingCalls:
+    """The user agent's RequestHandler: the account's SIP policy applied to each new request."""
+
+    def __init__(
+        self, ua: SipUserAgent, services: Services, media: SipMediaSetup, runner: SipCallRunner
+    ) -> None:
+        self._ua = ua
+        self._services = services
+        self._media = media
+        self._runner = runner
+
+    def refuses(self, request: SipRequest, peer: Peer) -> int | None:
+        return None if self._services.sip_policy.current().source_allowed(peer.host) else 403
+
+    async def invite(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
+        await transaction.respond(response_to(request, 100))
+        refusal = await self._answer(request, peer, transaction)
+        if refusal is not None:
+            await transaction.respond(refusal)
+
+    async def _answer(
+        self, request: SipRequest, peer: Peer, transaction: ServerTransaction
+    ) -> SipResponse | None:
+        """Answer and run the call; or the response that refuses it."""
+        services = self._services
+        if services.draining:
+            return _retry_later(request, "Service Unavailable (shutting down)")
+        agent_id = services.sip_policy.current().route(request.uri.user)
+        agent = await services.agents.get(agent_id) if agent_id else None
+        if agent is None:
+            return response_to(request, 404)
+        if request.content_type != "application/sdp" or not request.body:
+            return _not_acceptable(request, "callbridge needs an SDP offer in the INVITE")
+        try:
+            offer = parse_sdp(request.body)
+        except SdpError as exc:
+            return response_to(request, 400, f"Bad Request (SDP: {exc})"[:120])
+        rtp = await self._media.open_rtp()
+        if rtp is None:
+            return _retry_later(request, "Service Unavailable (no free RTP port)")
+        try:
+            answer, negotiated = answer_offer(
+                offer, self._media.codecs, self._media.sdp_host, rtp.local_port, self._media.session_id()
+            )
+        except NoCommonCodec as exc:
+            rtp.close()
+            return _not_acceptable(request, exc.warning)
+        try:
+            row = await self._create_call(request, agent)
+        except TooManyRequests:
+            rtp.close()
+            return _retry_later(request, "Service Unavailable (every call slot is taken)")
+        except InvalidInput as exc:
+            rtp.close()
+            return response_to(request, 400, f"Bad Request ({exc.detail})"[:120])
+        local_tag = new_tag()
+        ringing = response_to(request, 180, to_tag=local_tag)
+        await transaction.respond(ringing)
+        if await self._cancelled_while_ringing(transaction):
+            rtp.close()
+            await transaction.respond(response_to(request, 487, to_tag=local_tag))
+            await services.calls.end(
+                row, EndReason.UNJOINED, "the caller hung up before the call was answered"
+            )
+            return None
+        here = self._ua.here(peer.transport)
+        dialog = Dialog.as_uas(request, local_tag, peer, here)
+        dialog.peer = dialog.next_hop(peer)
+        leg = SipLeg(dialog, self._ua.transactions, self._ua.transports, answer)
+        self._ua.add_leg(leg)
+        self._media.configure(rtp, negotiated)
+        ok = response_to(request, 200, to_tag=local_tag)
+        ok.headers.add("Contact", here.contact())
+        ok.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")
+        ok.headers.add("Content-Type", "application/sdp")
+        ok.body = answer
+        await transaction.respond(ok)
+        if not await transaction.acked:
+            leg.hang_up()
+            rtp.close()
+            await services.calls.end(
+                row, EndReason.CONNECTION_ERROR, "the caller never acknowledged the answer (no ACK)"
+            )
+            return None
+        await self._runner.run(row, leg, rtp, negotiated)
+        return None
+
+    async def _create_call(self, request: SipRequest, agent: AgentRow) -> CallRow:
+        from_ = request.from_
+        caller_id = from_.uri.user
+        sip = sip_context(request.headers.items(), caller_id, from_.display_name, str(from_.uri))
+        template = CallTemplate.model_validate(agent.call_template)
+        fitted = template_context(sip, template.context_schema)
+        medium = Medium(
+            sip=SipMedium(
+                incoming={"from": str(from_.uri), "to": str(request.to.uri), "sipCallId": request.call_id}
+            )
+        )
+        origin = CallOrigin(
+            provider="sip",
+            incoming=IncomingCall(
+                provider_call_id=request.call_id,
+                from_number=caller_id,
+                to_number=request.uri.user,
+            ),
+            request_context=fitted.context,
+        )
+        row, _ = await self._services.calls.create_agent_call(
+            agent, StartAgentCallRequest(medium=medium), Creation(origin=origin)
+        )
+        if fitted.dropped:
+            self._services.calls.events.record(
+                row.id,
+                row.created,
+                "sip_headers_dropped",
+                "X- headers left out of the context: " + "; ".join(fitted.dropped),
+                EventSeverity.WARNING,
+            )
+        return row
+
+    async def _cancelled_while_ringing(self, transaction: ServerTransaction) -> bool:
+        """Ring for CALLBRIDGE_SIP_ANSWER_DELAY (0: answer at once); True when a CANCEL came first."""
+        delay = self._media.answer_delay_s
+        if transaction.cancelled:
+            return True
+        if delay <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await transaction.cancel_received.wait()
+        return transaction.cancelled
+
+
+def _retry_later(request: SipRequest, reason: str) -> SipResponse:
+    response = response_to(request, 503, reason)
+    response.headers.add("Retry-After", str(RETRY_AFTER_S))
+    return response
+
+
+def _not_acceptable(request: SipRequest, warning: str) -> SipResponse:
+    response = response_to(request, 488)
+    response.headers.add("Warning", f'305 callbridge "{warning}"')
+    return response

@@ -1,0 +1,153 @@
+"""The signalling of one SIP call once its dialog exists: requests from the far end, and our BYE.
+
+`SipLeg` answers what the far end sends inside the dialog (BYE, INFO digits, re-INVITE, OPTIONS, UPDATE)
+and tells the call's transport; it sends our BYE when the call ends on callbridge's side. It never waits
+for the BYE's answer: a far end that does not answer cannot keep a call open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from typing import Protocol
+
+from app.sip.dialog import Dialog
+from app.sip.message import SipRequest, response_to
+from app.sip.transaction import ServerTransaction, TransactionLayer
+from app.sip.transport import SipTransports
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+_DTMF_RELAY_SIGNAL = re.compile(r"^\s*signal\s*=\s*([0-9A-Da-d*#])\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+class LegListener(Protocol):
+    """Who hears what the far end does (the call's transport)."""
+
+    def far_end_hung_up(self, reason: str) -> None: ...
+
+    def signalled_digit(self, digit: str) -> None: ...
+
+
+def dtmf_relay_digit(body: bytes) -> str | None:
+    """The digit of an `application/dtmf-relay` INFO body (`Signal=5`), or None."""
+    found = _DTMF_RELAY_SIGNAL.search(body.decode("utf-8", "replace"))
+    return found.group(1).upper() if found else None
+
+
+class SipLeg:
+    """One established SIP dialog of a call."""
+
+    def __init__(
+        self, dialog: Dialog, transactions: TransactionLayer, transports: SipTransports, local_sdp: bytes
+    ) -> None:
+        self.dialog = dialog
+        self._transports = transports
+        #: Our ACK for the 2xx to our INVITE (outgoing calls).
+        self.ack: SipRequest | None = None
+        self.call_id = dialog.call_id
+        self._transactions = transactions
+        self._local_sdp = local_sdp
+        self._listener: LegListener | None = None
+        self._pending_digits: list[str] = []
+        self.over = False
+        self.bye_task: asyncio.Task[None] | None = None
+        #: Called once the dialog is over (BYE sent or received): the user agent forgets it.
+        self.on_over: Callable[[SipLeg], None] | None = None
+
+    async def acknowledge(self) -> None:
+        """Send the ACK for the 2xx to our INVITE (kept: a retransmitted 2xx gets it again)."""
+        self.ack = self.dialog.ack()
+        await self.resend_ack()
+
+    async def resend_ack(self) -> None:
+        if self.ack is not None:
+            await self._transports.send(self.ack, self.dialog.peer)
+
+    def listen(self, listener: LegListener) -> None:
+        self._listener = listener
+        if self.over:
+            listener.far_end_hung_up("the caller hung up")
+        for digit in self._pending_digits:
+            listener.signalled_digit(digit)
+        self._pending_digits.clear()
+
+    # --- requests from the far end -------------------------------------------------------------
+
+    async def on_request(self, request: SipRequest, transaction: ServerTransaction | None) -> None:
+        """An in-dialog request (ACKs come without a transaction and need no answer)."""
+        if transaction is None:
+            return
+        method = request.method
+        if not self.dialog.accepts(request):
+            await transaction.respond(response_to(request, 500, "CSeq Out of Order"))
+            return
+        if method == "BYE":
+            await transaction.respond(response_to(request, 200))
+            self._ended_by_far_end("the caller hung up")
+        elif method == "INFO":
+            await self._info(request, transaction)
+        elif method in ("INVITE", "UPDATE"):
+            # A session refresh or a hold: the media stays as negotiated, and we say so again.
+            response = response_to(request, 200)
+            response.headers.add("Contact", self.dialog.here.contact())
+            if request.body or method == "INVITE":
+                response.headers.add("Content-Type", "application/sdp")
+                response.body = self._local_sdp
+            await transaction.respond(response)
+        elif method == "OPTIONS":
+            response = response_to(request, 200)
+            response.headers.add("Allow", ALLOW)
+            await transaction.respond(response)
+        else:
+            response = response_to(request, 501)
+            response.headers.add("Allow", ALLOW)
+            await transaction.respond(response)
+
+    async def _info(self, request: SipRequest, transaction: ServerTransaction) -> None:
+        if request.content_type != "application/dtmf-relay":
+            await transaction.respond(response_to(request, 415 if request.body else 200))
+            return
+        digit = dtmf_relay_digit(request.body)
+        await transaction.respond(response_to(request, 200 if digit else 400))
+        if digit is None:
+            return
+        if self._listener is not None:
+            self._listener.signalled_digit(digit)
+        else:
+            self._pending_digits.append(digit)
+
+    def _ended_by_far_end(self, reason: str) -> None:
+        if self.over:
+            return
+        self.over = True
+        if self._listener is not None:
+            self._listener.far_end_hung_up(reason)
+        self._notify_over()
+
+    # --- our side ending the call -------------------------------------------------------------
+
+    def hang_up(self) -> None:
+        """Send BYE unless the dialog is already over; the answer is only logged."""
+        if self.over:
+            return
+        self.over = True
+        bye = self.dialog.request("BYE")
+        self.bye_task = asyncio.create_task(self._send_bye(bye), name=f"sip-{self.call_id}-bye")
+        self._notify_over()
+
+    async def _send_bye(self, bye: SipRequest) -> None:
+        try:
+            final = await self._transactions.request(bye, self.dialog.peer).final()
+        except Exception:
+            log.exception("SIP call %s: sending BYE failed", self.call_id)
+            return
+        if final.status >= 300:
+            log.info("SIP call %s: BYE answered %d %s", self.call_id, final.status, final.reason)
+
+    def _notify_over(self) -> None:
+        if self.on_over is not None:
+            self.on_over(self)

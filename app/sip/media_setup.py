@@ -1,0 +1,68 @@
+"""How SIP calls get their media: RTP ports, the codecs offered and accepted, the address in SDP."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+from app.sip.ports import RtpPortRange
+from app.sip.rtp_session import RtpSession
+from app.sip.sdp import CODECS, Negotiated
+
+log = logging.getLogger(__name__)
+
+
+def parse_codecs(spec: str) -> list[str]:
+    """`G722,PCMU,PCMA` → the codec names, best first; ValueError naming an unknown one."""
+    known = {name.upper(): name for name in CODECS}
+    names: list[str] = []
+    for raw in spec.split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if name.upper() not in known:
+            raise ValueError(f"unknown codec {name!r} in CALLBRIDGE_SIP_CODECS; known: {', '.join(CODECS)}")
+        names.append(known[name.upper()])
+    if not names:
+        raise ValueError("CALLBRIDGE_SIP_CODECS names no codec")
+    return names
+
+
+@dataclass
+class SipMediaSetup:
+    """The media side of every SIP call on this instance."""
+
+    ports: RtpPortRange
+    #: Where RTP sockets are bound (the SIP listen host) and the address put in SDP `c=`.
+    bind_host: str
+    sdp_host: str
+    codecs: list[str]
+    rtp_timeout_s: float
+    answer_delay_s: float = 0.0
+    _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(int(time.time())))
+
+    def session_id(self) -> int:
+        """A fresh SDP `o=` session id (RFC 8866 suggests an NTP-ish timestamp; unique per call here)."""
+        return next(self._versions)
+
+    async def open_rtp(self) -> RtpSession | None:
+        """A new RTP session on a free port pair; None when the range is used up."""
+        try:
+            return await RtpSession.open(self.bind_host, self.ports)
+        except OSError as exc:
+            log.warning("SIP: no RTP port free in %s: %s", self.ports, exc)
+            return None
+
+    def configure(self, rtp: RtpSession, negotiated: Negotiated) -> None:
+        """Point `rtp` at the far end with what the offer/answer agreed."""
+        codec = negotiated.codec
+        rtp.configure(
+            negotiated.remote_host,
+            negotiated.remote_port,
+            negotiated.payload_type,
+            codec.clock_rate,
+            negotiated.dtmf_payload_type,
+            codec.clock_rate * negotiated.ptime_ms // 1000,
+        )

@@ -1,0 +1,68 @@
+"""SIP in one running callbridge: the user agent, incoming calls and the dialer, built from Settings.
+
+Built only when CALLBRIDGE_SIP_LISTEN is set; without it there is no SIP at all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from app.settings import Settings
+from app.sip.incoming import IncomingCalls
+from app.sip.media_setup import SipMediaSetup, parse_codecs
+from app.sip.outgoing import SipDialer
+from app.sip.ports import RtpPortRange
+from app.sip.running import SipCallRunner
+from app.sip.transport import ListenAddress, parse_listen
+from app.sip.user_agent import SipUserAgent
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def public_host(settings: Settings, listens: list[ListenAddress]) -> str:
+    """The host put in Via, Contact and SDP: CALLBRIDGE_SIP_PUBLIC_HOST, else the listen host, else (for a
+    wildcard listen) the public URL's host."""
+    if settings.sip_public_host:
+        return settings.sip_public_host
+    host = listens[0].host
+    if host not in WILDCARDS:
+        return host
+    return urlsplit(settings.base_url).hostname or "127.0.0.1"
+
+
+def check_sip_settings(settings: Settings) -> None:
+    """Raise ValueError with one clear line when the SIP settings cannot work."""
+    parse_listen(settings.sip_listen)
+    parse_codecs(settings.sip_codecs)
+    RtpPortRange.parse(settings.rtp_ports)
+
+
+class SipService:
+    """Everything SIP, started and stopped with the service."""
+
+    def __init__(self, settings: Settings, services: Services) -> None:
+        listens = parse_listen(settings.sip_listen)
+        host = public_host(settings, listens)
+        self.ua = SipUserAgent(listens, host)
+        self.media = SipMediaSetup(
+            ports=RtpPortRange.parse(settings.rtp_ports),
+            bind_host=listens[0].host or "0.0.0.0",
+            sdp_host=host,
+            codecs=parse_codecs(settings.sip_codecs),
+            rtp_timeout_s=settings.rtp_timeout,
+            answer_delay_s=settings.sip_answer_delay,
+        )
+        runner = SipCallRunner(services, self.media)
+        self.incoming = IncomingCalls(self.ua, services, self.media, runner)
+        self.ua.handler = self.incoming
+        self.dialer = SipDialer(self.ua, services, self.media, runner, settings.dial_ring_timeout)
+
+    async def start(self) -> None:
+        await self.ua.start()
+
+    async def stop(self) -> None:
+        await self.ua.stop()

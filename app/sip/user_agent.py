@@ -1,0 +1,184 @@
+"""callbridge's SIP user agent: the transports and transactions, and where each request goes.
+
+Out-of-dialog requests go to the `RequestHandler` (INVITE: a new call; OPTIONS: answered here); requests
+inside a dialog go to that dialog's `SipLeg`; a request for a dialog we do not know is answered 481. What
+the far end may do is decided before anything is answered: the handler's `refuses` runs on the packet's
+source address first, so a disallowed address gets its 403 and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from app.sip.dialog import LocalAddress
+from app.sip.leg import ALLOW, SipLeg
+from app.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, parse_message, response_to
+from app.sip.transaction import LoopClock, ServerTransaction, TransactionLayer
+from app.sip.transport import ListenAddress, Peer, SipTransports
+
+log = logging.getLogger(__name__)
+
+ACCEPT = "application/sdp, application/dtmf-relay"
+SERVER = "callbridge"
+
+
+class RequestHandler(Protocol):
+    """What the service does with new requests (`app.sip.incoming.IncomingCalls`)."""
+
+    def refuses(self, request: SipRequest, peer: Peer) -> int | None:
+        """The status to refuse an out-of-dialog request with before anything else (403), or None."""
+        ...
+
+    async def invite(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
+        """A new INVITE: answer it (the transaction's responses) and run the call."""
+        ...
+
+
+class SipUserAgent:
+    """One per service: listens, answers, and sends requests for every SIP call."""
+
+    def __init__(self, listens: list[ListenAddress], public_host: str) -> None:
+        self._listens = listens
+        self.public_host = public_host
+        self.transports = SipTransports(self._on_message, self._on_bad_message)
+        self.transactions = TransactionLayer(
+            self.transports.send, LoopClock(), self._on_request, self._on_stray_response
+        )
+        self.handler: RequestHandler | None = None
+        self._legs: dict[tuple[str, str, str], SipLeg] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        await self.transports.start(self._listens)
+        for listen in self._listens:
+            bound = self.transports.local(listen.transport)
+            log.info("SIP listening on %s:%s:%d", bound.transport, bound.host, bound.port)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.transactions.close()
+        await self.transports.stop()
+
+    def here(self, transport: str) -> LocalAddress:
+        """Our address over `transport`, as the far end should reach it (Via, Contact)."""
+        bound = self.transports.local(transport)
+        return LocalAddress(transport, self.public_host, bound.port)
+
+    @property
+    def transports_listening(self) -> set[str]:
+        return {listen.transport for listen in self._listens}
+
+    # --- dialogs ------------------------------------------------------------------------------
+
+    def add_leg(self, leg: SipLeg) -> None:
+        """Route the dialog's requests to `leg` until it is over."""
+        self._legs[leg.dialog.key] = leg
+        leg.on_over = self._leg_over
+
+    def _leg_over(self, leg: SipLeg) -> None:
+        # Kept a little longer would absorb a late retransmitted BYE; the transaction layer does that.
+        self._legs.pop(leg.dialog.key, None)
+
+    def spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        """Run `work` until it ends or the agent stops (its failure is logged, never raised)."""
+        task = asyncio.create_task(self._guarded(work, name), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("SIP: %s failed", name)
+
+    # --- incoming -----------------------------------------------------------------------------
+
+    def _on_message(self, message: SipMessage, peer: Peer) -> None:
+        self.transactions.receive(message, peer)
+
+    def _on_bad_message(self, data: bytes, peer: Peer, reason: str) -> None:
+        log.info("SIP: malformed message from %s:%d: %s", peer.host, peer.port, reason)
+        self.spawn(self._answer_bad(data, peer, reason), "sip-bad-request")
+
+    async def _answer_bad(self, data: bytes, peer: Peer, reason: str) -> None:
+        """400 for a request whose dialog-identifying headers can still be read (RFC 3261 §8.2)."""
+        request = _salvage_request(data)
+        if request is None:
+            return
+        response = response_to(request, 400, _printable(reason))
+        await self.transports.send(response, peer)
+
+    def _on_stray_response(self, response: SipResponse, peer: Peer) -> None:
+        """A 2xx retransmitted for an INVITE of ours gets our ACK again (its transaction is gone)."""
+        if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
+            leg = self._legs.get((response.call_id, response.from_.tag or "", response.to.tag or ""))
+            if leg is not None:
+                self.spawn(leg.resend_ack(), "sip-ack")
+                return
+        log.debug("SIP: stray %d for %s from %s", response.status, response.headers.get("Call-ID"), peer)
+
+    def _on_request(self, request: SipRequest, peer: Peer, transaction: ServerTransaction | None) -> None:
+        if request.to.tag:
+            self.spawn(self._in_dialog(request, peer, transaction), f"sip-{request.method}")
+            return
+        if transaction is None:  # an ACK outside any dialog: nothing to do
+            return
+        self.spawn(self._out_of_dialog(request, peer, transaction), f"sip-{request.method}")
+
+    async def _in_dialog(
+        self, request: SipRequest, peer: Peer, transaction: ServerTransaction | None
+    ) -> None:
+        key = (request.call_id, request.to.tag or "", request.from_.tag or "")
+        leg = self._legs.get(key)
+        if leg is not None:
+            await leg.on_request(request, transaction)
+        elif transaction is not None:
+            await transaction.respond(response_to(request, 481))
+
+    async def _out_of_dialog(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
+        handler = self.handler
+        refusal = handler.refuses(request, peer) if handler is not None else 403
+        if refusal is not None:
+            await transaction.respond(response_to(request, refusal))
+            return
+        method = request.method
+        if method == "INVITE" and handler is not None:
+            await handler.invite(request, peer, transaction)
+        elif method == "OPTIONS":
+            await transaction.respond(self.options_answer(request))
+        elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
+            await transaction.respond(response_to(request, 481))
+        else:
+            response = response_to(request, 405 if method in ("REGISTER", "SUBSCRIBE", "PUBLISH") else 501)
+            response.headers.add("Allow", ALLOW)
+            await transaction.respond(response)
+
+    def options_answer(self, request: SipRequest) -> SipResponse:
+        response = response_to(request, 200)
+        response.headers.add("Allow", ALLOW)
+        response.headers.add("Accept", ACCEPT)
+        response.headers.add("Server", SERVER)
+        return response
+
+
+def _salvage_request(data: bytes) -> SipRequest | None:
+    """The request in `data` if only its body or a non-essential header was broken; else None."""
+    head, _, _ = data.partition(b"\r\n\r\n")
+    try:
+        message = parse_message(head + b"\r\n\r\n")
+    except SipParseError:
+        return None
+    return message if isinstance(message, SipRequest) and message.method != "ACK" else None
+
+
+def _printable(reason: str) -> str:
+    text = "".join(c for c in reason if c.isprintable())[:100]
+    return f"Bad Request ({text})" if text else "Bad Request"
