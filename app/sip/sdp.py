@@ -80,6 +80,8 @@ CODECS: dict[str, Codec] = {
 PTIME_MS = 20  # what our playout sends and what we ask to receive
 ALLOWED_PTIMES = (10, 20, 30, 40)
 DTMF_EVENTS = "0-16"  # RFC 4733 DTMF digits 0-9 * # A-D and flash
+_OUR_EVENTS = frozenset(range(17))
+_DEFAULT_EVENTS = "0-15"  # RFC 4733 §2.4.1: an offer without fmtp means the DTMF events
 TELEPHONE_EVENT = "telephone-event"
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _MIRRORED = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
@@ -364,11 +366,11 @@ def _our_session(local_host: str, session_id: int, session_version: int | None) 
 
 
 def _audio_attributes(
-    codecs: list[tuple[int, Codec]], dtmf: list[tuple[int, int]], direction: str
+    codecs: list[tuple[int, Codec]], dtmf: list[tuple[int, int, str]], direction: str
 ) -> list[Attribute]:
     attributes: list[Attribute] = [("rtpmap", f"{pt} {codec.rtpmap}") for pt, codec in codecs]
-    for pt, clock in dtmf:
-        attributes += [("rtpmap", f"{pt} {TELEPHONE_EVENT}/{clock}"), ("fmtp", f"{pt} {DTMF_EVENTS}")]
+    for pt, clock, events in dtmf:
+        attributes += [("rtpmap", f"{pt} {TELEPHONE_EVENT}/{clock}"), ("fmtp", f"{pt} {events}")]
     attributes += [("ptime", str(PTIME_MS)), (direction, None)]
     return attributes
 
@@ -397,7 +399,7 @@ def answer_offer(
             answer.media.append(_rejected(media))
             continue
         codec, pt = choice
-        dtmf_pt = _dtmf_payload_type(media, codec.clock_rate)
+        dtmf = _answer_dtmf(media, codec.clock_rate)
         direction = _our_direction(offer, media)
         host = offer.connection_of(media)
         if host is None:
@@ -405,15 +407,14 @@ def answer_offer(
         negotiated = Negotiated(
             codec=codec,
             payload_type=pt,
-            dtmf_payload_type=dtmf_pt,
+            dtmf_payload_type=dtmf[0] if dtmf else None,
             ptime_ms=_send_ptime(media),
             remote_host=host,
             remote_port=media.port,
             direction=direction,
         )
-        dtmf = [(dtmf_pt, codec.clock_rate)] if dtmf_pt is not None else []
-        formats = [str(pt)] + ([str(dtmf_pt)] if dtmf_pt is not None else [])
-        attributes = _audio_attributes([(pt, codec)], dtmf, direction)
+        formats = [str(pt)] + ([str(dtmf[0])] if dtmf else [])
+        attributes = _audio_attributes([(pt, codec)], [dtmf] if dtmf else [], direction)
         answer.media.append(MediaDescription("audio", local_port, media.proto, formats, attributes))
     if negotiated is None:
         raise NoCommonCodec(_incompatible(offer, codecs))
@@ -433,13 +434,13 @@ def build_offer(
     codecs = codecs_for(preferences)
     numbered = _number(codecs)
     used = {pt for pt, _ in numbered}
-    dtmf: list[tuple[int, int]] = []
+    dtmf: list[tuple[int, int, str]] = []
     for _, codec in numbered:
-        if codec.clock_rate not in {clock for _, clock in dtmf}:
+        if codec.clock_rate not in {clock for _, clock, _ in dtmf}:
             pt = _DTMF_PT_8000 if codec.clock_rate == 8000 and _DTMF_PT_8000 not in used else _free_pt(used)
             used.add(pt)
-            dtmf.append((pt, codec.clock_rate))
-    formats = [str(pt) for pt, _ in numbered] + [str(pt) for pt, _ in dtmf]
+            dtmf.append((pt, codec.clock_rate, DTMF_EVENTS))
+    formats = [str(pt) for pt, _ in numbered] + [str(pt) for pt, _, _ in dtmf]
     offer = _our_session(local_host, session_id, session_version)
     attributes = _audio_attributes(numbered, dtmf, "sendrecv")
     offer.media.append(MediaDescription("audio", local_port, "RTP/AVP", formats, attributes))
@@ -500,6 +501,29 @@ def _dtmf_payload_type(media: MediaDescription, clock_rate: int) -> int | None:
         if mapping and mapping[0].casefold() == TELEPHONE_EVENT and mapping[1] == clock_rate:
             return int(fmt)
     return None
+
+
+def _answer_dtmf(media: MediaDescription, clock_rate: int) -> tuple[int, int, str] | None:
+    """(payload type, clock, events) of the offered telephone-event we answer, None if there is none."""
+    pt = _dtmf_payload_type(media, clock_rate)
+    events = _common_events(media.fmtp(str(pt))) if pt is not None else ""
+    return (pt, clock_rate, events) if pt is not None and events else None
+
+
+def _common_events(offered: str | None) -> str:
+    """The RFC 4733 events both sides support, as an fmtp list ("0-11,16"); "" when none."""
+    common: set[int] = set()
+    for item in (offered or _DEFAULT_EVENTS).replace(" ", "").split(","):
+        first, _, last = item.partition("-")
+        if first.isdigit() and (last.isdigit() or not last):
+            common |= _OUR_EVENTS & set(range(int(first), min(int(last or first), max(_OUR_EVENTS)) + 1))
+    ranges: list[str] = []
+    for event in sorted(common):
+        if ranges and event - 1 in common:
+            ranges[-1] = f"{ranges[-1].split('-')[0]}-{event}"
+        else:
+            ranges.append(str(event))
+    return ",".join(ranges)
 
 
 def _our_direction(remote: SessionDescription, media: MediaDescription) -> str:

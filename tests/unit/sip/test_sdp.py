@@ -158,12 +158,35 @@ def test_offerers_telephone_event_number_is_kept(dtmf_pt: int) -> None:
     assert negotiated.dtmf_payload_type == dtmf_pt
     assert sdp.media[0].formats == ["0", str(dtmf_pt)]
     assert sdp.media[0].rtpmap(str(dtmf_pt)) == ("telephone-event", 8000, 1)
-    assert sdp.media[0].fmtp(str(dtmf_pt)) == "0-16"
+    assert sdp.media[0].fmtp(str(dtmf_pt)) == "0-15"
 
 
 def test_offerers_dynamic_codec_number_is_kept() -> None:
     _, negotiated = answer(offer("m=audio 5004 RTP/AVP 118\na=rtpmap:118 pcmu/8000\n"))
     assert (negotiated.codec, negotiated.payload_type) == (CODECS["PCMU"], 118)
+
+
+@pytest.mark.parametrize(
+    ("offered", "answered"), [("0-11,16", "0-11,16"), ("0-255", "0-16"), ("0-9, 12", "0-9,12")]
+)
+def test_answered_events_are_those_both_sides_support(offered: str, answered: str) -> None:
+    sdp, _ = answer(
+        offer(f"m=audio 5004 RTP/AVP 0 101\na=rtpmap:101 telephone-event/8000\na=fmtp:101 {offered}\n")
+    )
+    assert sdp.media[0].fmtp("101") == answered
+
+
+def test_telephone_event_without_fmtp_means_the_dtmf_events() -> None:
+    sdp, negotiated = answer(offer("m=audio 5004 RTP/AVP 0 101\na=rtpmap:101 telephone-event/8000\n"))
+    assert negotiated.dtmf_payload_type == 101
+    assert sdp.media[0].fmtp("101") == "0-15"
+
+
+def test_telephone_event_with_no_event_in_common_is_not_answered() -> None:
+    media = "m=audio 5004 RTP/AVP 0 101\na=rtpmap:101 telephone-event/8000\na=fmtp:101 32-41\n"
+    sdp, negotiated = answer(offer(media))
+    assert negotiated.dtmf_payload_type is None
+    assert sdp.media[0].formats == ["0"]
 
 
 @pytest.mark.parametrize("prefs", [["G722"], ["PCMU"]])
