@@ -52,10 +52,21 @@ _DIGITS = re.compile(r"[0-9]{1,10}")
 _USER_SAFE = "-_.!~*'()&=+$,;?/"
 _PASSWORD_SAFE = "-_.!~*'()&=+$,"
 _HEADER_SAFE = "-_.!~*'()[]/?:+$"
+_PARAM_SAFE = "-_.!~*'()[]/:&+$"
 
 
 def _param_items(params: dict[str, str | None]) -> str:
     return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params.items())
+
+
+def _uri_param_items(params: dict[str, str | None]) -> str:
+    # URI params are stored decoded (unlike header params, which may be quoted strings): re-encode them
+    return "".join(
+        f";{quote(name, safe=_PARAM_SAFE)}"
+        if value is None
+        else f";{quote(name, safe=_PARAM_SAFE)}={quote(value, safe=_PARAM_SAFE)}"
+        for name, value in params.items()
+    )
 
 
 def _parse_params(text: str, what: str) -> dict[str, str | None]:
@@ -162,7 +173,7 @@ class SipUri:
 
     def __str__(self) -> str:
         if self.scheme == "tel":
-            return f"tel:{quote(self.user or '', safe=_USER_SAFE)}{_param_items(self.params)}"
+            return f"tel:{quote(self.user or '', safe=_USER_SAFE)}{_uri_param_items(self.params)}"
         out = [self.scheme, ":"]
         if self.user is not None:
             out.append(quote(self.user, safe=_USER_SAFE))
@@ -172,7 +183,7 @@ class SipUri:
         out.append(self.host)
         if self.port is not None:
             out += [":", str(self.port)]
-        out.append(_param_items(self.params))
+        out.append(_uri_param_items(self.params))
         if self.headers:
             out.append("?")
             out.append(
@@ -544,13 +555,23 @@ _LIST_HEADERS = frozenset(
 )
 
 
+_KEY_CACHE: dict[str, tuple[str, str]] = {}
+_KEY_CACHE_LIMIT = 2048  # names come from the network: bound what a stream of made-up ones can hold
+
+
 def _header_key(name: str) -> tuple[str, str]:
     """(lookup key, name to write) for a header name as given or received."""
+    cached = _KEY_CACHE.get(name)
+    if cached is not None:
+        return cached
     lower = name.lower()
     if len(lower) == 1:
         lower = COMPACT_FORMS.get(lower, lower)
     canonical = _CANONICAL.get(lower)
-    return lower, canonical if canonical is not None else name
+    result = (lower, canonical if canonical is not None else name)
+    if len(_KEY_CACHE) < _KEY_CACHE_LIMIT and _TOKEN.fullmatch(name):
+        _KEY_CACHE[name] = result
+    return result
 
 
 class Headers:
@@ -842,11 +863,13 @@ def _parse_headers(lines: list[str]) -> Headers:
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without a colon: {line[:40]!r}")
-        name = name.rstrip(" \t")
-        if not _TOKEN.fullmatch(name):
-            raise SipParseError(f"invalid header name {name[:40]!r}")
-        key, display = _header_key(name)
-        entries.append((key, display, value.strip(" \t")))
+        cached = _KEY_CACHE.get(name)  # only valid names are cached
+        if cached is None:
+            name = name.rstrip(" \t")
+            if not _TOKEN.fullmatch(name):
+                raise SipParseError(f"invalid header name {name[:40]!r}")
+            cached = _header_key(name)
+        entries.append((cached[0], cached[1], value.strip(" \t")))
     return headers
 
 
@@ -870,8 +893,7 @@ def _check_version(version: str) -> None:
         raise SipParseError(f"unsupported SIP version {version[:20]!r}")
 
 
-def _content_length(headers: Headers) -> int | None:
-    values = headers.get_all("Content-Length")
+def _content_length(values: list[str]) -> int | None:
     if not values:
         return None
     first = values[0].strip()
@@ -882,43 +904,61 @@ def _content_length(headers: Headers) -> int | None:
     return int(first)
 
 
-_SINGLETONS = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type")
+_SINGLETONS = {
+    "from": "From",
+    "to": "To",
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "max-forwards": "Max-Forwards",
+    "content-type": "Content-Type",
+}
+_MANDATORY = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
 
 
-def _validate(message: SipMessage) -> None:
-    """The header checks a UA relies on later; each property raises SipParseError on a bad value."""
-    headers = message.headers
-    for name in _SINGLETONS:
-        if len(headers.get_all(name)) > 1:
+def _index(headers: Headers) -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for key, _, value in headers._entries:
+        values = index.get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
+    return index
+
+
+def _check_number(index: dict[str, list[str]], key: str, name: str, limit: int) -> None:
+    values = index.get(key)
+    if values and (not _DIGITS.fullmatch(values[0]) or int(values[0]) > limit):
+        raise SipParseError(f"invalid {name} {values[0][:20]!r}")
+
+
+def _validate(message: SipMessage, index: dict[str, list[str]]) -> None:
+    """Check what a UA relies on later, so the properties do not raise on a message that parsed."""
+    for key, name in _SINGLETONS.items():
+        if len(index.get(key, ())) > 1:
             raise SipParseError(f"more than one {name} header")
     if isinstance(message, SipRequest):
-        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-            if name not in headers:
+        for key, name in _MANDATORY.items():
+            if key not in index:
                 raise SipParseError(f"missing {name} header")
-        _, method = message.cseq
-        if method != message.method:
+        _check_number(index, "max-forwards", "Max-Forwards", _MAX_FORWARDS)
+    if "cseq" in index:
+        _, method = parse_cseq(index["cseq"][0])
+        if isinstance(message, SipRequest) and method != message.method:
             raise SipParseError(f"CSeq method {method} does not match the request method {message.method}")
-        max_forwards = headers.get("Max-Forwards")
-        if max_forwards is not None and (
-            not _DIGITS.fullmatch(max_forwards) or int(max_forwards) > _MAX_FORWARDS
-        ):
-            raise SipParseError(f"invalid Max-Forwards {max_forwards[:20]!r}")
-    elif "CSeq" in headers:
-        _ = message.cseq
-    if "Call-ID" in headers and not message.call_id:
+    if "call-id" in index and not index["call-id"][0]:
         raise SipParseError("empty Call-ID")
-    if "Via" in headers:
-        _ = message.vias
-    if "From" in headers:
-        _ = message.from_
-    if "To" in headers:
-        _ = message.to
-    for value in headers.get_all("Contact"):
+    for value in index.get("via", ()):
+        for element in split_header_list(value):
+            parse_via(element)
+    for key in ("from", "to"):
+        if key in index:
+            parse_name_addr(index[key][0])
+    for value in index.get("contact", ()):
         if value != "*":
-            parse_name_addr(value)
-    expires = headers.get("Expires")
-    if expires is not None and (not _DIGITS.fullmatch(expires) or int(expires) > 2**32 - 1):
-        raise SipParseError(f"invalid Expires {expires[:20]!r}")
+            for element in split_header_list(value):
+                parse_name_addr(element)
+    _check_number(index, "expires", "Expires", 2**32 - 1)
 
 
 def parse_message(data: bytes) -> SipMessage:
@@ -946,13 +986,14 @@ def parse_message(data: bytes) -> SipMessage:
         if uri.headers:
             raise SipParseError("the Request-URI must not carry headers")
         message = SipRequest(first, uri, headers)
-    length = _content_length(headers)
+    index = _index(headers)
+    length = _content_length(index.get("content-length", []))
     if length is not None:
         if length > len(body):
             raise SipParseError(f"Content-Length {length} is larger than the {len(body)}-byte body")
         body = body[:length]
     message.body = body
-    _validate(message)
+    _validate(message, index)
     return message
 
 

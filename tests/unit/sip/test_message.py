@@ -86,6 +86,12 @@ def test_uri_round_trips() -> None:
     assert str(parse_uri(text)) == text
 
 
+def test_uri_escaped_params_are_decoded_and_reencoded() -> None:
+    uri = parse_uri("sip:a@example.com;%6C%72;n%61me=v%61lue%25%34%31")
+    assert uri.params == {"lr": None, "name": "value%41"}
+    assert parse_uri(str(uri)).params == uri.params
+
+
 def test_uri_ipv6_host_keeps_brackets() -> None:
     uri = parse_uri("sip:[2001:DB8::1]:5060")
     assert (uri.host, uri.port) == ("[2001:db8::1]", 5060)
@@ -266,6 +272,10 @@ def test_headers_x_header_keeps_its_name() -> None:
     assert Headers([("x-Customer-ID", "7")]).items() == [("x-Customer-ID", "7")]
 
 
+def test_headers_unknown_header_keeps_its_name() -> None:
+    assert Headers([("newFangledHeader", "v")]).items() == [("newFangledHeader", "v")]
+
+
 def test_headers_get_returns_first_list_element() -> None:
     headers = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b"), ("Via", "SIP/2.0/UDP c")])
     assert headers.get("via") == "SIP/2.0/UDP a;branch=z9hG4bK1"
@@ -382,6 +392,11 @@ def test_compact_headers_in_a_message_are_understood() -> None:
         )
     )
     assert (message.call_id, message.from_.tag, message.top_via.host) == ("cid", "1", "h")
+
+
+def test_bare_lf_line_ends_are_accepted() -> None:
+    message = parse_message(INVITE.replace(b"\r\n", b"\n"))
+    assert (message.call_id, message.body) == ("a84b4c76e66710@pc33.example.net", b"v=0\n")
 
 
 def test_body_is_cut_to_content_length() -> None:
@@ -677,7 +692,7 @@ INVALID = {
     "badinv01": "parameter name",
     "clerr": "Content-Length 9999 is larger",
     "ncl": "invalid Content-Length",
-    "scalar02": "CSeq number",
+    "scalar02": "invalid Max-Forwards",
     "scalarlg": "CSeq number",
     "quotbal": "unterminated",
     "ltgtruri": "not a URI",
