@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+from app.sip import rtp_session
 from app.sip.ports import RtpPortRange, RtpPortsExhausted
+from app.sip.rtcp import rtcp_packet_types
 from app.sip.rtp import RtpPacket, TelephoneEvent, parse_rtp, parse_telephone_event
 from app.sip.rtp_session import (
     RECEIVE_QUEUE_ITEMS,
@@ -553,3 +555,19 @@ async def test_garbage_on_the_rtcp_port_is_counted_and_ignored(session: RtpSessi
 
     await until(lambda: session.stats.rtcp_invalid == 1)
     assert session.stats.rtcp_rr == 0
+
+
+async def test_a_receiver_report_goes_to_where_the_peer_sends_rtcp_from(
+    ports: RtpPortRange, peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rtp_session, "RTCP_INTERVAL_S", 0.01)
+    rtp = await RtpSession.open(HOST, ports)
+    try:
+        rtp.configure(*peer.address, PCMU, 8000, DTMF, 160)
+        peer.send(struct.pack("!BBHI", 0x80, 201, 1, SSRC), rtp.local_port + 1)
+
+        report = await asyncio.wait_for(peer.received.get(), TIMEOUT)
+
+        assert rtcp_packet_types(report) == [201, 202]  # RR (nothing sent yet), SDES
+    finally:
+        rtp.close()

@@ -1,0 +1,145 @@
+"""G.722 candidates for app/media/g722.py: `g722` (libg722) and PyAV (FFmpeg), µs per 20 ms frame and SNR.
+
+Each codec runs as the call does: one streaming encoder and one decoder, 320-sample (640-byte) frames of
+16 kHz s16le PCM in, 160-byte payloads out and back. The SNR is of the whole round trip, after aligning
+the codec's delay, on the speech-like test signal and on a 1 kHz tone. PyAV is not a callbridge
+dependency: without it (`pip install av`) its row is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+
+import bench_frames as bf
+import numpy as np
+from G722 import G722
+
+try:
+    import av
+    from av.audio.frame import AudioFrame
+except ImportError:
+    av = None
+
+RATE = 16000
+
+
+class Libg722:
+    """`g722` (sippy/libg722): one object per direction."""
+
+    name = "g722"
+
+    def __init__(self) -> None:
+        self._encoder = G722(RATE, 64000)
+        self._decoder = G722(RATE, 64000)
+
+    def encode(self, pcm: bytes) -> bytes:
+        return self._encoder.encode(memoryview(pcm).cast("h"))
+
+    def decode(self, payload: bytes) -> bytes:
+        return self._decoder.decode(payload).tobytes()
+
+
+class PyAv:
+    """PyAV's FFmpeg `g722` codec contexts, one AudioFrame in and one Packet out per call."""
+
+    name = "PyAV"
+
+    def __init__(self) -> None:
+        assert av is not None
+        self._encoder = av.CodecContext.create("g722", "w")
+        self._encoder.sample_rate = RATE
+        self._encoder.format = "s16"
+        self._encoder.layout = "mono"
+        self._encoder.open()
+        self._decoder = av.CodecContext.create("g722", "r")
+        self._decoder.sample_rate = RATE
+        self._decoder.layout = "mono"
+        self._decoder.open()
+
+    def encode(self, pcm: bytes) -> bytes:
+        frame = AudioFrame.from_ndarray(np.frombuffer(pcm, "<i2").reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        return b"".join(bytes(packet) for packet in self._encoder.encode(frame))
+
+    def decode(self, payload: bytes) -> bytes:
+        frames = self._decoder.decode(av.Packet(payload))
+        return b"".join(frame.to_ndarray().tobytes() for frame in frames)
+
+
+Codec = Libg722 | PyAv
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    encode_us: tuple[float, float]
+    decode_us: tuple[float, float]
+    snr_speech_db: float
+    snr_tone_db: float
+
+
+def snr_db(reference: np.ndarray, decoded: np.ndarray, max_delay: int = 64) -> float:
+    """SNR of `decoded` against `reference` at the codec delay (0-`max_delay` samples) that fits best."""
+    x = reference.astype(np.float64)
+    y = decoded.astype(np.float64)
+    n = min(len(x), len(y)) - max_delay
+    best = max(range(max_delay), key=lambda d: float(np.dot(x[:n], y[d : d + n])))
+    error = x[:n] - y[best : best + n]
+    return 10.0 * np.log10(np.sum(x[:n] ** 2) / np.sum(error**2))
+
+
+def round_trip(make: Callable[[], Codec], signal: np.ndarray) -> float:
+    codec = make()
+    pcm = signal.astype("<i2").tobytes()
+    size = RATE * bf.FRAME_MS // 1000 * 2
+    out = b"".join(codec.decode(codec.encode(pcm[i : i + size])) for i in range(0, len(pcm), size))
+    return snr_db(signal, np.frombuffer(out, "<i2"))
+
+
+def measure(make: Callable[[], Codec], frames: int, repeats: int) -> Result:
+    pcm = bf.pcm_frames(RATE)
+    payloads = [make().encode(frame) for frame in pcm]
+    codec = make()
+
+    def encode(n: int) -> None:
+        for i in range(n):
+            codec.encode(pcm[i & bf.MASK])
+
+    def decode(n: int) -> None:
+        for i in range(n):
+            codec.decode(payloads[i & bf.MASK])
+
+    t = np.arange(int(bf.SECONDS * RATE)) / RATE
+    tone = np.round(np.sin(2 * np.pi * 1000 * t) * 16000).astype(np.int16)
+    return Result(
+        name=codec.name,
+        encode_us=bf.time_per_frame(encode, frames, repeats),
+        decode_us=bf.time_per_frame(decode, frames, repeats),
+        snr_speech_db=round_trip(make, bf.speech_like(RATE)),
+        snr_tone_db=round_trip(make, tone),
+    )
+
+
+def main() -> None:
+    args = bf.bench_args(__doc__)
+    av_version = av.__version__ if av is not None else "not installed"
+    bf.print_machine(
+        "G.722 64 kbit/s, 20 ms frames (320 samples ↔ 160 bytes)", g722=version("g722"), av=av_version
+    )
+    candidates: list[Callable[[], Codec]] = [Libg722] if av is None else [Libg722, PyAv]
+    results = [measure(make, args.frames, args.repeats) for make in candidates]
+    bf.note(
+        "",
+        f"{'codec':<14} {'encode µs min/med':>20} {'decode µs min/med':>20}"
+        f" {'SNR speech':>11} {'SNR 1 kHz':>10}",
+    )
+    for r in results:
+        enc = f"{r.encode_us[0]:.1f} / {r.encode_us[1]:.1f}"
+        dec = f"{r.decode_us[0]:.1f} / {r.decode_us[1]:.1f}"
+        bf.note(f"{r.name:<14} {enc:>20} {dec:>20} {r.snr_speech_db:>8.1f} dB {r.snr_tone_db:>7.1f} dB")
+
+
+if __name__ == "__main__":
+    main()
