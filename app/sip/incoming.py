@@ -50,8 +50,8 @@ class IncomingCalls:
         self._media = media
         self._runner = runner
 
-    def refuses(self, request: SipRequest, peer: Peer) -> int | None:
-        return None if self._services.sip_policy.current().source_allowed(peer.host) else 403
+    def source_allowed(self, host: str) -> bool:
+        return self._services.sip_policy.current().source_allowed(host)
 
     async def invite(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
         await transaction.respond(response_to(request, 100))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpSession
-from app.sip.sdp import CODECS, Negotiated
+from app.sip.sdp import CODECS, PTIME_MS, Negotiated
 
 log = logging.getLogger(__name__)
 
@@ -64,5 +64,6 @@ class SipMediaSetup:
             negotiated.payload_type,
             codec.clock_rate,
             negotiated.dtmf_payload_type,
-            codec.clock_rate * negotiated.ptime_ms // 1000,
+            # Our playout sends 20 ms packets whatever ptime the far end asked for (it must take any).
+            codec.samples_per_packet(PTIME_MS),
         )

@@ -2,8 +2,8 @@
 
 Out-of-dialog requests go to the `RequestHandler` (INVITE: a new call; OPTIONS: answered here); requests
 inside a dialog go to that dialog's `SipLeg`; a request for a dialog we do not know is answered 481. What
-the far end may do is decided before anything is answered: the handler's `refuses` runs on the packet's
-source address first, so a disallowed address gets its 403 and nothing else.
+the far end may do is decided before anything is answered: the handler's `source_allowed` runs on the
+packet's source address first, so a disallowed address gets its 403 and nothing else.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from app.sip.dialog import LocalAddress
 from app.sip.leg import ALLOW, SipLeg
-from app.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, parse_message, response_to
+from app.sip.message import SipMessage, SipRequest, SipResponse, response_to
 from app.sip.transaction import LoopClock, ServerTransaction, TransactionLayer
 from app.sip.transport import ListenAddress, Peer, SipTransports
 
@@ -28,8 +28,8 @@ SERVER = "callbridge"
 class RequestHandler(Protocol):
     """What the service does with new requests (`app.sip.incoming.IncomingCalls`)."""
 
-    def refuses(self, request: SipRequest, peer: Peer) -> int | None:
-        """The status to refuse an out-of-dialog request with before anything else (403), or None."""
+    def source_allowed(self, host: str) -> bool:
+        """Whether requests from `host` are answered at all (ARCHITECTURE §3.1: checked first)."""
         ...
 
     async def invite(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
@@ -105,16 +105,12 @@ class SipUserAgent:
         self.transactions.receive(message, peer)
 
     def _on_bad_message(self, data: bytes, peer: Peer, reason: str) -> None:
+        """A malformed message: a 400 when the request can still be answered (RFC 3261 §8.2), from an
+        allowed source only (a scanner's garbage gets nothing)."""
         log.info("SIP: malformed message from %s:%d: %s", peer.host, peer.port, reason)
-        self.spawn(self._answer_bad(data, peer, reason), "sip-bad-request")
-
-    async def _answer_bad(self, data: bytes, peer: Peer, reason: str) -> None:
-        """400 for a request whose dialog-identifying headers can still be read (RFC 3261 §8.2)."""
-        request = _salvage_request(data)
-        if request is None:
-            return
-        response = response_to(request, 400, _printable(reason))
-        await self.transports.send(response, peer)
+        handler = self.handler
+        if handler is not None and handler.source_allowed(peer.host):
+            self.transports.answer_bad_request(data, peer, reason)
 
     def _on_stray_response(self, response: SipResponse, peer: Peer) -> None:
         """A 2xx retransmitted for an INVITE of ours gets our ACK again (its transaction is gone)."""
@@ -145,9 +141,8 @@ class SipUserAgent:
 
     async def _out_of_dialog(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
         handler = self.handler
-        refusal = handler.refuses(request, peer) if handler is not None else 403
-        if refusal is not None:
-            await transaction.respond(response_to(request, refusal))
+        if handler is None or not handler.source_allowed(peer.host):
+            await transaction.respond(response_to(request, 403))
             return
         method = request.method
         if method == "INVITE" and handler is not None:
@@ -167,18 +162,3 @@ class SipUserAgent:
         response.headers.add("Accept", ACCEPT)
         response.headers.add("Server", SERVER)
         return response
-
-
-def _salvage_request(data: bytes) -> SipRequest | None:
-    """The request in `data` if only its body or a non-essential header was broken; else None."""
-    head, _, _ = data.partition(b"\r\n\r\n")
-    try:
-        message = parse_message(head + b"\r\n\r\n")
-    except SipParseError:
-        return None
-    return message if isinstance(message, SipRequest) and message.method != "ACK" else None
-
-
-def _printable(reason: str) -> str:
-    text = "".join(c for c in reason if c.isprintable())[:100]
-    return f"Bad Request ({text})" if text else "Bad Request"
