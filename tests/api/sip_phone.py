@@ -114,7 +114,7 @@ class SipPhone:
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self.send(
             f"INVITE sip:{user}@{self.server[0]}:{self.server[1]} SIP/2.0\r\n"
-            f"{self._via(branch)}"
+            f"{self.via(branch)}"
             "Max-Forwards: 70\r\n"
             f'From: "Test Phone" <sip:+15550001111@{self.host}>;tag={dialed.from_tag}\r\n'
             f"To: <sip:{user}@{self.server[0]}>\r\n"
@@ -136,7 +136,7 @@ class SipPhone:
     def cancel(self, dialed: Dialed, branch: str) -> None:
         self.send(
             f"CANCEL sip:{dialed.user}@{self.server[0]}:{self.server[1]} SIP/2.0\r\n"
-            f"{self._via(branch)}"
+            f"{self.via(branch)}"
             f"From: <sip:+15550001111@{self.host}>;tag={dialed.from_tag}\r\n"
             f"To: <sip:{dialed.user}@{self.server[0]}>\r\n"
             f"Call-ID: {dialed.call_id}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
@@ -157,7 +157,7 @@ class SipPhone:
         ctype = f"Content-Type: {content_type}\r\n" if content_type else ""
         self.send(
             f"{method} sip:callbridge@{self.server[0]}:{self.server[1]} SIP/2.0\r\n"
-            f"{self._via()}"
+            f"{self.via()}"
             "Max-Forwards: 70\r\n"
             f"From: <sip:+15550001111@{self.host}>;tag={dialed.from_tag}\r\n"
             f"To: <sip:{dialed.user}@{self.server[0]}>;tag={dialed.to_tag}\r\n"
@@ -165,16 +165,31 @@ class SipPhone:
             f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
         )
 
-    def answer(self, request: SipRequest, status: int, reason: str, to_tag: str = "phone") -> None:
+    def answer(
+        self,
+        request: SipRequest,
+        status: int,
+        reason: str,
+        to_tag: str = "phone",
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer a request the service sent us (its Via, From, To, Call-ID, CSeq copied)."""
         h = request.headers
         vias = "".join(f"Via: {v}\r\n" for v in h.get_all("Via"))
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        if body:
+            extra += f"Contact: <sip:phone@{self.host}:{self.port}>\r\nContent-Type: application/sdp\r\n"
         self.send(
-            f"SIP/2.0 {status} {reason}\r\n{vias}From: {h.get('From')}\r\n"
-            f"To: {h.get('To')}{'' if request.to.tag else ';tag=' + to_tag}\r\n"
-            f"Call-ID: {request.call_id}\r\nCSeq: {h.get('CSeq')}\r\nContent-Length: 0\r\n\r\n"
+            (
+                f"SIP/2.0 {status} {reason}\r\n{vias}From: {h.get('From')}\r\n"
+                f"To: {h.get('To')}{'' if request.to.tag else ';tag=' + to_tag}\r\n"
+                f"Call-ID: {request.call_id}\r\nCSeq: {h.get('CSeq')}\r\n{extra}"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
         )
 
-    def _via(self, branch: str | None = None) -> str:
+    def via(self, branch: str | None = None) -> str:
         branch = branch or secrets.token_hex(6)
         return f"Via: SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{branch};rport\r\n"

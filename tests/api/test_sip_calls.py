@@ -100,7 +100,7 @@ async def answered_call(phone: SipPhone, agent_id: str, **invite: Any) -> tuple[
 
 async def test_options_outside_a_dialog_is_answered_200_with_what_callbridge_allows(phone: SipPhone) -> None:
     phone.send(
-        f"OPTIONS sip:{phone.server[0]}:{phone.server[1]} SIP/2.0\r\n{phone._via()}"
+        f"OPTIONS sip:{phone.server[0]}:{phone.server[1]} SIP/2.0\r\n{phone.via()}"
         f"From: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:{phone.server[0]}>\r\n"
         "Call-ID: options-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     )
@@ -158,7 +158,7 @@ async def test_an_invite_beyond_the_call_limit_gets_503_with_retry_after(
 
 async def test_a_malformed_request_from_an_allowed_source_gets_400(phone: SipPhone) -> None:
     phone.send(
-        f"INVITE sip:x@{phone.server[0]} SIP/2.0\r\n{phone._via()}"
+        f"INVITE sip:x@{phone.server[0]} SIP/2.0\r\n{phone.via()}"
         "From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: bad-1\r\n"
         "CSeq: 1 INVITE\r\nContent-Length: 999\r\n\r\nshort"
     )
@@ -336,3 +336,104 @@ async def test_play_dtmf_sounds_is_sent_as_rfc4733_events(
     assert item.digit == "9"  # type: ignore[union-attr]
     played = await wait_for_event(client, call_id, "play_dtmf")
     assert played["extras"]["method"] == "out-of-band"
+
+
+# --- outgoing calls ---------------------------------------------------------------------------
+
+
+def dial(client: TestClient, phone: SipPhone, **outgoing: Any) -> str:
+    medium = {"sip": {"outgoing": {"to": f"sip:bob@127.0.0.1:{phone.port}", "from": "sip:agent@127.0.0.1"}}}
+    medium["sip"]["outgoing"].update(outgoing)
+    response = client.post("/api/calls", json={"medium": medium})
+    assert response.status_code == 201, response.text
+    return response.json()["callId"]
+
+
+async def answer_with_pcmu(phone: SipPhone, invite: Any) -> RtpSession:
+    rtp = await RtpSession.open("127.0.0.1", PHONE_RTP)
+    phone.answer(invite, 180, "Ringing")
+    phone.answer(invite, 200, "OK", body=sdp_offer("127.0.0.1", rtp.local_port))
+    offer = parse_sdp(invite.body)
+    rtp.configure("127.0.0.1", offer.media[0].port, 0, 8000, 101, 160)
+    return rtp
+
+
+async def test_a_dialled_call_answered_by_the_callee_is_acknowledged_and_joined(
+    client: TestClient, phone: SipPhone
+) -> None:
+    call_id = dial(client, phone, headers={"X-Campaign": "spring"})
+    invite = await phone.request("INVITE")
+    assert invite.headers.get("X-Campaign") == "spring"
+    rtp = await answer_with_pcmu(phone, invite)
+    ack = await phone.request("ACK")
+    assert ack.call_id == invite.call_id
+    await wait_for_event(client, call_id, "ringing")
+    joined = await wait_for_event(client, call_id, "joined")
+    rtp.close()
+    assert joined["extras"]["wireFormat"] == "PCMU 8000 Hz"
+
+
+async def test_a_busy_callee_ends_the_call_unjoined_with_a_sip_status_event(
+    client: TestClient, phone: SipPhone
+) -> None:
+    call_id = dial(client, phone)
+    phone.answer(await phone.request("INVITE"), 486, "Busy Here")
+    status = await wait_for_event(client, call_id, "sip_status")
+    ended = await wait_for_event(client, call_id, "ended")
+    assert status["extras"] == {"code": 486, "reason": "Busy Here"}
+    assert ended["extras"]["endReason"] == "unjoined"
+
+
+async def test_a_digest_challenge_is_answered_with_the_password_which_never_shows(
+    client: TestClient, phone: SipPhone
+) -> None:
+    call_id = dial(client, phone, username="alice", password="s3cret-pw")
+    first = await phone.request("INVITE")
+    challenge = 'Digest realm="pbx", nonce="abc123", algorithm=MD5, qop="auth"'
+    phone.answer(first, 401, "Unauthorized", headers={"WWW-Authenticate": challenge})
+    second = await phone.request("INVITE")
+    authorization = second.headers.get("Authorization") or ""
+    assert 'username="alice"' in authorization and 'realm="pbx"' in authorization
+    assert second.cseq[0] == first.cseq[0] + 1
+    phone.answer(second, 603, "Decline")
+    await wait_for_event(client, call_id, "ended")
+    assert "s3cret-pw" not in client.get(f"/api/calls/{call_id}").text
+
+
+async def test_hanging_up_a_ringing_call_cancels_its_invite(client: TestClient, phone: SipPhone) -> None:
+    call_id = dial(client, phone)
+    invite = await phone.request("INVITE")
+    phone.answer(invite, 180, "Ringing")
+    await wait_for_event(client, call_id, "ringing")
+    client.post(f"/api/calls/{call_id}/send_data_message", json={"type": "hang_up"})
+    cancel = await phone.request("CANCEL")
+    phone.answer(cancel, 200, "OK")
+    phone.answer(invite, 487, "Request Terminated")
+    ended = await wait_for_event(client, call_id, "ended")
+    assert ended["extras"]["endReason"] == "unjoined"
+
+
+@pytest.mark.parametrize("client", [{"dial_ring_timeout": 5}], indirect=True)
+async def test_a_callee_who_never_answers_is_cancelled_after_the_ring_timeout(
+    client: TestClient, phone: SipPhone
+) -> None:
+    call_id = dial(client, phone)
+    invite = await phone.request("INVITE")
+    phone.answer(invite, 180, "Ringing")
+    cancel = await phone.request("CANCEL")
+    phone.answer(cancel, 200, "OK")
+    phone.answer(invite, 487, "Request Terminated")
+    status = await wait_for_event(client, call_id, "sip_status")
+    assert status["extras"]["code"] == 487
+    assert (await wait_for_event(client, call_id, "ended"))["extras"]["endReason"] == "unjoined"
+
+
+def test_a_sip_medium_without_outgoing_cannot_be_created_through_the_api(client: TestClient) -> None:
+    response = client.post("/api/calls", json={"medium": {"sip": {"incoming": {}}}})
+    assert response.status_code == 400
+
+
+def test_an_outgoing_sip_call_needs_a_sip_uri(client: TestClient) -> None:
+    medium = {"sip": {"outgoing": {"to": "+15551234567", "from": "agent"}}}
+    response = client.post("/api/calls", json={"medium": medium})
+    assert response.status_code == 400 and response.json()["code"] == "invalid_sip_uri"
