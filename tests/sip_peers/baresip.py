@@ -17,6 +17,7 @@ from tests.sip_peers.process import PeerProcess, start_peer
 MODULES = Path("/usr/lib/baresip/modules")
 #: baresip's names for the codecs an account may be limited to; the source WAV must have the codec's
 #: audio rate (aufile does not resample in 1.0).
+WAV_HEADER_BYTES = 44  # sndfile's 16-bit PCM WAV
 CODECS = {"G722": ("G722/16000/1", 16000), "PCMU": ("PCMU/8000/1", 8000), "PCMA": ("PCMA/8000/1", 8000)}
 
 
@@ -57,6 +58,14 @@ class Baresip:
     def sent(self) -> bytes:
         """The prompt it plays, s16le mono at the codec's rate."""
         return read_wav(self.workdir / "prompt.wav", self.options.rate)
+
+    def heard_seconds(self) -> float:
+        """How much decoded audio its latest call has recorded so far (from the file size: mid-call the
+        WAV header does not count the frames yet)."""
+        recordings = sorted((self.workdir / "rec").glob("*-dec.wav"))
+        if not recordings:
+            return 0.0
+        return max(recordings[-1].stat().st_size - WAV_HEADER_BYTES, 0) / 2 / self.options.rate
 
     def heard(self) -> bytes:
         """The decoded audio of its (latest) call, s16le mono at the codec's rate (b"" when none)."""
