@@ -475,9 +475,13 @@ class _StreamProtocol(asyncio.Protocol):
         self.connection: _Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # No isinstance check: uvloop's TCP transport (what `serve` runs on) is no asyncio.Transport.
         host, port = transport.get_extra_info("peername")[:2]
-        self.connection = _Connection(self._owner, transport, Peer(self._transport_name, host, port))
+        self.connection = _Connection(
+            self._owner,
+            transport,  # type: ignore[arg-type]
+            Peer(self._transport_name, host, port),
+        )
         self.connection.start()
 
     def data_received(self, data: bytes) -> None:
