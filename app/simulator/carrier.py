@@ -32,6 +32,10 @@ from app.simulator.audio import RoundTrip, measure_round_trip
 from app.simulator.playback import PlaybackBuffer
 
 
+class SetupError(Exception):
+    """The simulated call cannot be placed; the message says what to do (exit code 2)."""
+
+
 class ProtocolViolation(Exception):
     """callbridge sent something the provider would reject (the call report would otherwise hide it)."""
 

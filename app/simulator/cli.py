@@ -1,8 +1,9 @@
-"""`callbridge simulate twilio|telnyx|plivo|exotel ...`: one fake call, a live progress line, a report.
+"""`callbridge simulate twilio|telnyx|plivo|exotel|sip ...`: one fake call, a live progress line, a report.
 
 Incoming (default): the fake provider sends callbridge a signed webhook and streams the caller. `--outbound`
 (Twilio, Telnyx, Plivo): a fake provider REST API on 127.0.0.1 takes callbridge's dial request, calls back,
 fetches the XML and streams the callee; callbridge's config must send its REST calls there (`apiBaseUrl`).
+SIP (both directions) is a real SIP/RTP call with callbridge's SIP listener: see app.simulator.sip_caller.
 """
 
 from __future__ import annotations
@@ -23,25 +24,29 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from app.cli_errors import connection_failure, service_unreachable
 from app.settings import Settings
 from app.simulator.audio import read_wav, speech_like, write_wav
-from app.simulator.carrier import CallReport, CallScript, Progress, ProtocolViolation, WebhookRejected
+from app.simulator.carrier import (
+    CallReport,
+    CallScript,
+    Progress,
+    ProtocolViolation,
+    SetupError,
+    WebhookRejected,
+)
 from app.simulator.exotel import FakeExotel
 from app.simulator.plivo import FakePlivo
 from app.simulator.plivo_api import FakePlivoApi
 from app.simulator.provider_api import FakeCall, FakeProviderApi
+from app.simulator.sip_caller import add_sip_arguments, run_sip
 from app.simulator.telnyx import FakeTelnyx
 from app.simulator.telnyx_api import FakeTelnyxApi
 from app.simulator.twilio import FakeTwilio
 from app.simulator.twilio_api import FakeTwilioApi
 
-PROVIDERS = ("twilio", "telnyx", "plivo", "exotel")
+PROVIDERS = ("twilio", "telnyx", "plivo", "exotel", "sip")
 OUTBOUND_PROVIDERS = ("twilio", "telnyx", "plivo")
 DEFAULT_API_PORT = 8010
 #: The rate each fake provider streams at with callbridge's default config (the best it offers).
 STREAM_RATES = {"twilio": 8000, "telnyx": 16000, "plivo": 16000}
-
-
-class SetupError(Exception):
-    """The simulated call cannot be placed; the message says what to do (exit code 2)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--outbound",
         action="store_true",
         help="serve a fake provider REST API, have callbridge dial --to through it, and play the callee "
-        "(twilio, telnyx, plivo; needs --api-key)",
+        "(twilio, telnyx, plivo; needs --api-key); sip: be the SIP callee callbridge dials",
     )
     outbound.add_argument("--to", help="--outbound: the number callbridge dials")
     outbound.add_argument("--from", dest="from_number", help="--outbound: the number callbridge dials from")
@@ -89,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sample-rate", type=int, choices=(8000, 16000, 24000), default=8000, help="Exotel: ?sample-rate="
     )
+    add_sip_arguments(parser)
 
 
 async def _imported_config(settings: Settings, provider: str) -> dict[str, Any] | None:
@@ -174,12 +180,16 @@ async def _exotel_join_url(args: argparse.Namespace, base_url: str) -> str:
 
 
 def _show_progress(progress: Progress) -> None:
-    line = (
-        f"\r  {progress.elapsed:5.1f}s  sent {progress.frames_sent:5d}  received {progress.media_received:5d}"
+    _write_progress(
+        f"  {progress.elapsed:5.1f}s  sent {progress.frames_sent:5d}  received {progress.media_received:5d}"
         f"  marks {progress.marks_returned}/{progress.marks_sent}  clears {progress.clears}"
     )
+
+
+def _write_progress(line: str) -> None:
+    """One progress line on stderr: rewritten in place on a terminal, else one line each."""
     if sys.stderr.isatty():
-        sys.stderr.write(line)
+        sys.stderr.write("\r" + line)
     else:
         sys.stderr.write(line.strip() + "\n")
     sys.stderr.flush()
@@ -203,6 +213,8 @@ async def _place(args: argparse.Namespace, settings: Settings, base_url: str, ra
 
 
 async def _simulate(args: argparse.Namespace, settings: Settings, base_url: str) -> int:
+    if args.provider == "sip":
+        return await run_sip(args, settings, base_url, _write_progress)
     if getattr(args, "outbound", False):
         return await _simulate_outbound(args, settings, base_url)
     rate = args.sample_rate if args.provider == "exotel" else STREAM_RATES[args.provider]
