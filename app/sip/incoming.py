@@ -19,7 +19,6 @@ from app.schemas.agents import CallTemplate
 from app.schemas.calls import EndReason, EventSeverity, StartAgentCallRequest
 from app.schemas.media import Medium, SipMedium
 from app.sip.dialog import Dialog
-from app.sip.leg import SipLeg
 from app.sip.media_setup import SipMediaSetup
 from app.sip.message import SipRequest, SipResponse, new_tag, response_to
 from app.sip.routing import sip_context, template_context
@@ -107,8 +106,7 @@ class IncomingCalls:
         here = self._ua.here(peer.transport)
         dialog = Dialog.as_uas(request, local_tag, peer, here)
         dialog.peer = dialog.next_hop(peer)
-        leg = SipLeg(dialog, self._ua.transactions, self._ua.transports, answer)
-        self._ua.add_leg(leg)
+        leg = self._ua.open_leg(dialog, answer)
         self._media.configure(rtp, negotiated)
         ok = response_to(request, 200, to_tag=local_tag)
         ok.headers.add("Contact", here.contact())

@@ -7,11 +7,10 @@ for the BYE's answer: a far end that does not answer cannot keep a call open.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from app.sip.dialog import Dialog
 from app.sip.message import SipRequest, response_to
@@ -22,6 +21,10 @@ log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 _DTMF_RELAY_SIGNAL = re.compile(r"^\s*signal\s*=\s*([0-9A-Da-d*#])\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+#: Runs a coroutine in the background, owned by the user agent (which lets it finish on shutdown).
+Spawn = Callable[[Coroutine[Any, Any, object], str], None]
 
 
 class LegListener(Protocol):
@@ -42,10 +45,16 @@ class SipLeg:
     """One established SIP dialog of a call."""
 
     def __init__(
-        self, dialog: Dialog, transactions: TransactionLayer, transports: SipTransports, local_sdp: bytes
+        self,
+        dialog: Dialog,
+        transactions: TransactionLayer,
+        transports: SipTransports,
+        local_sdp: bytes,
+        spawn: Spawn,
     ) -> None:
         self.dialog = dialog
         self._transports = transports
+        self._spawn = spawn
         #: Our ACK for the 2xx to our INVITE (outgoing calls).
         self.ack: SipRequest | None = None
         self.call_id = dialog.call_id
@@ -54,7 +63,6 @@ class SipLeg:
         self._listener: LegListener | None = None
         self._pending_digits: list[str] = []
         self.over = False
-        self.bye_task: asyncio.Task[None] | None = None
         #: Called once the dialog is over (BYE sent or received): the user agent forgets it.
         self.on_over: Callable[[SipLeg], None] | None = None
 
@@ -136,7 +144,7 @@ class SipLeg:
             return
         self.over = True
         bye = self.dialog.request("BYE")
-        self.bye_task = asyncio.create_task(self._send_bye(bye), name=f"sip-{self.call_id}-bye")
+        self._spawn(self._send_bye(bye), f"sip-{self.call_id}-bye")
         self._notify_over()
 
     async def _send_bye(self, bye: SipRequest) -> None:

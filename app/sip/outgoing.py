@@ -14,14 +14,14 @@ import logging
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.errors import InvalidInput
 from app.schemas.calls import EndReason, EventSeverity
 from app.schemas.media import Medium, SipOutgoing
 from app.sip.dialog import Dialog, LocalAddress, peer_for_uri
 from app.sip.digest import DigestClient, authorize
-from app.sip.leg import ALLOW, SipLeg
+from app.sip.leg import ALLOW
 from app.sip.media_setup import SipMediaSetup
 from app.sip.message import (
     Headers,
@@ -38,7 +38,7 @@ from app.sip.running import SipCallRunner
 from app.sip.sdp import NoCommonCodec, SdpError, accept_answer, build_offer, parse_sdp
 from app.sip.transaction import ClientTransaction
 from app.sip.transport import Peer
-from app.sip.user_agent import SipUserAgent
+from app.sip.user_agent import STOP_GRACE_S, SipUserAgent
 from app.store.tables import CallRow, utcnow
 
 if TYPE_CHECKING:
@@ -75,7 +75,9 @@ class SipDialPlan:
 class _Ringing:
     """A dial under way: set `cancel` to CANCEL it."""
 
+    row: CallRow
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[Any] | None = None
 
 
 class SipDialer:
@@ -139,7 +141,7 @@ class SipDialer:
 
     async def dial(self, row: CallRow, plan: SipDialPlan) -> CallRow:
         """Start dialling (in the background: the API answers at once) and record it."""
-        self._ringing[row.id] = _Ringing()
+        self._ringing[row.id] = ringing = _Ringing(row)
         self._services.calls.events.record(
             row.id,
             row.created,
@@ -147,8 +149,19 @@ class SipDialer:
             f"calling {plan.to} over SIP from {plan.from_}",
             extras={"to": str(plan.to), "from": str(plan.from_)},
         )
-        self._ua.spawn(self._dial(row, plan), f"sip-dial-{row.id}")
+        ringing.task = self._ua.spawn(self._dial(row, plan), f"sip-dial-{row.id}")
         return row
+
+    async def stop(self) -> None:
+        """Shutdown: the calls still ringing end (`system_error`), and get a moment to CANCEL."""
+        ringing = list(self._ringing.values())
+        for dial in ringing:
+            await self._services.calls.end(
+                dial.row, EndReason.SYSTEM_ERROR, "the server shut down while the call was ringing"
+            )
+        dialling = {dial.task for dial in ringing if dial.task is not None}
+        if dialling:
+            await asyncio.wait(dialling, timeout=STOP_GRACE_S)
 
     def _call_ended(self, row: CallRow, reason: EndReason) -> None:
         ringing = self._ringing.get(row.id)
@@ -186,8 +199,7 @@ class SipDialer:
         else:
             with contextlib.suppress(OSError):
                 dialog.peer = await _resolve(peer_for_uri(dialog.remote_target))
-        leg = SipLeg(dialog, self._ua.transactions, self._ua.transports, invite.body)
-        self._ua.add_leg(leg)
+        leg = self._ua.open_leg(dialog, invite.body)
         await leg.acknowledge()
         try:
             negotiated = accept_answer(self._media.codecs, parse_sdp(answer.body))
@@ -196,7 +208,8 @@ class SipDialer:
             rtp.close()
             await calls.end(row, EndReason.CONNECTION_ERROR, f"the callee's answer is unusable: {exc}")
             return
-        if self._ringing.get(row.id, _Ringing()).cancel.is_set():  # hung up as it was answered
+        ringing = self._ringing.get(row.id)
+        if ringing is None or ringing.cancel.is_set():  # hung up as it was answered
             leg.hang_up()
             rtp.close()
             return

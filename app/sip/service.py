@@ -65,4 +65,5 @@ class SipService:
         await self.ua.start()
 
     async def stop(self) -> None:
+        await self.dialer.stop()
         await self.ua.stop()

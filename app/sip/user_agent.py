@@ -13,7 +13,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from app.sip.dialog import LocalAddress
+from app.sip.dialog import Dialog, LocalAddress
 from app.sip.leg import ALLOW, SipLeg
 from app.sip.message import SipMessage, SipRequest, SipResponse, response_to
 from app.sip.transaction import LoopClock, ServerTransaction, TransactionLayer
@@ -22,6 +22,8 @@ from app.sip.transport import ListenAddress, Peer, SipTransports
 log = logging.getLogger(__name__)
 
 ACCEPT = "application/sdp, application/dtmf-relay"
+#: On shutdown (after the drain ended the calls), how long their BYEs and CANCELs get to be answered.
+STOP_GRACE_S = 2.0
 SERVER = "callbridge"
 
 
@@ -50,6 +52,7 @@ class SipUserAgent:
         self.handler: RequestHandler | None = None
         self._legs: dict[tuple[str, str, str], SipLeg] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._finishing: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         await self.transports.start(self._listens)
@@ -58,6 +61,9 @@ class SipUserAgent:
             log.info("SIP listening on %s:%s:%d", bound.transport, bound.host, bound.port)
 
     async def stop(self) -> None:
+        """Give the BYEs under way `STOP_GRACE_S` to be answered, then stop everything."""
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=STOP_GRACE_S)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -76,20 +82,29 @@ class SipUserAgent:
 
     # --- dialogs ------------------------------------------------------------------------------
 
-    def add_leg(self, leg: SipLeg) -> None:
-        """Route the dialog's requests to `leg` until it is over."""
-        self._legs[leg.dialog.key] = leg
+    def open_leg(self, dialog: Dialog, local_sdp: bytes) -> SipLeg:
+        """The leg of a dialog just established; its requests reach it until it is over."""
+        leg = SipLeg(dialog, self.transactions, self.transports, local_sdp, self.spawn_finishing)
+        self._legs[dialog.key] = leg
         leg.on_over = self._leg_over
+        return leg
 
     def _leg_over(self, leg: SipLeg) -> None:
         # Kept a little longer would absorb a late retransmitted BYE; the transaction layer does that.
         self._legs.pop(leg.dialog.key, None)
 
-    def spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
+    def spawn(self, work: Coroutine[Any, Any, object], name: str) -> asyncio.Task[Any]:
         """Run `work` until it ends or the agent stops (its failure is logged, never raised)."""
         task = asyncio.create_task(self._guarded(work, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def spawn_finishing(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        """Like `spawn`, for signalling that ends a call (a BYE): a shutdown waits for it, briefly."""
+        task = self.spawn(work, name)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _guarded(self, work: Coroutine[Any, Any, object], name: str) -> None:
         try:
