@@ -38,8 +38,9 @@ pytestmark = pytest.mark.e2e
 
 #: Incoming calls ring this long before callbridge answers, so a CANCEL after the 180 wins the race.
 ANSWER_DELAY_S = 1.0
-#: Silence on the wire that ends a call connection_error (short, for the killed-peer test).
-RTP_TIMEOUT_S = 4.0
+#: Silence on the wire that ends a call connection_error: short for the killed-peer test, longer than
+#: uac_lossy.xml's silent 4 s call.
+RTP_TIMEOUT_S = 8.0
 SIP_POLICY = {"allowedCidrRanges": ["127.0.0.1/32"], "allowAllAgents": True}
 AUTH_USER, AUTH_PASS = "alice", "secret"
 
