@@ -126,16 +126,13 @@ class MediaStream:
             await asyncio.gather(receiver, *digit_tasks, return_exceptions=True)
         return self._result(sent, stalls)
 
-    def _packets(self) -> list[tuple[bytes, bytes]]:
-        """(PCM, payload) per packet: the audio padded to whole packets, then the tail's silence."""
+    def _frames(self) -> list[bytes]:
+        """The PCM of each packet: the audio padded to whole packets, then the tail's silence."""
         size = self.codec.pcm_frame_bytes
         audio = self.script.audio
         audio += bytes(-len(audio) % size)
         audio += bytes(int(self.script.tail_seconds * 1000 / PACKET_MS) * size)
-        payload = self.codec.encode(audio)
-        step = self.codec.payload_bytes
-        count = len(audio) // size
-        return [(audio[i * size : (i + 1) * size], payload[i * step : (i + 1) * step]) for i in range(count)]
+        return [audio[i : i + size] for i in range(0, len(audio), size)]
 
     async def _send(
         self,
@@ -148,7 +145,7 @@ class MediaStream:
         interval = PACKET_MS / 1000
         start = time.monotonic()
         stalls = 0
-        for index, (pcm, payload) in enumerate(self._packets()):
+        for index, pcm in enumerate(self._frames()):
             if stop.is_set() or self.rtp.closed:
                 break
             late = time.monotonic() - (start + index * interval)
@@ -160,12 +157,16 @@ class MediaStream:
             while dtmf and dtmf[0][0] <= elapsed:
                 digit_tasks.append(asyncio.create_task(self._press(dtmf.pop(0)[1])))
                 await asyncio.sleep(0)  # let the digit start, so this packet's audio gives way to it
-            suppressed = self.rtp.stats.audio_suppressed
-            try:
-                self.rtp.send_audio(payload)
-            except RtpClosed:
-                break
-            sent += bytes(len(pcm)) if self.rtp.stats.audio_suppressed > suppressed else pcm
+            if self.rtp.sending_digits:
+                # The audio gives way to the digit; not encoded either, so G.722's encoder stays in step
+                # with the far end's decoder, which never sees this frame.
+                sent += bytes(len(pcm))
+            else:
+                try:
+                    self.rtp.send_audio(self.codec.encode(pcm))
+                except RtpClosed:
+                    break
+                sent += pcm
             self._play_tick()
             self.progress.elapsed = elapsed
             self.progress.packets_sent = self.rtp.packets_out

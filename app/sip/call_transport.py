@@ -2,8 +2,9 @@
 
 Caller audio arrives as RTP payloads (decoded here only for G.722, whose ADPCM state lives with the stream);
 RFC 4733 events and SIP INFO digits become `StreamDtmf`; the far end's BYE becomes `StreamStop`. Agent audio
-leaves as one RTP packet per 20 ms chunk, paced by the session's playout; between the agent's words the
-stream carries silence, because PBXs and NAT bindings drop an RTP stream that goes quiet.
+leaves as one RTP packet per 20 ms chunk, paced by the session's playout; when the agent stays quiet for
+more than half a second the stream carries silence, because PBXs and NAT bindings drop an RTP stream that
+goes quiet.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from app.sip.rtp_session import RtpAudio, RtpClosed, RtpDigit, RtpSession
 from app.sip.sdp import Negotiated
 
 PACKET_MS = 20
+PACKET_S = PACKET_MS / 1000
+#: Agent silence longer than this is filled with silent packets (PBXs and NAT bindings drop a stream that
+#: stays quiet); shorter pauses are left as gaps.
+FILL_AFTER_S = 0.5
+#: Further behind than this (the loop stalled), the silence goes on from now instead of in a burst.
+MAX_BEHIND_S = 0.1
 #: Sent ahead of real time: enough to ride out scheduling jitter, small enough that a far-end jitter buffer
 #: does not grow on the bursts.
 RTP_LEAD_MS = 40.0
@@ -90,7 +97,8 @@ class SipCallTransport:
         self._hung_up_by_far_end = False
         self._closed = False
         self._clock = clock or asyncio.get_running_loop().time
-        self._sent_until = 0.0
+        #: When agent audio was last sent (the call's start before any).
+        self._last_audio_at = self._clock()
         self._filler: asyncio.Task[None] | None = None
 
     # --- what the signalling tells the call ----------------------------------------------------
@@ -138,9 +146,11 @@ class SipCallTransport:
     async def send_audio(self, payload: bytes) -> None:
         if self._closed:
             raise TransportClosed("the SIP call is over")
-        now = self._clock()
-        self._sent_until = max(self._sent_until, now) + PACKET_MS / 1000
-        self._rtp.send_audio(self._codec.encode(payload) if self._codec else payload)
+        self._last_audio_at = self._clock()
+        try:
+            self._rtp.send_audio(self._codec.encode(payload) if self._codec else payload)
+        except RtpClosed:  # the far end's BYE closed the stream under the playout
+            raise TransportClosed("the RTP stream closed") from None
 
     async def send_mark(self, name: str) -> None:
         """RTP has no marks (the rules say so); never called."""
@@ -151,7 +161,10 @@ class SipCallTransport:
     async def send_dtmf(self, digits: str, tone_ms: int) -> bool:
         if self._closed:
             raise TransportClosed("the SIP call is over")
-        return await self._rtp.send_digits(digits, tone_ms, gap_ms=100)
+        try:
+            return await self._rtp.send_digits(digits, tone_ms, gap_ms=100)
+        except RtpClosed:
+            raise TransportClosed("the RTP stream closed") from None
 
     async def close(self) -> None:
         if self._closed:
@@ -165,15 +178,33 @@ class SipCallTransport:
             self._leg.hang_up()
         self._rtp.close()
 
-    # --- silence between the agent's words ----------------------------------------------------
+    # --- silence while the agent says nothing ----------------------------------------------------
 
     async def _fill_silence(self) -> None:
-        """Send a silent packet whenever 20 ms pass with nothing sent (the playout sends the rest)."""
-        step = PACKET_MS / 1000
-        while not self._closed:
-            now = self._clock()
-            if now >= self._sent_until:
-                self._sent_until = now + step
-                silence = self._silence
-                self._rtp.send_audio(self._codec.encode(silence) if self._codec else silence)
-            await asyncio.sleep(max(0.001, self._sent_until - self._clock()))
+        """After `FILL_AFTER_S` with no agent audio sent, send silence every 20 ms until the agent speaks.
+
+        Short pauses stay gaps (RTP allows them; the far end's jitter buffer plays them as silence), so a
+        silent packet never lands among the agent's words and shifts what follows; long ones are filled
+        on an absolute 20 ms cadence (no drift). RtpSession keeps the timestamps on the media clock."""
+        try:
+            while not self._closed:
+                quiet_since = self._last_audio_at
+                start = quiet_since + FILL_AFTER_S
+                now = self._clock()
+                if now < start:
+                    await asyncio.sleep(start - now)
+                    continue
+                sent = 0
+                while not self._closed and self._last_audio_at == quiet_since:
+                    due = start + sent * PACKET_S
+                    now = self._clock()
+                    if due > now:
+                        await asyncio.sleep(due - now)
+                    elif due < now - MAX_BEHIND_S:  # the loop stalled: go on from now, no burst
+                        start, sent = now, 0
+                    else:
+                        silence = self._silence
+                        self._rtp.send_audio(self._codec.encode(silence) if self._codec else silence)
+                        sent += 1
+        except RtpClosed:
+            return

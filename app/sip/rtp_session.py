@@ -201,6 +201,11 @@ class RtpSession:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def sending_digits(self) -> bool:
+        """RFC 4733 events are going out: audio sent now is dropped (stateful encoders should not run)."""
+        return self._digits_active
+
     # -- receiving ----------------------------------------------------------------------------------
 
     async def receive(self) -> RtpEvent | None:
