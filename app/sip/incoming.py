@@ -19,6 +19,7 @@ from app.schemas.agents import CallTemplate
 from app.schemas.calls import EndReason, EventSeverity, StartAgentCallRequest
 from app.schemas.media import Medium, SipMedium
 from app.sip.dialog import Dialog
+from app.sip.leg import SipLeg
 from app.sip.media_setup import SipMediaSetup
 from app.sip.message import SipRequest, SipResponse, new_tag, response_to
 from app.sip.routing import sip_context, template_context
@@ -114,12 +115,16 @@ class IncomingCalls:
         ok.headers.add("Content-Type", "application/sdp")
         ok.body = answer
         await transaction.respond(ok)
-        if not await transaction.acked:
-            leg.hang_up()
+        confirmed = await _confirmed(transaction, leg)
+        if not confirmed:
             rtp.close()
-            await services.calls.end(
-                row, EndReason.CONNECTION_ERROR, "the caller never acknowledged the answer (no ACK)"
-            )
+            if confirmed is None:
+                text = "the caller hung up as the call was answered (BYE before the ACK)"
+                await services.calls.end(row, EndReason.HANGUP, text)
+            else:
+                leg.hang_up()
+                text = "the caller never acknowledged the answer (no ACK)"
+                await services.calls.end(row, EndReason.CONNECTION_ERROR, text)
             return None
         await self._runner.run(row, leg, rtp, negotiated)
         return None
@@ -168,6 +173,19 @@ class IncomingCalls:
             async with asyncio.timeout(delay):
                 await transaction.cancel_received.wait()
         return transaction.cancelled
+
+
+async def _confirmed(transaction: ServerTransaction, leg: SipLeg) -> bool | None:
+    """True when the 200 is ACKed; False when no ACK came within 64*T1; None when the caller's BYE came
+    first (its ACK may have been lost: the BYE confirms the dialog all the same)."""
+    hung_up = asyncio.ensure_future(leg.hung_up.wait())
+    try:
+        await asyncio.wait((transaction.acked, hung_up), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hung_up.cancel()
+    if transaction.acked.done():
+        return transaction.acked.result()
+    return None
 
 
 def _retry_later(request: SipRequest, reason: str) -> SipResponse:

@@ -7,6 +7,7 @@ for the BYE's answer: a far end that does not answer cannot keep a call open.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, Coroutine
@@ -63,6 +64,8 @@ class SipLeg:
         self._listener: LegListener | None = None
         self._pending_digits: list[str] = []
         self.over = False
+        #: Set when the far end's BYE arrives (even before its ACK: a caller may hang up at once).
+        self.hung_up = asyncio.Event()
         #: Called once the dialog is over (BYE sent or received): the user agent forgets it.
         self.on_over: Callable[[SipLeg], None] | None = None
 
@@ -132,6 +135,7 @@ class SipLeg:
         if self.over:
             return
         self.over = True
+        self.hung_up.set()
         if self._listener is not None:
             self._listener.far_end_hung_up(reason)
         self._notify_over()

@@ -113,13 +113,14 @@ def test_calls_can_only_override_the_documented_fields(client: TestClient) -> No
     assert response.status_code == 400 and "systemPrompt" in response.json()["detail"]
 
 
-def test_sip_media_are_refused_until_the_server_carries_them(client: TestClient) -> None:
+def test_sip_calls_are_refused_when_the_server_does_not_listen_for_sip(client: TestClient) -> None:
     agent = create_agent(client)
+    outgoing = {"to": "sip:bob@127.0.0.1", "from": "sip:agent@127.0.0.1"}
     response = client.post(
         f"/api/agents/{agent['agentId']}/calls",
-        json={"medium": {"sip": {"incoming": {}}}, "templateContext": {"user": {"name": "A"}}},
+        json={"medium": {"sip": {"outgoing": outgoing}}, "templateContext": {"user": {"name": "A"}}},
     )
-    assert response.status_code == 400 and response.json()["code"] == "unsupported_medium"
+    assert response.status_code == 400 and response.json()["code"] == "sip_disabled"
 
 
 def test_an_outgoing_call_without_the_providers_credentials_is_refused(client: TestClient) -> None:

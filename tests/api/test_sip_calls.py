@@ -277,6 +277,18 @@ async def test_a_bye_never_answered_does_not_keep_the_call_open(
     assert (await wait_for_event(client, call_id, "ended"))["extras"]["endReason"] == "agent_hangup"
 
 
+async def test_a_bye_before_the_ack_ends_the_answered_call_hangup(
+    client: TestClient, phone: SipPhone, agent_id: str
+) -> None:
+    dialed = phone.invite(f"agent_{agent_id}", sdp_offer("127.0.0.1", 4000))
+    ok = await phone.response()
+    dialed.to_tag = ok.to.tag or ""
+    phone.bye(dialed)  # its ACK lost on the way, say
+    assert (await phone.response("BYE")).status == 200
+    ended = await wait_for_event(client, only_call(client)["callId"], "ended")
+    assert ended["extras"]["endReason"] == "hangup"
+
+
 @pytest.mark.parametrize("client", [{"sip_answer_delay": 5.0}], indirect=True)
 async def test_a_cancel_while_ringing_gets_487_and_ends_the_call_unjoined(
     client: TestClient, phone: SipPhone, agent_id: str

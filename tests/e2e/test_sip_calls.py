@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +212,16 @@ async def test_rfc4733_digits_arrive_as_dtmf_events(sip: SipServer, make_sip_age
     assert digits == ["1", "2", "#"]
 
 
+async def test_a_call_over_tcp_is_answered_and_ended_like_one_over_udp(
+    sip: SipServer, make_sip_agent, tmp_path: Path
+) -> None:
+    agent = await make_sip_agent()
+    options = pcap_call(sip, agent, SIPP_PCAPS / "g711a.pcap", ("8", "PCMA/8000"))
+    assert_ok(await run_sipp(replace(options, transport="tcp"), tmp_path))
+    call = await ended(sip.server, (await only_call_of(sip.server, agent))["callId"])
+    assert call["joined"] is not None and call["endReason"] == "hangup"
+
+
 async def test_calls_complete_when_ten_percent_of_the_messages_are_lost(
     sip: SipServer, make_sip_agent, tmp_path: Path
 ) -> None:
@@ -320,6 +330,16 @@ async def test_an_outgoing_call_answers_a_digest_challenge(
     assert_ok(result)
     credentials = sent_credentials(result.messages, header)
     assert credentials is not None and digest_is_valid(credentials, "INVITE", AUTH_PASS), credentials
+    assert (await ended(sip.server, created["callId"]))["endReason"] == "agent_hangup"
+
+
+async def test_an_outgoing_call_over_tcp_is_answered_and_hung_up(sip: SipServer, tmp_path: Path) -> None:
+    callee = SippOptions("uas_answer.xml", transport="tcp", rtp_echo=True, timeout=30)
+    async with sipp(callee, tmp_path) as run:
+        created = await dial_out(sip.server, f"sip:bot@{callee.address};transport=tcp")
+        await joined(sip.server, created["callId"])
+        await hang_up(sip.server, created["callId"])
+        assert_ok(await run.result())
     assert (await ended(sip.server, created["callId"]))["endReason"] == "agent_hangup"
 
 
