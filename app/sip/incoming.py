@@ -19,12 +19,13 @@ from app.schemas.agents import CallTemplate
 from app.schemas.calls import EndReason, EventSeverity, StartAgentCallRequest
 from app.schemas.media import Medium, SipMedium
 from app.sip.dialog import Dialog
-from app.sip.leg import SipLeg
+from app.sip.leg import ALLOW, SipLeg
 from app.sip.media_setup import SipMediaSetup
 from app.sip.message import SipRequest, SipResponse, new_tag, response_to
 from app.sip.routing import sip_context, template_context
+from app.sip.rtp_session import RtpSession
 from app.sip.running import SipCallRunner
-from app.sip.sdp import NoCommonCodec, SdpError, answer_offer, parse_sdp
+from app.sip.sdp import NoCommonCodec, SdpError, SessionDescription, answer_offer, parse_sdp
 from app.sip.transaction import ServerTransaction
 from app.sip.transport import Peer
 from app.sip.user_agent import SipUserAgent
@@ -55,7 +56,11 @@ class IncomingCalls:
 
     async def invite(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
         await transaction.respond(response_to(request, 100))
-        refusal = await self._answer(request, peer, transaction)
+        try:
+            refusal = await self._answer(request, peer, transaction)
+        except Exception:  # a bug must not leave the caller retransmitting into silence
+            log.exception("SIP: answering INVITE %s failed", request.call_id)
+            refusal = response_to(request, 500)
         if refusal is not None:
             await transaction.respond(refusal)
 
@@ -79,54 +84,61 @@ class IncomingCalls:
         rtp = await self._media.open_rtp()
         if rtp is None:
             return _retry_later(request, "Service Unavailable (no free RTP port)")
+        try:  # the RTP session is the call's from here on; closing it again is harmless
+            return await self._answer_with(request, peer, transaction, agent, offer, rtp)
+        finally:
+            rtp.close()
+
+    async def _answer_with(
+        self,
+        request: SipRequest,
+        peer: Peer,
+        transaction: ServerTransaction,
+        agent: AgentRow,
+        offer: SessionDescription,
+        rtp: RtpSession,
+    ) -> SipResponse | None:
+        media, calls = self._media, self._services.calls
         try:
             answer, negotiated = answer_offer(
-                offer, self._media.codecs, self._media.sdp_host, rtp.local_port, self._media.session_id()
+                offer, media.codecs, media.sdp_host, rtp.local_port, media.session_id()
             )
         except NoCommonCodec as exc:
-            rtp.close()
             return _not_acceptable(request, exc.warning)
         try:
             row = await self._create_call(request, agent)
         except TooManyRequests:
-            rtp.close()
             return _retry_later(request, "Service Unavailable (every call slot is taken)")
         except InvalidInput as exc:
-            rtp.close()
             return response_to(request, 400, f"Bad Request ({exc.detail})"[:120])
         local_tag = new_tag()
-        ringing = response_to(request, 180, to_tag=local_tag)
-        await transaction.respond(ringing)
+        await transaction.respond(response_to(request, 180, to_tag=local_tag))
         if await self._cancelled_while_ringing(transaction):
-            rtp.close()
             await transaction.respond(response_to(request, 487, to_tag=local_tag))
-            await services.calls.end(
-                row, EndReason.UNJOINED, "the caller hung up before the call was answered"
-            )
+            await calls.end(row, EndReason.UNJOINED, "the caller hung up before the call was answered")
             return None
         here = self._ua.here(peer.transport)
         dialog = Dialog.as_uas(request, local_tag, peer, here)
         dialog.peer = dialog.next_hop(peer)
         leg = self._ua.open_leg(dialog, answer)
-        self._media.configure(rtp, negotiated)
+        media.configure(rtp, negotiated)
         ok = response_to(request, 200, to_tag=local_tag)
         ok.headers.add("Contact", here.contact())
-        ok.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")
+        ok.headers.add("Allow", ALLOW)
         ok.headers.add("Content-Type", "application/sdp")
         ok.body = answer
         await transaction.respond(ok)
         confirmed = await _confirmed(transaction, leg)
-        if not confirmed:
-            rtp.close()
-            if confirmed is None:
-                text = "the caller hung up as the call was answered (BYE before the ACK)"
-                await services.calls.end(row, EndReason.HANGUP, text)
-            else:
-                leg.hang_up()
-                text = "the caller never acknowledged the answer (no ACK)"
-                await services.calls.end(row, EndReason.CONNECTION_ERROR, text)
-            return None
-        await self._runner.run(row, leg, rtp, negotiated)
+        if confirmed is None:
+            text = "the caller hung up as the call was answered (BYE before the ACK)"
+            await calls.end(row, EndReason.HANGUP, text)
+        elif not confirmed:
+            leg.hang_up()
+            await calls.end(
+                row, EndReason.CONNECTION_ERROR, "the caller never acknowledged the answer (no ACK)"
+            )
+        else:
+            await self._runner.run(row, leg, rtp, negotiated)
         return None
 
     async def _create_call(self, request: SipRequest, agent: AgentRow) -> CallRow:
