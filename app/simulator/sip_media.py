@@ -13,6 +13,7 @@ from app.media.codecs import decode_to_pcm16, encode_from_pcm16
 from app.media.formats import PCMA_8K, PCMU_8K, AudioFormat
 from app.media.g722 import G722Decoder, G722Encoder
 from app.simulator.playback import PlaybackBuffer
+from app.sip.media_setup import point_rtp
 from app.sip.rtp_session import RtpAudio, RtpClosed, RtpDigit, RtpSession
 from app.sip.sdp import Negotiated
 
@@ -91,15 +92,7 @@ class MediaStream:
     """Runs the audio of one established call on `rtp`, pointed at the far end as `negotiated` says."""
 
     def __init__(self, rtp: RtpSession, negotiated: Negotiated, script: MediaScript) -> None:
-        codec = negotiated.codec
-        rtp.configure(
-            negotiated.remote_host,
-            negotiated.remote_port,
-            negotiated.payload_type,
-            codec.clock_rate,
-            negotiated.dtmf_payload_type,
-            codec.samples_per_packet(PACKET_MS),  # we send 20 ms packets whatever ptime the far end asked
-        )
+        point_rtp(rtp, negotiated)
         self.rtp = rtp
         self.codec = PayloadCodec(negotiated.codec.name)
         self.dtmf_negotiated = negotiated.dtmf_payload_type is not None

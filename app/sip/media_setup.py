@@ -57,13 +57,18 @@ class SipMediaSetup:
 
     def configure(self, rtp: RtpSession, negotiated: Negotiated) -> None:
         """Point `rtp` at the far end with what the offer/answer agreed."""
-        codec = negotiated.codec
-        rtp.configure(
-            negotiated.remote_host,
-            negotiated.remote_port,
-            negotiated.payload_type,
-            codec.clock_rate,
-            negotiated.dtmf_payload_type,
-            # Our playout sends 20 ms packets whatever ptime the far end asked for (it must take any).
-            codec.samples_per_packet(PTIME_MS),
-        )
+        point_rtp(rtp, negotiated)
+
+
+def point_rtp(rtp: RtpSession, negotiated: Negotiated) -> None:
+    """Point `rtp` at the far end with what the offer/answer agreed (callbridge's and the simulator's)."""
+    codec = negotiated.codec
+    rtp.configure(
+        negotiated.remote_host,
+        negotiated.remote_port,
+        negotiated.payload_type,
+        codec.clock_rate,
+        negotiated.dtmf_payload_type,
+        # 20 ms packets are sent whatever ptime the far end asked for (it must take any).
+        codec.samples_per_packet(PTIME_MS),
+    )

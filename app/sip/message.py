@@ -94,12 +94,12 @@ def _parse_params(text: str, what: str) -> dict[str, str | None]:
     return params
 
 
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
+def _split_outside_quotes(text: str, sep: str, *, angles: bool = False) -> list[str]:
+    """Split `text` at `sep`, never inside a quoted string (nor inside <...> when `angles`)."""
     parts: list[str] = []
     start = 0
-    quoted = False
-    i = 0
-    n = len(text)
+    quoted = angled = False
+    i, n = 0, len(text)
     while i < n:
         ch = text[i]
         if quoted:
@@ -107,8 +107,12 @@ def _split_outside_quotes(text: str, sep: str) -> list[str]:
                 i += 1
             elif ch == '"':
                 quoted = False
+        elif angled:
+            angled = ch != ">"
         elif ch == '"':
             quoted = True
+        elif angles and ch == "<":
+            angled = True
         elif ch == sep:
             parts.append(text[start:i])
             start = i + 1
@@ -126,33 +130,7 @@ def split_header_list(value: str) -> list[str]:
         return [value] if value else []
     if '"' not in value and "<" not in value:
         return [part for part in (p.strip() for p in value.split(",")) if part]
-    parts: list[str] = []
-    start = 0
-    quoted = False
-    angled = False
-    i = 0
-    n = len(value)
-    while i < n:
-        ch = value[i]
-        if quoted:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                quoted = False
-        elif angled:
-            if ch == ">":
-                angled = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            angled = True
-        elif ch == ",":
-            parts.append(value[start:i])
-            start = i + 1
-        i += 1
-    if quoted:
-        raise SipParseError("unterminated quoted string")
-    parts.append(value[start:])
+    parts = _split_outside_quotes(value, ",", angles=True)
     return [part for part in (p.strip() for p in parts) if part]
 
 
