@@ -4,6 +4,8 @@ SIP peers (SIPp scenarios from tests/sip_peers/scenarios, headless baresip) call
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +43,8 @@ ANSWER_DELAY_S = 1.0
 #: Silence on the wire that ends a call connection_error: short for the killed-peer test, longer than
 #: uac_lossy.xml's silent 4 s call.
 RTP_TIMEOUT_S = 8.0
+#: The real peers these tests run (Debian: sip-tester, baresip-core, sox).
+SIP_PEER_TOOLS = ("sipp", "baresip", "sox")
 SIP_POLICY = {"allowedCidrRanges": ["127.0.0.1/32"], "allowAllAgents": True}
 AUTH_USER, AUTH_PASS = "alice", "secret"
 
@@ -70,6 +74,15 @@ def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
     """This module's own server, listening for SIP on UDP and TCP (one free port), with its own RTP range."""
     if not server_supports_sip():
         pytest.skip("SIP server side not landed")
+    missing = [tool for tool in SIP_PEER_TOOLS if shutil.which(tool) is None]
+    if missing:
+        problem = (
+            f"the SIP peers are not installed ({', '.join(missing)} missing): "
+            "apt-get install sip-tester baresip-core sox"
+        )
+        if os.environ.get("CALLBRIDGE_REQUIRE_SIP_PEERS"):
+            pytest.fail(problem)
+        pytest.skip(problem)
     port = free_sip_port()
     first, last = rtp_port_range(400)
     env = {
