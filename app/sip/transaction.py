@@ -494,11 +494,13 @@ class ServerTransaction:
         if self.state not in (State.ACCEPTED, State.COMPLETED):
             return
         self._retransmit.stop()
-        self._timeout.stop()
         if not self.acked.done():
             self.acked.set_result(True)
         if self.state is State.ACCEPTED:
-            return  # stays until Timer L, absorbing late INVITE retransmissions (RFC 6026 §8.7)
+            # Stays until Timer L (still running: it ends the transaction), absorbing late INVITE
+            # retransmissions (RFC 6026 §8.7).
+            return
+        self._timeout.stop()
         self.state = State.CONFIRMED
         self._linger_then_terminate(0.0 if self.peer.reliable else self._timers.t4)  # Timer I
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from app.sip.message import SipMessage, SipRequest, SipResponse, parse_message, response_to
-from app.sip.transaction import ServerTransaction, TransactionLayer
+from app.sip.transaction import ServerTransaction, State, TransactionLayer
 from app.sip.transport import Peer, TransportError
 from tests.unit.sip.fake_clock import FakeClock
 
@@ -295,6 +295,17 @@ async def test_2xx_is_retransmitted_until_the_ack_then_stops(wire: Harness) -> N
     wire.clock.advance(60)
     assert wire.times("200") == [0.0, 0.5, 1.5, 3.5]
     assert transaction.acked.result() is True
+
+
+async def test_an_acked_invite_transaction_is_forgotten_after_timer_l(wire: Harness) -> None:
+    transaction = incoming_invite(wire)
+    await transaction.respond(response_to(transaction.request, 200, to_tag="t1"))
+    wire.layer.receive(ack_for_2xx(), UDP)
+    wire.clock.advance(33)  # Timer L = 64*T1
+    assert transaction.state is State.TERMINATED
+    delivered = len(wire.requests)
+    wire.layer.receive(transaction.request, UDP)  # no transaction holds it any more: a new request
+    assert len(wire.requests) == delivered + 1
 
 
 async def test_ack_for_a_2xx_is_passed_to_the_tu_without_a_transaction(wire: Harness) -> None:
