@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: SIP extensions an INVITE may Require (none yet: 100rel and session timers are not implemented).
+SUPPORTED: frozenset[str] = frozenset()
 #: Seconds a caller refused for capacity (or a drain) is told to wait.
 RETRY_AFTER_S = 5
 
@@ -75,6 +77,11 @@ class IncomingCalls:
         agent = await services.agents.get(agent_id) if agent_id else None
         if agent is None:
             return response_to(request, 404)
+        unsupported = [tag for tag in request.headers.get_all("Require") if tag.lower() not in SUPPORTED]
+        if unsupported:
+            response = response_to(request, 420)
+            response.headers.add("Unsupported", ", ".join(unsupported))
+            return response
         if request.content_type != "application/sdp" or not request.body:
             return _not_acceptable(request, "callbridge needs an SDP offer in the INVITE")
         try:
@@ -105,6 +112,8 @@ class IncomingCalls:
             )
         except NoCommonCodec as exc:
             return _not_acceptable(request, exc.warning)
+        if transaction.cancelled:  # the caller gave up while we looked the agent up
+            return response_to(request, 487)
         try:
             row = await self._create_call(request, agent)
         except TooManyRequests:
@@ -112,7 +121,7 @@ class IncomingCalls:
         except InvalidInput as exc:
             return response_to(request, 400, f"Bad Request ({exc.detail})"[:120])
         local_tag = new_tag()
-        await transaction.respond(response_to(request, 180, to_tag=local_tag))
+        await transaction.respond(_in_dialog_response(request, 180, local_tag))
         if await self._cancelled_while_ringing(transaction):
             await transaction.respond(response_to(request, 487, to_tag=local_tag))
             await calls.end(row, EndReason.UNJOINED, "the caller hung up before the call was answered")
@@ -122,7 +131,7 @@ class IncomingCalls:
         dialog.peer = dialog.next_hop(peer)
         leg = self._ua.open_leg(dialog, answer)
         media.configure(rtp, negotiated)
-        ok = response_to(request, 200, to_tag=local_tag)
+        ok = _in_dialog_response(request, 200, local_tag)
         ok.headers.add("Contact", here.contact())
         ok.headers.add("Allow", ALLOW)
         ok.headers.add("Content-Type", "application/sdp")
@@ -198,6 +207,15 @@ async def _confirmed(transaction: ServerTransaction, leg: SipLeg) -> bool | None
     if transaction.acked.done():
         return transaction.acked.result()
     return None
+
+
+def _in_dialog_response(request: SipRequest, status: int, local_tag: str) -> SipResponse:
+    """A response that creates the dialog: our To tag, and the request's Record-Route copied back in order
+    (RFC 3261 §12.1.1), so the caller's ACK and BYE take the proxies ours take."""
+    response = response_to(request, status, to_tag=local_tag)
+    for route in request.headers.get_all("Record-Route"):
+        response.headers.add("Record-Route", route)
+    return response
 
 
 def _retry_later(request: SipRequest, reason: str) -> SipResponse:

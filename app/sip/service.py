@@ -36,7 +36,9 @@ def public_host(settings: Settings, listens: list[ListenAddress]) -> str:
 
 def check_sip_settings(settings: Settings) -> None:
     """Raise ValueError with one clear line when the SIP settings cannot work."""
-    parse_listen(settings.sip_listen)
+    for listen in parse_listen(settings.sip_listen):
+        if listen.transport == "tls":
+            raise ValueError("SIP over TLS (tls:HOST:PORT) arrives with SIP part 2; listen on udp: or tcp:")
     parse_codecs(settings.sip_codecs)
     RtpPortRange.parse(settings.rtp_ports)
 

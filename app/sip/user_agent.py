@@ -137,6 +137,11 @@ class SipUserAgent:
         log.debug("SIP: stray %d for %s from %s", response.status, response.headers.get("Call-ID"), peer)
 
     def _on_request(self, request: SipRequest, peer: Peer, transaction: ServerTransaction | None) -> None:
+        handler = self.handler
+        if handler is None or not handler.source_allowed(peer.host):
+            if transaction is not None:  # in a dialog or not: a disallowed address gets 403, nothing else
+                self.spawn(transaction.respond(response_to(request, 403)), "sip-403")
+            return
         if request.to.tag:
             self.spawn(self._in_dialog(request, peer, transaction), f"sip-{request.method}")
             return
@@ -156,9 +161,6 @@ class SipUserAgent:
 
     async def _out_of_dialog(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
         handler = self.handler
-        if handler is None or not handler.source_allowed(peer.host):
-            await transaction.respond(response_to(request, 403))
-            return
         method = request.method
         if method == "INVITE" and handler is not None:
             await handler.invite(request, peer, transaction)

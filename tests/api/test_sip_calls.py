@@ -156,6 +156,25 @@ async def test_an_invite_beyond_the_call_limit_gets_503_with_retry_after(
     assert response.status == 503 and int(response.headers.get("Retry-After") or 0) > 0
 
 
+async def test_an_invite_requiring_an_extension_callbridge_lacks_gets_420(
+    client: TestClient, phone: SipPhone, agent_id: str
+) -> None:
+    phone.invite(f"agent_{agent_id}", sdp_offer("127.0.0.1", 4000), headers={"Require": "100rel"})
+    response = await phone.response()
+    assert response.status == 420 and response.headers.get("Unsupported") == "100rel"
+    assert client.get("/api/calls").json()["total"] == 0
+
+
+async def test_a_request_in_a_dialog_from_outside_the_allowed_ranges_gets_403(client: TestClient) -> None:
+    outsider = await SipPhone("127.0.0.2", server_of(client)).open()
+    try:
+        outsider.bye(Dialed("some-call", "a", "b", "agent_x"))
+        response = await outsider.response("BYE")
+    finally:
+        outsider.close()
+    assert response.status == 403
+
+
 async def test_a_malformed_request_from_an_allowed_source_gets_400(phone: SipPhone) -> None:
     phone.send(
         f"INVITE sip:x@{phone.server[0]} SIP/2.0\r\n{phone.via()}"
@@ -181,6 +200,18 @@ async def test_an_invite_is_answered_100_180_200_with_sdp_and_joins_on_ack(
     assert statuses == [100, 180, 200]
     assert client.get("/api/calls").json()["results"][0]["joined"] is None
     phone.ack(dialed, "ignored-until-known")
+
+
+async def test_the_answer_carries_the_invites_record_route_back(phone: SipPhone, agent_id: str) -> None:
+    routes = "<sip:proxy1.example.com;lr>, <sip:proxy2.example.com;lr>"
+    phone.invite(f"agent_{agent_id}", sdp_offer("127.0.0.1", 4000), headers={"Record-Route": routes})
+    ringing = await phone.response(final=False)
+    while ringing.status != 180:
+        ringing = await phone.response(final=False)
+    ok = await phone.response()
+    expected = ["<sip:proxy1.example.com;lr>", "<sip:proxy2.example.com;lr>"]
+    assert ringing.headers.get_all("Record-Route") == expected
+    assert ok.headers.get_all("Record-Route") == expected
 
 
 async def test_caller_audio_comes_back_from_the_echo_agent(
