@@ -25,7 +25,14 @@ from app.sip.message import SipRequest, SipResponse, new_tag, response_to
 from app.sip.routing import sip_context, template_context
 from app.sip.rtp_session import RtpSession
 from app.sip.running import SipCallRunner
-from app.sip.sdp import NoCommonCodec, SdpError, SessionDescription, answer_offer, parse_sdp
+from app.sip.sdp import (
+    Negotiated,
+    NoCommonCodec,
+    SdpError,
+    SessionDescription,
+    answer_offer,
+    parse_sdp,
+)
 from app.sip.transaction import ServerTransaction
 from app.sip.transport import Peer
 from app.sip.user_agent import SipUserAgent
@@ -120,35 +127,55 @@ class IncomingCalls:
             return _retry_later(request, "Service Unavailable (every call slot is taken)")
         except InvalidInput as exc:
             return response_to(request, 400, f"Bad Request ({exc.detail})"[:120])
+        try:
+            await self._ring_and_answer(request, peer, transaction, row, answer, negotiated, rtp)
+        except Exception:  # the call was made: it must end, whatever broke
+            await calls.end(row, EndReason.SYSTEM_ERROR, "internal error while answering the SIP call")
+            raise
+        return None
+
+    async def _ring_and_answer(
+        self,
+        request: SipRequest,
+        peer: Peer,
+        transaction: ServerTransaction,
+        row: CallRow,
+        answer: bytes,
+        negotiated: Negotiated,
+        rtp: RtpSession,
+    ) -> None:
+        calls = self._services.calls
         local_tag = new_tag()
         await transaction.respond(_in_dialog_response(request, 180, local_tag))
         if await self._cancelled_while_ringing(transaction):
             await transaction.respond(response_to(request, 487, to_tag=local_tag))
             await calls.end(row, EndReason.UNJOINED, "the caller hung up before the call was answered")
-            return None
+            return
         here = self._ua.here(peer.transport)
         dialog = Dialog.as_uas(request, local_tag, peer, here)
         dialog.peer = dialog.next_hop(peer)
         leg = self._ua.open_leg(dialog, answer)
-        media.configure(rtp, negotiated)
-        ok = _in_dialog_response(request, 200, local_tag)
-        ok.headers.add("Contact", here.contact())
-        ok.headers.add("Allow", ALLOW)
-        ok.headers.add("Content-Type", "application/sdp")
-        ok.body = answer
-        await transaction.respond(ok)
-        confirmed = await _confirmed(transaction, leg)
-        if confirmed is None:
-            text = "the caller hung up as the call was answered (BYE before the ACK)"
-            await calls.end(row, EndReason.HANGUP, text)
-        elif not confirmed:
-            leg.hang_up()
-            await calls.end(
-                row, EndReason.CONNECTION_ERROR, "the caller never acknowledged the answer (no ACK)"
-            )
-        else:
-            await self._runner.run(row, leg, rtp, negotiated)
-        return None
+        try:
+            self._media.configure(rtp, negotiated)
+            ok = _in_dialog_response(request, 200, local_tag)
+            ok.headers.add("Contact", here.contact())
+            ok.headers.add("Allow", ALLOW)
+            ok.headers.add("Content-Type", "application/sdp")
+            ok.body = answer
+            await transaction.respond(ok)
+            confirmed = await _confirmed(transaction, leg)
+            if confirmed is None:
+                text = "the caller hung up as the call was answered (BYE before the ACK)"
+                await calls.end(row, EndReason.HANGUP, text)
+            elif not confirmed:
+                leg.hang_up()
+                text = "the caller never acknowledged the answer (no ACK)"
+                await calls.end(row, EndReason.CONNECTION_ERROR, text)
+            else:
+                await self._runner.run(row, leg, rtp, negotiated)
+        except Exception:
+            leg.hang_up()  # no-op once the dialog is over
+            raise
 
     async def _create_call(self, request: SipRequest, agent: AgentRow) -> CallRow:
         from_ = request.from_

@@ -21,7 +21,7 @@ from app.schemas.calls import EndReason, EventSeverity
 from app.schemas.media import Medium, SipOutgoing
 from app.sip.dialog import Dialog, LocalAddress, peer_for_uri
 from app.sip.digest import DigestClient, authorize
-from app.sip.leg import ALLOW
+from app.sip.leg import ALLOW, SipLeg
 from app.sip.media_setup import SipMediaSetup
 from app.sip.message import (
     Headers,
@@ -187,10 +187,19 @@ class SipDialer:
         if rtp is None:
             await calls.end(row, EndReason.UNJOINED, "no RTP port was free for the call")
             return
+        try:  # the RTP session is the call's from here on; closing it again is harmless
+            await self._connect(row, plan, peer, rtp)
+        except Exception:  # the call must end, whatever broke
+            log.exception("SIP call %s: placing it failed", row.id)
+            await calls.end(row, EndReason.SYSTEM_ERROR, "internal error while placing the SIP call")
+        finally:
+            rtp.close()
+
+    async def _connect(self, row: CallRow, plan: SipDialPlan, peer: Peer, rtp: RtpSession) -> None:
+        """INVITE until answered (or not); an answered call is acknowledged and run."""
         here = self._ua.here(peer.transport)
         answered = await self._ring(row, self._invite(row, plan, here, rtp), peer, plan)
         if answered is None:
-            rtp.close()
             return
         invite, answer = answered
         dialog = Dialog.as_uac(invite, answer, peer, here)
@@ -200,20 +209,25 @@ class SipDialer:
             with contextlib.suppress(OSError):
                 dialog.peer = await _resolve(peer_for_uri(dialog.remote_target))
         leg = self._ua.open_leg(dialog, invite.body)
+        try:
+            await self._run_answered(row, leg, answer, rtp)
+        except Exception:
+            leg.hang_up()  # no-op once the dialog is over
+            raise
+
+    async def _run_answered(self, row: CallRow, leg: SipLeg, answer: SipResponse, rtp: RtpSession) -> None:
+        calls = self._services.calls
         await leg.acknowledge()
         try:
             negotiated = accept_answer(self._media.codecs, parse_sdp(answer.body))
         except (SdpError, NoCommonCodec) as exc:
             leg.hang_up()
-            rtp.close()
             await calls.end(row, EndReason.CONNECTION_ERROR, f"the callee's answer is unusable: {exc}")
             return
-        ringing = self._ringing.get(row.id)
+        ringing = self._ringing.pop(row.id, None)
         if ringing is None or ringing.cancel.is_set():  # hung up as it was answered
             leg.hang_up()
-            rtp.close()
             return
-        self._ringing.pop(row.id, None)
         self._media.configure(rtp, negotiated)
         await self._services.calls_repo.mark_answered(row.id, utcnow())
         await self._runner.run(row, leg, rtp, negotiated)

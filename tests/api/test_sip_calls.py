@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,15 @@ async def wait_for_event(client: TestClient, call_id: str, kind: str) -> dict[st
             return found[0]
         await asyncio.sleep(0.05)
     raise AssertionError(f"no {kind} event in {[e['type'] for e in events_of(client, call_id)]}")
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) until `condition` holds: what the server does in its own thread."""
+    deadline = time.monotonic() + EVENT_WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition never held")
+        await asyncio.sleep(0.05)
 
 
 def only_call(client: TestClient) -> dict[str, Any]:
@@ -480,3 +489,27 @@ def test_an_outgoing_sip_call_needs_a_sip_uri(client: TestClient) -> None:
     medium = {"sip": {"outgoing": {"to": "+15551234567", "from": "agent"}}}
     response = client.post("/api/calls", json={"medium": medium})
     assert response.status_code == 400 and response.json()["code"] == "invalid_sip_uri"
+
+
+async def test_an_answer_that_cannot_be_acknowledged_ends_the_call_and_frees_its_rtp_port(
+    client: TestClient, phone: SipPhone
+) -> None:
+    call_id = dial(client, phone)
+    invite = await phone.request("INVITE")
+    # The 200's Contact names a TCP port nobody listens on: the ACK cannot be sent there.
+    body = sdp_offer("127.0.0.1", 4000)
+    h = invite.headers
+    vias = "".join(f"Via: {v}\r\n" for v in h.get_all("Via"))
+    phone.send(
+        (
+            f"SIP/2.0 200 OK\r\n{vias}From: {h.get('From')}\r\nTo: {h.get('To')};tag=callee\r\n"
+            f"Call-ID: {invite.call_id}\r\nCSeq: {h.get('CSeq')}\r\n"
+            "Contact: <sip:phone@127.0.0.1:1;transport=tcp>\r\nContent-Type: application/sdp\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
+    ended = await wait_for_event(client, call_id, "ended")
+    assert ended["extras"]["endReason"] == "system_error"
+    ports = client.app.state.services.sip.media.ports  # type: ignore[attr-defined]
+    await eventually(lambda: ports.in_use == 0)
