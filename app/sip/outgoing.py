@@ -283,7 +283,8 @@ class SipDialer:
     async def _until_final(
         self, row: CallRow, transaction: ClientTransaction, ringing: _Ringing, deadline: float
     ) -> SipResponse | None:
-        responses = asyncio.ensure_future(self._final_after_ringing(row, transaction))
+        provisional = asyncio.Event()
+        responses = asyncio.ensure_future(self._final_after_ringing(row, transaction, provisional))
         cancelled = asyncio.ensure_future(ringing.cancel.wait())
         timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
@@ -294,22 +295,32 @@ class SipDialer:
             cancelled.cancel()
         if responses in done:
             return responses.result()
-        # Hung up, or nobody answered in time: CANCEL, and see how the INVITE ends.
-        await self._ua.transactions.request(transaction.cancel_request(), transaction.peer).final()
+        # Hung up, or nobody answered in time: CANCEL, and see how the INVITE ends. A CANCEL may only follow
+        # a provisional response (RFC 3261 §9.1): until one comes (Timer B bounds it), it waits.
+        if not provisional.is_set():
+            heard = asyncio.ensure_future(provisional.wait())
+            try:
+                await asyncio.wait((responses, heard), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                heard.cancel()
+        if not responses.done():
+            await self._ua.transactions.request(transaction.cancel_request(), transaction.peer).final()
         final = await responses
-        if final.status < 300:  # answered as we cancelled: take the call and end it
+        if final.status < 300:  # answered as we cancelled: take the call (ended at once if hung up)
             return final
         if ringing.cancel.is_set():
             return None  # the call was ended by whoever hung up
-        await self._services.calls.events.flush()
         await self._failed(row, final.status, f"nobody answered within {self._ring_timeout_s:g} s")
         return None
 
-    async def _final_after_ringing(self, row: CallRow, transaction: ClientTransaction) -> SipResponse:
+    async def _final_after_ringing(
+        self, row: CallRow, transaction: ClientTransaction, provisional: asyncio.Event
+    ) -> SipResponse:
         rang = False
         async for response in transaction.responses():
             if response.status >= 200:
                 return response
+            provisional.set()
             if response.status in (180, 183) and not rang:
                 rang = True
                 self._services.calls.events.record(

@@ -16,6 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.main import create_app
+from app.sip.message import SipRequest
 from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpAudio, RtpSession
 from app.sip.sdp import parse_sdp
@@ -513,3 +514,19 @@ async def test_an_answer_that_cannot_be_acknowledged_ends_the_call_and_frees_its
     assert ended["extras"]["endReason"] == "system_error"
     ports = client.app.state.services.sip.media.ports  # type: ignore[attr-defined]
     await eventually(lambda: ports.in_use == 0)
+
+
+async def test_a_call_hung_up_before_any_provisional_answer_is_cancelled_only_after_one(
+    client: TestClient, phone: SipPhone
+) -> None:
+    call_id = dial(client, phone)
+    invite = await phone.request("INVITE")
+    client.post(f"/api/calls/{call_id}/send_data_message", json={"type": "hang_up"})
+    await wait_for_event(client, call_id, "ended")
+    following = await phone.next()  # Timer A's retransmission, not a CANCEL
+    assert isinstance(following, SipRequest) and following.method == "INVITE"
+    phone.answer(invite, 180, "Ringing")  # only now may a CANCEL come (RFC 3261 §9.1)
+    cancel = await phone.request("CANCEL")
+    assert cancel.call_id == invite.call_id
+    phone.answer(cancel, 200, "OK")
+    phone.answer(invite, 487, "Request Terminated")
