@@ -14,7 +14,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from app.sip.dialog import Dialog
-from app.sip.message import SipRequest, response_to
+from app.sip.message import SipRequest, SipResponse, response_to
+from app.sip.sdp import NoCommonCodec, SdpError
 from app.sip.transaction import ServerTransaction, TransactionLayer
 from app.sip.transport import SipTransports
 
@@ -66,6 +67,9 @@ class SipLeg:
         self.over = False
         #: Set when the far end's BYE arrives (even before its ACK: a caller may hang up at once).
         self.hung_up = asyncio.Event()
+        #: Answers a new offer on the running call (`media_setup.RunningMedia.answer`); None: the media
+        #: stays as first negotiated and is said again.
+        self.on_offer: Callable[[bytes, bytes], bytes] | None = None
         #: Called once the dialog is over (BYE sent or received): the user agent forgets it.
         self.on_over: Callable[[SipLeg], None] | None = None
 
@@ -102,13 +106,7 @@ class SipLeg:
         elif method == "INFO":
             await self._info(request, transaction)
         elif method in ("INVITE", "UPDATE"):
-            # A session refresh or a hold: the media stays as negotiated, and we say so again.
-            response = response_to(request, 200)
-            response.headers.add("Contact", self.dialog.here.contact())
-            if request.body or method == "INVITE":
-                response.headers.add("Content-Type", "application/sdp")
-                response.body = self._local_sdp
-            await transaction.respond(response)
+            await transaction.respond(self._renegotiated(request))
         elif method == "OPTIONS":
             response = response_to(request, 200)
             response.headers.add("Allow", ALLOW)
@@ -117,6 +115,26 @@ class SipLeg:
             response = response_to(request, 501)
             response.headers.add("Allow", ALLOW)
             await transaction.respond(response)
+
+    def _renegotiated(self, request: SipRequest) -> SipResponse:
+        """A re-INVITE or UPDATE: its offer applied (new address, hold...), or our media said again."""
+        answer = self._local_sdp
+        if request.body and self.on_offer is not None:
+            try:
+                answer = self.on_offer(request.body, self._local_sdp)
+            except NoCommonCodec as exc:
+                response = response_to(request, 488)
+                response.headers.add("Warning", f'305 callbridge "{exc.warning}"')
+                return response
+            except (SdpError, ValueError) as exc:
+                return response_to(request, 400, f"Bad Request (SDP: {exc})"[:120])
+            self._local_sdp = answer
+        response = response_to(request, 200)
+        response.headers.add("Contact", self.dialog.here.contact())
+        if request.body or request.method == "INVITE":
+            response.headers.add("Content-Type", "application/sdp")
+            response.body = answer
+        return response
 
     async def _info(self, request: SipRequest, transaction: ServerTransaction) -> None:
         if request.content_type != "application/dtmf-relay":

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpSession
-from app.sip.sdp import CODECS, PTIME_MS, Negotiated
+from app.sip.sdp import CODECS, PTIME_MS, Negotiated, answer_offer, parse_sdp
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,35 @@ class SipMediaSetup:
     def configure(self, rtp: RtpSession, negotiated: Negotiated) -> None:
         """Point `rtp` at the far end with what the offer/answer agreed."""
         point_rtp(rtp, negotiated)
+
+
+class RunningMedia:
+    """One running call's negotiated media, as re-INVITEs and UPDATEs change it.
+
+    The codec stays (the session's wire format is fixed once the call joined); the far end's address, its
+    payload numbers and the direction may change: a PBX re-anchoring media, a hold."""
+
+    def __init__(self, setup: SipMediaSetup, rtp: RtpSession, negotiated: Negotiated) -> None:
+        self._setup = setup
+        self._rtp = rtp
+        self.negotiated = negotiated
+
+    def answer(self, offer: bytes, previous_answer: bytes) -> bytes:
+        """Our answer to a new offer (same o= session, next version), applied to the RTP stream.
+
+        SdpError for an offer that does not parse; NoCommonCodec when it drops the call's codec."""
+        origin = parse_sdp(previous_answer).origin
+        answer, negotiated = answer_offer(
+            parse_sdp(offer),
+            [self.negotiated.codec.name],
+            self._setup.sdp_host,
+            self._rtp.local_port,
+            int(origin.session_id),
+            session_version=int(origin.session_version) + 1,
+        )
+        point_rtp(self._rtp, negotiated)
+        self.negotiated = negotiated
+        return answer
 
 
 def point_rtp(rtp: RtpSession, negotiated: Negotiated) -> None:

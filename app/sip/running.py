@@ -9,7 +9,7 @@ from app.calls.session import CallSession
 from app.schemas.calls import EndReason, EventSeverity
 from app.sip.call_transport import SipCallTransport
 from app.sip.leg import SipLeg
-from app.sip.media_setup import SipMediaSetup
+from app.sip.media_setup import RunningMedia, SipMediaSetup
 from app.sip.rtp_session import RtpSession
 from app.sip.sdp import Negotiated
 from app.store.secret_box import SecretDecryptionError
@@ -32,6 +32,7 @@ class SipCallRunner:
         services = self._services
         transport = SipCallTransport(leg, rtp, negotiated, self._media.rtp_timeout_s)
         leg.listen(transport)
+        leg.on_offer = RunningMedia(self._media, rtp, negotiated).answer
         try:
             pipeline = services.build_pipeline(row)
         except SecretDecryptionError:

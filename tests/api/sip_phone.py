@@ -146,6 +146,11 @@ class SipPhone:
         dialed.cseq += 1
         self._in_dialog("BYE", dialed, dialed.cseq)
 
+    def reinvite(self, dialed: Dialed, body: bytes) -> None:
+        """A re-INVITE with a new offer (the ACK for its 200 is the test's to send)."""
+        dialed.cseq += 1
+        self._in_dialog("INVITE", dialed, dialed.cseq, "application/sdp", body.decode())
+
     def info_digit(self, dialed: Dialed, digit: str) -> None:
         dialed.cseq += 1
         body = f"Signal={digit}\r\nDuration=160\r\n"

@@ -105,6 +105,16 @@ async def answered_call(phone: SipPhone, agent_id: str, **invite: Any) -> tuple[
     return dialed, rtp
 
 
+async def echoed(rtp: RtpSession, payload: bytes) -> None:
+    """Send `payload` until the echo agent's copy of it comes back on `rtp`."""
+    async with asyncio.timeout(EVENT_WAIT_S):
+        while True:
+            rtp.send_audio(payload)
+            item = await rtp.receive()
+            if isinstance(item, RtpAudio) and item.payload == payload:
+                return
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
@@ -342,6 +352,34 @@ async def test_a_cancel_while_ringing_gets_487_and_ends_the_call_unjoined(
     assert (await phone.response()).status == 487
     ended = await wait_for_event(client, only_call(client)["callId"], "ended")
     assert ended["extras"]["endReason"] == "unjoined"
+
+
+async def test_a_reinvite_moves_the_media_to_the_new_address(
+    client: TestClient, phone: SipPhone, agent_id: str
+) -> None:
+    dialed, first = await answered_call(phone, agent_id)
+    await wait_for_event(client, only_call(client)["callId"], "joined")
+    await echoed(first, b"\x01" * 160)  # the service's RTP now answers the first address
+    moved = await RtpSession.open("127.0.0.1", PHONE_RTP)
+    try:
+        phone.reinvite(dialed, sdp_offer("127.0.0.1", moved.local_port))
+        ok = await phone.response()
+        assert ok.status == 200
+        phone.ack(dialed, dialed.to_tag)
+        moved.configure("127.0.0.1", parse_sdp(ok.body).media[0].port, 0, 8000, 101, 160)
+        await echoed(moved, bytes(range(160)))
+    finally:
+        moved.close()
+        first.close()
+
+
+async def test_a_hold_offer_is_answered_recvonly(client: TestClient, phone: SipPhone, agent_id: str) -> None:
+    dialed, rtp = await answered_call(phone, agent_id)
+    hold = sdp_offer("127.0.0.1", rtp.local_port).replace(b"a=sendrecv", b"a=sendonly")
+    phone.reinvite(dialed, hold)
+    ok = await phone.response()
+    rtp.close()
+    assert ok.status == 200 and b"a=recvonly" in ok.body
 
 
 # --- DTMF -------------------------------------------------------------------------------------
