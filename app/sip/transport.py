@@ -161,6 +161,13 @@ class SipTransports:
         task.add_done_callback(_log_failure)
         return True
 
+    def hold_open(self, peer: Peer, held: bool) -> None:
+        """A dialog starts (`held`) or stops using the TCP/TLS connection to `peer`: while any does, the
+        connection is not closed for idleness (a PBX that sends nothing for minutes still gets our BYE)."""
+        connection = self._connections.get(peer)
+        if connection is not None:
+            connection.dialogs = max(0, connection.dialogs + (1 if held else -1))
+
     async def stop(self) -> None:
         """Close every socket and connection."""
         for server in self._servers:
@@ -414,6 +421,8 @@ class _Connection:
     open: bool = True
     _last_active: float = 0.0
     _idle: asyncio.TimerHandle | None = None
+    #: Live dialogs whose in-dialog requests go over this connection: it is not closed for idleness.
+    dialogs: int = 0
 
     def start(self) -> None:
         self.owner._register(self)
@@ -459,6 +468,8 @@ class _Connection:
     def _check_idle(self) -> None:
         loop = asyncio.get_running_loop()
         remaining = self._last_active + self.owner._idle_timeout - loop.time()
+        if self.dialogs > 0:  # a live call's requests (our BYE) must still reach the far end this way
+            remaining = self.owner._idle_timeout
         if remaining > 0:
             self._idle = loop.call_later(remaining, self._check_idle)
             return

@@ -87,11 +87,14 @@ class SipUserAgent:
         leg = SipLeg(dialog, self.transactions, self.transports, local_sdp, self.spawn_finishing)
         self._legs[dialog.key] = leg
         leg.on_over = self._leg_over
+        if dialog.peer.reliable:
+            self.transports.hold_open(dialog.peer, True)
         return leg
 
     def _leg_over(self, leg: SipLeg) -> None:
         # Kept a little longer would absorb a late retransmitted BYE; the transaction layer does that.
-        self._legs.pop(leg.dialog.key, None)
+        if self._legs.pop(leg.dialog.key, None) is not None and leg.dialog.peer.reliable:
+            self.transports.hold_open(leg.dialog.peer, False)
 
     def spawn(self, work: Coroutine[Any, Any, object], name: str) -> asyncio.Task[Any]:
         """Run `work` until it ends or the agent stops (its failure is logged, never raised)."""

@@ -243,6 +243,23 @@ async def test_idle_tcp_connection_is_closed() -> None:
         await endpoint.transports.stop()
 
 
+async def test_a_connection_a_dialog_holds_open_outlives_the_idle_timeout() -> None:
+    endpoint = Endpoint(idle_timeout=0.05)
+    await endpoint.transports.start([ListenAddress("tcp", "127.0.0.1", 0)])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port("tcp"))
+        writer.write(options(transport="TCP"))
+        _, peer = await endpoint.next_request()
+        endpoint.transports.hold_open(peer, True)
+        with pytest.raises(TimeoutError):  # ten idle timeouts pass, and it stays open
+            await asyncio.wait_for(reader.read(), 0.5)
+        endpoint.transports.hold_open(peer, False)
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""  # then idleness closes it
+        writer.close()
+    finally:
+        await endpoint.transports.stop()
+
+
 def self_signed_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a certificate for 127.0.0.1, and a client context trusting only it."""
     key = ec.generate_private_key(ec.SECP256R1())
