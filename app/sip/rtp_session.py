@@ -246,7 +246,10 @@ class RtpSession:
             self.stats.wrong_payload_type += 1
             return
         source = (addr[0], addr[1])
-        if self._latched is None:
+        if self._latched is None or (source == media.remote and source != self._latched):
+            # The first source is latched (symmetric RTP: a caller behind NAT), but the address the
+            # SDP named always wins it back: a stray or hostile packet that arrived first (RTP bleed)
+            # cannot keep the stream.
             self._latched = source
         elif source != self._latched:
             self.stats.foreign_source += 1

@@ -256,6 +256,22 @@ async def test_packets_from_another_source_after_latching_are_dropped(
         intruder_transport.close()
 
 
+async def test_the_address_the_sdp_named_wins_the_stream_back_from_a_stray_first_source(
+    session: RtpSession, peer: Peer
+) -> None:
+    loop = asyncio.get_running_loop()
+    stray_transport, stray = await loop.create_datagram_endpoint(Peer, local_addr=(HOST, 0))
+    try:
+        stray.send(audio(1, b"stray"), session.local_port)  # first: latched
+        assert await next_item(session) == RtpAudio(b"stray")
+        peer.send(audio(2, b"caller"), session.local_port)  # the session's SDP names the peer
+
+        assert await next_item(session) == RtpAudio(b"caller")
+        assert session.remote == peer.address
+    finally:
+        stray_transport.close()
+
+
 async def test_packets_before_configure_are_dropped(ports: RtpPortRange, peer: Peer) -> None:
     rtp = await RtpSession.open(HOST, ports)
     try:
