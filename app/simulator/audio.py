@@ -70,3 +70,10 @@ def measure_round_trip(sent: bytes, returned: bytes, rate: int) -> RoundTrip | N
     denominator = np.linalg.norm(a) * np.linalg.norm(b)
     correlation = float(a @ b / denominator) if denominator else 0.0
     return RoundTrip(lag_ms=lag / rate * 1000.0, correlation=correlation)
+
+
+def round_trip_line(trip: RoundTrip | None) -> str:
+    """The report line of a simulated call's round trip (every simulator prints the same one)."""
+    if trip is None:
+        return "  round trip: no agent audio came back"
+    return f"  round trip: lag {trip.lag_ms:.0f} ms, correlation {trip.correlation:.3f}"

@@ -28,7 +28,7 @@ import websockets
 from app.media.codecs import decode_to_pcm16, encode_from_pcm16
 from app.media.formats import AudioFormat
 from app.media.resample import StreamResampler
-from app.simulator.audio import RoundTrip, measure_round_trip
+from app.simulator.audio import RoundTrip, measure_round_trip, round_trip_line
 from app.simulator.playback import PlaybackBuffer
 
 
@@ -105,11 +105,7 @@ class CallReport:
             + (f" (the simulator itself stalled {self.carrier_stalls}x)" if self.carrier_stalls else ""),
             f"  ended by {self.ended_by}" + (f" (close code {self.close_code})" if self.close_code else ""),
         ]
-        if self.round_trip:
-            trip = self.round_trip
-            lines.append(f"  round trip: lag {trip.lag_ms:.0f} ms, correlation {trip.correlation:.3f}")
-        else:
-            lines.append("  round trip: no agent audio came back")
+        lines.append(round_trip_line(self.round_trip))
         return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from app.simulator.audio import RoundTrip, measure_round_trip
+from app.simulator.audio import RoundTrip, measure_round_trip, round_trip_line
 from app.simulator.sip_media import MediaResult
 from app.sip.sdp import Negotiated
 
@@ -73,11 +73,7 @@ class SipCallReport:
         if media.digits_received:
             lines.append(f"  DTMF received: {' '.join(media.digits_received)}")
         lines.append(f"  ended by {self.ended_by}" + self._bye_text())
-        if self.round_trip:
-            trip = self.round_trip
-            lines.append(f"  round trip: lag {trip.lag_ms:.0f} ms, correlation {trip.correlation:.3f}")
-        else:
-            lines.append("  round trip: no agent audio came back")
+        lines.append(round_trip_line(self.round_trip))
         return "\n".join(lines)
 
     def _digits_sent(self) -> str:
