@@ -9,7 +9,7 @@ A call ended while it rings (the API's hang-up) is CANCELled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import ipaddress
 import logging
 import re
 import socket
@@ -203,11 +203,7 @@ class SipDialer:
             return
         invite, answer = answered
         dialog = Dialog.as_uac(invite, answer, peer, here)
-        if dialog.route_set:
-            dialog.peer = peer_for_uri(dialog.route_set[0].uri)
-        else:
-            with contextlib.suppress(OSError):
-                dialog.peer = await _resolve(peer_for_uri(dialog.remote_target))
+        dialog.peer = await answered_next_hop(dialog, peer)
         leg = self._ua.open_leg(dialog, invite.body)
         try:
             await self._run_answered(row, leg, answer, rtp)
@@ -353,6 +349,28 @@ def _uri(name: str, value: str) -> SipUri:
     if uri.scheme not in ("sip", "sips"):
         raise InvalidInput("invalid_sip_uri", f"medium.sip.outgoing.{name}: a sip: URI is needed")
     return uri
+
+
+async def answered_next_hop(dialog: Dialog, dialled: Peer) -> Peer:
+    """Where the ACK and later requests go: the first route; else the callee's Contact, unless it names a
+    private address while we dialled a public one (a softphone behind NAT answering directly): then
+    where we dialled, which reached it."""
+    if dialog.route_set:
+        return peer_for_uri(dialog.route_set[0].uri)
+    try:
+        target = await _resolve(peer_for_uri(dialog.remote_target))
+    except OSError:
+        return dialled
+    if _is_private(target.host) and not _is_private(dialled.host):
+        return dialled
+    return target
+
+
+def _is_private(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_private
+    except ValueError:
+        return False
 
 
 async def _resolve(peer: Peer) -> Peer:
