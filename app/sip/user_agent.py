@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from app.sip.dialog import Dialog, LocalAddress
 from app.sip.leg import ALLOW, SipLeg
-from app.sip.message import SipMessage, SipRequest, SipResponse, response_to
+from app.sip.message import SipMessage, SipRequest, SipResponse, parse_name_addr, response_to
 from app.sip.transaction import LoopClock, ServerTransaction, TransactionLayer
 from app.sip.transport import ListenAddress, Peer, SipTransports
 
@@ -131,13 +131,37 @@ class SipUserAgent:
             self.transports.answer_bad_request(data, peer, reason)
 
     def _on_stray_response(self, response: SipResponse, peer: Peer) -> None:
-        """A 2xx retransmitted for an INVITE of ours gets our ACK again (its transaction is gone)."""
+        """A 2xx retransmitted for an INVITE of ours gets our ACK again (its transaction is gone); a 2xx
+        from a second callee of a forked INVITE (another To tag) is ACKed and then BYE'd (RFC 3261
+        §13.2.2.4): the call already has its callee."""
         if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
-            leg = self._legs.get((response.call_id, response.from_.tag or "", response.to.tag or ""))
+            ours = response.from_.tag or ""
+            leg = self._legs.get((response.call_id, ours, response.to.tag or ""))
             if leg is not None:
                 self.spawn(leg.resend_ack(), "sip-ack")
                 return
+            if any(key[:2] == (response.call_id, ours) for key in self._legs):
+                self.spawn(self._end_forked(response, peer), "sip-forked")
+                return
         log.debug("SIP: stray %d for %s from %s", response.status, response.headers.get("Call-ID"), peer)
+
+    async def _end_forked(self, answer: SipResponse, peer: Peer) -> None:
+        contact = answer.contact
+        if contact is None:
+            return
+        dialog = Dialog(
+            call_id=answer.call_id,
+            local=answer.from_,
+            remote=answer.to,
+            remote_target=contact.uri,
+            route_set=[parse_name_addr(v) for v in reversed(answer.headers.get_all("Record-Route"))],
+            peer=peer,
+            local_cseq=answer.cseq[0],
+            here=self.here(peer.transport),
+        )
+        dialog.peer = dialog.next_hop(peer)
+        await self.transports.send(dialog.ack(), dialog.peer)
+        await self.transactions.request(dialog.request("BYE"), dialog.peer).final()
 
     def _on_request(self, request: SipRequest, peer: Peer, transaction: ServerTransaction | None) -> None:
         handler = self.handler

@@ -568,3 +568,20 @@ async def test_a_call_hung_up_before_any_provisional_answer_is_cancelled_only_af
     assert cancel.call_id == invite.call_id
     phone.answer(cancel, 200, "OK")
     phone.answer(invite, 487, "Request Terminated")
+
+
+async def test_a_second_callee_answering_a_forked_invite_is_acked_and_hung_up(
+    client: TestClient, phone: SipPhone
+) -> None:
+    call_id = dial(client, phone)
+    invite = await phone.request("INVITE")
+    rtp = await answer_with_pcmu(phone, invite)
+    await phone.request("ACK")
+    await wait_for_event(client, call_id, "joined")
+    phone.answer(invite, 200, "OK", to_tag="fork2", body=sdp_offer("127.0.0.1", 4000))
+    ack = await phone.request("ACK")
+    bye = await phone.request("BYE")
+    phone.answer(bye, 200, "OK")
+    rtp.close()
+    assert ack.to.tag == "fork2" and bye.to.tag == "fork2"
+    assert only_call(client)["ended"] is None  # the first callee's call goes on
