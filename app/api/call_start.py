@@ -1,22 +1,17 @@
-"""Creating a call from the API: idempotency, the concurrency limit, drains, dialling `outgoing` media."""
+"""Creating a call from the API: idempotency keys, then `create_and_dial` (drains, dialling `outgoing`)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.calls.service import Creation
-from app.errors import InvalidInput, Unavailable
+from app.calls.start import CreateCall, create_and_dial, refuse_if_draining
+from app.errors import InvalidInput
 from app.schemas.media import Medium
 from app.services import Services
-from app.sip.outgoing import SipDialPlan
-from app.store.tables import CallRow
-
-#: What a client refused during a drain is told to wait (another instance, or this one restarted).
-DRAIN_RETRY_AFTER_S = 5
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 255
@@ -27,45 +22,18 @@ async def start_call(
     services: Services,
     medium: Medium | None,
     agent_id: str | None,
-    create: Callable[[Creation], Awaitable[tuple[CallRow, bool]]],
+    create: CreateCall,
 ) -> Response:
     """Create the call (or find the one this Idempotency-Key made) and dial it when it is outgoing.
 
     201 with the call; a replayed key answers the same call with `Idempotent-Replayed: true`.
     """
-    if services.draining:
-        raise Unavailable(
-            "draining",
-            "callbridge is shutting down and takes no new calls; try again shortly",
-            retry_after_s=DRAIN_RETRY_AFTER_S,
-        )
-    sip_plan = _sip_plan(services, medium)
-    plan = None if sip_plan else await services.legs.plan_dial(medium, agent_id)
+    refuse_if_draining(services)  # before the key is checked or the body read
     key = idempotency_key(request)
-    creation = Creation(
-        dial_stream_options=plan.control.provider.stream_options(plan.control.config) if plan else None,
-        dial_stream_signed=bool(plan and plan.control.provider.signs_streams),
-        idempotency_key=key,
-        fingerprint=await fingerprint(request) if key else None,
-    )
-    row, created = await create(creation)
-    if created and plan is not None:
-        row = await services.legs.dial(row, plan)
-    elif created and sip_plan is not None and services.sip is not None:
-        row = await services.sip.dialer.dial(row, sip_plan)
+    creation = Creation(idempotency_key=key, fingerprint=await fingerprint(request) if key else None)
+    row, created = await create_and_dial(services, medium, agent_id, create, creation)
     headers = {} if created else {"Idempotent-Replayed": "true"}
     return JSONResponse(services.calls.to_schema(row).to_json(), status_code=201, headers=headers)
-
-
-def _sip_plan(services: Services, medium: Medium | None) -> SipDialPlan | None:
-    """The SIP dial a `sip` medium asks for (None for other media); 400 when SIP is off or it is unusable."""
-    if medium is None or medium.kind != "sip":
-        return None
-    if services.sip is None:
-        raise InvalidInput(
-            "sip_disabled", "SIP is not enabled on this server: set CALLBRIDGE_SIP_LISTEN (or serve --sip)"
-        )
-    return services.sip.dialer.plan(medium)
 
 
 def idempotency_key(request: Request) -> str | None:
