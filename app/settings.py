@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     playout_lead_ms: int = 80
     # Calls live at once (created and not ended); more are refused with 429 and Retry-After. 0: no limit.
     max_concurrent_calls: int = Field(default=0, ge=0)
+    # Of those, slots scheduled batches never take, so a running batch cannot block a caller calling in.
+    reserved_incoming_calls: int = Field(default=0, ge=0)
+    # Scheduled batches: how often the scheduler dials what is due (s), and the pace of a batch without
+    # its own callsPerMinute.
+    scheduler_interval: float = Field(default=1.0, gt=0)
+    batch_calls_per_minute: float = Field(default=60.0, gt=0)
     # Provider REST requests: timeout of each attempt, attempts in all, longest wait between them (s).
     provider_timeout: float = Field(default=10.0, gt=0)
     provider_attempts: int = Field(default=4, ge=1)
