@@ -1,0 +1,1 @@
+"""Scheduled batches of outbound calls: pacing, capacity, retries, and the loop that dials them."""
