@@ -6,7 +6,20 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Enum, Float, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -114,6 +127,9 @@ class CallRow(Base):
     stream_signature_required: Mapped[bool] = mapped_column(Boolean, default=False)
     # systemPrompt, languageHint, firstSpeakerSettings, timeouts, medium, pipeline, contexts, metadata.
     definition: Mapped[CallDefinition] = mapped_column(CallDefinitionJson)
+    # A call a scheduled batch placed: the batch, and which of its scheduled calls this dial was.
+    batch_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    scheduled_call_id: Mapped[str | None] = mapped_column(String(36), index=True)
 
 
 class CallEventRow(Base):
@@ -158,4 +174,54 @@ class SipConfigRow(Base):
     allowed_cidr_ranges: Mapped[list[str]] = mapped_column(Json)
     allow_all_agents: Mapped[bool] = mapped_column(Boolean)
     allowed_agents: Mapped[list[dict[str, str]]] = mapped_column(Json)  # [{agentId, toUserPattern}]
+    updated: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ScheduledBatchRow(Base):
+    """A batch of outbound calls for one agent (`/api/agents/{agentId}/scheduled_batches`)."""
+
+    __tablename__ = "scheduled_batches"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True, index=True)
+    agent_id: Mapped[str] = mapped_column(String(36), ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime)
+    window_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    window_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)
+    calls_per_minute: Mapped[float | None] = mapped_column(Float)
+    retry: Mapped[dict[str, Any] | None] = mapped_column(Json)  # {maxAttempts, backoff}
+    webhook_url: Mapped[str | None] = mapped_column(String(200))
+    webhook_secret: Mapped[str | None] = mapped_column(Text)  # a SecretBox token
+    total_count: Mapped[int] = mapped_column(Integer, default=0)
+    completed_count: Mapped[int] = mapped_column(Integer, default=0)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ScheduledCallRow(Base):
+    """One call of a batch: its spec, its fate, and the lease under which an instance dials it."""
+
+    __tablename__ = "scheduled_calls"
+    __table_args__ = (
+        Index("ix_scheduled_calls_batch_id", "batch_id", "seq"),
+        # What claim_due looks for: a batch's calls in one status, due first.
+        Index("ix_scheduled_calls_status", "batch_id", "status", "next_attempt_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True, index=True)
+    batch_id: Mapped[str] = mapped_column(String(36), ForeignKey("scheduled_batches.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # FUTURE, PENDING, SUCCESS, EXPIRED, ERROR
+    spec: Mapped[dict[str, Any]] = mapped_column(Json)  # {medium?, templateContext, metadata}
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # dials recorded (mark_dialling)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # none (not dialled under this claim), dialling (the provider request may have gone out), dialled.
+    dial_state: Mapped[str] = mapped_column(String(16), default="none")
+    call_id: Mapped[str | None] = mapped_column(String(36))  # the latest Call made for it
+    error: Mapped[str | None] = mapped_column(Text)
     updated: Mapped[datetime] = mapped_column(UtcDateTime)
