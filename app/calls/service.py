@@ -72,6 +72,9 @@ class Creation:
     dial_stream_signed: bool = False
     idempotency_key: str | None = None
     fingerprint: str | None = None  # of the request, to refuse a reused key with another request
+    #: A call the batch scheduler places: its batch and scheduled call (so the batch lists its Calls).
+    batch_id: str | None = None
+    scheduled_call_id: str | None = None
 
 
 class CallService:

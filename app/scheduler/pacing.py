@@ -53,8 +53,8 @@ class Pace:
         return rate / 2 if slowed else rate
 
     def _refill(self, now: datetime) -> None:
-        if self.updated is None:  # a new bucket starts with one dial, so a batch starts at once
-            self.updated, self.tokens = now, min(1.0, self._capacity(self.calls_per_minute))
+        if self.updated is None:  # a new bucket starts full, so a batch starts at once
+            self.updated, self.tokens = now, self._capacity(self.calls_per_minute)
         if self.blocked_until is not None and now < self.blocked_until:
             self.updated = now
             return

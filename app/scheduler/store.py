@@ -1,0 +1,62 @@
+"""What the scheduler needs from the store (BatchRepository implements it; tests use a fake)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class Batch(Protocol):
+    """A scheduled batch as the scheduler reads it (ScheduledBatchRow)."""
+
+    id: str
+    agent_id: str
+    window_end: datetime | None
+    paused: bool
+    deleted: bool
+    max_concurrency: int | None
+    calls_per_minute: float | None
+    retry: dict[str, Any] | None
+
+
+class ScheduledCall(Protocol):
+    """One call of a batch (ScheduledCallRow)."""
+
+    id: str
+    batch_id: str
+    status: str
+    spec: dict[str, Any]
+    attempts: int
+    call_id: str | None
+
+
+class BatchStore(Protocol):
+    """The part of BatchRepository the scheduler uses (see /work/notes/batches_api.md)."""
+
+    async def active_batches(self, now: datetime) -> list[Any]: ...
+
+    async def get_call(self, scheduled_call_id: str) -> Any | None: ...
+
+    async def get(self, agent_id: str, batch_id: str) -> Any | None: ...
+
+    async def claim_due(
+        self, batch_id: str, now: datetime, owner: str, lease_s: float, limit: int
+    ) -> list[Any]: ...
+
+    async def mark_dialling(self, call_id: str, owner: str) -> bool: ...
+
+    async def finish(
+        self, call_id: str, status: str, *, created_call_id: str | None = None, error: str | None = None
+    ) -> None: ...
+
+    async def retry_later(self, call_id: str, at: datetime, attempts: int) -> None: ...
+
+    async def expire_unstarted(self, batch_id: str, now: datetime) -> int: ...
+
+    async def live_calls(self, batch_id: str) -> int: ...
+
+
+class LiveCount(Protocol):
+    """Service-wide live calls (CallRepository.live_count)."""
+
+    async def __call__(self) -> int: ...
