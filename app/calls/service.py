@@ -179,6 +179,8 @@ class CallService:
             to_number=origin.incoming.to_number if origin else (outgoing or {}).get("to"),
             stream_signature_required=bool(origin and origin.stream_signed) or creation.dial_stream_signed,
             idempotency_key=creation.idempotency_key,
+            batch_id=creation.batch_id,
+            scheduled_call_id=creation.scheduled_call_id,
             definition=definition,
         )
         row, created = await self._add_within_capacity(row)

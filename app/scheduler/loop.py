@@ -190,7 +190,7 @@ class Scheduler:
 
     def call_ended(self, row: CallRow, reason: EndReason) -> None:
         """CallService ended hook: a batch's call that nobody answered may be dialled again."""
-        scheduled_id = getattr(row, "scheduled_call_id", None)
+        scheduled_id = row.scheduled_call_id
         if scheduled_id is None or reason is not EndReason.UNJOINED:
             return
         task = asyncio.create_task(self.retry_if_due(row, reason), name=f"batch-retry-{scheduled_id}")
@@ -199,7 +199,9 @@ class Scheduler:
 
     async def retry_if_due(self, row: CallRow, reason: EndReason) -> bool:
         """Put the Call's scheduled call back (FUTURE at now + backoff) when its batch's policy says so."""
-        scheduled_id: str = row.scheduled_call_id  # type: ignore[attr-defined]
+        scheduled_id = row.scheduled_call_id
+        if scheduled_id is None:
+            return False
         placing = self._placing.get(scheduled_id)
         if placing is not None:  # the call ended before its SUCCESS was recorded
             await placing.wait()
