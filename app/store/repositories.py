@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import Sequence
-from datetime import datetime
+import itertools
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.pipeline.secret_options import PipelineSecrets, agent_owner, call_owner, plaintext_places
+from app.schemas.batches import COMPLETED, UNFINISHED, DialState, ScheduledCallStatus
 from app.schemas.sip import SipConfigFields
 from app.store.db import Database
 from app.store.paging import Cursor, PageResult, fetch_page
@@ -24,6 +27,8 @@ from app.store.tables import (
     ApiKeyRow,
     CallEventRow,
     CallRow,
+    ScheduledBatchRow,
+    ScheduledCallRow,
     SipConfigRow,
     TelephonyConfigRow,
     utcnow,
@@ -237,6 +242,12 @@ class CallRepository:
             )
         return result.rowcount == 1
 
+    async def live_count(self) -> int:
+        """Calls created and not ended, service-wide (every instance's)."""
+        async with self.db.session() as session:
+            live = select(func.count()).select_from(CallRow).where(CallRow.ended.is_(None))
+            return await session.scalar(live) or 0
+
     async def past_join_deadline(self, now: datetime, limit: int = 500) -> list[CallRow]:
         """Calls never joined whose join deadline has passed (joining or ending clears the deadline)."""
         async with self.db.session() as session:
@@ -246,6 +257,371 @@ class CallRepository:
                 .limit(limit)
             )
             return list(rows)
+
+
+async def _write_lock_on_sqlite(session: AsyncSession) -> None:
+    """On SQLite, take the write lock now: another process on the file waits instead of reading what this
+    transaction is about to change (PostgreSQL locks rows instead)."""
+    if session.bind.dialect.name == "sqlite":
+        await session.execute(text("BEGIN IMMEDIATE"))
+
+
+#: Scheduled calls are inserted this many at a time.
+BATCH_INSERT_CHUNK = 1000
+
+
+class BatchRepository:
+    """Scheduled batches and their calls; a batch's webhook secret is sealed with the SecretBox.
+
+    Writes that change a batch's counts lock the batch row first (PostgreSQL) or the database (SQLite),
+    so two instances finishing a batch's last calls at once still see each other's and end it.
+    """
+
+    def __init__(self, db: Database, box: SecretBox | None = None) -> None:
+        self.db = db
+        self.box = box
+
+    # --- batches ----------------------------------------------------------------------------------
+
+    async def create(self, batch: ScheduledBatchRow, specs: Iterable[dict[str, Any]]) -> ScheduledBatchRow:
+        """Store `batch` (its `webhook_secret` given in plaintext) and one FUTURE call per spec, in order.
+
+        One transaction: a batch is never seen half stored. `specs` is consumed a chunk at a time.
+        """
+        if batch.webhook_secret is not None:
+            batch.webhook_secret = self._seal_secret(batch.id, batch.webhook_secret)
+        batch.total_count = batch.completed_count = 0
+        due = batch.window_start or batch.created
+        positions = itertools.count()
+        async with self.db.session.begin() as session:
+            session.add(batch)
+            await session.flush()
+            specs_left = iter(specs)
+            while chunk := list(itertools.islice(specs_left, BATCH_INSERT_CHUNK)):
+                rows = [
+                    {
+                        "id": str(uuid.uuid4()),
+                        "batch_id": batch.id,
+                        "position": next(positions),
+                        "status": ScheduledCallStatus.FUTURE.value,
+                        "spec": spec,
+                        "attempts": 0,
+                        "next_attempt_at": due,
+                        "dial_state": DialState.NONE.value,
+                        "updated": batch.created,
+                    }
+                    for spec in chunk
+                ]
+                await session.execute(insert(ScheduledCallRow), rows)
+                batch.total_count += len(rows)
+        return batch
+
+    def _seal_secret(self, batch_id: str, secret: str) -> str:
+        if self.box is None:
+            raise ValueError("no SecretBox to seal the batch's webhook secret")
+        return self.box.encrypt(secret, _webhook_secret_context(batch_id))
+
+    def webhook_secret(self, batch: ScheduledBatchRow) -> str | None:
+        """The batch's webhook secret in plaintext (None when it has none)."""
+        if batch.webhook_secret is None:
+            return None
+        if self.box is None:
+            raise ValueError("no SecretBox to open the batch's webhook secret")
+        return self.box.decrypt(batch.webhook_secret, _webhook_secret_context(batch.id))
+
+    async def get(self, agent_id: str, batch_id: str) -> ScheduledBatchRow | None:
+        """The agent's batch, unless it was deleted."""
+        async with self.db.session() as session:
+            return await session.scalar(
+                select(ScheduledBatchRow).where(
+                    ScheduledBatchRow.id == batch_id,
+                    ScheduledBatchRow.agent_id == agent_id,
+                    ScheduledBatchRow.deleted.is_(False),
+                )
+            )
+
+    async def get_by_id(self, batch_id: str) -> ScheduledBatchRow | None:
+        """The batch, deleted or not."""
+        async with self.db.session() as session:
+            return await session.scalar(select(ScheduledBatchRow).where(ScheduledBatchRow.id == batch_id))
+
+    async def page(self, agent_id: str, cursor: Cursor | None, page_size: int) -> PageResult:
+        """The agent's batches not deleted, newest first."""
+        query = select(ScheduledBatchRow).where(
+            ScheduledBatchRow.agent_id == agent_id, ScheduledBatchRow.deleted.is_(False)
+        )
+        async with self.db.session() as session:
+            return await fetch_page(
+                session, query, ScheduledBatchRow.seq, newest_first=True, cursor=cursor, page_size=page_size
+            )
+
+    async def update(self, batch_id: str, **fields: Any) -> None:
+        """Set columns of the batch (`webhook_secret` given in plaintext)."""
+        if fields.get("webhook_secret") is not None:
+            fields["webhook_secret"] = self._seal_secret(batch_id, fields["webhook_secret"])
+        async with self.db.session.begin() as session:
+            await session.execute(
+                update(ScheduledBatchRow).where(ScheduledBatchRow.id == batch_id).values(**fields)
+            )
+
+    async def delete(self, batch_id: str) -> None:
+        """Stop the batch for good: hidden from the API, never dialled again; its Calls stay."""
+        await self.update(batch_id, deleted=True, paused=True)
+
+    async def active_batches(self, now: datetime) -> list[ScheduledBatchRow]:
+        """Batches to dial from: not deleted, not paused, not ended, and their window started."""
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(ScheduledBatchRow)
+                .where(
+                    ScheduledBatchRow.deleted.is_(False),
+                    ScheduledBatchRow.paused.is_(False),
+                    ScheduledBatchRow.ended_at.is_(None),
+                    (ScheduledBatchRow.window_start.is_(None)) | (ScheduledBatchRow.window_start <= now),
+                )
+                .order_by(ScheduledBatchRow.seq)
+            )
+            return list(rows)
+
+    async def _lock_batch(self, session: AsyncSession, batch_id: str) -> None:
+        """Serialize this transaction with the others changing the batch's counts (see the class doc).
+
+        On SQLite the transaction must have begun with `_write_lock_on_sqlite`.
+        """
+        if self.db.dialect == "postgresql":
+            await session.execute(
+                select(ScheduledBatchRow.id).where(ScheduledBatchRow.id == batch_id).with_for_update()
+            )
+
+    async def _end_if_done(self, session: AsyncSession, batch_id: str, now: datetime) -> None:
+        """Set the batch's ended_at when none of its calls is left FUTURE or PENDING."""
+        unfinished = exists().where(
+            ScheduledCallRow.batch_id == batch_id, ScheduledCallRow.status.in_(UNFINISHED)
+        )
+        await session.execute(
+            update(ScheduledBatchRow)
+            .where(ScheduledBatchRow.id == batch_id, ScheduledBatchRow.ended_at.is_(None), ~unfinished)
+            .values(ended_at=now)
+        )
+
+    # --- scheduled calls ---------------------------------------------------------------------------
+
+    async def get_call(self, scheduled_call_id: str) -> ScheduledCallRow | None:
+        async with self.db.session() as session:
+            return await session.scalar(
+                select(ScheduledCallRow).where(ScheduledCallRow.id == scheduled_call_id)
+            )
+
+    async def calls_page(
+        self, batch_id: str, status: str | None, cursor: Cursor | None, page_size: int
+    ) -> PageResult:
+        """The batch's scheduled calls in their order in the batch, optionally only those in `status`."""
+        query = select(ScheduledCallRow).where(ScheduledCallRow.batch_id == batch_id)
+        if status is not None:
+            query = query.where(ScheduledCallRow.status == status)
+        async with self.db.session() as session:
+            return await fetch_page(
+                session, query, ScheduledCallRow.seq, newest_first=False, cursor=cursor, page_size=page_size
+            )
+
+    async def created_calls_page(self, batch_id: str, cursor: Cursor | None, page_size: int) -> PageResult:
+        """The Calls the batch made (CallRows), newest first like `/api/calls`."""
+        query = select(CallRow).where(CallRow.batch_id == batch_id)
+        async with self.db.session() as session:
+            return await fetch_page(
+                session, query, CallRow.seq, newest_first=True, cursor=cursor, page_size=page_size
+            )
+
+    async def claim_due(
+        self, batch_id: str, now: datetime, owner: str, lease_s: float, limit: int
+    ) -> list[ScheduledCallRow]:
+        """Claim up to `limit` due calls of the batch for `owner` for `lease_s`: they become PENDING.
+
+        Due: FUTURE with next_attempt_at <= now, or PENDING whose lease expired before its dial was
+        recorded (dial_state none). Nothing is claimed from a paused or deleted batch. Two instances
+        claiming at once never get the same call (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one writer).
+        """
+        if limit <= 0:
+            return []
+        due = (
+            (ScheduledCallRow.status == ScheduledCallStatus.FUTURE)
+            & (ScheduledCallRow.next_attempt_at <= now)
+        ) | (
+            (ScheduledCallRow.status == ScheduledCallStatus.PENDING)
+            & (ScheduledCallRow.dial_state == DialState.NONE)
+            & (ScheduledCallRow.lease_expires <= now)
+        )
+        query = (
+            select(ScheduledCallRow)
+            .where(ScheduledCallRow.batch_id == batch_id, due)
+            .order_by(ScheduledCallRow.next_attempt_at, ScheduledCallRow.seq)
+            .limit(limit)
+        )
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        async with self.db.session.begin() as session:
+            await _write_lock_on_sqlite(session)
+            batch = (
+                await session.execute(
+                    select(ScheduledBatchRow.paused, ScheduledBatchRow.deleted).where(
+                        ScheduledBatchRow.id == batch_id
+                    )
+                )
+            ).one_or_none()
+            if batch is None or batch.paused or batch.deleted:
+                return []
+            rows = list(await session.scalars(query))
+            lease_expires = now + timedelta(seconds=lease_s)
+            for row in rows:
+                row.status = ScheduledCallStatus.PENDING.value
+                row.lease_owner, row.lease_expires, row.updated = owner, lease_expires, now
+        return rows
+
+    async def mark_dialling(self, call_id: str, owner: str) -> bool:
+        """Record that `owner` is about to dial the call (dial_state none → dialling, attempts + 1).
+
+        False when `owner` no longer holds the call's claim (another instance took it after the lease
+        expired) or its dial was recorded already: then it must not be dialled.
+        """
+        async with self.db.session.begin() as session:
+            result = await session.execute(
+                update(ScheduledCallRow)
+                .where(
+                    ScheduledCallRow.id == call_id,
+                    ScheduledCallRow.status == ScheduledCallStatus.PENDING,
+                    ScheduledCallRow.lease_owner == owner,
+                    ScheduledCallRow.dial_state == DialState.NONE,
+                )
+                .values(
+                    dial_state=DialState.DIALLING.value,
+                    attempts=ScheduledCallRow.attempts + 1,
+                    updated=utcnow(),
+                )
+            )
+        return result.rowcount == 1
+
+    async def finish(
+        self, call_id: str, status: str, *, created_call_id: str | None = None, error: str | None = None
+    ) -> None:
+        """End the scheduled call SUCCESS, ERROR or EXPIRED (once: a finished call is left as it is).
+
+        SUCCESS and ERROR count in the batch's completed_count; the batch ends when none is left to dial.
+        """
+        final = ScheduledCallStatus(status)
+        if final in UNFINISHED:
+            raise ValueError(f"finish takes SUCCESS, ERROR or EXPIRED, not {status}")
+        now = utcnow()
+        values: dict[str, Any] = {"status": final.value, "error": error, "updated": now}
+        if created_call_id is not None:
+            values["call_id"] = created_call_id
+        if final is ScheduledCallStatus.SUCCESS:
+            values["dial_state"] = DialState.DIALLED.value
+        async with self.db.session.begin() as session:
+            await _write_lock_on_sqlite(session)
+            batch_id = await session.scalar(
+                select(ScheduledCallRow.batch_id).where(ScheduledCallRow.id == call_id)
+            )
+            if batch_id is None:
+                return
+            await self._lock_batch(session, batch_id)
+            result = await session.execute(
+                update(ScheduledCallRow)
+                .where(ScheduledCallRow.id == call_id, ScheduledCallRow.status.in_(UNFINISHED))
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return
+            if final in COMPLETED:
+                await session.execute(
+                    update(ScheduledBatchRow)
+                    .where(ScheduledBatchRow.id == batch_id)
+                    .values(completed_count=ScheduledBatchRow.completed_count + 1)
+                )
+            await self._end_if_done(session, batch_id, now)
+
+    async def retry_later(self, call_id: str, at: datetime, attempts: int) -> None:
+        """Put the call back to FUTURE, due `at`, with `attempts` dials counted (its dial_state none).
+
+        A call that had completed (SUCCESS, ERROR) leaves completed_count, and its batch is running again.
+        """
+        now = utcnow()
+        async with self.db.session.begin() as session:
+            await _write_lock_on_sqlite(session)
+            batch_id = await session.scalar(
+                select(ScheduledCallRow.batch_id).where(ScheduledCallRow.id == call_id)
+            )
+            if batch_id is None:
+                return
+            await self._lock_batch(session, batch_id)
+            previous = await session.scalar(
+                select(ScheduledCallRow.status).where(ScheduledCallRow.id == call_id)
+            )
+            await session.execute(
+                update(ScheduledCallRow)
+                .where(ScheduledCallRow.id == call_id)
+                .values(
+                    status=ScheduledCallStatus.FUTURE.value,
+                    next_attempt_at=at,
+                    attempts=attempts,
+                    dial_state=DialState.NONE.value,
+                    lease_owner=None,
+                    lease_expires=None,
+                    error=None,
+                    updated=now,
+                )
+            )
+            batch_values: dict[str, Any] = {"ended_at": None}
+            if previous in COMPLETED:
+                batch_values["completed_count"] = ScheduledBatchRow.completed_count - 1
+            await session.execute(
+                update(ScheduledBatchRow).where(ScheduledBatchRow.id == batch_id).values(**batch_values)
+            )
+
+    async def expire_unstarted(self, batch_id: str, now: datetime) -> int:
+        """Once the batch's window has ended, its calls not dialled become EXPIRED; returns how many.
+
+        Not dialled: FUTURE, or PENDING whose lease expired before its dial was recorded.
+        """
+        async with self.db.session.begin() as session:
+            await _write_lock_on_sqlite(session)
+            await self._lock_batch(session, batch_id)
+            window_end = await session.scalar(
+                select(ScheduledBatchRow.window_end).where(ScheduledBatchRow.id == batch_id)
+            )
+            if window_end is None or window_end > now:
+                return 0
+            unstarted = (ScheduledCallRow.status == ScheduledCallStatus.FUTURE) | (
+                (ScheduledCallRow.status == ScheduledCallStatus.PENDING)
+                & (ScheduledCallRow.dial_state == DialState.NONE)
+                & (ScheduledCallRow.lease_expires <= now)
+            )
+            result = await session.execute(
+                update(ScheduledCallRow)
+                .where(ScheduledCallRow.batch_id == batch_id, unstarted)
+                .values(
+                    status=ScheduledCallStatus.EXPIRED.value,
+                    error="the batch's window ended before it was dialled",
+                    lease_owner=None,
+                    lease_expires=None,
+                    updated=now,
+                )
+            )
+            await self._end_if_done(session, batch_id, now)
+        return result.rowcount
+
+    async def live_calls(self, batch_id: str) -> int:
+        """Calls the batch made that are live (created and not ended)."""
+        async with self.db.session() as session:
+            live = (
+                select(func.count())
+                .select_from(CallRow)
+                .where(CallRow.batch_id == batch_id, CallRow.ended.is_(None))
+            )
+            return await session.scalar(live) or 0
+
+
+def _webhook_secret_context(batch_id: str) -> str:
+    return f"scheduled_batch/{batch_id}/webhookSecret"
 
 
 class EventRepository:
