@@ -27,6 +27,7 @@ from app.store.db import Database
 from app.store.repositories import (
     AgentRepository,
     ApiKeyRepository,
+    BatchRepository,
     CallRepository,
     EventRepository,
     SipConfigRepository,
@@ -58,6 +59,8 @@ class Services:
     pipeline_secrets: PipelineSecrets
     #: The account SIP config (`/api/sip`) and the policy incoming INVITEs are checked against.
     sip_policy: SipPolicyStore
+    #: Scheduled batches and their calls (`/api/agents/{agentId}/scheduled_batches`, the scheduler).
+    batches: BatchRepository
     #: CALLBRIDGE_SECRET_KEY (or the generated one), for migrations that seal stored secrets.
     master_secret: str = field(repr=False)
     #: SIP (CALLBRIDGE_SIP_LISTEN): the user agent, incoming calls and the dialer; None without SIP.
@@ -93,6 +96,7 @@ class Services:
             legs=ProviderLegs(settings, calls, calls_repo, telephony_configs, sessions),
             pipeline_secrets=pipeline_secrets,
             sip_policy=SipPolicyStore(SipConfigRepository(db)),
+            batches=BatchRepository(db, box),
             master_secret=master,
         )
 

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     sip_answer_delay: float = Field(default=0.0, ge=0, le=60)
     # The account SIP domain `GET /api/sip` shows (read-only there); empty: the public URL's host.
     sip_domain: str = ""
+    # Scheduled batches without their own callsPerMinute are dialled (and their windows checked) at this pace.
+    batch_calls_per_minute: float = Field(default=60.0, gt=0)
 
     @field_validator("public_url")
     @classmethod
