@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
 
-from app.api import agents, calls, health, incoming, provider_callbacks, sip, telephony_configs
+from app.api import agents, batches, calls, health, incoming, provider_callbacks, sip, telephony_configs
 from app.api.auth import ApiKeyMiddleware
 from app.api.body_limit import BodyLimit, BodyLimitMiddleware, RouteBodyLimits
 from app.api.errors import EXCEPTION_HANDLERS
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/calls/{call_id}/stream/{token}", call_stream),
         Mount(
             "/api",
-            routes=[*agents.ROUTES, *calls.ROUTES, *telephony_configs.ROUTES, *sip.ROUTES],
+            routes=[*agents.ROUTES, *batches.ROUTES, *calls.ROUTES, *telephony_configs.ROUTES, *sip.ROUTES],
             middleware=[Middleware(ApiKeyMiddleware)],
         ),
     ]
@@ -54,10 +54,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 def body_limits(settings: Settings) -> RouteBodyLimits:
-    """Body limits: CALLBRIDGE_MAX_BODY_BYTES, and CALLBRIDGE_MAX_WEBHOOK_BODY_BYTES for provider webhooks."""
+    """Body limits: CALLBRIDGE_MAX_BODY_BYTES, CALLBRIDGE_MAX_WEBHOOK_BODY_BYTES for provider webhooks, and
+    32 MiB for creating a scheduled batch."""
     webhook = BodyLimit(settings.max_webhook_body_bytes, settings.body_read_timeout)
     provider_facing = (*incoming.ROUTES, *provider_callbacks.ROUTES)
+    batch = BodyLimit(batches.BATCH_MAX_BODY_BYTES, batches.BATCH_BODY_READ_TIMEOUT_S)
     return RouteBodyLimits(
         BodyLimit(settings.max_body_bytes, settings.body_read_timeout),
-        {route.path: webhook for route in provider_facing},
+        {**{route.path: webhook for route in provider_facing}, "/api" + batches.BATCHES_PATH: batch},
     )

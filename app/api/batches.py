@@ -1,0 +1,231 @@
+"""`/api/agents/{agentId}/scheduled_batches`: batches of outbound calls an agent makes (Ultravox-shaped).
+
+The scheduler (app/scheduler) dials them; this module only stores, shows and changes them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.api.agents import load_agent
+from app.api.errors import describe_validation_error, json_object
+from app.api.paging import page_params, page_response
+from app.errors import InvalidInput, NotFound
+from app.schemas.agents import CallTemplate
+from app.schemas.batches import (
+    BATCH_ERROR_CODES,
+    ScheduledBatch,
+    ScheduledBatchCreate,
+    ScheduledBatchUpdate,
+    ScheduledCall,
+    ScheduledCallSpec,
+    ScheduledCallStatus,
+    check_window,
+    is_dialled,
+    shortest_window,
+)
+from app.schemas.media import Medium
+from app.services import Services, services_of
+from app.store.tables import ScheduledBatchRow, ScheduledCallRow, utcnow
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Where batches are created, inside the `/api` mount: its bodies may be as large as BATCH_MAX_BODY_BYTES.
+BATCHES_PATH = "/agents/{agent_id}/scheduled_batches"
+#: Request bodies up to 32 MiB on batch creation (100,000 calls), as Ultravox accepts.
+BATCH_MAX_BODY_BYTES = 32 * 2**20
+#: How long such a body may take to arrive (32 MiB at 1 MB/s).
+BATCH_BODY_READ_TIMEOUT_S = 60.0
+
+
+def _validated(model: type[M], data: Any, where: str = "") -> M:
+    """`data` as `model`; 400 with the first specific code (`no_calls`, `invalid_window`...) if invalid."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        types = [error["type"] for error in exc.errors()]
+        code = next((t for t in types if t in BATCH_ERROR_CODES), "invalid_request")
+        raise InvalidInput(code, where + describe_validation_error(exc)) from None
+
+
+def _batch_view(row: ScheduledBatchRow) -> dict[str, Any]:
+    return ScheduledBatch(
+        batch_id=row.id,
+        agent_id=row.agent_id,
+        created=row.created,
+        window_start=row.window_start,
+        window_end=row.window_end,
+        paused=row.paused,
+        max_concurrency=row.max_concurrency,
+        calls_per_minute=row.calls_per_minute,
+        retry=row.retry,
+        webhook_url=row.webhook_url,
+        total_count=row.total_count,
+        completed_count=row.completed_count,
+        ended_at=row.ended_at,
+    ).to_json()
+
+
+def _call_view(row: ScheduledCallRow) -> dict[str, Any]:
+    return ScheduledCall(
+        medium=row.spec.get("medium"),
+        template_context=row.spec.get("templateContext", {}),
+        metadata=row.spec.get("metadata", {}),
+        status=ScheduledCallStatus(row.status),
+        batch_id=row.batch_id,
+        call_id=row.call_id,
+        error=row.error,
+        attempts=row.attempts,
+    ).to_json()
+
+
+def _call_specs(body: ScheduledBatchCreate, template_medium: Medium | None) -> list[dict[str, Any]]:
+    """Each call validated and as stored; 400 for a call only the webhook could connect and none given,
+    or a webhook given where every call is dialled (Ultravox refuses it too)."""
+    specs: list[dict[str, Any]] = []
+    all_dialled = True
+    for index, raw in enumerate(body.calls):
+        spec = _validated(ScheduledCallSpec, raw, f"calls.{index}: ")
+        if not is_dialled(spec.medium or template_medium):
+            all_dialled = False
+            if body.webhook_url is None:
+                raise InvalidInput(
+                    "webhook_url_required",
+                    f"calls.{index}: its medium has no outgoing (twilio, telnyx, plivo or sip), so "
+                    "callbridge cannot dial it: give the batch a webhookUrl that connects such calls",
+                )
+        specs.append(spec.to_json())
+    if all_dialled and body.webhook_url is not None:
+        raise InvalidInput(
+            "webhook_url_not_allowed",
+            "webhookUrl is only for batches with calls that have no outgoing medium; "
+            "every call here is dialled",
+        )
+    return specs
+
+
+def _check_window_fits(services: Services, body: ScheduledBatchCreate, calls: int, now: datetime) -> None:
+    """400 `window_too_short` when the calls cannot all be dialled in the window at the batch's pace."""
+    if body.window_end is None:
+        return
+    pace = body.calls_per_minute or services.settings.batch_calls_per_minute
+    start = max(body.window_start or now, now)
+    window = body.window_end - start
+    needed = shortest_window(calls, pace)
+    if window < needed:
+        have = max(window.total_seconds(), 0) / 60
+        raise InvalidInput(
+            "window_too_short",
+            f"the window of {have:.1f} minutes is too short: {calls} calls need at least "
+            f"{needed.total_seconds() / 60:.0f} minutes at {pace:g} calls per minute",
+        )
+
+
+async def _load_batch(services: Services, request: Request) -> ScheduledBatchRow:
+    agent_id, batch_id = request.path_params["agent_id"], request.path_params["batch_id"]
+    row = await services.batches.get(agent_id, batch_id)
+    if row is None:
+        raise NotFound("batch_not_found", f"agent {agent_id} has no scheduled batch {batch_id}")
+    return row
+
+
+async def create_batch(request: Request) -> Response:
+    services = services_of(request)
+    agent = await load_agent(services, request.path_params["agent_id"])
+    body = _validated(ScheduledBatchCreate, await json_object(request))
+    specs = _call_specs(body, CallTemplate.model_validate(agent.call_template).medium)
+    now = utcnow()
+    _check_window_fits(services, body, len(specs), now)
+    row = ScheduledBatchRow(
+        id=str(uuid.uuid4()),
+        agent_id=agent.id,
+        created=now,
+        window_start=body.window_start,
+        window_end=body.window_end,
+        paused=body.paused,
+        deleted=False,
+        max_concurrency=body.max_concurrency,
+        calls_per_minute=body.calls_per_minute,
+        retry=body.retry.to_json() if body.retry else None,
+        webhook_url=body.webhook_url,
+        webhook_secret=body.webhook_secret,
+    )
+    del body  # the raw calls: only the validated specs are kept until stored
+    row = await services.batches.create(row, specs)
+    return JSONResponse(_batch_view(row), status_code=201)
+
+
+async def list_batches(request: Request) -> Response:
+    services = services_of(request)
+    agent = await load_agent(services, request.path_params["agent_id"])
+    cursor, size = page_params(request)
+    return page_response(request, await services.batches.page(agent.id, cursor, size), _batch_view)
+
+
+async def get_batch(request: Request) -> Response:
+    services = services_of(request)
+    return JSONResponse(_batch_view(await _load_batch(services, request)))
+
+
+async def update_batch(request: Request) -> Response:
+    """PATCH `paused` (resuming is allowed, unlike Ultravox), the window, maxConcurrency, callsPerMinute."""
+    services = services_of(request)
+    row = await _load_batch(services, request)
+    patch = _validated(ScheduledBatchUpdate, await json_object(request))
+    changes = patch.changes()
+    start, end = changes.get("window_start", row.window_start), changes.get("window_end", row.window_end)
+    try:
+        check_window(start, end)
+    except ValueError as exc:  # PydanticCustomError
+        raise InvalidInput("invalid_window", str(exc)) from None
+    if changes:
+        await services.batches.update(row.id, **changes)
+    return JSONResponse(_batch_view(await _load_batch(services, request)))
+
+
+async def delete_batch(request: Request) -> Response:
+    """204: the batch stops (no new dials; live calls go on) and is gone from the API; its Calls stay."""
+    services = services_of(request)
+    row = await _load_batch(services, request)
+    await services.batches.delete(row.id)
+    return Response(status_code=204)
+
+
+async def list_scheduled_calls(request: Request) -> Response:
+    services = services_of(request)
+    row = await _load_batch(services, request)
+    raw = request.query_params.get("status") or None
+    try:
+        status = ScheduledCallStatus(raw) if raw else None
+    except ValueError:
+        names = ", ".join(s.value for s in ScheduledCallStatus)
+        raise InvalidInput("invalid_status", f"status must be one of {names}") from None
+    cursor, size = page_params(request)
+    page = await services.batches.calls_page(row.id, status, cursor, size)
+    return page_response(request, page, _call_view)
+
+
+async def list_created_calls(request: Request) -> Response:
+    services = services_of(request)
+    row = await _load_batch(services, request)
+    cursor, size = page_params(request)
+    page = await services.batches.created_calls_page(row.id, cursor, size)
+    return page_response(request, page, lambda call: services.calls.to_schema(call).to_json())
+
+
+ROUTES = [
+    Route(BATCHES_PATH, list_batches, methods=["GET"]),
+    Route(BATCHES_PATH, create_batch, methods=["POST"]),
+    Route(BATCHES_PATH + "/{batch_id}", get_batch, methods=["GET"]),
+    Route(BATCHES_PATH + "/{batch_id}", update_batch, methods=["PATCH"]),
+    Route(BATCHES_PATH + "/{batch_id}", delete_batch, methods=["DELETE"]),
+    Route(BATCHES_PATH + "/{batch_id}/scheduled_calls", list_scheduled_calls, methods=["GET"]),
+    Route(BATCHES_PATH + "/{batch_id}/created_calls", list_created_calls, methods=["GET"]),
+]
