@@ -19,6 +19,7 @@ from app.events.log import CallEventLog
 from app.pipeline import build_pipeline
 from app.pipeline.base import Pipeline
 from app.pipeline.secret_options import PipelineSecrets, call_owner
+from app.scheduler.loop import Scheduler
 from app.schemas.calls import EndReason
 from app.settings import Settings
 from app.sip.config import SipPolicyStore
@@ -63,6 +64,8 @@ class Services:
     batches: BatchRepository
     #: CALLBRIDGE_SECRET_KEY (or the generated one), for migrations that seal stored secrets.
     master_secret: str = field(repr=False)
+    #: Dials the scheduled batches (started with the service).
+    scheduler: Scheduler | None = None
     #: SIP (CALLBRIDGE_SIP_LISTEN): the user agent, incoming calls and the dialer; None without SIP.
     sip: SipService | None = None
     #: Set by `drain`: new calls are refused (readyz 503, webhooks hang up, the API answers 503).
@@ -108,12 +111,16 @@ class Services:
             await self.sip.start()
         await self.events.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="unjoined-call-sweeper")
+        self.scheduler = Scheduler.of(self)
+        await self.scheduler.start()
 
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         if self.sip is not None:
             await self.sip.stop()
         await self.legs.stop()

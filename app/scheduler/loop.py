@@ -45,7 +45,7 @@ LegOf = Callable[[CallRow], Awaitable[LegState | None]]
 
 
 class Scheduler:
-    """Dials scheduled batches on this instance (single-instance slice: see /work/notes/batches_api.md)."""
+    """Dials scheduled batches on this instance."""
 
     def __init__(
         self,
@@ -212,10 +212,10 @@ class Scheduler:
         policy = RetryPolicy.from_json(batch.retry) if batch is not None else None
         if policy is None:
             return False
-        retries = scheduled.attempts + 1
-        if not policy.wants_another(retries, reason, await self.leg_of(row)):
+        dials = scheduled.attempts  # counted by mark_dialling, one per dial
+        if not policy.wants_another(dials, reason, await self.leg_of(row)):
             return False
-        await self.store.retry_later(scheduled.id, self.now() + policy.backoff, retries)
+        await self.store.retry_later(scheduled.id, self.now() + policy.backoff, dials)
         return True
 
 

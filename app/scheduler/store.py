@@ -31,7 +31,7 @@ class ScheduledCall(Protocol):
 
 
 class BatchStore(Protocol):
-    """The part of BatchRepository the scheduler uses (see /work/notes/batches_api.md)."""
+    """The part of BatchRepository the scheduler uses."""
 
     async def active_batches(self, now: datetime) -> list[Any]: ...
 

@@ -91,6 +91,7 @@ class FakeBatchStore:
         if c.lease_owner != owner or c.dial_state != "none":
             return False
         c.dial_state = "dialling"
+        c.attempts += 1  # as BatchRepository counts them: one per dial
         return True
 
     async def finish(

@@ -1,0 +1,112 @@
+"""Scheduled batches dialled by a real `callbridge serve` through the fake provider REST APIs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.simulator.audio import speech_like
+from app.simulator.carrier import CallScript
+from app.simulator.provider_api import FakeCall, FakeProviderApi
+from tests.conftest import RunningServer, wait_for
+
+pytestmark = pytest.mark.slow
+
+FROM = "+15550009999"
+
+
+@pytest.fixture
+def twilio_api(provider_apis: dict[str, FakeProviderApi]) -> FakeProviderApi:
+    api = provider_apis["twilio"]
+    api.callee = CallScript(audio=speech_like(0.5, 8000), tail_seconds=0.5)
+    return api
+
+
+async def new_agent(server: RunningServer) -> str:
+    async with server.api() as api:
+        response = await api.post("/api/agents", json={"name": "batch", "callTemplate": {}})
+        assert response.status_code == 201, response.text
+        return response.json()["agentId"]
+
+
+def scheduled(to: str) -> dict[str, Any]:
+    return {"medium": {"twilio": {"outgoing": {"to": to, "from": FROM}}}}
+
+
+async def post_batch(server: RunningServer, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with server.api() as api:
+        response = await api.post(f"/api/agents/{agent_id}/scheduled_batches", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+async def finished(server: RunningServer, agent_id: str, batch_id: str, within: float) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        async with server.api() as api:
+            batch = (await api.get(f"/api/agents/{agent_id}/scheduled_batches/{batch_id}")).json()
+        return batch if batch.get("endedAt") else None
+
+    return await wait_for(check, within=within, interval=0.25)
+
+
+async def scheduled_statuses(server: RunningServer, agent_id: str, batch_id: str) -> list[str]:
+    async with server.api() as api:
+        path = f"/api/agents/{agent_id}/scheduled_batches/{batch_id}/scheduled_calls"
+        page = (await api.get(path, params={"pageSize": 200})).json()
+    return [call["status"] for call in page["results"]]
+
+
+def most_live_at_once(calls: list[FakeCall]) -> int:
+    """The most calls the provider had up at one moment (from their create and end times)."""
+    edges = sorted(
+        [(call.created_at, 1) for call in calls] + [(call.ended_at or call.created_at, -1) for call in calls],
+        key=lambda edge: (edge[0], edge[1]),
+    )
+    live = most = 0
+    for _, step in edges:
+        live += step
+        most = max(most, live)
+    return most
+
+
+async def test_a_batch_is_dialled_to_the_end_without_passing_its_concurrency(
+    server: RunningServer, twilio_api: FakeProviderApi
+) -> None:
+    agent = await new_agent(server)
+    numbers = [f"+1555100{n:04d}" for n in range(30)]
+    batch = await post_batch(
+        server,
+        agent,
+        {"calls": [scheduled(to) for to in numbers], "maxConcurrency": 5, "callsPerMinute": 600},
+    )
+    done = await finished(server, agent, batch["batchId"], within=120)
+    dialled = [call for call in twilio_api.calls.values() if call.to in numbers]
+    assert done["completedCount"] == 30
+    assert sorted(call.to for call in dialled) == sorted(numbers)  # each number exactly once
+    assert most_live_at_once(dialled) <= 5
+    assert set(await scheduled_statuses(server, agent, batch["batchId"])) == {"SUCCESS"}
+
+
+async def test_a_busy_callee_is_dialled_again_after_the_backoff_as_a_new_call(
+    server: RunningServer, twilio_api: FakeProviderApi
+) -> None:
+    agent = await new_agent(server)
+    number = "+15552000001"
+    twilio_api.queue_outcome("busy")
+    batch = await post_batch(
+        server,
+        agent,
+        {"calls": [scheduled(number)], "retry": {"maxAttempts": 2, "backoff": "1s"}},
+    )
+    batch_id = batch["batchId"]
+
+    async def two_calls() -> list[dict[str, Any]] | None:
+        async with server.api() as api:
+            path = f"/api/agents/{agent}/scheduled_batches/{batch_id}/created_calls"
+            calls = (await api.get(path)).json()["results"]
+        return calls if len(calls) == 2 and all(call["ended"] for call in calls) else None
+
+    calls = await wait_for(two_calls, within=60, interval=0.25)
+    assert sorted(call["endReason"] for call in calls) == ["hangup", "unjoined"]
+    assert [call.to for call in twilio_api.calls.values()].count(number) == 2
