@@ -517,13 +517,9 @@ class BatchRepository:
         if final is ScheduledCallStatus.SUCCESS:
             values["dial_state"] = DialState.DIALLED.value
         async with self.db.session.begin() as session:
-            await _write_lock_on_sqlite(session)
-            batch_id = await session.scalar(
-                select(ScheduledCallRow.batch_id).where(ScheduledCallRow.id == call_id)
-            )
+            batch_id = await self._lock_batch_of(session, call_id)
             if batch_id is None:
                 return
-            await self._lock_batch(session, batch_id)
             result = await session.execute(
                 update(ScheduledCallRow)
                 .where(ScheduledCallRow.id == call_id, ScheduledCallRow.status.in_(UNFINISHED))
@@ -539,6 +535,16 @@ class BatchRepository:
                 )
             await self._end_if_done(session, batch_id, now)
 
+    async def _lock_batch_of(self, session: AsyncSession, call_id: str) -> str | None:
+        """The batch of scheduled call `call_id`, its row locked for this transaction (None: no such call)."""
+        await _write_lock_on_sqlite(session)
+        batch_id = await session.scalar(
+            select(ScheduledCallRow.batch_id).where(ScheduledCallRow.id == call_id)
+        )
+        if batch_id is not None:
+            await self._lock_batch(session, batch_id)
+        return batch_id
+
     async def retry_later(self, call_id: str, at: datetime, attempts: int) -> None:
         """Put the call back to FUTURE, due `at`, with `attempts` dials counted (its dial_state none).
 
@@ -546,13 +552,9 @@ class BatchRepository:
         """
         now = utcnow()
         async with self.db.session.begin() as session:
-            await _write_lock_on_sqlite(session)
-            batch_id = await session.scalar(
-                select(ScheduledCallRow.batch_id).where(ScheduledCallRow.id == call_id)
-            )
+            batch_id = await self._lock_batch_of(session, call_id)
             if batch_id is None:
                 return
-            await self._lock_batch(session, batch_id)
             previous = await session.scalar(
                 select(ScheduledCallRow.status).where(ScheduledCallRow.id == call_id)
             )
