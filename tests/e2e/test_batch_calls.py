@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -12,18 +13,39 @@ from app.scheduler.webhook import signature
 from app.simulator.audio import speech_like
 from app.simulator.carrier import CallScript
 from app.simulator.provider_api import FakeCall, FakeProviderApi
-from tests.conftest import RunningServer, wait_for
+from app.simulator.twilio_api import FakeTwilioApi
+from tests.conftest import (
+    TWILIO_ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN,
+    TWILIO_CONFIG,
+    RunningServer,
+    import_config,
+    run_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
 FROM = "+15550009999"
 
 
-@pytest.fixture
-def twilio_api(provider_apis: dict[str, FakeProviderApi]) -> FakeProviderApi:
-    api = provider_apis["twilio"]
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """This module's own server: its batches and the calls they make touch no other test."""
+    with run_server(tmp_path_factory.mktemp("batch-server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def twilio_api(server: RunningServer) -> AsyncIterator[FakeProviderApi]:
+    """A fake Twilio REST API of this module's own, imported as the server's Twilio config."""
+    api = FakeTwilioApi(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)
     api.callee = CallScript(audio=speech_like(0.5, 8000), tail_seconds=0.5)
-    return api
+    await api.start()
+    config = {**TWILIO_CONFIG, "apiBaseUrl": api.base_url, "callCreationAllowAllAgents": True}
+    await import_config(server, "twilio", config)
+    yield api
+    await api.stop()
 
 
 async def new_agent(server: RunningServer) -> str:
@@ -147,7 +169,7 @@ class WebhookReceiver:
 
 
 async def test_a_call_without_an_outgoing_medium_is_handed_to_the_signed_batch_webhook(
-    server: RunningServer,
+    server: RunningServer, twilio_api: FakeProviderApi
 ) -> None:
     agent = await new_agent(server)
     secret = "batch-webhook-secret-0123"
@@ -167,7 +189,9 @@ async def test_a_call_without_an_outgoing_medium_is_handed_to_the_signed_batch_w
     assert await scheduled_statuses(server, agent, batch["batchId"]) == ["SUCCESS"]
 
 
-async def test_a_webhook_that_refuses_the_call_ends_it_and_marks_it_error(server: RunningServer) -> None:
+async def test_a_webhook_that_refuses_the_call_ends_it_and_marks_it_error(
+    server: RunningServer, twilio_api: FakeProviderApi
+) -> None:
     agent = await new_agent(server)
     async with WebhookReceiver(500) as receiver:
         batch = await post_batch(

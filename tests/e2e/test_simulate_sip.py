@@ -61,23 +61,34 @@ def correlation_in(report: str) -> float:
 
 
 @pytest.mark.parametrize("codec", ["PCMU", "G722"])
-async def test_simulate_sip_echoes_the_caller_and_delivers_its_digits(
+async def test_simulate_sip_hears_its_own_audio_back_from_the_echo_agent(
     sip: tuple[RunningServer, int], codec: str
 ) -> None:
     server, port = sip
     agent = await echo_agent(server)
     code, report, errors = await run_cli(
-        "sip", "--agent", agent, "--sip-port", str(port), "--codec", codec, "--dtmf", "12", server=server
+        "sip", "--agent", agent, "--sip-port", str(port), "--codec", codec, server=server
     )
     assert code == 0, report + errors
     assert f"audio {codec}" in report
     assert correlation_in(report) >= 0.9, report
+    call = await ended(server, (await only_call_of(server, agent))["callId"])
+    assert "ended" in [event["type"] for event in await events_of(server, call["callId"])]
+
+
+async def test_simulate_sip_delivers_its_digits_as_dtmf_events(sip: tuple[RunningServer, int]) -> None:
+    # The echo's correlation is measured without digits: RFC 4733 pauses the caller's audio, and a
+    # handset without a jitter buffer (the simulator's) can come out of a pause a packet late under load.
+    server, port = sip
+    agent = await echo_agent(server)
+    code, report, errors = await run_cli(
+        "sip", "--agent", agent, "--sip-port", str(port), "--codec", "PCMU", "--dtmf", "12", server=server
+    )
+    assert code == 0, report + errors
     assert "DTMF sent: 1 2" in report
     call = await ended(server, (await only_call_of(server, agent))["callId"])
     events = await events_of(server, call["callId"])
-    digits = [event["extras"]["digit"] for event in events if event["type"] == "dtmf"]
-    assert digits == ["1", "2"]
-    assert "ended" in [event["type"] for event in events]
+    assert [event["extras"]["digit"] for event in events if event["type"] == "dtmf"] == ["1", "2"]
 
 
 async def test_simulate_sip_says_what_to_allow_when_the_agent_is_not_routed(
