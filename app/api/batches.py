@@ -9,13 +9,13 @@ import uuid
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.agents import load_agent
-from app.api.errors import describe_validation_error, json_object
+from app.api.errors import json_object, validated
 from app.api.paging import page_params, page_response
 from app.errors import InvalidInput, NotFound
 from app.schemas.agents import CallTemplate
@@ -46,13 +46,8 @@ BATCH_BODY_READ_TIMEOUT_S = 60.0
 
 
 def _validated(model: type[M], data: Any, where: str = "") -> M:
-    """`data` as `model`; 400 with the first specific code (`no_calls`, `invalid_window`...) if invalid."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        types = [error["type"] for error in exc.errors()]
-        code = next((t for t in types if t in BATCH_ERROR_CODES), "invalid_request")
-        raise InvalidInput(code, where + describe_validation_error(exc)) from None
+    """`data` as `model`; 400 with the batch's own code (`no_calls`, `invalid_window`...) where one fits."""
+    return validated(model, data, where, BATCH_ERROR_CODES)
 
 
 def _batch_view(row: ScheduledBatchRow) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 import orjson
@@ -60,13 +61,20 @@ async def json_object(request: Request) -> dict[str, Any]:
     return data
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
-    """The request's JSON body validated as `model`; 400 with the failing paths otherwise."""
-    data = await json_object(request)
+def validated(model: type[M], data: Any, where: str = "", codes: Collection[str] = ()) -> M:
+    """`data` as `model`; 400 naming the failing paths (prefixed by `where`), its code the first error type
+    found in `codes` (a model's own error codes, such as `no_calls`), else `invalid_request`."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput("invalid_request", describe_validation_error(exc)) from None
+        types = [error["type"] for error in exc.errors()]
+        code = next((t for t in types if t in codes), "invalid_request")
+        raise InvalidInput(code, where + describe_validation_error(exc)) from None
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body validated as `model`; 400 with the failing paths otherwise."""
+    return validated(model, await json_object(request))
 
 
 async def handle_service_error(request: Request, exc: Exception) -> Response:

@@ -15,6 +15,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -246,7 +247,9 @@ async def _place_call(
             print(f"callbridge's SDP answer is unusable: {exc}")
             return 1
         ending = await _converse(phone, rtp, negotiated, script, show)
-        report = SipCallReport(
+        return _print_report(
+            args,
+            ending,
             direction="to callbridge",
             sip_call_id=invite.call_id,
             call_id=None,
@@ -254,11 +257,7 @@ async def _place_call(
             transport=target.transport,
             signalling=signalling,
             negotiated=negotiated,
-            media=ending.media,
-            ended_by=ending.ended_by,
-            bye_answer=ending.bye_answer,
         )
-        return _print_report(args, report)
     finally:
         rtp.close()
 
@@ -299,7 +298,9 @@ async def _take_call(
         if negotiated is None:
             return 1
         ending = await _converse(phone, rtp, negotiated, script, show)
-        report = SipCallReport(
+        return _print_report(
+            args,
+            ending,
             direction="from callbridge",
             sip_call_id=invite.request.call_id,
             call_id=call_id,
@@ -307,11 +308,7 @@ async def _take_call(
             transport=here.transport,
             signalling=["INVITE", "180 Ringing", "200 OK", "ACK"],
             negotiated=negotiated,
-            media=ending.media,
-            ended_by=ending.ended_by,
-            bye_answer=ending.bye_answer,
         )
-        return _print_report(args, report)
     finally:
         rtp.close()
 
@@ -366,7 +363,9 @@ async def _converse(
     return Ending(media, "simulator", status_line(answer) if answer is not None else None)
 
 
-def _print_report(args: argparse.Namespace, report: SipCallReport) -> int:
+def _print_report(args: argparse.Namespace, ending: Ending, **call: Any) -> int:
+    """Print the call's report (`call`: SipCallReport's fields but what the ending tells)."""
+    report = SipCallReport(media=ending.media, ended_by=ending.ended_by, bye_answer=ending.bye_answer, **call)
     print("", file=sys.stderr)
     print(report.summary())
     if args.out:

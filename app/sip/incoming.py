@@ -20,7 +20,7 @@ from app.schemas.calls import EndReason, EventSeverity, StartAgentCallRequest
 from app.schemas.media import Medium, SipMedium
 from app.sip.dialog import Dialog
 from app.sip.leg import ALLOW, SipLeg
-from app.sip.media_setup import SipMediaSetup
+from app.sip.media_setup import SipMediaSetup, point_rtp
 from app.sip.message import SipRequest, SipResponse, new_tag, response_to
 from app.sip.routing import sip_context, template_context
 from app.sip.rtp_session import RtpSession
@@ -156,7 +156,7 @@ class IncomingCalls:
         dialog.peer = dialog.next_hop(peer)
         leg = self._ua.open_leg(dialog, answer)
         try:
-            self._media.configure(rtp, negotiated)
+            point_rtp(rtp, negotiated)
             ok = _in_dialog_response(request, 200, local_tag)
             ok.headers.add("Contact", here.contact())
             ok.headers.add("Allow", ALLOW)

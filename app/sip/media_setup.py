@@ -55,10 +55,6 @@ class SipMediaSetup:
             log.warning("SIP: no RTP port free in %s: %s", self.ports, exc)
             return None
 
-    def configure(self, rtp: RtpSession, negotiated: Negotiated) -> None:
-        """Point `rtp` at the far end with what the offer/answer agreed."""
-        point_rtp(rtp, negotiated)
-
 
 class RunningMedia:
     """One running call's negotiated media, as re-INVITEs and UPDATEs change it.

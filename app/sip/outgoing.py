@@ -12,7 +12,6 @@ import asyncio
 import ipaddress
 import logging
 import re
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from app.schemas.media import Medium, SipOutgoing
 from app.sip.dialog import Dialog, LocalAddress, peer_for_uri
 from app.sip.digest import DigestClient, authorize
 from app.sip.leg import ALLOW, SipLeg
-from app.sip.media_setup import SipMediaSetup
+from app.sip.media_setup import SipMediaSetup, point_rtp
 from app.sip.message import (
     Headers,
     SipParseError,
@@ -37,7 +36,7 @@ from app.sip.rtp_session import RtpSession
 from app.sip.running import SipCallRunner
 from app.sip.sdp import NoCommonCodec, SdpError, accept_answer, build_offer, parse_sdp
 from app.sip.transaction import ClientTransaction
-from app.sip.transport import Peer
+from app.sip.transport import Peer, resolve_peer
 from app.sip.user_agent import STOP_GRACE_S, SipUserAgent
 from app.store.tables import CallRow, utcnow
 
@@ -179,7 +178,7 @@ class SipDialer:
     async def _place(self, row: CallRow, plan: SipDialPlan) -> None:
         calls = self._services.calls
         try:
-            peer = await _resolve(peer_for_uri(plan.to))
+            peer = await resolve_peer(peer_for_uri(plan.to))
         except OSError as exc:
             await self._failed(row, 0, f"cannot resolve {plan.to.host}: {exc}")
             return
@@ -224,7 +223,7 @@ class SipDialer:
         if ringing is None or ringing.cancel.is_set():  # hung up as it was answered
             leg.hang_up()
             return
-        self._media.configure(rtp, negotiated)
+        point_rtp(rtp, negotiated)
         await self._services.calls_repo.mark_answered(row.id, utcnow())
         await self._runner.run(row, leg, rtp, negotiated)
 
@@ -358,7 +357,7 @@ async def answered_next_hop(dialog: Dialog, dialled: Peer) -> Peer:
     if dialog.route_set:
         return peer_for_uri(dialog.route_set[0].uri)
     try:
-        target = await _resolve(peer_for_uri(dialog.remote_target))
+        target = await resolve_peer(peer_for_uri(dialog.remote_target))
     except OSError:
         return dialled
     if _is_private(target.host) and not _is_private(dialled.host):
@@ -371,9 +370,3 @@ def _is_private(host: str) -> bool:
         return ipaddress.ip_address(host).is_private
     except ValueError:
         return False
-
-
-async def _resolve(peer: Peer) -> Peer:
-    """The peer with its host resolved to an IPv4 address (RFC 3263's SRV/NAPTR are not consulted)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(peer.host, peer.port, family=socket.AF_INET)
-    return Peer(peer.transport, infos[0][4][0], peer.port)

@@ -358,6 +358,13 @@ def _unbracket(host: str) -> str:
     return host.removeprefix("[").removesuffix("]")
 
 
+async def resolve_peer(peer: Peer) -> Peer:
+    """`peer` with its host looked up as an IPv4 address (an address stays as it is; RFC 3263's SRV and
+    NAPTR are not consulted); TransportError when it does not resolve."""
+    host, port = await _resolve(_unbracket(peer.host), peer.port, socket.AF_INET)
+    return Peer(peer.transport, host, port)
+
+
 async def _resolve(host: str, port: int, family: int) -> tuple[str, int]:
     try:
         ipaddress.ip_address(host)

@@ -115,6 +115,14 @@ async def echoed(rtp: RtpSession, payload: bytes) -> None:
                 return
 
 
+async def joined_call(client: TestClient, phone: SipPhone, agent_id: str) -> tuple[Dialed, RtpSession, str]:
+    """`answered_call`, then the call's id once it has joined."""
+    dialed, rtp = await answered_call(phone, agent_id)
+    call_id = only_call(client)["callId"]
+    await wait_for_event(client, call_id, "joined")
+    return dialed, rtp, call_id
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
@@ -162,6 +170,14 @@ async def test_an_offer_without_a_supported_codec_gets_488_with_a_warning(
     response = await phone.response()
     assert response.status == 488
     assert "iLBC" in (response.headers.get("Warning") or "")
+    assert client.get("/api/calls").json()["total"] == 0
+
+
+async def test_an_invite_without_an_sdp_offer_gets_488(
+    client: TestClient, phone: SipPhone, agent_id: str
+) -> None:
+    phone.invite(f"agent_{agent_id}", b"")
+    assert (await phone.response()).status == 488
     assert client.get("/api/calls").json()["total"] == 0
 
 
@@ -216,10 +232,12 @@ async def test_an_invite_is_answered_100_180_200_with_sdp_and_joins_on_ack(
     client: TestClient, phone: SipPhone, agent_id: str
 ) -> None:
     dialed = phone.invite(f"agent_{agent_id}", sdp_offer("127.0.0.1", 4000))
-    statuses = [(await phone.response(final=False)).status for _ in range(3)]
-    assert statuses == [100, 180, 200]
-    assert client.get("/api/calls").json()["results"][0]["joined"] is None
-    phone.ack(dialed, "ignored-until-known")
+    responses = [await phone.response(final=False) for _ in range(3)]
+    assert [response.status for response in responses] == [100, 180, 200]
+    assert responses[2].headers.get("Content-Type") == "application/sdp"
+    assert only_call(client)["joined"] is None
+    phone.ack(dialed, responses[2].to.tag or "")
+    await wait_for_event(client, only_call(client)["callId"], "joined")
 
 
 async def test_the_answer_carries_the_invites_record_route_back(phone: SipPhone, agent_id: str) -> None:
@@ -269,9 +287,7 @@ async def test_x_headers_become_template_context(client: TestClient, phone: SipP
 async def test_the_callers_bye_ends_the_call_hangup(
     client: TestClient, phone: SipPhone, agent_id: str
 ) -> None:
-    dialed, rtp = await answered_call(phone, agent_id)
-    call_id = only_call(client)["callId"]
-    await wait_for_event(client, call_id, "joined")
+    dialed, rtp, call_id = await joined_call(client, phone, agent_id)
     phone.bye(dialed)
     assert (await phone.response("BYE")).status == 200
     ended = await wait_for_event(client, call_id, "ended")
@@ -282,9 +298,7 @@ async def test_the_callers_bye_ends_the_call_hangup(
 async def test_an_api_hang_up_sends_bye_and_ends_agent_hangup(
     client: TestClient, phone: SipPhone, agent_id: str
 ) -> None:
-    _, rtp = await answered_call(phone, agent_id)
-    call_id = only_call(client)["callId"]
-    await wait_for_event(client, call_id, "joined")
+    _, rtp, call_id = await joined_call(client, phone, agent_id)
     response = client.post(f"/api/calls/{call_id}/send_data_message", json={"type": "hang_up"})
     assert response.status_code == 204
     bye = await phone.request("BYE")
@@ -319,9 +333,7 @@ async def test_no_rtp_for_the_rtp_timeout_ends_the_call_connection_error_with_a_
 async def test_a_bye_never_answered_does_not_keep_the_call_open(
     client: TestClient, phone: SipPhone, agent_id: str
 ) -> None:
-    _, rtp = await answered_call(phone, agent_id)
-    call_id = only_call(client)["callId"]
-    await wait_for_event(client, call_id, "joined")
+    _, rtp, call_id = await joined_call(client, phone, agent_id)
     client.post(f"/api/calls/{call_id}/send_data_message", json={"type": "hang_up"})
     await phone.request("BYE")  # and never answered
     rtp.close()
@@ -388,9 +400,7 @@ async def test_a_hold_offer_is_answered_recvonly(client: TestClient, phone: SipP
 async def test_a_sip_info_dtmf_relay_digit_is_a_dtmf_event(
     client: TestClient, phone: SipPhone, agent_id: str
 ) -> None:
-    dialed, rtp = await answered_call(phone, agent_id)
-    call_id = only_call(client)["callId"]
-    await wait_for_event(client, call_id, "joined")
+    dialed, rtp, call_id = await joined_call(client, phone, agent_id)
     phone.info_digit(dialed, "7")
     assert (await phone.response("INFO")).status == 200
     event = await wait_for_event(client, call_id, "dtmf")
@@ -399,9 +409,7 @@ async def test_a_sip_info_dtmf_relay_digit_is_a_dtmf_event(
 
 
 async def test_an_rfc4733_digit_is_a_dtmf_event(client: TestClient, phone: SipPhone, agent_id: str) -> None:
-    _, rtp = await answered_call(phone, agent_id)
-    call_id = only_call(client)["callId"]
-    await wait_for_event(client, call_id, "joined")
+    _, rtp, call_id = await joined_call(client, phone, agent_id)
     assert await rtp.send_digits("5", 100, 50)
     event = await wait_for_event(client, call_id, "dtmf")
     rtp.close()
@@ -411,9 +419,7 @@ async def test_an_rfc4733_digit_is_a_dtmf_event(client: TestClient, phone: SipPh
 async def test_play_dtmf_sounds_is_sent_as_rfc4733_events(
     client: TestClient, phone: SipPhone, agent_id: str
 ) -> None:
-    _, rtp = await answered_call(phone, agent_id)
-    call_id = only_call(client)["callId"]
-    await wait_for_event(client, call_id, "joined")
+    _, rtp, call_id = await joined_call(client, phone, agent_id)
     response = client.post(
         f"/api/calls/{call_id}/send_data_message", json={"type": "play_dtmf_sounds", "digits": "9"}
     )
