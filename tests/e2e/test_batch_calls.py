@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from app.scheduler.webhook import signature
 from app.simulator.audio import speech_like
 from app.simulator.carrier import CallScript
 from app.simulator.provider_api import FakeCall, FakeProviderApi
 from app.simulator.twilio_api import FakeTwilioApi
+from app.webhooks.signing import signature
 from tests.conftest import (
     TWILIO_ACCOUNT_SID,
     TWILIO_AUTH_TOKEN,
