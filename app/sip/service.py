@@ -13,6 +13,7 @@ from app.sip.incoming import IncomingCalls
 from app.sip.media_setup import SipMediaSetup, parse_codecs
 from app.sip.outgoing import SipDialer
 from app.sip.ports import RtpPortRange
+from app.sip.rate_limit import RateLimit, SourceRateLimiter
 from app.sip.running import SipCallRunner
 from app.sip.transport import ListenAddress, parse_listen
 from app.sip.user_agent import SipUserAgent
@@ -43,6 +44,16 @@ def check_sip_settings(settings: Settings) -> None:
     RtpPortRange.parse(settings.rtp_ports)
 
 
+def source_rate_limiter(settings: Settings) -> SourceRateLimiter:
+    """The per-source limits of CALLBRIDGE_SIP_INVITE_RATE/_BURST and CALLBRIDGE_SIP_REQUEST_RATE/_BURST."""
+    return SourceRateLimiter(
+        {
+            "INVITE": RateLimit(settings.sip_invite_rate, settings.sip_invite_burst),
+            "request": RateLimit(settings.sip_request_rate, settings.sip_request_burst),
+        }
+    )
+
+
 class SipService:
     """Everything SIP, started and stopped with the service."""
 
@@ -50,6 +61,7 @@ class SipService:
         listens = parse_listen(settings.sip_listen)
         host = public_host(settings, listens)
         self.ua = SipUserAgent(listens, host)
+        self.ua.rate_limiter = source_rate_limiter(settings)
         self.media = SipMediaSetup(
             ports=RtpPortRange.parse(settings.rtp_ports),
             bind_host=listens[0].host or "0.0.0.0",
