@@ -31,6 +31,7 @@ from app.sip.fallback import FallbackDecision, FallbackFailed, ask_handler
 from app.sip.leg import ALLOW, SipLeg
 from app.sip.media_setup import SipMediaSetup, point_rtp
 from app.sip.message import SipRequest, SipResponse, new_tag, response_to
+from app.sip.message_log import SipMessageLog
 from app.sip.routing import sip_context, template_context
 from app.sip.rtp_session import RtpSession
 from app.sip.running import SipCallRunner
@@ -74,25 +75,35 @@ class IncomingCalls:
     """The user agent's RequestHandler: the account's SIP policy applied to each new request."""
 
     def __init__(
-        self, ua: SipUserAgent, services: Services, media: SipMediaSetup, runner: SipCallRunner
+        self,
+        ua: SipUserAgent,
+        services: Services,
+        media: SipMediaSetup,
+        runner: SipCallRunner,
+        messages: SipMessageLog,
     ) -> None:
         self._ua = ua
         self._services = services
         self._media = media
         self._runner = runner
+        self._messages = messages
 
     def source_allowed(self, host: str) -> bool:
         return self._services.sip_policy.current().source_allowed(host)
 
     async def invite(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
-        await transaction.respond(response_to(request, 100))
+        self._messages.expect(request, peer)  # its sip_logs start with this INVITE
         try:
-            refusal = await self._answer(request, peer, transaction)
-        except Exception:  # a bug must not leave the caller retransmitting into silence
-            log.exception("SIP: answering INVITE %s failed", request.call_id)
-            refusal = response_to(request, 500)
-        if refusal is not None:
-            await transaction.respond(refusal)
+            await transaction.respond(response_to(request, 100))
+            try:
+                refusal = await self._answer(request, peer, transaction)
+            except Exception:  # a bug must not leave the caller retransmitting into silence
+                log.exception("SIP: answering INVITE %s failed", request.call_id)
+                refusal = response_to(request, 500)
+            if refusal is not None:
+                await transaction.respond(refusal)
+        finally:
+            self._messages.release(request.call_id)
 
     async def _answer(
         self, request: SipRequest, peer: Peer, transaction: ServerTransaction
@@ -202,6 +213,7 @@ class IncomingCalls:
             return _retry_later(request, "Service Unavailable (every call slot is taken)")
         except InvalidInput as exc:
             return response_to(request, 400, f"Bad Request ({exc.detail})"[:120])
+        self._messages.bind(request.call_id, row)
         try:
             await self._ring_and_answer(request, peer, transaction, row, answer, negotiated, rtp)
         except Exception:  # the call was made: it must end, whatever broke

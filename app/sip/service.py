@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from app.settings import Settings
 from app.sip.incoming import IncomingCalls
 from app.sip.media_setup import SipMediaSetup, parse_codecs
+from app.sip.message_log import SipMessageLog
 from app.sip.outgoing import SipDialer
 from app.sip.ports import RtpPortRange
 from app.sip.rate_limit import RateLimit, SourceRateLimiter
@@ -62,6 +63,8 @@ class SipService:
         host = public_host(settings, listens)
         self.ua = SipUserAgent(listens, host)
         self.ua.rate_limiter = source_rate_limiter(settings)
+        self.messages = SipMessageLog(services.events)
+        self.ua.transports.on_message_logged = self.messages.observe
         self.media = SipMediaSetup(
             ports=RtpPortRange.parse(settings.rtp_ports),
             bind_host=listens[0].host or "0.0.0.0",
@@ -71,9 +74,11 @@ class SipService:
             answer_delay_s=settings.sip_answer_delay,
         )
         runner = SipCallRunner(services, self.media)
-        self.incoming = IncomingCalls(self.ua, services, self.media, runner)
+        self.incoming = IncomingCalls(self.ua, services, self.media, runner, self.messages)
         self.ua.handler = self.incoming
-        self.dialer = SipDialer(self.ua, services, self.media, runner, settings.dial_ring_timeout)
+        self.dialer = SipDialer(
+            self.ua, services, self.media, runner, settings.dial_ring_timeout, self.messages
+        )
 
     async def start(self) -> None:
         await self.ua.start()
