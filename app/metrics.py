@@ -30,7 +30,7 @@ SIP_FALLBACK_ANSWERS = Counter(
 )
 SIP_REQUESTS_LIMITED = Counter(
     "callbridge_sip_requests_limited",
-    "Out-of-dialog SIP requests over their source's rate limit (answered 503, or dropped)",
-    ["method", "outcome"],
+    "New out-of-dialog SIP requests over their source's rate limit (answered 503, or dropped)",
+    ["kind", "outcome"],  # kind: INVITE or request (any other method): never the method, a scanner's choice
     registry=REGISTRY,
 )

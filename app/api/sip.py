@@ -54,7 +54,7 @@ async def update_sip_config(request: Request) -> Response:
         await _check_agents_exist(services, patch)
     current = await services.sip_policy.load()
     handler = patch.fallback_handler
-    generated = handler is not None and handler.secrets is None and current.fallback_handler is None
+    generated = handler is not None and handler.generates_secret(current.fallback_handler)
     stored = await services.sip_policy.update(current.updated(patch))
     return _view(services, stored, with_secrets=generated)
 

@@ -137,14 +137,16 @@ class FallbackHandlerUpdate(ApiModel):
     )
     secret_prefixes: list[str] | None = None
 
+    def generates_secret(self, current: FallbackHandler | None) -> bool:
+        """Whether applying this to `current` makes a new secret (none given, none to keep)."""
+        return self.secrets is None and current is None
+
     def applied_to(self, current: FallbackHandler | None) -> FallbackHandler:
         """The handler this update makes of `current`."""
-        if self.secrets is not None:
-            kept = self.secrets
-        elif current is not None:
-            kept = current.secrets
-        else:
+        if self.generates_secret(current):
             kept = [generate_handler_secret()]
+        else:
+            kept = self.secrets or (current.secrets if current is not None else [])
         return FallbackHandler(url=self.url, secrets=kept)
 
 

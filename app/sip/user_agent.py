@@ -149,14 +149,15 @@ class SipUserAgent:
                 return True
         except SipParseError:
             return True  # the transaction layer drops what it cannot match
-        wait = limiter.take("INVITE" if request.method == "INVITE" else "request", peer.host)
+        kind = "INVITE" if request.method == "INVITE" else "request"
+        wait = limiter.take(kind, peer.host)
         if wait is None:
             return True
         handler = self.handler
         if handler is None or not handler.source_allowed(peer.host):
-            SIP_REQUESTS_LIMITED.labels(request.method, "dropped").inc()
+            SIP_REQUESTS_LIMITED.labels(kind, "dropped").inc()
             return False
-        SIP_REQUESTS_LIMITED.labels(request.method, "refused").inc()
+        SIP_REQUESTS_LIMITED.labels(kind, "refused").inc()
         response = response_to(request, 503, "Service Unavailable (too many requests from this address)")
         response.headers.add("Retry-After", str(max(1, math.ceil(wait))))
         self.spawn(self.transports.send(response, peer), "sip-503")
