@@ -22,3 +22,15 @@ FRAMES_OUT = Counter("callbridge_frames_out", "Outbound media frames", registry=
 BAD_FRAMES = Counter(
     "callbridge_bad_frames", "Inbound stream messages that could not be used", registry=REGISTRY
 )
+SIP_FALLBACK_ANSWERS = Counter(
+    "callbridge_sip_fallback_answers",
+    "INVITEs decided by the SIP fallback handler, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SIP_REQUESTS_LIMITED = Counter(
+    "callbridge_sip_requests_limited",
+    "New out-of-dialog SIP requests over their source's rate limit (answered 503, or dropped)",
+    ["kind", "outcome"],  # kind: INVITE or request (any other method): never the method, a scanner's choice
+    registry=REGISTRY,
+)

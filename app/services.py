@@ -32,6 +32,7 @@ from app.store.repositories import (
     CallRepository,
     EventRepository,
     SipConfigRepository,
+    SipMessageRepository,
     TelephonyConfigRepository,
 )
 from app.store.secret_box import SecretBox, load_master_secret
@@ -62,6 +63,8 @@ class Services:
     sip_policy: SipPolicyStore
     #: Scheduled batches and their calls (`/api/agents/{agentId}/scheduled_batches`, the scheduler).
     batches: BatchRepository
+    #: The SIP messages of calls (`/api/calls/{callId}/sip_logs`; written behind through `events`).
+    sip_messages: SipMessageRepository
     #: CALLBRIDGE_SECRET_KEY (or the generated one), for migrations that seal stored secrets.
     master_secret: str = field(repr=False)
     #: Dials the scheduled batches (started with the service).
@@ -98,8 +101,9 @@ class Services:
             session_settings=SessionSettings(playout_lead_ms=settings.playout_lead_ms),
             legs=ProviderLegs(settings, calls, calls_repo, telephony_configs, sessions),
             pipeline_secrets=pipeline_secrets,
-            sip_policy=SipPolicyStore(SipConfigRepository(db)),
+            sip_policy=SipPolicyStore(SipConfigRepository(db, box)),
             batches=BatchRepository(db, box),
+            sip_messages=SipMessageRepository(db),
             master_secret=master,
         )
 

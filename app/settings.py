@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     sip_domain: str = ""
     # Scheduled batches without their own callsPerMinute are dialled (and their windows checked) at this pace.
     batch_calls_per_minute: float = Field(default=60.0, gt=0)
+    # SIP part 2, FB: how long the fallback handler has to answer (s; then 480); and per source address,
+    # the out-of-dialog INVITEs, and other out-of-dialog requests (REGISTER, OPTIONS...), taken per second
+    # and in a burst before more are refused (503 + Retry-After; dropped from a source not allowed).
+    sip_fallback_timeout: float = Field(default=3.0, gt=0, le=30)
+    sip_invite_rate: float = Field(default=10.0, gt=0)
+    sip_invite_burst: int = Field(default=20, ge=1)
+    sip_request_rate: float = Field(default=20.0, gt=0)
+    sip_request_burst: int = Field(default=40, ge=1)
 
     @field_validator("public_url")
     @classmethod

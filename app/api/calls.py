@@ -1,4 +1,4 @@
-"""`/api/calls`: create, list, get, and the call's event log."""
+"""`/api/calls`: create, list, get, the call's event log, and its SIP messages."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from app.api.errors import parse_body
 from app.api.paging import page_params, page_response
 from app.errors import CallNotActive, InvalidInput, NotFound, ProviderFailed
 from app.media.dtmf import DtmfTiming
-from app.schemas.calls import CallEvent, EndReason, EventSeverity, StartCallRequest
+from app.schemas.calls import CallEvent, EndReason, EventSeverity, SipLogEntry, StartCallRequest
 from app.schemas.data_messages import (
     ColdTransferMessage,
     DataMessage,
@@ -24,7 +24,7 @@ from app.schemas.data_messages import (
     UserTextMessage,
 )
 from app.services import services_of
-from app.store.tables import CallEventRow
+from app.store.tables import CallEventRow, SipMessageRow
 
 
 async def create_call(request: Request) -> Response:
@@ -84,6 +84,27 @@ async def list_call_events(request: Request) -> Response:
     return page_response(request, page, _event_view)
 
 
+def _sip_log_view(row: SipMessageRow) -> dict:
+    return SipLogEntry(
+        timestamp=row.wall_clock,
+        direction="in" if row.direction == "in" else "out",
+        peer=row.peer,
+        message=row.text,
+    ).model_dump(mode="json", by_alias=True)
+
+
+async def list_sip_logs(request: Request) -> Response:
+    """The call's SIP messages in the order they were sent and received (none for a call not over SIP)."""
+    services = services_of(request)
+    call_id = request.path_params["call_id"]
+    if await services.calls_repo.get(call_id) is None:
+        raise NotFound("call_not_found", f"no call with id {call_id}")
+    cursor, size = page_params(request)
+    await services.events.flush()  # the SIP messages are written behind with the events
+    page = await services.sip_messages.page(call_id, cursor, size)
+    return page_response(request, page, _sip_log_view)
+
+
 async def send_data_message(request: Request) -> Response:
     """Act on a live call: hang up, transfer, DTMF, or text for the agent. 204; 422 when not live."""
     services = services_of(request)
@@ -141,5 +162,6 @@ ROUTES = [
     Route("/calls", create_call, methods=["POST"]),
     Route("/calls/{call_id}", get_call, methods=["GET"]),
     Route("/calls/{call_id}/events", list_call_events, methods=["GET"]),
+    Route("/calls/{call_id}/sip_logs", list_sip_logs, methods=["GET"]),
     Route("/calls/{call_id}/send_data_message", send_data_message, methods=["POST"]),
 ]

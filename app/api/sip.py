@@ -1,4 +1,5 @@
-"""`/api/sip`: the account SIP config (Ultravox-shaped): who may call in, and which agent answers."""
+"""`/api/sip`: the account SIP config (Ultravox-shaped): who may call in, which agent answers, and the
+fallback handler asked about INVITEs nothing matches."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from app.services import Services, services_of
 from app.sip.config import sip_domain
 
 
-def _view(services: Services, config: SipConfigFields) -> Response:
+def _view(services: Services, config: SipConfigFields, *, with_secrets: bool = False) -> Response:
     shown = SipConfig(**dict(config), domain=sip_domain(services.settings))
-    return JSONResponse(shown.to_json())
+    return JSONResponse(shown.to_json(with_secrets=with_secrets))
 
 
 def _parse_update(data: dict[str, object]) -> SipConfigUpdate:
@@ -41,7 +42,9 @@ async def get_sip_config(request: Request) -> Response:
 
 
 async def update_sip_config(request: Request) -> Response:
-    """PATCH: the fields given replace the stored ones; the new policy applies to the next INVITE."""
+    """PATCH: the fields given replace the stored ones; the new policy applies to the next INVITE.
+
+    A fallback handler's generated secrets are shown in this response, and never again."""
     services = services_of(request)
     patch = _parse_update(await json_object(request))
     domain = sip_domain(services.settings)
@@ -49,8 +52,11 @@ async def update_sip_config(request: Request) -> Response:
         raise InvalidInput("read_only", f"domain is read-only (it is {domain}; set CALLBRIDGE_SIP_DOMAIN)")
     if "allowed_agents" in patch.model_fields_set:
         await _check_agents_exist(services, patch)
-    config = (await services.sip_policy.load()).updated(patch)
-    return _view(services, await services.sip_policy.update(config))
+    current = await services.sip_policy.load()
+    handler = patch.fallback_handler
+    generated = handler is not None and handler.generates_secret(current.fallback_handler)
+    stored = await services.sip_policy.update(current.updated(patch))
+    return _view(services, stored, with_secrets=generated)
 
 
 ROUTES = [

@@ -1,4 +1,7 @@
-"""The call event log: events are queued without blocking the media path and written in batches."""
+"""The call event log: events are queued without blocking the media path and written in batches.
+
+A call's SIP messages (`sip_logs`) are written behind the same way, with the events (`store`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 
 from app.schemas.calls import EventSeverity
 from app.store.repositories import EventRepository
-from app.store.tables import CallEventRow, utcnow
+from app.store.tables import CallEventRow, SipMessageRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ class CallEventLog:
 
     def __init__(self, repository: EventRepository) -> None:
         self._repository = repository
-        self._pending: list[CallEventRow] = []
+        self._pending: list[CallEventRow | SipMessageRow] = []
         self._writer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -49,6 +52,10 @@ class CallEventLog:
             )
         )
 
+    def store(self, row: SipMessageRow) -> None:
+        """Queue a row to be written with the next batch of events (never awaits)."""
+        self._pending.append(row)
+
     async def flush(self) -> None:
         async with self._lock:
             while self._pending:
@@ -56,7 +63,7 @@ class CallEventLog:
                 try:
                     await self._repository.add_many(batch)
                 except Exception:
-                    log.exception("could not store %d call events; they are dropped", len(batch))
+                    log.exception("could not store %d call events/SIP messages; they are dropped", len(batch))
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_periodically(), name="call-event-writer")

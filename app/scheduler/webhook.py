@@ -3,21 +3,18 @@
 `{"event": "call.started", "call": {...}}` is POSTed to the batch's `webhookUrl`, which connects the call
 (through its joinUrl). As with Ultravox it is not retried: a failed delivery ends the call and marks the
 scheduled call ERROR. With a `webhookSecret`, the request is signed: `X-Callbridge-Webhook-Timestamp` (Unix
-seconds) and `X-Callbridge-Webhook-Signature`, the hex HMAC-SHA256 of the body followed by the timestamp.
+seconds) and `X-Callbridge-Webhook-Signature` (app.webhooks.signing).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import time
 from typing import Any
 
 import httpx
 import orjson
 
-SIGNATURE_HEADER = "X-Callbridge-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Callbridge-Webhook-Timestamp"
+from app.webhooks.signing import signed_headers
+
 TIMEOUT_S = 10.0
 
 
@@ -25,21 +22,12 @@ class WebhookFailed(Exception):
     """The user's server did not take the call (why, in one line)."""
 
 
-def signature(secret: str, timestamp: str, body: bytes) -> str:
-    """Hex HMAC-SHA256 of `body` + `timestamp` with `secret`."""
-    return hmac.new(secret.encode(), body + timestamp.encode(), hashlib.sha256).hexdigest()
-
-
 async def deliver_call_started(
     http: httpx.AsyncClient, url: str, secret: str | None, call: dict[str, Any]
 ) -> None:
     """POST the call to the batch's webhook; WebhookFailed unless it answers 2xx within TIMEOUT_S."""
     body = orjson.dumps({"event": "call.started", "call": call})
-    headers = {"content-type": "application/json"}
-    if secret:
-        timestamp = str(int(time.time()))
-        headers[TIMESTAMP_HEADER] = timestamp
-        headers[SIGNATURE_HEADER] = signature(secret, timestamp, body)
+    headers = {"content-type": "application/json", **signed_headers([secret] if secret else [], body)}
     try:
         response = await http.post(url, content=body, headers=headers, timeout=TIMEOUT_S)
     except httpx.HTTPError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -95,6 +95,17 @@ class EventSeverity(StrEnum):
     @property
     def rank(self) -> int:
         return list(EventSeverity).index(self)
+
+
+class SipLogEntry(ApiModel):
+    """One SIP message of a call (`GET /api/calls/{callId}/sip_logs`), credentials redacted."""
+
+    timestamp: datetime
+    direction: Literal["in", "out"]
+    #: `transport:host:port` it came from or went to.
+    peer: str
+    #: The whole message as text (at most 8 KiB kept).
+    message: str
 
 
 class CallEvent(ApiModel):

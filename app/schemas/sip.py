@@ -1,8 +1,9 @@
 """The account SIP config (`/api/sip`), Ultravox-shaped.
 
 `SipConfigFields` is what is stored and edited; `SipConfigUpdate` is a PATCH body (only the fields given
-change); `SipConfig` is the response, adding the read-only `domain` and the (part 1: always null)
-`fallbackHandler`. Errors with their own code are `PydanticCustomError`s whose type is that code
+change); `SipConfig` is the response, adding the read-only `domain`. The fallback handler's secrets are
+write-only: a response shows their `secretPrefixes`, and the full `secrets` only in the PATCH response that
+generated them. Errors with their own code are `PydanticCustomError`s whose type is that code
 (`SIP_ERROR_CODES`), so the API can answer with it.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import secrets as random_secrets
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.schemas.base import ApiModel
@@ -20,8 +22,13 @@ from app.schemas.base import ApiModel
 MAX_ALLOWED_AGENTS = 20
 MAX_CIDR_RANGES = 100
 MAX_PATTERN_LENGTH = 200
+#: Ultravox's bounds on a fallback handler's secrets.
+MAX_HANDLER_SECRETS = 10
+MAX_HANDLER_SECRET_LENGTH = 120
+#: How much of each secret responses show (as with imported telephony credentials).
+SECRET_PREFIX_LENGTH = 4
 #: Validation error types that are also the response's `code`.
-SIP_ERROR_CODES = frozenset({"invalid_cidr", "invalid_pattern", "fallback_handler_unsupported"})
+SIP_ERROR_CODES = frozenset({"invalid_cidr", "invalid_pattern"})
 
 
 def _invalid_cidr(message: str, **context: str) -> PydanticCustomError:
@@ -98,6 +105,56 @@ def _unique(ranges: list[str]) -> list[str]:
     return list(dict.fromkeys(ranges))
 
 
+HandlerUrl = Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s/]+\S*$")]
+HandlerSecret = Annotated[str, Field(min_length=1, max_length=MAX_HANDLER_SECRET_LENGTH)]
+
+
+class FallbackHandler(ApiModel):
+    """Where INVITEs no route matches are sent for a decision, and the secrets that sign them."""
+
+    url: HandlerUrl
+    secrets: list[HandlerSecret] = Field(min_length=1, max_length=MAX_HANDLER_SECRETS, repr=False)
+
+    def view(self, *, with_secrets: bool = False) -> dict[str, Any]:
+        """As responses show it: the secrets' prefixes, and the secrets themselves only `with_secrets`."""
+        shown: dict[str, Any] = {
+            "url": self.url,
+            "secretPrefixes": [secret[:SECRET_PREFIX_LENGTH] for secret in self.secrets],
+        }
+        if with_secrets:
+            shown["secrets"] = list(self.secrets)
+        return shown
+
+
+class FallbackHandlerUpdate(ApiModel):
+    """`fallbackHandler` in a PATCH. Without `secrets` the handler keeps the ones it has, or (a new
+    handler) gets one generated. `secretPrefixes` is read-only and ignored, so a GET's body can be sent
+    back."""
+
+    url: HandlerUrl
+    secrets: list[HandlerSecret] | None = Field(
+        default=None, min_length=1, max_length=MAX_HANDLER_SECRETS, repr=False
+    )
+    secret_prefixes: list[str] | None = None
+
+    def generates_secret(self, current: FallbackHandler | None) -> bool:
+        """Whether applying this to `current` makes a new secret (none given, none to keep)."""
+        return self.secrets is None and current is None
+
+    def applied_to(self, current: FallbackHandler | None) -> FallbackHandler:
+        """The handler this update makes of `current`."""
+        if self.generates_secret(current):
+            kept = [generate_handler_secret()]
+        else:
+            kept = self.secrets or (current.secrets if current is not None else [])
+        return FallbackHandler(url=self.url, secrets=kept)
+
+
+def generate_handler_secret() -> str:
+    """A new random secret (43 URL-safe characters: 256 bits)."""
+    return random_secrets.token_urlsafe(32)
+
+
 class SipConfigFields(ApiModel):
     """The editable account SIP config. A fresh install allows no source and no agent."""
 
@@ -106,40 +163,39 @@ class SipConfigFields(ApiModel):
     )
     allow_all_agents: bool = False
     allowed_agents: list[AllowedAgent] = Field(default_factory=list, max_length=MAX_ALLOWED_AGENTS)
+    fallback_handler: FallbackHandler | None = None
 
     def updated(self, patch: SipConfigUpdate) -> SipConfigFields:
         """These fields with the ones `patch` gives replaced."""
         given = patch.model_fields_set & set(type(self).model_fields)
-        return self.model_copy(update={name: getattr(patch, name) for name in given})
+        update = {name: getattr(patch, name) for name in given - {"fallback_handler"}}
+        if "fallback_handler" in given:
+            handler = patch.fallback_handler
+            current = self.fallback_handler
+            update["fallback_handler"] = None if handler is None else handler.applied_to(current)
+        return self.model_copy(update=update)
 
 
 class SipConfigUpdate(SipConfigFields):
-    """`PATCH /api/sip`: the fields given replace the stored ones.
+    """`PATCH /api/sip`: the fields given replace the stored ones (`fallbackHandler: null` removes it).
 
-    `fallbackHandler` must be null (handlers arrive with SIP part 2). `domain` is read-only: the API refuses
-    one that differs from the current domain (sending back a GET's body unchanged is fine).
+    `domain` is read-only: the API refuses one that differs from the current domain (sending back a GET's
+    body unchanged is fine).
     """
 
-    fallback_handler: dict[str, Any] | None = None
+    fallback_handler: FallbackHandlerUpdate | None = None  # type: ignore[assignment]
     domain: str | None = None
-
-    @field_validator("fallback_handler")
-    @classmethod
-    def _no_fallback_yet(cls, value: dict[str, Any] | None) -> None:
-        if value is not None:
-            raise PydanticCustomError(
-                "fallback_handler_unsupported",
-                "fallback handlers are not supported yet (they arrive with SIP part 2); send null",
-            )
-        return None
 
 
 class SipConfig(SipConfigFields):
     """`GET /api/sip` and the PATCH response."""
 
-    fallback_handler: None = None
     domain: str
 
-    def to_json(self) -> dict[str, Any]:
-        """Every field, `fallbackHandler: null` included."""
-        return self.model_dump(mode="json", by_alias=True)
+    def to_json(self, *, with_secrets: bool = False) -> dict[str, Any]:
+        """Every field, `fallbackHandler: null` included; the handler's secrets only `with_secrets`."""
+        shown = self.model_dump(mode="json", by_alias=True, exclude={"fallback_handler", "domain"})
+        handler = self.fallback_handler
+        shown["fallbackHandler"] = None if handler is None else handler.view(with_secrets=with_secrets)
+        shown["domain"] = self.domain
+        return shown

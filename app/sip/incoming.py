@@ -3,6 +3,10 @@
 The order is ARCHITECTURE §3.1's: the source address first (403, nothing created), then the route (404),
 the offer (488 when no codec is common), the call's slot (503 with Retry-After), then 100 → 180 → 200 with
 our answer; the call joins when the ACK arrives. A CANCEL while it rings ends it `unjoined` with 487.
+
+An INVITE no route matches goes to the account's fallback handler when there is one (app.sip.fallback),
+once its offer has passed the checks above: its decision starts an agent call, a call without an agent,
+or refuses the INVITE; a handler that fails to decide in time gets the caller a 480.
 """
 
 from __future__ import annotations
@@ -10,18 +14,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.calls.service import CallOrigin, Creation
 from app.errors import InvalidInput, TooManyRequests
+from app.metrics import SIP_FALLBACK_ANSWERS
 from app.providers.base import IncomingCall
 from app.schemas.agents import CallTemplate
-from app.schemas.calls import EndReason, EventSeverity, StartAgentCallRequest
+from app.schemas.calls import EndReason, EventSeverity, StartAgentCallRequest, StartCallRequest
 from app.schemas.media import Medium, SipMedium
+from app.schemas.sip import FallbackHandler
+from app.schemas.sip_fallback import RejectCall, StartAgentCall
 from app.sip.dialog import Dialog
+from app.sip.fallback import FallbackDecision, FallbackFailed, ask_handler
 from app.sip.leg import ALLOW, SipLeg
 from app.sip.media_setup import SipMediaSetup, point_rtp
 from app.sip.message import SipRequest, SipResponse, new_tag, response_to
+from app.sip.message_log import SipMessageLog
 from app.sip.routing import sip_context, template_context
 from app.sip.rtp_session import RtpSession
 from app.sip.running import SipCallRunner
@@ -49,29 +59,51 @@ SUPPORTED: frozenset[str] = frozenset()
 RETRY_AFTER_S = 5
 
 
+@dataclass(frozen=True)
+class AgentRoute:
+    """The INVITE becomes a call from `agent`'s template, with `overrides` (a fallback handler's)."""
+
+    agent: AgentRow
+    overrides: StartAgentCallRequest
+
+
+#: Where an INVITE goes: an agent, or (a fallback handler's `startCall`) a call without one.
+Route = AgentRoute | StartCallRequest
+
+
 class IncomingCalls:
     """The user agent's RequestHandler: the account's SIP policy applied to each new request."""
 
     def __init__(
-        self, ua: SipUserAgent, services: Services, media: SipMediaSetup, runner: SipCallRunner
+        self,
+        ua: SipUserAgent,
+        services: Services,
+        media: SipMediaSetup,
+        runner: SipCallRunner,
+        messages: SipMessageLog,
     ) -> None:
         self._ua = ua
         self._services = services
         self._media = media
         self._runner = runner
+        self._messages = messages
 
     def source_allowed(self, host: str) -> bool:
         return self._services.sip_policy.current().source_allowed(host)
 
     async def invite(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
-        await transaction.respond(response_to(request, 100))
+        self._messages.expect(request, peer)  # its sip_logs start with this INVITE
         try:
-            refusal = await self._answer(request, peer, transaction)
-        except Exception:  # a bug must not leave the caller retransmitting into silence
-            log.exception("SIP: answering INVITE %s failed", request.call_id)
-            refusal = response_to(request, 500)
-        if refusal is not None:
-            await transaction.respond(refusal)
+            await transaction.respond(response_to(request, 100))
+            try:
+                refusal = await self._answer(request, peer, transaction)
+            except Exception:  # a bug must not leave the caller retransmitting into silence
+                log.exception("SIP: answering INVITE %s failed", request.call_id)
+                refusal = response_to(request, 500)
+            if refusal is not None:
+                await transaction.respond(refusal)
+        finally:
+            self._messages.release(request.call_id)
 
     async def _answer(
         self, request: SipRequest, peer: Peer, transaction: ServerTransaction
@@ -80,9 +112,15 @@ class IncomingCalls:
         services = self._services
         if services.draining:
             return _retry_later(request, "Service Unavailable (shutting down)")
-        agent_id = services.sip_policy.current().route(request.uri.user)
-        agent = await services.agents.get(agent_id) if agent_id else None
-        if agent is None:
+        policy = services.sip_policy.current()
+        route: Route | None = None
+        agent_id = policy.route(request.uri.user)
+        if agent_id is not None:
+            agent = await services.agents.get(agent_id)
+            if agent is None:
+                return response_to(request, 404)
+            route = AgentRoute(agent, StartAgentCallRequest())
+        elif policy.fallback is None:
             return response_to(request, 404)
         unsupported = [tag for tag in request.headers.get_all("Require") if tag.lower() not in SUPPORTED]
         if unsupported:
@@ -95,20 +133,68 @@ class IncomingCalls:
             offer = parse_sdp(request.body)
         except SdpError as exc:
             return response_to(request, 400, f"Bad Request (SDP: {exc})"[:120])
+        if route is None:
+            assert policy.fallback is not None
+            decided = await self._ask_fallback(request, peer, transaction, policy.fallback)
+            if isinstance(decided, SipResponse):
+                return decided
+            route = decided
         rtp = await self._media.open_rtp()
         if rtp is None:
             return _retry_later(request, "Service Unavailable (no free RTP port)")
         try:  # the RTP session is the call's from here on; closing it again is harmless
-            return await self._answer_with(request, peer, transaction, agent, offer, rtp)
+            return await self._answer_with(request, peer, transaction, route, offer, rtp)
         finally:
             rtp.close()
+
+    async def _ask_fallback(
+        self, request: SipRequest, peer: Peer, transaction: ServerTransaction, handler: FallbackHandler
+    ) -> Route | SipResponse:
+        """The fallback handler's route for the INVITE, or the response that ends it (its reject, 480 when
+        it gave no usable answer in time, 487 when the caller CANCELled meanwhile). The INVITE's 100 was
+        sent already, so the caller waits without retransmitting."""
+        services = self._services
+        asking = asyncio.ensure_future(
+            ask_handler(services.legs.http, handler, request, peer, services.settings.sip_fallback_timeout)
+        )
+        cancelled = asyncio.ensure_future(transaction.cancel_received.wait())
+        try:
+            await asyncio.wait((asking, cancelled), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+        if not asking.done():  # the caller gave up: the handler's answer no longer matters
+            asking.cancel()
+            SIP_FALLBACK_ANSWERS.labels("cancelled").inc()
+            return response_to(request, 487)
+        try:
+            decision = asking.result()
+            route = await self._fallback_route(decision)
+        except FallbackFailed as exc:
+            SIP_FALLBACK_ANSWERS.labels("failed").inc()
+            log.warning("SIP: INVITE %s from %s: %s", request.call_id, peer.host, exc.reason)
+            return response_to(request, 480, f"Temporarily Unavailable ({exc.reason})"[:120])
+        if isinstance(route, RejectCall):
+            SIP_FALLBACK_ANSWERS.labels("reject").inc()
+            return response_to(request, route.sip_reject_code, route.message)
+        outcome = "start_agent_call" if isinstance(route, AgentRoute) else "start_call"
+        SIP_FALLBACK_ANSWERS.labels(outcome).inc()
+        return route
+
+    async def _fallback_route(self, decision: FallbackDecision) -> Route | RejectCall:
+        if not isinstance(decision, StartAgentCall):
+            return decision
+        agent = await self._services.agents.get(decision.agent_id)
+        if agent is None:
+            raise FallbackFailed(f"the fallback handler named an unknown agent ({decision.agent_id})")
+        overrides = StartAgentCallRequest.model_validate(decision.model_dump(exclude={"agent_id"}))
+        return AgentRoute(agent, overrides)
 
     async def _answer_with(
         self,
         request: SipRequest,
         peer: Peer,
         transaction: ServerTransaction,
-        agent: AgentRow,
+        route: Route,
         offer: SessionDescription,
         rtp: RtpSession,
     ) -> SipResponse | None:
@@ -122,11 +208,12 @@ class IncomingCalls:
         if transaction.cancelled:  # the caller gave up while we looked the agent up
             return response_to(request, 487)
         try:
-            row = await self._create_call(request, agent)
+            row = await self._create_call(request, route)
         except TooManyRequests:
             return _retry_later(request, "Service Unavailable (every call slot is taken)")
         except InvalidInput as exc:
             return response_to(request, 400, f"Bad Request ({exc.detail})"[:120])
+        self._messages.bind(request.call_id, row)
         try:
             await self._ring_and_answer(request, peer, transaction, row, answer, negotiated, rtp)
         except Exception:  # the call was made: it must end, whatever broke
@@ -177,31 +264,31 @@ class IncomingCalls:
             leg.hang_up()  # no-op once the dialog is over
             raise
 
-    async def _create_call(self, request: SipRequest, agent: AgentRow) -> CallRow:
+    async def _create_call(self, request: SipRequest, route: Route) -> CallRow:
         from_ = request.from_
         caller_id = from_.uri.user
-        sip = sip_context(request.headers.items(), caller_id, from_.display_name, str(from_.uri))
-        template = CallTemplate.model_validate(agent.call_template)
-        fitted = template_context(sip, template.context_schema)
         medium = Medium(
             sip=SipMedium(
                 incoming={"from": str(from_.uri), "to": str(request.to.uri), "sipCallId": request.call_id}
             )
         )
-        origin = CallOrigin(
-            provider="sip",
-            incoming=IncomingCall(
-                provider_call_id=request.call_id,
-                from_number=caller_id,
-                to_number=request.uri.user,
-            ),
-            request_context=fitted.context,
+        incoming = IncomingCall(
+            provider_call_id=request.call_id, from_number=caller_id, to_number=request.uri.user
         )
-        row, _ = await self._services.calls.create_agent_call(
-            agent, StartAgentCallRequest(medium=medium), Creation(origin=origin)
-        )
+        calls = self._services.calls
+        if isinstance(route, StartCallRequest):  # no agent, so no template context to fill
+            origin = CallOrigin(provider="sip", incoming=incoming)
+            direct = route.model_copy(update={"medium": medium})
+            row, _ = await calls.create_call(direct, Creation(origin=origin))
+            return row
+        sip = sip_context(request.headers.items(), caller_id, from_.display_name, str(from_.uri))
+        template = CallTemplate.model_validate(route.agent.call_template)
+        fitted = template_context(sip, template.context_schema)
+        origin = CallOrigin(provider="sip", incoming=incoming, request_context=fitted.context)
+        overrides = route.overrides.model_copy(update={"medium": medium})
+        row, _ = await calls.create_agent_call(route.agent, overrides, Creation(origin=origin))
         if fitted.dropped:
-            self._services.calls.events.record(
+            calls.events.record(
                 row.id,
                 row.created,
                 "sip_headers_dropped",

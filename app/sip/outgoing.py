@@ -32,6 +32,7 @@ from app.sip.message import (
     new_tag,
     parse_uri,
 )
+from app.sip.message_log import SipMessageLog
 from app.sip.rtp_session import RtpSession
 from app.sip.running import SipCallRunner
 from app.sip.sdp import NoCommonCodec, SdpError, accept_answer, build_offer, parse_sdp
@@ -89,12 +90,14 @@ class SipDialer:
         media: SipMediaSetup,
         runner: SipCallRunner,
         ring_timeout_s: float,
+        messages: SipMessageLog,
     ) -> None:
         self._ua = ua
         self._services = services
         self._media = media
         self._runner = runner
         self._ring_timeout_s = ring_timeout_s
+        self._messages = messages
         self._ringing: dict[str, _Ringing] = {}
         services.calls.ended_hooks.append(self._call_ended)
 
@@ -197,7 +200,23 @@ class SipDialer:
     async def _connect(self, row: CallRow, plan: SipDialPlan, peer: Peer, rtp: RtpSession) -> None:
         """INVITE until answered (or not); an answered call is acknowledged and run."""
         here = self._ua.here(peer.transport)
-        answered = await self._ring(row, self._invite(row, plan, here, rtp), peer, plan)
+        invite = self._invite(row, plan, here, rtp)
+        self._messages.bind(invite.call_id, row)  # its sip_logs, from this INVITE on
+        try:
+            await self._ring_and_run(row, invite, peer, here, plan, rtp)
+        finally:
+            self._messages.release(invite.call_id)
+
+    async def _ring_and_run(
+        self,
+        row: CallRow,
+        invite: SipRequest,
+        peer: Peer,
+        here: LocalAddress,
+        plan: SipDialPlan,
+        rtp: RtpSession,
+    ) -> None:
+        answered = await self._ring(row, invite, peer, plan)
         if answered is None:
             return
         invite, answer = answered

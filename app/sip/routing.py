@@ -16,7 +16,7 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from app.calls.templates import merge_context
-from app.schemas.sip import SipConfigFields
+from app.schemas.sip import FallbackHandler, SipConfigFields
 
 #: The Request-URI user that reaches agent `<id>` when `allowAllAgents` is on.
 AGENT_USER_PREFIX = "agent_"
@@ -35,6 +35,8 @@ class SipPolicy:
     allow_all_agents: bool = False
     #: (agent id, toUserPattern compiled), in the config's order.
     patterns: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    #: Asked about an INVITE `route` finds no agent for (None: such an INVITE gets 404).
+    fallback: FallbackHandler | None = None
 
     @classmethod
     def from_config(cls, config: SipConfigFields) -> SipPolicy:
@@ -44,6 +46,7 @@ class SipPolicy:
             patterns=tuple(
                 (agent.agent_id, re.compile(agent.to_user_pattern or "")) for agent in config.allowed_agents
             ),
+            fallback=config.fallback_handler,
         )
 
     def source_allowed(self, ip: str) -> bool:

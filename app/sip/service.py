@@ -11,8 +11,10 @@ from urllib.parse import urlsplit
 from app.settings import Settings
 from app.sip.incoming import IncomingCalls
 from app.sip.media_setup import SipMediaSetup, parse_codecs
+from app.sip.message_log import SipMessageLog
 from app.sip.outgoing import SipDialer
 from app.sip.ports import RtpPortRange
+from app.sip.rate_limit import RateLimit, SourceRateLimiter
 from app.sip.running import SipCallRunner
 from app.sip.transport import ListenAddress, parse_listen
 from app.sip.user_agent import SipUserAgent
@@ -43,6 +45,16 @@ def check_sip_settings(settings: Settings) -> None:
     RtpPortRange.parse(settings.rtp_ports)
 
 
+def source_rate_limiter(settings: Settings) -> SourceRateLimiter:
+    """The per-source limits of CALLBRIDGE_SIP_INVITE_RATE/_BURST and CALLBRIDGE_SIP_REQUEST_RATE/_BURST."""
+    return SourceRateLimiter(
+        {
+            "INVITE": RateLimit(settings.sip_invite_rate, settings.sip_invite_burst),
+            "request": RateLimit(settings.sip_request_rate, settings.sip_request_burst),
+        }
+    )
+
+
 class SipService:
     """Everything SIP, started and stopped with the service."""
 
@@ -50,6 +62,9 @@ class SipService:
         listens = parse_listen(settings.sip_listen)
         host = public_host(settings, listens)
         self.ua = SipUserAgent(listens, host)
+        self.ua.rate_limiter = source_rate_limiter(settings)
+        self.messages = SipMessageLog(services.events)
+        self.ua.transports.on_message_logged = self.messages.observe
         self.media = SipMediaSetup(
             ports=RtpPortRange.parse(settings.rtp_ports),
             bind_host=listens[0].host or "0.0.0.0",
@@ -59,9 +74,11 @@ class SipService:
             answer_delay_s=settings.sip_answer_delay,
         )
         runner = SipCallRunner(services, self.media)
-        self.incoming = IncomingCalls(self.ua, services, self.media, runner)
+        self.incoming = IncomingCalls(self.ua, services, self.media, runner, self.messages)
         self.ua.handler = self.incoming
-        self.dialer = SipDialer(self.ua, services, self.media, runner, settings.dial_ring_timeout)
+        self.dialer = SipDialer(
+            self.ua, services, self.media, runner, settings.dial_ring_timeout, self.messages
+        )
 
     async def start(self) -> None:
         await self.ua.start()

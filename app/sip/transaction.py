@@ -125,6 +125,10 @@ class TransactionLayer:
         except SipParseError as exc:
             log.info("dropping a SIP message from %s the transaction layer cannot match: %s", peer, exc)
 
+    def is_retransmission(self, request: SipRequest) -> bool:
+        """Whether `request` matches a server transaction under way (SipParseError when it cannot match)."""
+        return server_key(request) in self._servers
+
     def close(self) -> None:
         """Stop every transaction; client transactions still waiting end with a 503."""
         for client in list(self._clients.values()):

@@ -1,7 +1,8 @@
 """SIP transports (RFC 3261 §18, RFC 3581, RFC 5923-style reuse): UDP sockets and TCP connections.
 
 Incoming bytes become parsed messages handed to `on_message`; malformed ones go to `on_bad`. Requests get
-their top Via stamped with `received`/`rport`; responses are routed back by that Via (§18.2.2).
+their top Via stamped with `received`/`rport`; responses are routed back by that Via (§18.2.2). The one
+optional `on_message_logged` observer sees every message parsed ("in") and every message sent ("out").
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def parse_listen(spec: str) -> list[ListenAddress]:
 
 MessageHandler = Callable[[SipMessage, Peer], None]
 BadHandler = Callable[[bytes, Peer, str], None]
+#: ("in" | "out", the message, the peer it came from or went to); must not block (app.sip.message_log).
+MessageObserver = Callable[[str, SipMessage, Peer], None]
 
 
 class SipTransports:
@@ -107,6 +110,7 @@ class SipTransports:
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Peer, _Connection] = {}
         self._connecting: dict[Peer, asyncio.Future[_Connection]] = {}
+        self.on_message_logged: MessageObserver | None = None
 
     async def start(self, listens: list[ListenAddress]) -> None:
         """Bind every listen address; port 0 binds an ephemeral port (see `local`)."""
@@ -151,6 +155,16 @@ class SipTransports:
                     "sending a %d-byte %s over UDP (RFC 3261 §18.1.1 prefers TCP)", len(data), message.method
                 )
             await self._send_udp(data, peer.host, peer.port)
+        self._log("out", message, peer)
+
+    def _log(self, direction: str, message: SipMessage, peer: Peer) -> None:
+        observer = self.on_message_logged
+        if observer is None:
+            return
+        try:
+            observer(direction, message, peer)
+        except Exception:  # a logging bug must never cost a call its signalling
+            log.exception("SIP message observer failed")
 
     def answer_bad_request(self, data: bytes, peer: Peer, reason: str) -> bool:
         """Answer a malformed request 400 when its Via/From/To/Call-ID/CSeq can be read; True if sent."""
@@ -283,6 +297,7 @@ class SipTransports:
         except SipParseError as exc:
             self._bad(data, peer, str(exc))
             return
+        self._log("in", message, peer)
         try:
             self._on_message(message, peer)
         except Exception:

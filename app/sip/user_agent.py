@@ -3,19 +3,31 @@
 Out-of-dialog requests go to the `RequestHandler` (INVITE: a new call; OPTIONS: answered here); requests
 inside a dialog go to that dialog's `SipLeg`; a request for a dialog we do not know is answered 481. What
 the far end may do is decided before anything is answered: the handler's `source_allowed` runs on the
-packet's source address first, so a disallowed address gets its 403 and nothing else.
+packet's source address first, so a disallowed address gets its 403 and nothing else. Before even that, a
+new out-of-dialog request over its source's rate limit (`rate_limiter`) is refused statelessly: 503 with
+Retry-After to an allowed source, nothing at all to one that is not (a scanner's flood is dropped).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from app.metrics import SIP_REQUESTS_LIMITED
 from app.sip.dialog import Dialog, LocalAddress
 from app.sip.leg import ALLOW, SipLeg
-from app.sip.message import SipMessage, SipRequest, SipResponse, parse_name_addr, response_to
+from app.sip.message import (
+    SipMessage,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    parse_name_addr,
+    response_to,
+)
+from app.sip.rate_limit import SourceRateLimiter
 from app.sip.transaction import LoopClock, ServerTransaction, TransactionLayer
 from app.sip.transport import ListenAddress, Peer, SipTransports
 
@@ -50,6 +62,8 @@ class SipUserAgent:
             self.transports.send, LoopClock(), self._on_request, self._on_stray_response
         )
         self.handler: RequestHandler | None = None
+        #: Per-source limits on new out-of-dialog requests (kinds "INVITE" and "request"); None: none.
+        self.rate_limiter: SourceRateLimiter | None = None
         self._legs: dict[tuple[str, str, str], SipLeg] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finishing: set[asyncio.Task[Any]] = set()
@@ -120,7 +134,34 @@ class SipUserAgent:
     # --- incoming -----------------------------------------------------------------------------
 
     def _on_message(self, message: SipMessage, peer: Peer) -> None:
+        if isinstance(message, SipRequest) and not self._within_rate(message, peer):
+            return
         self.transactions.receive(message, peer)
+
+    def _within_rate(self, request: SipRequest, peer: Peer) -> bool:
+        """False (and refused here) for a new out-of-dialog request over its source's limit. ACK, CANCEL,
+        requests in a dialog and retransmissions are never limited: they belong to what was let in."""
+        limiter = self.rate_limiter
+        if limiter is None or request.method in ("ACK", "CANCEL"):
+            return True
+        try:
+            if request.to.tag or self.transactions.is_retransmission(request):
+                return True
+        except SipParseError:
+            return True  # the transaction layer drops what it cannot match
+        kind = "INVITE" if request.method == "INVITE" else "request"
+        wait = limiter.take(kind, peer.host)
+        if wait is None:
+            return True
+        handler = self.handler
+        if handler is None or not handler.source_allowed(peer.host):
+            SIP_REQUESTS_LIMITED.labels(kind, "dropped").inc()
+            return False
+        SIP_REQUESTS_LIMITED.labels(kind, "refused").inc()
+        response = response_to(request, 503, "Service Unavailable (too many requests from this address)")
+        response.headers.add("Retry-After", str(max(1, math.ceil(wait))))
+        self.spawn(self.transports.send(response, peer), "sip-503")
+        return False
 
     def _on_bad_message(self, data: bytes, peer: Peer, reason: str) -> None:
         """A malformed message: a 400 when the request can still be answered (RFC 3261 §8.2), from an

@@ -30,6 +30,7 @@ from app.store.tables import (
     ScheduledBatchRow,
     ScheduledCallRow,
     SipConfigRow,
+    SipMessageRow,
     TelephonyConfigRow,
     utcnow,
 )
@@ -630,7 +631,8 @@ class EventRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def add_many(self, rows: Sequence[CallEventRow]) -> None:
+    async def add_many(self, rows: Sequence[CallEventRow | SipMessageRow]) -> None:
+        """Store call events (and the SIP messages written behind with them) in one transaction."""
         async with self.db.session.begin() as session:
             session.add_all(rows)
 
@@ -699,27 +701,42 @@ SIP_CONFIG_ROW_ID = 1
 
 
 class SipConfigRepository:
-    """The account SIP config: one row; without it (never migrated that far) a fresh install's defaults."""
+    """The account SIP config: one row; without it (never migrated that far) a fresh install's defaults.
 
-    def __init__(self, db: Database) -> None:
+    The fallback handler's secrets are sealed with the SecretBox (bound to their place in the config).
+    """
+
+    def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
+        self.box = box
 
     async def get(self) -> SipConfigFields:
         async with self.db.session() as session:
             row = await session.get(SipConfigRow, SIP_CONFIG_ROW_ID)
         if row is None:
             return SipConfigFields()
+        handler = row.fallback_handler
         return SipConfigFields.model_validate(
             {
                 "allowedCidrRanges": row.allowed_cidr_ranges,
                 "allowAllAgents": row.allow_all_agents,
                 "allowedAgents": row.allowed_agents,
+                "fallbackHandler": None
+                if handler is None
+                else {
+                    "url": handler["url"],
+                    "secrets": [
+                        self.box.decrypt(token, _handler_secret_context(n))
+                        for n, token in enumerate(handler["secrets"])
+                    ],
+                },
             }
         )
 
     async def update(self, config: SipConfigFields) -> SipConfigFields:
         """Store `config` in place of the current one; returns it."""
-        stored = config.model_dump(mode="json", by_alias=True)
+        stored = config.model_dump(mode="json", by_alias=True, exclude={"fallback_handler"})
+        handler = config.fallback_handler
         async with self.db.session.begin() as session:
             row = await session.get(SipConfigRow, SIP_CONFIG_ROW_ID)
             if row is None:
@@ -728,8 +745,37 @@ class SipConfigRepository:
             row.allowed_cidr_ranges = stored["allowedCidrRanges"]
             row.allow_all_agents = stored["allowAllAgents"]
             row.allowed_agents = stored["allowedAgents"]
+            row.fallback_handler = (
+                None
+                if handler is None
+                else {
+                    "url": handler.url,
+                    "secrets": [
+                        self.box.encrypt(secret, _handler_secret_context(n))
+                        for n, secret in enumerate(handler.secrets)
+                    ],
+                }
+            )
             row.updated = utcnow()
         return config
+
+
+def _handler_secret_context(index: int) -> str:
+    return f"sip_config/fallbackHandler/secrets/{index}"
+
+
+class SipMessageRepository:
+    """The SIP messages of calls (written behind with the call events, read here)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def page(self, call_id: str, cursor: Cursor | None, page_size: int) -> PageResult:
+        query = select(SipMessageRow).where(SipMessageRow.call_id == call_id)
+        async with self.db.session() as session:
+            return await fetch_page(
+                session, query, SipMessageRow.seq, newest_first=False, cursor=cursor, page_size=page_size
+            )
 
 
 def hash_api_key(key: str) -> str:

@@ -175,6 +175,8 @@ class SipConfigRow(Base):
     allow_all_agents: Mapped[bool] = mapped_column(Boolean)
     allowed_agents: Mapped[list[dict[str, str]]] = mapped_column(Json)  # [{agentId, toUserPattern}]
     updated: Mapped[datetime] = mapped_column(UtcDateTime)
+    # {url, secrets: [SecretBox tokens]}, or None (migration 0007).
+    fallback_handler: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
 
 
 class ScheduledBatchRow(Base):
@@ -225,3 +227,17 @@ class ScheduledCallRow(Base):
     call_id: Mapped[str | None] = mapped_column(String(36))  # the latest Call made for it
     error: Mapped[str | None] = mapped_column(Text)
     updated: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SipMessageRow(Base):
+    """One SIP message of a call (`GET /api/calls/{callId}/sip_logs`), credentials redacted."""
+
+    __tablename__ = "sip_messages"
+    __table_args__ = (Index("ix_sip_messages_call_id", "call_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(36))
+    wall_clock: Mapped[datetime] = mapped_column(UtcDateTime)
+    direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"
+    peer: Mapped[str] = mapped_column(String(128))  # "udp:203.0.113.5:5060"
+    text: Mapped[str] = mapped_column(Text)

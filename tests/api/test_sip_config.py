@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -107,13 +108,76 @@ def test_an_unknown_agent_is_refused(client: TestClient) -> None:
     assert error == {"detail": "allowedAgents: no agent with id no-such-agent", "code": "agent_not_found"}
 
 
-def test_a_fallback_handler_is_refused_until_part_2(client: TestClient) -> None:
-    error = refused(client, {"fallbackHandler": {"url": "https://example.com/sip", "secrets": ["s"]}})
-    assert error["code"] == "fallback_handler_unsupported" and "SIP part 2" in error["detail"]
+HANDLER_URL = "https://handler.example.com/sip"
 
 
-def test_a_null_fallback_handler_is_accepted(client: TestClient) -> None:
-    assert client.patch("/api/sip", json={"fallbackHandler": None}).status_code == 200
+def test_a_fallback_handlers_secrets_are_write_only(client: TestClient) -> None:
+    given = {"url": HANDLER_URL, "secrets": ["first-secret", "second-secret"]}
+    response = client.patch("/api/sip", json={"fallbackHandler": given})
+    assert response.status_code == 200
+    shown = {"url": HANDLER_URL, "secretPrefixes": ["firs", "seco"]}
+    assert response.json()["fallbackHandler"] == shown
+    assert client.get("/api/sip").json()["fallbackHandler"] == shown
+
+
+def test_a_fallback_handler_without_secrets_gets_one_generated_and_shown_once(client: TestClient) -> None:
+    response = client.patch("/api/sip", json={"fallbackHandler": {"url": HANDLER_URL}})
+    handler = response.json()["fallbackHandler"]
+    [secret] = handler["secrets"]
+    assert len(secret) >= 32 and handler["secretPrefixes"] == [secret[:4]]
+    assert "secrets" not in client.get("/api/sip").json()["fallbackHandler"]
+
+
+def test_a_fallback_handler_patched_without_secrets_keeps_the_ones_it_has(client: TestClient) -> None:
+    client.patch("/api/sip", json={"fallbackHandler": {"url": HANDLER_URL, "secrets": ["kept-secret"]}})
+    response = client.patch("/api/sip", json={"fallbackHandler": {"url": "https://other.example.com/x"}})
+    assert response.json()["fallbackHandler"] == {
+        "url": "https://other.example.com/x",
+        "secretPrefixes": ["kept"],
+    }
+    policy = client.app.state.services.sip_policy.current()  # type: ignore[attr-defined]
+    assert policy.fallback.secrets == ["kept-secret"]
+
+
+def test_a_null_fallback_handler_removes_it(client: TestClient) -> None:
+    client.patch("/api/sip", json={"fallbackHandler": {"url": HANDLER_URL}})
+    response = client.patch("/api/sip", json={"fallbackHandler": None})
+    assert response.status_code == 200 and response.json()["fallbackHandler"] is None
+    assert client.app.state.services.sip_policy.current().fallback is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("handler", "path"),
+    [
+        ({"url": HANDLER_URL, "secrets": []}, "fallbackHandler.secrets"),
+        ({"url": HANDLER_URL, "secrets": [f"s{n}" for n in range(11)]}, "fallbackHandler.secrets"),
+        ({"url": HANDLER_URL, "secrets": ["x" * 121]}, "fallbackHandler.secrets.0"),
+        ({"url": "ftp://handler.example.com/sip"}, "fallbackHandler.url"),
+        ({"secrets": ["a-secret"]}, "fallbackHandler.url"),
+    ],
+    ids=["no-secrets", "eleven-secrets", "a-secret-over-120", "not-http", "no-url"],
+)
+def test_a_malformed_fallback_handler_is_refused_naming_the_field(
+    client: TestClient, handler: dict[str, object], path: str
+) -> None:
+    error = refused(client, {"fallbackHandler": handler})
+    assert error["code"] == "invalid_request" and error["detail"].startswith(f"{path}: ")
+
+
+def test_a_fallback_handlers_secrets_are_sealed_at_rest(client: TestClient) -> None:
+    client.patch("/api/sip", json={"fallbackHandler": {"url": HANDLER_URL, "secrets": ["plain-secret"]}})
+    with sqlite3.connect(client.app.state.services.settings.data_dir / "callbridge.db") as db:  # type: ignore[attr-defined]
+        (stored,) = db.execute("SELECT fallback_handler FROM sip_config").fetchone()
+    assert HANDLER_URL in stored and "plain-secret" not in stored
+
+
+def test_a_get_body_with_a_fallback_handler_sent_back_keeps_its_secrets(client: TestClient) -> None:
+    client.patch("/api/sip", json={"fallbackHandler": {"url": HANDLER_URL, "secrets": ["kept-secret"]}})
+    shown = client.get("/api/sip").json()
+    response = client.patch("/api/sip", json=shown)
+    assert response.status_code == 200 and response.json() == shown
+    policy = client.app.state.services.sip_policy.current()  # type: ignore[attr-defined]
+    assert policy.fallback.secrets == ["kept-secret"]
 
 
 def test_a_new_domain_is_refused_as_read_only(client: TestClient) -> None:

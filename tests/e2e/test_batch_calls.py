@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from app.scheduler.webhook import signature
 from app.simulator.audio import speech_like
 from app.simulator.carrier import CallScript
 from app.simulator.provider_api import FakeCall, FakeProviderApi
 from app.simulator.twilio_api import FakeTwilioApi
+from app.webhooks.signing import signature
 from tests.conftest import (
     TWILIO_ACCOUNT_SID,
     TWILIO_AUTH_TOKEN,
@@ -23,6 +23,7 @@ from tests.conftest import (
     run_server,
     wait_for,
 )
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 
@@ -135,37 +136,6 @@ async def test_a_busy_callee_is_dialled_again_after_the_backoff_as_a_new_call(
     calls = await wait_for(two_calls, within=60, interval=0.25)
     assert sorted(call["endReason"] for call in calls) == ["hangup", "unjoined"]
     assert [call.to for call in twilio_api.calls.values()].count(number) == 2
-
-
-class WebhookReceiver:
-    """A tiny HTTP server on loopback that keeps what it was sent and answers `status`."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.received: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
-        self.url = ""
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> WebhookReceiver:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/calls"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        headers = {
-            name.strip().lower(): value.strip()
-            for name, _, value in (line.partition(":") for line in head.split("\r\n")[1:] if line)
-        }
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        self.received.put_nowait((headers, body))
-        writer.write(f"HTTP/1.1 {self.status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
-        await writer.drain()
-        writer.close()
 
 
 async def test_a_call_without_an_outgoing_medium_is_handed_to_the_signed_batch_webhook(
