@@ -32,6 +32,7 @@ from app.store.repositories import (
     CallRepository,
     EventRepository,
     SipConfigRepository,
+    SipRegistrationRepository,
     TelephonyConfigRepository,
 )
 from app.store.secret_box import SecretBox, load_master_secret
@@ -62,6 +63,8 @@ class Services:
     sip_policy: SipPolicyStore
     #: Scheduled batches and their calls (`/api/agents/{agentId}/scheduled_batches`, the scheduler).
     batches: BatchRepository
+    #: SIP registrations (`/api/sip/registrations`); their REGISTER clients run in `sip`.
+    sip_registrations: SipRegistrationRepository
     #: CALLBRIDGE_SECRET_KEY (or the generated one), for migrations that seal stored secrets.
     master_secret: str = field(repr=False)
     #: Dials the scheduled batches (started with the service).
@@ -100,6 +103,7 @@ class Services:
             pipeline_secrets=pipeline_secrets,
             sip_policy=SipPolicyStore(SipConfigRepository(db)),
             batches=BatchRepository(db, box),
+            sip_registrations=SipRegistrationRepository(db, box),
             master_secret=master,
         )
 

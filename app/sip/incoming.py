@@ -40,6 +40,7 @@ from app.store.tables import AgentRow, CallRow
 
 if TYPE_CHECKING:
     from app.services import Services
+    from app.sip.registrations import SipRegistrations
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,33 @@ class IncomingCalls:
     """The user agent's RequestHandler: the account's SIP policy applied to each new request."""
 
     def __init__(
-        self, ua: SipUserAgent, services: Services, media: SipMediaSetup, runner: SipCallRunner
+        self,
+        ua: SipUserAgent,
+        services: Services,
+        media: SipMediaSetup,
+        runner: SipCallRunner,
+        registrations: SipRegistrations | None = None,
     ) -> None:
         self._ua = ua
         self._services = services
         self._media = media
         self._runner = runner
+        self._registrations = registrations
 
     def source_allowed(self, host: str) -> bool:
-        return self._services.sip_policy.current().source_allowed(host)
+        return self._services.sip_policy.current().source_allowed(host) or self._from_registrar(host)
+
+    def _from_registrar(self, host: str) -> bool:
+        """A registrar (or outbound proxy) holding one of our bindings may send calls on it, inside
+        `allowedCidrRanges` or not."""
+        return self._registrations is not None and self._registrations.is_registrar(host)
+
+    def _called_user(self, request: SipRequest) -> str | None:
+        """The user an INVITE is routed by: the Request-URI user, or the To user when the INVITE came to
+        a registration's Contact (see `SipRegistrations.called_user`)."""
+        if self._registrations is None:
+            return request.uri.user
+        return self._registrations.called_user(request)
 
     async def invite(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
         await transaction.respond(response_to(request, 100))
@@ -80,7 +99,7 @@ class IncomingCalls:
         services = self._services
         if services.draining:
             return _retry_later(request, "Service Unavailable (shutting down)")
-        agent_id = services.sip_policy.current().route(request.uri.user)
+        agent_id = services.sip_policy.current().route(self._called_user(request))
         agent = await services.agents.get(agent_id) if agent_id else None
         if agent is None:
             return response_to(request, 404)
@@ -193,7 +212,7 @@ class IncomingCalls:
             incoming=IncomingCall(
                 provider_call_id=request.call_id,
                 from_number=caller_id,
-                to_number=request.uri.user,
+                to_number=self._called_user(request),
             ),
             request_context=fitted.context,
         )

@@ -13,7 +13,9 @@ from app.sip.incoming import IncomingCalls
 from app.sip.media_setup import SipMediaSetup, parse_codecs
 from app.sip.outgoing import SipDialer
 from app.sip.ports import RtpPortRange
+from app.sip.registrations import SipRegistrations
 from app.sip.running import SipCallRunner
+from app.sip.transaction import LoopClock
 from app.sip.transport import ListenAddress, parse_listen
 from app.sip.user_agent import SipUserAgent
 
@@ -59,13 +61,16 @@ class SipService:
             answer_delay_s=settings.sip_answer_delay,
         )
         runner = SipCallRunner(services, self.media)
-        self.incoming = IncomingCalls(self.ua, services, self.media, runner)
+        self.registrations = SipRegistrations(self.ua, services.sip_registrations, LoopClock())
+        self.incoming = IncomingCalls(self.ua, services, self.media, runner, self.registrations)
         self.ua.handler = self.incoming
         self.dialer = SipDialer(self.ua, services, self.media, runner, settings.dial_ring_timeout)
 
     async def start(self) -> None:
         await self.ua.start()
+        await self.registrations.start()
 
     async def stop(self) -> None:
         await self.dialer.stop()
+        await self.registrations.stop()
         await self.ua.stop()
