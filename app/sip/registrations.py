@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 
 from app.schemas.sip_registrations import parse_registrar
 from app.sip.dialog import LocalAddress
@@ -64,6 +65,16 @@ def registration_config(row: SipRegistrationRow, password: str) -> RegistrationC
         auth_user=row.auth_user,
         tls_verify=row.tls_verify,
     )
+
+
+def called_user(request: SipRequest, contact_users: Collection[str]) -> str | None:
+    """The user an INVITE calls: the To user when its Request-URI user is one of `contact_users` (the PBX
+    sent it to a registration's Contact; To carries the registered user or the DID dialled), else the
+    Request-URI user."""
+    user = request.uri.user
+    if user is not None and user in contact_users:
+        return request.to.uri.user
+    return user
 
 
 class SipRegistrations:
@@ -124,12 +135,8 @@ class SipRegistrations:
         return any(client.bound and host in client.trusted_hosts for client in self._clients.values())
 
     def called_user(self, request: SipRequest) -> str | None:
-        """The user an INVITE calls: the To user when the Request-URI is a registration's Contact, else
-        the Request-URI user."""
-        user = request.uri.user
-        if user is not None and user in self._by_contact_user:
-            return request.to.uri.user
-        return user
+        """The user an INVITE calls (see `called_user`)."""
+        return called_user(request, self._by_contact_user.keys())
 
     def _record(self, registration_id: str, outcome: RegistrationOutcome) -> None:
         self._ua.spawn(self._write(registration_id, outcome), f"sip-registration-outcome-{registration_id}")
