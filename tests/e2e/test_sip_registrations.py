@@ -168,3 +168,30 @@ async def test_deleting_a_registration_removes_its_binding_from_kamailio(
         "uac_expect.xml", remote=registrar.address, service="bot", keys=refusal(404), timeout=20
     )
     assert_ok(await run_sipp(options, tmp_path))
+
+
+async def test_a_patched_password_registers_again_at_once(
+    sip_server: SipServer, registrar: Kamailio, registrations: list[str]
+) -> None:
+    server = sip_server.server
+    wrong = await register(server, registrations, **as_bot(registrar, password="wrong"))
+    assert wrong["successful"] is False
+    async with server.api() as api:
+        path = f"/api/sip/registrations/{wrong['registrationId']}"
+        assert (await api.patch(path, json={"password": USERS["bot"]})).status_code == 200
+    assert (await outcome(server, wrong["registrationId"]))["successful"] is True
+
+
+async def test_a_server_shutting_down_removes_its_binding_from_kamailio(
+    registrar: Kamailio, tmp_path: Path
+) -> None:
+    port = free_sip_port()
+    first, last = rtp_port_range(20)
+    env = {"CALLBRIDGE_SIP_LISTEN": f"udp:{HOST}:{port}", "CALLBRIDGE_RTP_PORTS": f"{first}-{last}"}
+    (tmp_path / "server").mkdir()
+    with run_server(tmp_path / "server", **env) as server:
+        assert (await register(server, [], **as_bot(registrar)))["successful"] is True
+    options = SippOptions(
+        "uac_expect.xml", remote=registrar.address, service="bot", keys=refusal(404), timeout=20
+    )
+    assert_ok(await run_sipp(options, tmp_path / "sipp"))
