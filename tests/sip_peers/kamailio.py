@@ -38,6 +38,7 @@ loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "auth.so"
 modparam("usrloc", "db_mode", 0)
+{extra}
 request_route {{
   if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483","Too Many Hops"); exit; }}
   if (!sanity_check()) exit;
@@ -64,14 +65,19 @@ class Kamailio:
         return f"{HOST}:{self.port}"
 
 
-def write_config(workdir: Path, port: int) -> Path:
+def user_passwords(users: dict[str, str]) -> str:
+    """The config lines setting $var(pw) to the REGISTERing user's password ("" for anyone else)."""
+    return '$var(pw) = "";\n    ' + "\n    ".join(
+        f'if ($fU == "{user}") $var(pw) = "{password}";' for user, password in users.items()
+    )
+
+
+def write_config(workdir: Path, port: int, passwords: str, extra: str = "") -> Path:
     """kamailio.cfg in `workdir`, checked with `kamailio -c` (ValueError with its output if refused)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    passwords = '$var(pw) = "";\n    ' + "\n    ".join(
-        f'if ($fU == "{user}") $var(pw) = "{password}";' for user, password in USERS.items()
-    )
     path = workdir / "kamailio.cfg"
-    path.write_text(CONFIG.format(host=HOST, port=port, modules=MODULES, passwords=passwords))
+    text = CONFIG.format(host=HOST, port=port, modules=MODULES, passwords=passwords, extra=extra)
+    path.write_text(text)
     check = subprocess.run(["kamailio", "-f", str(path), "-c"], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
         raise ValueError(f"kamailio -c refused the config:\n{check.stderr[-2000:]}")
@@ -79,10 +85,13 @@ def write_config(workdir: Path, port: int) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def kamailio(workdir: Path, ready_within: float = 10.0) -> AsyncIterator[Kamailio]:
-    """Kamailio on a free loopback port, ready once its TCP listener accepts; stopped on the way out."""
+async def kamailio(
+    workdir: Path, *, passwords: str | None = None, extra: str = "", ready_within: float = 10.0
+) -> AsyncIterator[Kamailio]:
+    """Kamailio on a free loopback port (USERS, unless `passwords` sets $var(pw) otherwise; `extra` config
+    lines after the module parameters), ready once its TCP listener accepts; stopped on the way out."""
     port = free_sip_port()
-    config = write_config(workdir, port)
+    config = write_config(workdir, port, passwords or user_passwords(USERS), extra)
     argv = ["kamailio", "-f", str(config), "-P", str(workdir / "kamailio.pid"), "-w", str(workdir)]
     argv += ["-Y", str(workdir), "-DD", "-E"]
     peer = await start_peer("kamailio", argv, workdir)
