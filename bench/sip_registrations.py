@@ -24,7 +24,7 @@ from pathlib import Path
 
 from app.sip.message import SipRequest, SipResponse, parse_uri
 from app.sip.registration import RegistrationClient, RegistrationConfig, RegistrationOutcome
-from app.sip.registrations import UserAgentChannel
+from app.sip.registrations import START_BATCH, START_PAUSE_S, UserAgentChannel
 from app.sip.transaction import LoopClock
 from app.sip.transport import ListenAddress, Peer
 from app.sip.user_agent import SipUserAgent
@@ -33,9 +33,6 @@ from tests.sip_peers.kamailio import kamailio
 HOST = "127.0.0.1"
 PASSWORD = "benchpass"
 FIRST_BINDING_WITHIN_S = 60.0
-#: Clients are started this many at a time, START_PAUSE_S apart.
-START_BATCH = 100
-START_PAUSE_S = 0.1
 
 
 class TimedChannel(UserAgentChannel):
@@ -96,7 +93,7 @@ async def run_level(clients: int, expires: int, seconds: float, workdir: Path) -
             )
             client.start()
             running.append(client)
-            if index % START_BATCH == START_BATCH - 1:  # a burst of thousands would be the registrar's test
+            if index % START_BATCH == START_BATCH - 1:  # as SipRegistrations.start does
                 await asyncio.sleep(START_PAUSE_S)
         try:
             try:

@@ -260,7 +260,10 @@ class RegistrationClient:
         peer = await self._channel.resolve(peer_for_uri(config.next_hop))
         trusted = {peer.host}
         if config.outbound_proxy is not None:
-            trusted.add((await self._channel.resolve(peer_for_uri(config.proxy))).host)
+            try:  # only for trusting its INVITEs: the REGISTER goes to the outbound proxy all the same
+                trusted.add((await self._channel.resolve(peer_for_uri(config.proxy))).host)
+            except TransportError as exc:
+                log.info("SIP registration %s: %s", config.registration_id, exc)
         self._trusted = frozenset(trusted)
         return peer
 

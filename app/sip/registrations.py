@@ -34,6 +34,10 @@ from app.store.tables import SipRegistrationRow
 
 log = logging.getLogger(__name__)
 
+#: Stored registrations start this many at a time, START_PAUSE_S apart.
+START_BATCH = 100
+START_PAUSE_S = 0.1
+
 
 class UserAgentChannel:
     """A RegisterChannel over the service's user agent (its transactions and transports)."""
@@ -91,8 +95,11 @@ class SipRegistrations:
         self._writes: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def start(self) -> None:
-        """Start a client for every stored registration."""
-        for row in await self._repository.all():
+        """Start a client for every stored registration, START_BATCH at a time (thousands of REGISTERs in
+        one burst would overflow a registrar's socket and all back off together)."""
+        for index, row in enumerate(await self._repository.all()):
+            if index and index % START_BATCH == 0:
+                await asyncio.sleep(START_PAUSE_S)
             self.started(row)
 
     async def stop(self) -> None:

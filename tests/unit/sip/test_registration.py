@@ -84,7 +84,9 @@ class ScriptedRegistrar:
         return LocalAddress(transport, "192.0.2.10", 5070)
 
     async def resolve(self, peer: Peer) -> Peer:
-        return Peer(peer.transport, RESOLVED.get(peer.host, peer.host), peer.port)
+        if peer.host not in RESOLVED:
+            raise TransportError(f"cannot resolve {peer.host}")
+        return Peer(peer.transport, RESOLVED[peer.host], peer.port)
 
     async def request(self, request: SipRequest, peer: Peer) -> SipResponse:
         sent = Sent(parse_message(serialize(request)), peer, self.clock.now())  # type: ignore[arg-type]
@@ -223,6 +225,23 @@ async def test_the_proxy_and_the_outbound_proxy_are_trusted_once_bound(running: 
     await running.registered()
     assert running.client.bound
     assert running.client.trusted_hosts == {"198.51.100.7", "203.0.113.9"}
+
+
+@pytest.mark.parametrize(
+    "registration_config",
+    [config(proxy=parse_uri("sip:pbx.invalid"), outbound_proxy=parse_uri("sip:edge.example.com"))],
+)
+async def test_a_proxy_that_does_not_resolve_still_registers_through_the_outbound_proxy(
+    running: Running,
+) -> None:
+    sent = await running.registrar.next()
+    assert sent.peer.host == "203.0.113.9" and str(sent.request.uri) == "sip:pbx.invalid"
+
+
+@pytest.mark.parametrize("registration_config", [config(proxy=parse_uri("sip:pbx.invalid"))])
+async def test_a_proxy_that_does_not_resolve_is_reported(running: Running) -> None:
+    outcome = await running.outcome()
+    assert not outcome.successful and outcome.last_error == "cannot resolve pbx.invalid"
 
 
 # --- digest -------------------------------------------------------------------------------------------
