@@ -254,6 +254,9 @@ class RegistrationClient:
             )
         except TransportError as exc:
             return _Attempt(sent_at, error=str(exc)[:200])
+        except Exception:  # a bug (or a registrar's answer we mishandle) must not end the registration
+            log.exception("SIP registration %s: REGISTER failed", self.config.registration_id)
+            return _Attempt(sent_at, error="internal error while registering (see the server log)")
 
     async def _resolve(self) -> Peer:
         config = self.config
@@ -358,7 +361,7 @@ class RegistrationClient:
                 await self._channel.ping(peer)
                 return True
             response = await self._channel.request(self._options(self._channel.here(peer.transport)), peer)
-        except (OSError, KeyError) as exc:
+        except Exception as exc:  # whatever broke, registering again is the way back
             log.info("SIP registration %s: keep-alive failed: %s", self.config.registration_id, exc)
             return False
         if response.status in (408, 503):  # no answer, or the transport failed: the path is gone

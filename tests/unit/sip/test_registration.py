@@ -79,6 +79,7 @@ class ScriptedRegistrar:
         self.sent: asyncio.Queue[Sent] = asyncio.Queue()
         self.pings: list[tuple[Peer, float]] = []
         self.ping_fails = False
+        self.breaks = False
 
     def here(self, transport: str) -> LocalAddress:
         return LocalAddress(transport, "192.0.2.10", 5070)
@@ -89,6 +90,9 @@ class ScriptedRegistrar:
         return Peer(peer.transport, RESOLVED[peer.host], peer.port)
 
     async def request(self, request: SipRequest, peer: Peer) -> SipResponse:
+        if self.breaks:
+            self.breaks = False
+            raise RuntimeError("a bug")
         sent = Sent(parse_message(serialize(request)), peer, self.clock.now())  # type: ignore[arg-type]
         await self.sent.put(sent)
         return await sent.answered
@@ -359,6 +363,25 @@ async def test_a_success_after_failures_restarts_the_back_off(running: Running) 
     failed = await running.registrar.next_register()  # the refresh
     failed.answer(503)
     assert (await running.registrar.next()).at - failed.at == pytest.approx(15, abs=STEP_S)
+
+
+async def test_an_unexpected_error_is_reported_and_retried_after_the_back_off(
+    registration_config: RegistrationConfig,
+) -> None:
+    clock = FakeClock()
+    registrar = ScriptedRegistrar(clock)
+    registrar.breaks = True
+    outcomes: asyncio.Queue[RegistrationOutcome] = asyncio.Queue()
+    client = RegistrationClient(
+        registration_config, registrar, outcomes.put_nowait, clock=clock, jitter=lambda: 0.0
+    )
+    client.start()
+    try:
+        outcome = await asyncio.wait_for(outcomes.get(), timeout=5)
+        assert outcome.last_error == "internal error while registering (see the server log)"
+        assert (await registrar.next()).at == pytest.approx(15, abs=STEP_S)
+    finally:
+        await client.stop(deregister=False)
 
 
 # --- keep-alive -----------------------------------------------------------------------------------------
