@@ -9,7 +9,17 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
 
-from app.api import agents, batches, calls, health, incoming, provider_callbacks, sip, telephony_configs
+from app.api import (
+    agents,
+    batches,
+    calls,
+    health,
+    incoming,
+    provider_callbacks,
+    sip,
+    sip_registrations,
+    telephony_configs,
+)
 from app.api.auth import ApiKeyMiddleware
 from app.api.body_limit import BodyLimit, BodyLimitMiddleware, RouteBodyLimits
 from app.api.errors import EXCEPTION_HANDLERS
@@ -39,7 +49,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/calls/{call_id}/stream/{token}", call_stream),
         Mount(
             "/api",
-            routes=[*agents.ROUTES, *batches.ROUTES, *calls.ROUTES, *telephony_configs.ROUTES, *sip.ROUTES],
+            routes=[
+                *agents.ROUTES,
+                *batches.ROUTES,
+                *calls.ROUTES,
+                *telephony_configs.ROUTES,
+                *sip.ROUTES,
+                *sip_registrations.ROUTES,
+            ],
             middleware=[Middleware(ApiKeyMiddleware)],
         ),
     ]

@@ -33,6 +33,7 @@ from app.store.repositories import (
     EventRepository,
     SipConfigRepository,
     SipMessageRepository,
+    SipRegistrationRepository,
     TelephonyConfigRepository,
 )
 from app.store.secret_box import SecretBox, load_master_secret
@@ -65,6 +66,8 @@ class Services:
     batches: BatchRepository
     #: The SIP messages of calls (`/api/calls/{callId}/sip_logs`; written behind through `events`).
     sip_messages: SipMessageRepository
+    #: SIP registrations (`/api/sip/registrations`); their REGISTER clients run in `sip`.
+    sip_registrations: SipRegistrationRepository
     #: CALLBRIDGE_SECRET_KEY (or the generated one), for migrations that seal stored secrets.
     master_secret: str = field(repr=False)
     #: Dials the scheduled batches (started with the service).
@@ -104,6 +107,7 @@ class Services:
             sip_policy=SipPolicyStore(SipConfigRepository(db, box)),
             batches=BatchRepository(db, box),
             sip_messages=SipMessageRepository(db),
+            sip_registrations=SipRegistrationRepository(db, box),
             master_secret=master,
         )
 

@@ -1,7 +1,7 @@
 """SIP part 2 (fallback handler, sip_logs): sip_messages, and sip_config.fallback_handler
 
 Revision ID: 0007
-Revises: 0005 (re-pointed to 0006 when the registrations migration lands before it)
+Revises: 0006
 Create Date: 2026-12-02 10:00:00
 """
 
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

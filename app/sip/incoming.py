@@ -50,6 +50,7 @@ from app.store.tables import AgentRow, CallRow
 
 if TYPE_CHECKING:
     from app.services import Services
+    from app.sip.registrations import SipRegistrations
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,29 @@ class IncomingCalls:
         media: SipMediaSetup,
         runner: SipCallRunner,
         messages: SipMessageLog,
+        registrations: SipRegistrations | None = None,
     ) -> None:
         self._ua = ua
         self._services = services
         self._media = media
         self._runner = runner
         self._messages = messages
+        self._registrations = registrations
 
     def source_allowed(self, host: str) -> bool:
-        return self._services.sip_policy.current().source_allowed(host)
+        return self._services.sip_policy.current().source_allowed(host) or self._from_registrar(host)
+
+    def _from_registrar(self, host: str) -> bool:
+        """A registrar (or outbound proxy) holding one of our bindings may send calls on it, inside
+        `allowedCidrRanges` or not."""
+        return self._registrations is not None and self._registrations.is_registrar(host)
+
+    def _called_user(self, request: SipRequest) -> str | None:
+        """The user an INVITE is routed by: the Request-URI user, or the To user when the INVITE came to
+        a registration's Contact (see `SipRegistrations.called_user`)."""
+        if self._registrations is None:
+            return request.uri.user
+        return self._registrations.called_user(request)
 
     async def invite(self, request: SipRequest, peer: Peer, transaction: ServerTransaction) -> None:
         self._messages.expect(request, peer)  # its sip_logs start with this INVITE
@@ -114,7 +129,7 @@ class IncomingCalls:
             return _retry_later(request, "Service Unavailable (shutting down)")
         policy = services.sip_policy.current()
         route: Route | None = None
-        agent_id = policy.route(request.uri.user)
+        agent_id = policy.route(self._called_user(request))
         if agent_id is not None:
             agent = await services.agents.get(agent_id)
             if agent is None:
@@ -273,7 +288,7 @@ class IncomingCalls:
             )
         )
         incoming = IncomingCall(
-            provider_call_id=request.call_id, from_number=caller_id, to_number=request.uri.user
+            provider_call_id=request.call_id, from_number=caller_id, to_number=self._called_user(request)
         )
         calls = self._services.calls
         if isinstance(route, StartCallRequest):  # no agent, so no template context to fill

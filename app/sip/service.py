@@ -15,7 +15,9 @@ from app.sip.message_log import SipMessageLog
 from app.sip.outgoing import SipDialer
 from app.sip.ports import RtpPortRange
 from app.sip.rate_limit import RateLimit, SourceRateLimiter
+from app.sip.registrations import SipRegistrations
 from app.sip.running import SipCallRunner
+from app.sip.transaction import LoopClock
 from app.sip.transport import ListenAddress, parse_listen
 from app.sip.user_agent import SipUserAgent
 
@@ -74,7 +76,10 @@ class SipService:
             answer_delay_s=settings.sip_answer_delay,
         )
         runner = SipCallRunner(services, self.media)
-        self.incoming = IncomingCalls(self.ua, services, self.media, runner, self.messages)
+        self.registrations = SipRegistrations(self.ua, services.sip_registrations, LoopClock())
+        self.incoming = IncomingCalls(
+            self.ua, services, self.media, runner, self.messages, self.registrations
+        )
         self.ua.handler = self.incoming
         self.dialer = SipDialer(
             self.ua, services, self.media, runner, settings.dial_ring_timeout, self.messages
@@ -82,7 +87,9 @@ class SipService:
 
     async def start(self) -> None:
         await self.ua.start()
+        await self.registrations.start()
 
     async def stop(self) -> None:
         await self.dialer.stop()
+        await self.registrations.stop()
         await self.ua.stop()

@@ -166,6 +166,14 @@ class SipTransports:
         except Exception:  # a logging bug must never cost a call its signalling
             log.exception("SIP message observer failed")
 
+    async def send_keepalive(self, peer: Peer) -> None:
+        """RFC 5626 §3.5.1: a CRLF CRLF ping over the TCP/TLS connection to `peer` (opened if needed);
+        TransportError when it cannot be written."""
+        if not peer.reliable:
+            raise ValueError("CRLF keep-alives are for connections (TCP/TLS)")
+        connection = await self._connection_to(peer)
+        connection.write(b"\r\n\r\n")
+
     def answer_bad_request(self, data: bytes, peer: Peer, reason: str) -> bool:
         """Answer a malformed request 400 when its Via/From/To/Call-ID/CSeq can be read; True if sent."""
         response = bad_request_response(data, peer, reason)

@@ -31,6 +31,7 @@ from app.store.tables import (
     ScheduledCallRow,
     SipConfigRow,
     SipMessageRow,
+    SipRegistrationRow,
     TelephonyConfigRow,
     utcnow,
 )
@@ -776,6 +777,89 @@ class SipMessageRepository:
             return await fetch_page(
                 session, query, SipMessageRow.seq, newest_first=False, cursor=cursor, page_size=page_size
             )
+
+
+class SipRegistrationRepository:
+    """SIP registrations; the password is sealed with the SecretBox, bound to the registration."""
+
+    def __init__(self, db: Database, box: SecretBox) -> None:
+        self.db = db
+        self.box = box
+
+    def seal(self, registration_id: str, password: str) -> str:
+        """The stored form of a registration's password."""
+        return self.box.encrypt(password, _registration_password_context(registration_id))
+
+    def password(self, row: SipRegistrationRow) -> str:
+        """The registration's password in plaintext (for its REGISTER client only)."""
+        return self.box.decrypt(row.password, _registration_password_context(row.id))
+
+    async def add(self, row: SipRegistrationRow) -> SipRegistrationRow:
+        """Store `row`, its `password` given in plaintext."""
+        row.password = self.seal(row.id, row.password)
+        async with self.db.session.begin() as session:
+            session.add(row)
+        return row
+
+    async def get(self, registration_id: str) -> SipRegistrationRow | None:
+        async with self.db.session() as session:
+            return await session.scalar(
+                select(SipRegistrationRow).where(SipRegistrationRow.id == registration_id)
+            )
+
+    async def all(self) -> list[SipRegistrationRow]:
+        """Every registration, oldest first."""
+        async with self.db.session() as session:
+            return list(await session.scalars(select(SipRegistrationRow).order_by(SipRegistrationRow.seq)))
+
+    async def page(self, cursor: Cursor | None, page_size: int) -> PageResult:
+        async with self.db.session() as session:
+            return await fetch_page(
+                session,
+                select(SipRegistrationRow),
+                SipRegistrationRow.seq,
+                newest_first=True,
+                cursor=cursor,
+                page_size=page_size,
+            )
+
+    async def update(self, registration_id: str, **values: Any) -> SipRegistrationRow | None:
+        """Change the fields given (a `password` in plaintext); the outcome of the old settings is
+        cleared (`successful`, `last_error`, `expires_at` back to null). None when there is no such row."""
+        if "password" in values:
+            values["password"] = self.seal(registration_id, values["password"])
+        values |= {"successful": None, "last_error": None, "expires_at": None}
+        async with self.db.session.begin() as session:
+            row = await session.scalar(
+                select(SipRegistrationRow).where(SipRegistrationRow.id == registration_id)
+            )
+            if row is None:
+                return None
+            for key, value in values.items():
+                setattr(row, key, value)
+        return row
+
+    async def record_outcome(
+        self, registration_id: str, successful: bool, last_error: str | None, expires_at: datetime | None
+    ) -> None:
+        """Store what the registrar last answered (nothing happens when the registration is gone)."""
+        async with self.db.session.begin() as session:
+            await session.execute(
+                update(SipRegistrationRow)
+                .where(SipRegistrationRow.id == registration_id)
+                .values(successful=successful, last_error=last_error, expires_at=expires_at)
+            )
+
+    async def delete(self, registration_id: str) -> bool:
+        async with self.db.session.begin() as session:
+            result = await session.execute(
+                delete(SipRegistrationRow).where(SipRegistrationRow.id == registration_id)
+            )
+        return bool(result.rowcount)
+
+
+def _registration_password_context(registration_id: str) -> str:
+    return f"sip_registration/{registration_id}/password"
 
 
 def hash_api_key(key: str) -> str:

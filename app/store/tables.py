@@ -241,3 +241,23 @@ class SipMessageRow(Base):
     direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"
     peer: Mapped[str] = mapped_column(String(128))  # "udp:203.0.113.5:5060"
     text: Mapped[str] = mapped_column(Text)
+
+
+class SipRegistrationRow(Base):
+    """One registration of callbridge as a user on a PBX (`/api/sip/registrations`) and its last outcome."""
+
+    __tablename__ = "sip_registrations"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True, index=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime)
+    username: Mapped[str] = mapped_column(String(60))
+    password: Mapped[str] = mapped_column(Text)  # a SecretBox token
+    proxy: Mapped[str] = mapped_column(String(100))
+    outbound_proxy: Mapped[str | None] = mapped_column(String(100))
+    auth_user: Mapped[str | None] = mapped_column(String(60))
+    tls_verify: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Null until the registrar first answers; then whether its last answer granted the binding.
+    successful: Mapped[bool | None] = mapped_column(Boolean)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -41,7 +41,7 @@ async def test_a_fallback_handler_is_stored_and_read_back_with_its_secrets(datab
 
 async def test_downgrading_drops_both_and_upgrading_brings_them_back(database: Database) -> None:
     await SipConfigRepository(database, BOX).update(SipConfigFields(fallback_handler=HANDLER))
-    await _alembic(database, command.downgrade, "0005")
+    await _alembic(database, command.downgrade, "0006")
     tables, columns = await schema(database)
     assert "sip_messages" not in tables and "fallback_handler" not in columns
     await database.migrate()
