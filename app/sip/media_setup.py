@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.sip.ports import RtpPortRange
@@ -62,10 +63,18 @@ class RunningMedia:
     The codec stays (the session's wire format is fixed once the call joined); the far end's address, its
     payload numbers and the direction may change: a PBX re-anchoring media, a hold."""
 
-    def __init__(self, setup: SipMediaSetup, rtp: RtpSession, negotiated: Negotiated) -> None:
+    def __init__(
+        self,
+        setup: SipMediaSetup,
+        rtp: RtpSession,
+        negotiated: Negotiated,
+        on_hold: Callable[[bool], None] | None = None,
+    ) -> None:
         self._setup = setup
         self._rtp = rtp
         self.negotiated = negotiated
+        #: Told True when an offer puts the call on hold, False when one takes it off.
+        self._on_hold = on_hold
 
     def answer(self, offer: bytes, previous_answer: bytes) -> bytes:
         """Our answer to a new offer (same o= session, next version), applied to the RTP stream.
@@ -81,8 +90,16 @@ class RunningMedia:
             session_version=int(origin.session_version) + 1,
         )
         point_rtp(self._rtp, negotiated)
-        self.negotiated = negotiated
+        was_held, self.negotiated = on_hold(self.negotiated), negotiated
+        if self._on_hold is not None and on_hold(negotiated) != was_held:
+            self._on_hold(on_hold(negotiated))
         return answer
+
+
+def on_hold(negotiated: Negotiated) -> bool:
+    """Whether media flows only one way or not at all (RFC 3264 §8.4 sendonly/inactive, or RFC 2543's
+    c=0.0.0.0): the far end has put the call on hold."""
+    return not (negotiated.sends and negotiated.receives)
 
 
 def point_rtp(rtp: RtpSession, negotiated: Negotiated) -> None:
@@ -96,4 +113,5 @@ def point_rtp(rtp: RtpSession, negotiated: Negotiated) -> None:
         negotiated.dtmf_payload_type,
         # 20 ms packets are sent whatever ptime the far end asked for (it must take any).
         codec.samples_per_packet(PTIME_MS),
+        sends=negotiated.sends,
     )
