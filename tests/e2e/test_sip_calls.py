@@ -69,9 +69,8 @@ class SipServer:
         return f"{HOST}:{self.sip_port}"
 
 
-@pytest.fixture(scope="module")
-def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
-    """This module's own server, listening for SIP on UDP and TCP (one free port), with its own RTP range."""
+def require_sip_peers() -> None:
+    """Skip (fail, with CALLBRIDGE_REQUIRE_SIP_PEERS) unless `serve --sip` exists and the peers are here."""
     if not server_supports_sip():
         pytest.skip("SIP server side not landed")
     missing = [tool for tool in SIP_PEER_TOOLS if shutil.which(tool) is None]
@@ -83,6 +82,12 @@ def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
         if os.environ.get("CALLBRIDGE_REQUIRE_SIP_PEERS"):
             pytest.fail(problem)
         pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
+    """This module's own server, listening for SIP on UDP and TCP (one free port), with its own RTP range."""
+    require_sip_peers()
     port = free_sip_port()
     first, last = rtp_port_range(400)
     env = {
