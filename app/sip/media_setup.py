@@ -90,13 +90,13 @@ class RunningMedia:
             session_version=int(origin.session_version) + 1,
         )
         point_rtp(self._rtp, negotiated)
-        was_held, self.negotiated = on_hold(self.negotiated), negotiated
-        if self._on_hold is not None and on_hold(negotiated) != was_held:
-            self._on_hold(on_hold(negotiated))
+        was_held, self.negotiated = is_held(self.negotiated), negotiated
+        if self._on_hold is not None and is_held(negotiated) != was_held:
+            self._on_hold(is_held(negotiated))
         return answer
 
 
-def on_hold(negotiated: Negotiated) -> bool:
+def is_held(negotiated: Negotiated) -> bool:
     """Whether media flows only one way or not at all (RFC 3264 §8.4 sendonly/inactive, or RFC 2543's
     c=0.0.0.0): the far end has put the call on hold."""
     return not (negotiated.sends and negotiated.receives)

@@ -1,7 +1,7 @@
 """Session timers (RFC 4028): the interval both sides agree on, and the timer that keeps a dialog alive.
 
 Negotiation is a set of pure functions over headers: `answer_interval` for a request we answer (the initial
-INVITE or a refresh), `offer_headers`/`retry_interval`/`accepted_interval` for an INVITE we send.
+INVITE or a refresh), `offer_headers`/`retry_after_too_small`/`accepted_interval` for an INVITE we send.
 `SessionTimer` runs one dialog's timer on an injectable `Clock`: when we are the refresher it asks for a
 refresh at half the interval; when the far end is, and no refresh came, it ends the session at the
 expiry minus min(32 s, interval / 3) (RFC 4028 §10).
@@ -94,9 +94,9 @@ def answer_interval(request: SipRequest, min_se: int = MIN_SE_S) -> tuple[Sessio
         if supported:
             raise IntervalTooSmall(floor)
         seconds = floor  # a sender without timer support cannot retry: take the interval up instead
-    # The sender's choice stands; else the sender refreshes when it can (it is the one that knows how),
-    # and we do when it does not support timers at all.
-    refresher = asked.refresher or ("uac" if supported else "uas")
+    # The sender's choice stands, else it refreshes; a sender without timer support cannot, whatever a
+    # proxy put in the header: then we do (RFC 4028 §9).
+    refresher = (asked.refresher or "uac") if supported else "uas"
     answer = Headers()
     answer.add("Session-Expires", str(SessionExpires(seconds, refresher)))
     if supported:

@@ -84,6 +84,11 @@ def test_a_uac_without_timer_support_leaves_the_refreshing_to_us_and_gets_no_req
     assert "Require" not in headers
 
 
+def test_a_uac_without_timer_support_cannot_be_made_the_refresher() -> None:
+    answered = answer_interval(invite("Session-Expires: 1800;refresher=uac"))
+    assert answered is not None and answered[0].we_refresh
+
+
 def test_supported_timer_alone_gets_our_default_interval_refreshed_by_the_uac() -> None:
     answered = answer_interval(invite("Supported: timer"))
     assert answered is not None
