@@ -35,7 +35,9 @@ RELIABLE = frozenset({"tcp", "tls"})
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 #: RFC 3261 §18.1.1: requests larger than this (200 bytes under a 1500-byte MTU) should not go over UDP.
 UDP_MTU_LIMIT = 1300
-#: Peers remembered as refusing TCP for large requests (beyond this many, they are simply tried again).
+#: A peer that refused TCP for a large request gets large requests over UDP for this long.
+NO_TCP_FOR_S = 300.0
+#: Peers remembered as refusing TCP (beyond this many, the memory starts over).
 MAX_NO_TCP = 1024
 IDLE_TIMEOUT = 180.0
 CONNECT_TIMEOUT = 5.0
@@ -111,8 +113,8 @@ class SipTransports:
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Peer, _Connection] = {}
         self._connecting: dict[Peer, asyncio.Future[_Connection]] = {}
-        #: Where a TCP connection for a large request failed: those go over UDP from then on.
-        self._no_tcp: set[tuple[str, int]] = set()
+        #: Where a TCP connection for a large request failed, and until when (loop time) they go over UDP.
+        self._no_tcp: dict[tuple[str, int], float] = {}
 
     async def start(self, listens: list[ListenAddress]) -> None:
         """Bind every listen address; port 0 binds an ephemeral port (see `local`)."""
@@ -192,15 +194,17 @@ class SipTransports:
     async def _sent_over_tcp(self, request: SipRequest, peer: Peer) -> bool:
         """A request too large for UDP goes over TCP to the same address, its top Via saying so; False
         (send it over UDP after all, as the RFC says) when the URI asked for UDP or TCP cannot connect."""
-        if peer.udp_only or (peer.host, peer.port) in self._no_tcp:
+        now = asyncio.get_running_loop().time()
+        if peer.udp_only or self._no_tcp.get((peer.host, peer.port), 0.0) > now:
             return False
         tcp = Peer("tcp", peer.host, peer.port)
         try:
             connection = await self._connection_to(tcp)
         except TransportError as exc:
             log.info("a large %s goes over UDP: %s", request.method, exc)
-            if len(self._no_tcp) < MAX_NO_TCP:
-                self._no_tcp.add((peer.host, peer.port))
+            if len(self._no_tcp) >= MAX_NO_TCP:
+                self._no_tcp.clear()
+            self._no_tcp[(peer.host, peer.port)] = now + NO_TCP_FOR_S
             return False
         tcp_port = self._locals["tcp"].port if "tcp" in self._locals else None
         connection.write(serialize(via_over(request, "TCP", tcp_port)))
