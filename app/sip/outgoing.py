@@ -267,7 +267,7 @@ class SipDialer:
         deadline = loop.time() + self._ring_timeout_s
         request = invite
         interval_retried = False
-        for _ in range(MAX_CHALLENGES + 2):
+        for _ in range(MAX_CHALLENGES + 2):  # the first INVITE, the challenges, and one 422's retry
             transaction = self._ua.transactions.request(request, peer)
             final = await self._until_final(row, transaction, ringing, deadline)
             if final is None:

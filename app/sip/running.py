@@ -9,7 +9,7 @@ from app.calls.session import CallSession
 from app.schemas.calls import EndReason, EventSeverity
 from app.sip.call_transport import SipCallTransport
 from app.sip.leg import SipLeg
-from app.sip.media_setup import RunningMedia, SipMediaSetup
+from app.sip.media_setup import RunningMedia, SipMediaSetup, is_held
 from app.sip.rtp_session import RtpSession
 from app.sip.sdp import Negotiated
 from app.store.secret_box import SecretDecryptionError
@@ -43,6 +43,8 @@ class SipCallRunner:
             services.calls.events.record(row.id, row.created, kind, text)
 
         leg.on_offer = RunningMedia(self._media, rtp, negotiated, held).answer
+        if is_held(negotiated):  # a call that starts on hold (the INVITE offered sendonly)
+            transport.hold(True)
         try:
             pipeline = services.build_pipeline(row)
         except SecretDecryptionError:

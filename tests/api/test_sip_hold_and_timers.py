@@ -19,6 +19,7 @@ from app.sip.rtp_session import RtpSession
 from app.sip.sdp import parse_sdp
 from tests.api.sip_phone import Dialed, SipPhone, sdp_offer
 from tests.api.test_sip_calls import (  # noqa: F401 (fixtures)
+    PHONE_RTP,
     agent_id,
     answered_call,
     client,
@@ -123,6 +124,25 @@ async def test_an_inactive_hold_also_outlives_the_rtp_timeout(
     try:
         await wait_for_event(client, only_call(client)["callId"], "joined")
         assert b"a=inactive" in await reoffer(phone, dialed, rtp, "inactive")
+        await quiet_stretch(rtp)
+        assert only_call(client)["ended"] is None
+    finally:
+        rtp.close()
+
+
+@pytest.mark.parametrize("client", [{"rtp_timeout": RTP_TIMEOUT_S}], indirect=True)
+async def test_a_call_that_starts_on_hold_outlives_the_rtp_timeout(
+    client: TestClient, phone: SipPhone, agent_id: str
+) -> None:
+    rtp = await RtpSession.open("127.0.0.1", PHONE_RTP)
+    try:
+        held = sdp_offer("127.0.0.1", rtp.local_port).replace(b"a=sendrecv", b"a=sendonly")
+        dialed = phone.invite(f"agent_{agent_id}", held)
+        ok = await phone.response()
+        assert ok.status == 200 and b"a=recvonly" in ok.body
+        phone.ack(dialed, ok.to.tag or "")
+        rtp.configure("127.0.0.1", parse_sdp(ok.body).media[0].port, 0, 8000, 101, 160)
+        await wait_for_event(client, only_call(client)["callId"], "joined")
         await quiet_stretch(rtp)
         assert only_call(client)["ended"] is None
     finally:
