@@ -85,6 +85,8 @@ class SipLeg:
         self.peer_allows_update = False
         #: Told why when the session timer ran out (the call ends `connection_error`); None: only BYE.
         self.on_session_expired: Callable[[str], None] | None = None
+        #: Our re-INVITE is under way: one from the far end crossing it gets 491 (RFC 3261 §14.2).
+        self._reinviting = False
 
     async def acknowledge(self) -> None:
         """Send the ACK for the 2xx to our INVITE (kept: a retransmitted 2xx gets it again)."""
@@ -118,6 +120,8 @@ class SipLeg:
             self._ended_by_far_end("the caller hung up")
         elif method == "INFO":
             await self._info(request, transaction)
+        elif method == "INVITE" and self._reinviting:
+            await transaction.respond(response_to(request, 491))
         elif method in ("INVITE", "UPDATE"):
             response = refusal(request) or self._renegotiated(request)
             if response.status < 300:
@@ -178,11 +182,14 @@ class SipLeg:
             refresh = self.dialog.request("UPDATE", headers=headers)
         else:
             refresh = self.dialog.request("INVITE", self._local_sdp, "application/sdp", headers)
+        self._reinviting = refresh.method == "INVITE"
         try:
             final = await self._transactions.request(refresh, self.dialog.peer).final()
         except Exception as exc:
             log.info("SIP call %s: the session refresh failed: %s", self.call_id, exc)
             final = response_to(refresh, 408)
+        finally:
+            self._reinviting = False
         if self.over:
             return
         if final.status >= 300:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from app.sip.dialog import Dialog
 from app.sip.leg import SipLeg
@@ -13,13 +14,14 @@ from tests.unit.sip.test_leg import HERE, INVITE, SOURCE, Listener, Sent, answer
 SDP = b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 
 
-def timed_leg(*invite_headers: str) -> tuple[SipLeg, Sent, FakeClock, SipResponse]:
-    """A leg answered with a 200 to an INVITE carrying `invite_headers`; the 200 is returned."""
+def timed_leg(*invite_headers: str, sent: Sent | None = None) -> tuple[SipLeg, Sent, FakeClock, SipResponse]:
+    """A leg answered with a 200 to an INVITE carrying `invite_headers` (requests it sends go to `sent`);
+    the 200 is returned."""
     extra = "".join(f"{h}\r\n" for h in invite_headers)
     text = INVITE.replace("Content-Length: 0", extra + "Content-Length: 0")
     invite = parse_message(text.encode())
     assert isinstance(invite, SipRequest)
-    sent, clock = Sent(), FakeClock()
+    sent, clock = sent or Sent(), FakeClock()
     leg = SipLeg(
         Dialog.as_uas(invite, "ours", SOURCE, HERE),
         sent,  # type: ignore[arg-type]
@@ -120,3 +122,33 @@ async def test_a_leg_that_is_over_stops_its_session_timer() -> None:
     assert (await answer(leg, request("BYE", 2))).status == 200
     clock.advance(1000)
     assert not expired
+
+
+class Pending(Sent):
+    """Like Sent, but a request's answer waits until `answer` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    def request(self, message: SipRequest, peer: Any) -> Any:
+        self.requests.append(message)
+        answer = self.answer
+
+        class Final:
+            async def final(self) -> SipResponse:
+                await answer.wait()
+                return SipResponse(200, "OK", message.headers.copy())
+
+        return Final()
+
+
+async def test_a_reinvite_from_the_far_end_crossing_our_refresh_gets_491() -> None:
+    pending = Pending()
+    leg, _, clock, _ = timed_leg("Supported: timer", "Session-Expires: 90;refresher=uas", sent=pending)
+    clock.advance(45)
+    await asyncio.sleep(0)  # our re-INVITE is sent and waits for its answer
+    crossing = await answer(leg, request("INVITE", 2, SDP.decode(), "application/sdp"))
+    pending.answer.set()
+    await asyncio.gather(*pending.tasks)
+    assert crossing.status == 491
