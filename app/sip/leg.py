@@ -78,6 +78,8 @@ class SipLeg:
         #: Answers a new offer on the running call (`media_setup.RunningMedia.answer`); None: the media
         #: stays as first negotiated and is said again.
         self.on_offer: Callable[[bytes, bytes], bytes] | None = None
+        #: Applies the far end's answer to our refresh re-INVITE (`RunningMedia.accept`); None: ignored.
+        self.on_answer: Callable[[bytes], None] | None = None
         #: Called once the dialog is over (BYE sent or received): the user agent forgets it.
         self.on_over: Callable[[SipLeg], None] | None = None
         #: RFC 4028: refreshes of ours go as UPDATE when the far end allows it, else as re-INVITE.
@@ -197,10 +199,19 @@ class SipLeg:
             return
         if refresh.method == "INVITE":
             await self.acknowledge()
+            self._accept_answer(final)
         try:
             self.session_timer.start(accepted_interval(final))
         except SipParseError:
             self.session_timer.start(interval)  # a garbled answer: keep the interval we asked for
+
+    def _accept_answer(self, final: SipResponse) -> None:
+        if not final.body or self.on_answer is None:
+            return
+        try:
+            self.on_answer(final.body)
+        except (SdpError, NoCommonCodec, ValueError) as exc:  # the media stays as it was
+            log.info("SIP call %s: unusable answer to our refresh: %s", self.call_id, exc)
 
     def _session_expired(self, reason: str) -> None:
         if self.over:

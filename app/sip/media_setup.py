@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpSession
-from app.sip.sdp import CODECS, PTIME_MS, Negotiated, answer_offer, parse_sdp
+from app.sip.sdp import CODECS, PTIME_MS, Negotiated, accept_answer, answer_offer, parse_sdp
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,20 @@ class RunningMedia:
             int(origin.session_id),
             session_version=int(origin.session_version) + 1,
         )
+        self._apply(negotiated)
+        return answer
+
+    def accept(self, answer: bytes) -> None:
+        """Apply the far end's answer to an offer of ours (a session refresh's re-INVITE).
+
+        SdpError or NoCommonCodec when it is unusable (the media then stays as it was)."""
+        self._apply(accept_answer([self.negotiated.codec.name], parse_sdp(answer)))
+
+    def _apply(self, negotiated: Negotiated) -> None:
         point_rtp(self._rtp, negotiated)
         was_held, self.negotiated = is_held(self.negotiated), negotiated
         if self._on_hold is not None and is_held(negotiated) != was_held:
             self._on_hold(is_held(negotiated))
-        return answer
 
 
 def is_held(negotiated: Negotiated) -> bool:

@@ -42,7 +42,8 @@ class SipCallRunner:
             )
             services.calls.events.record(row.id, row.created, kind, text)
 
-        leg.on_offer = RunningMedia(self._media, rtp, negotiated, held).answer
+        running = RunningMedia(self._media, rtp, negotiated, held)
+        leg.on_offer, leg.on_answer = running.answer, running.accept
         if is_held(negotiated):  # a call that starts on hold (the INVITE offered sendonly)
             transport.hold(True)
         try:

@@ -73,6 +73,12 @@ async def test_an_offer_that_changes_nothing_about_the_direction_reports_nothing
     assert media.holds == []
 
 
+async def test_an_answer_to_our_offer_that_holds_is_applied_and_reported(media: Media) -> None:
+    answer = offer("sendonly").replace(b"o=phone 1 1", b"o=phone 1 2")
+    media.running.accept(answer)
+    assert media.holds == [True] and not media.running.negotiated.sends
+
+
 async def test_on_hold_no_rtp_is_sent_and_after_resuming_it_is(media: Media) -> None:
     media.offered(offer("inactive"))
     media.rtp.send_audio(b"\xff" * 160)

@@ -152,3 +152,27 @@ async def test_a_reinvite_from_the_far_end_crossing_our_refresh_gets_491() -> No
     pending.answer.set()
     await asyncio.gather(*pending.tasks)
     assert crossing.status == 491
+
+
+class AnsweringWithSdp(Sent):
+    """Like Sent, but every 200 carries an SDP answer."""
+
+    def request(self, message: SipRequest, peer: Any) -> Any:
+        self.requests.append(message)
+
+        class Final:
+            async def final(self) -> SipResponse:
+                return SipResponse(200, "OK", message.headers.copy(), b"v=0 answer")
+
+        return Final()
+
+
+async def test_the_answer_to_our_refresh_reinvite_is_applied_to_the_media() -> None:
+    leg, sent, clock, _ = timed_leg(
+        "Supported: timer", "Session-Expires: 90;refresher=uas", sent=AnsweringWithSdp()
+    )
+    answers: list[bytes] = []
+    leg.on_answer = answers.append
+    clock.advance(45)
+    await settled(sent)
+    assert answers == [b"v=0 answer"]
