@@ -180,10 +180,15 @@ class CallSession:
                 self._spawn(timers.max_duration(self.call.definition.max_duration, self.ending), "timer")
                 idle_s = self.transport.media_idle_timeout_s
                 if idle_s:
-                    self._spawn(timers.media_idle(idle_s, lambda: media.frames_in, self.ending), "idle")
+                    idle = timers.media_idle(idle_s, lambda: media.frames_in, self.ending, self._idle_allowed)
+                    self._spawn(idle, "idle")
                 tasks.create_task(self._stop_when_over())
         finally:
             self._tasks = None
+
+    def _idle_allowed(self) -> bool:
+        """The transport dropped its idle timeout for now (a SIP call on hold)."""
+        return self.transport.media_idle_timeout_s is None
 
     async def _stop_when_over(self) -> None:
         """Once the call is over, cancel everything that runs beside it (the task group then exits).

@@ -47,7 +47,8 @@ class CallTransport(Protocol):
 
     #: How the far end takes agent audio (chunks, padding, marks, lead).
     rules: OutboundRules
-    #: End the call when no caller audio arrives for this long (None: never).
+    #: End the call when no caller audio arrives for this long (None: never). A transport may set it to
+    #: None while the call runs (a SIP hold): the wait is suspended until it is set again.
     media_idle_timeout_s: float | None
     #: The far end's data messages, when it has any.
     data: CallDataChannel | None

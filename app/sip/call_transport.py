@@ -89,6 +89,7 @@ class SipCallTransport:
         self._rtp = rtp
         self._negotiated = negotiated
         self.media_idle_timeout_s: float | None = rtp_timeout_s
+        self._rtp_timeout_s = rtp_timeout_s
         name = negotiated.codec.name
         self._format = wire_format(name)
         self._codec: _Codec | None = _G722() if name == "G722" else None
@@ -108,6 +109,12 @@ class SipCallTransport:
         self._hung_up_by_far_end = True
         self._signals.append(StreamStop(reason))
         self._rtp.close()
+
+    def hold(self, held: bool) -> None:
+        """The far end put the call on hold (True) or took it off: a held call sends no RTP (RtpSession
+        knows) and may stay silent as long as it likes, so the RTP timeout is suspended meanwhile (the
+        session timer still ends a call whose far end is gone)."""
+        self.media_idle_timeout_s = None if held else self._rtp_timeout_s
 
     def signalled_digit(self, digit: str) -> None:
         """A digit from SIP INFO (application/dtmf-relay)."""

@@ -38,7 +38,8 @@ def peer_for_uri(uri: SipUri) -> Peer:
     """The transport address a SIP URI names (RFC 3263's DNS steps beyond A records are not taken)."""
     transport = uri.transport
     default_port = 5061 if transport == "tls" else 5060
-    return Peer(transport, uri.host.strip("[]"), uri.port or default_port)
+    udp_only = (uri.params.get("transport") or "").lower() == "udp"
+    return Peer(transport, uri.host.strip("[]"), uri.port or default_port, udp_only)
 
 
 @dataclass

@@ -6,9 +6,9 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from app.sip.message import Headers, SipRequest, SipResponse, new_branch
+from app.sip.message import SipRequest, SipResponse, next_attempt
 
 __all__ = [
     "ALGORITHMS",
@@ -185,17 +185,7 @@ def authorize(request: SipRequest, response: SipResponse, client: DigestClient) 
     uri = str(request.uri)
     for challenge in chosen.values():
         headers.add(credentials_name, client.authorization(challenge, request.method, uri, request.body))
-    number, method = request.cseq
-    headers.set("CSeq", f"{number + 1} {method}")
-    _renew_branch(headers, request)
-    return replace(request, headers=headers)
-
-
-def _renew_branch(headers: Headers, request: SipRequest) -> None:
-    """A new transaction needs a new top Via branch (RFC 3261 §8.1.3.5 via §22.2)."""
-    vias = request.vias
-    vias[0].params["branch"] = new_branch()
-    headers.set("Via", ", ".join(str(via) for via in vias))
+    return next_attempt(request, headers)
 
 
 def _credential_realms(request: SipRequest, name: str) -> set[str]:

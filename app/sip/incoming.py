@@ -43,6 +43,7 @@ from app.sip.sdp import (
     answer_offer,
     parse_sdp,
 )
+from app.sip.session_timer import OPTION_TAG, allows_update, refusal
 from app.sip.transaction import ServerTransaction
 from app.sip.transport import Peer
 from app.sip.user_agent import SipUserAgent
@@ -54,8 +55,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: SIP extensions an INVITE may Require (none yet: 100rel and session timers are not implemented).
-SUPPORTED: frozenset[str] = frozenset()
+#: SIP extensions an INVITE may Require (100rel is not implemented).
+SUPPORTED: frozenset[str] = frozenset({OPTION_TAG})
 #: Seconds a caller refused for capacity (or a drain) is told to wait.
 RETRY_AFTER_S = 5
 
@@ -142,6 +143,9 @@ class IncomingCalls:
             response = response_to(request, 420)
             response.headers.add("Unsupported", ", ".join(unsupported))
             return response
+        refused = refusal(request)  # a session interval we cannot take: 422 before anything is made
+        if refused is not None:
+            return refused
         if request.content_type != "application/sdp" or not request.body:
             return _not_acceptable(request, "callbridge needs an SDP offer in the INVITE")
         try:
@@ -262,6 +266,9 @@ class IncomingCalls:
             ok = _in_dialog_response(request, 200, local_tag)
             ok.headers.add("Contact", here.contact())
             ok.headers.add("Allow", ALLOW)
+            ok.headers.add("Supported", OPTION_TAG)
+            leg.peer_allows_update = allows_update(request.headers)
+            leg.time_session(request, ok)
             ok.headers.add("Content-Type", "application/sdp")
             ok.body = answer
             await transaction.respond(ok)

@@ -14,9 +14,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from app.sip.dialog import Dialog
-from app.sip.message import SipRequest, SipResponse, response_to
+from app.sip.message import SipParseError, SipRequest, SipResponse, response_to
 from app.sip.sdp import NoCommonCodec, SdpError
-from app.sip.transaction import ServerTransaction, TransactionLayer
+from app.sip.session_timer import (
+    SessionTimer,
+    accepted_interval,
+    answer_interval,
+    offer_headers,
+    refusal,
+)
+from app.sip.transaction import Clock, LoopClock, ServerTransaction, TransactionLayer
 from app.sip.transport import SipTransports
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,7 @@ class SipLeg:
         transports: SipTransports,
         local_sdp: bytes,
         spawn: Spawn,
+        clock: Clock | None = None,
     ) -> None:
         self.dialog = dialog
         self._transports = transports
@@ -70,8 +78,17 @@ class SipLeg:
         #: Answers a new offer on the running call (`media_setup.RunningMedia.answer`); None: the media
         #: stays as first negotiated and is said again.
         self.on_offer: Callable[[bytes, bytes], bytes] | None = None
+        #: Applies the far end's answer to our refresh re-INVITE (`RunningMedia.accept`); None: ignored.
+        self.on_answer: Callable[[bytes], None] | None = None
         #: Called once the dialog is over (BYE sent or received): the user agent forgets it.
         self.on_over: Callable[[SipLeg], None] | None = None
+        #: RFC 4028: refreshes of ours go as UPDATE when the far end allows it, else as re-INVITE.
+        self.session_timer = SessionTimer(clock or LoopClock(), self._refresh_session, self._session_expired)
+        self.peer_allows_update = False
+        #: Told why when the session timer ran out (the call ends `connection_error`); None: only BYE.
+        self.on_session_expired: Callable[[str], None] | None = None
+        #: Our re-INVITE is under way: one from the far end crossing it gets 491 (RFC 3261 §14.2).
+        self._reinviting = False
 
     async def acknowledge(self) -> None:
         """Send the ACK for the 2xx to our INVITE (kept: a retransmitted 2xx gets it again)."""
@@ -105,8 +122,13 @@ class SipLeg:
             self._ended_by_far_end("the caller hung up")
         elif method == "INFO":
             await self._info(request, transaction)
+        elif method == "INVITE" and self._reinviting:
+            await transaction.respond(response_to(request, 491))
         elif method in ("INVITE", "UPDATE"):
-            await transaction.respond(self._renegotiated(request))
+            response = refusal(request) or self._renegotiated(request)
+            if response.status < 300:
+                self.time_session(request, response)
+            await transaction.respond(response)
         elif method == "OPTIONS":
             response = response_to(request, 200)
             response.headers.add("Allow", ALLOW)
@@ -135,6 +157,70 @@ class SipLeg:
             response.headers.add("Content-Type", "application/sdp")
             response.body = answer
         return response
+
+    # --- session timers (RFC 4028) ---------------------------------------------------------------
+
+    def time_session(self, request: SipRequest, response: SipResponse) -> None:
+        """Put the interval `request` asks for (it passed `session_timer.refusal`) in our 2xx `response`
+        and (re)start the timer: every INVITE or UPDATE we accept is a refresh."""
+        timed = answer_interval(request)
+        self.session_timer.start(timed[0] if timed else None)
+        if timed is not None:
+            for name, value in timed[1].items():
+                response.headers.add(name, value)
+
+    def _refresh_session(self) -> None:
+        if not self.over:
+            self._spawn(self._send_refresh(), f"sip-{self.call_id}-refresh")
+
+    async def _send_refresh(self) -> None:
+        """Our refresh: an UPDATE without a body, or a re-INVITE offering our SDP again; we stay the
+        refresher (RFC 4028 §7.4: refresher=uac)."""
+        interval = self.session_timer.interval
+        if interval is None:
+            return
+        headers = dict(offer_headers(interval.seconds, refresher="uac").items())
+        if self.peer_allows_update:
+            refresh = self.dialog.request("UPDATE", headers=headers)
+        else:
+            refresh = self.dialog.request("INVITE", self._local_sdp, "application/sdp", headers)
+        self._reinviting = refresh.method == "INVITE"
+        try:
+            final = await self._transactions.request(refresh, self.dialog.peer).final()
+        except Exception as exc:
+            log.info("SIP call %s: the session refresh failed: %s", self.call_id, exc)
+            final = response_to(refresh, 408)
+        finally:
+            self._reinviting = False
+        if self.over:
+            return
+        if final.status >= 300:
+            self.session_timer.refresh_failed(final.status)
+            return
+        if refresh.method == "INVITE":
+            await self.acknowledge()
+            self._accept_answer(final)
+        try:
+            self.session_timer.start(accepted_interval(final))
+        except SipParseError:
+            self.session_timer.start(interval)  # a garbled answer: keep the interval we asked for
+
+    def _accept_answer(self, final: SipResponse) -> None:
+        if not final.body or self.on_answer is None:
+            return
+        try:
+            self.on_answer(final.body)
+        except (SdpError, NoCommonCodec, ValueError) as exc:  # the media stays as it was
+            log.info("SIP call %s: unusable answer to our refresh: %s", self.call_id, exc)
+
+    def _session_expired(self, reason: str) -> None:
+        if self.over:
+            return
+        log.info("SIP call %s: %s", self.call_id, reason)
+        if self.on_session_expired is not None:
+            self.on_session_expired(reason)  # the call ends, and its transport hangs the leg up
+        else:
+            self.hang_up()
 
     async def _info(self, request: SipRequest, transaction: ServerTransaction) -> None:
         if request.content_type != "application/dtmf-relay":
@@ -179,5 +265,6 @@ class SipLeg:
             log.info("SIP call %s: BYE answered %d %s", self.call_id, final.status, final.reason)
 
     def _notify_over(self) -> None:
+        self.session_timer.stop()
         if self.on_over is not None:
             self.on_over(self)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpSession
-from app.sip.sdp import CODECS, PTIME_MS, Negotiated, answer_offer, parse_sdp
+from app.sip.sdp import CODECS, PTIME_MS, Negotiated, accept_answer, answer_offer, parse_sdp
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,18 @@ class RunningMedia:
     The codec stays (the session's wire format is fixed once the call joined); the far end's address, its
     payload numbers and the direction may change: a PBX re-anchoring media, a hold."""
 
-    def __init__(self, setup: SipMediaSetup, rtp: RtpSession, negotiated: Negotiated) -> None:
+    def __init__(
+        self,
+        setup: SipMediaSetup,
+        rtp: RtpSession,
+        negotiated: Negotiated,
+        on_hold: Callable[[bool], None] | None = None,
+    ) -> None:
         self._setup = setup
         self._rtp = rtp
         self.negotiated = negotiated
+        #: Told True when an offer puts the call on hold, False when one takes it off.
+        self._on_hold = on_hold
 
     def answer(self, offer: bytes, previous_answer: bytes) -> bytes:
         """Our answer to a new offer (same o= session, next version), applied to the RTP stream.
@@ -80,9 +89,26 @@ class RunningMedia:
             int(origin.session_id),
             session_version=int(origin.session_version) + 1,
         )
-        point_rtp(self._rtp, negotiated)
-        self.negotiated = negotiated
+        self._apply(negotiated)
         return answer
+
+    def accept(self, answer: bytes) -> None:
+        """Apply the far end's answer to an offer of ours (a session refresh's re-INVITE).
+
+        SdpError or NoCommonCodec when it is unusable (the media then stays as it was)."""
+        self._apply(accept_answer([self.negotiated.codec.name], parse_sdp(answer)))
+
+    def _apply(self, negotiated: Negotiated) -> None:
+        point_rtp(self._rtp, negotiated)
+        was_held, self.negotiated = is_held(self.negotiated), negotiated
+        if self._on_hold is not None and is_held(negotiated) != was_held:
+            self._on_hold(is_held(negotiated))
+
+
+def is_held(negotiated: Negotiated) -> bool:
+    """Whether media flows only one way or not at all (RFC 3264 §8.4 sendonly/inactive, or RFC 2543's
+    c=0.0.0.0): the far end has put the call on hold."""
+    return not (negotiated.sends and negotiated.receives)
 
 
 def point_rtp(rtp: RtpSession, negotiated: Negotiated) -> None:
@@ -96,4 +122,5 @@ def point_rtp(rtp: RtpSession, negotiated: Negotiated) -> None:
         negotiated.dtmf_payload_type,
         # 20 ms packets are sent whatever ptime the far end asked for (it must take any).
         codec.samples_per_packet(PTIME_MS),
+        sends=negotiated.sends,
     )

@@ -1107,6 +1107,18 @@ def new_branch() -> str:
     return BRANCH_MAGIC + secrets.token_hex(10)
 
 
+def next_attempt(request: SipRequest, headers: Headers) -> SipRequest:
+    """`request` sent again as a new transaction with `headers` (a changed copy of its own): CSeq + 1 and
+    a new top Via branch (RFC 3261 §8.1.3.5), same Call-ID, tags and body."""
+    headers = headers.copy()
+    number, method = request.cseq
+    headers.set("CSeq", f"{number + 1} {method}")
+    vias = request.vias
+    vias[0].params["branch"] = new_branch()
+    headers.set("Via", ", ".join(str(via) for via in vias))
+    return replace(request, headers=headers)
+
+
 def new_tag() -> str:
     """A fresh From/To tag (64 random bits)."""
     return secrets.token_hex(8)

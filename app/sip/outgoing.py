@@ -36,6 +36,7 @@ from app.sip.message_log import SipMessageLog
 from app.sip.rtp_session import RtpSession
 from app.sip.running import SipCallRunner
 from app.sip.sdp import NoCommonCodec, SdpError, accept_answer, build_offer, parse_sdp
+from app.sip.session_timer import accepted_interval, allows_update, offer_headers, retry_after_too_small
 from app.sip.transaction import ClientTransaction
 from app.sip.transport import Peer, resolve_peer
 from app.sip.user_agent import STOP_GRACE_S, SipUserAgent
@@ -51,7 +52,7 @@ MANAGED_HEADERS = frozenset(
     name.lower()
     for name in (
         "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Content-Type", "Content-Length",
-        "Route", "Record-Route", "Authorization", "Proxy-Authorization", "Allow",
+        "Route", "Record-Route", "Authorization", "Proxy-Authorization", "Allow", "Session-Expires", "Min-SE",
     )
 )  # fmt: skip
 MAX_CUSTOM_HEADERS = 20
@@ -223,6 +224,11 @@ class SipDialer:
         dialog = Dialog.as_uac(invite, answer, peer, here)
         dialog.peer = await answered_next_hop(dialog, peer)
         leg = self._ua.open_leg(dialog, invite.body)
+        leg.peer_allows_update = allows_update(answer.headers)
+        try:
+            leg.session_timer.start(accepted_interval(answer))
+        except SipParseError:  # a garbled Session-Expires: the call runs without a session timer
+            log.info("SIP call %s: unusable Session-Expires in the answer", row.id)
         try:
             await self._run_answered(row, leg, answer, rtp)
         except Exception:
@@ -260,6 +266,8 @@ class SipDialer:
         headers.add("Contact", here.contact())
         headers.add("Allow", ALLOW)
         headers.add("User-Agent", "callbridge")
+        for name, value in offer_headers().items():
+            headers.add(name, value)
         for name, value in plan.headers.items():
             headers.add(name, value)
         headers.add("Content-Type", "application/sdp")
@@ -277,11 +285,16 @@ class SipDialer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._ring_timeout_s
         request = invite
-        for _ in range(MAX_CHALLENGES + 1):
+        interval_retried = False
+        for _ in range(MAX_CHALLENGES + 2):  # the first INVITE, the challenges, and one 422's retry
             transaction = self._ua.transactions.request(request, peer)
             final = await self._until_final(row, transaction, ringing, deadline)
             if final is None:
                 return None
+            longer = retry_after_too_small(request, final) if not interval_retried else None
+            if longer is not None:  # 422: once more with the callee's Min-SE (RFC 4028 §7.4)
+                request, interval_retried = longer, True
+                continue
             if final.status in (401, 407) and digest is not None:
                 challenged = authorize(request, final, digest)
                 if challenged is not None:

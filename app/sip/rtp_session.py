@@ -73,6 +73,7 @@ class RtpStats:
     comfort_noise: int = 0
     queue_dropped: int = 0  # the consumer fell behind: oldest audio dropped
     audio_suppressed: int = 0  # send_audio while digits were being sent
+    held: int = 0  # packets not sent: the far end put the call on hold (RFC 3264 sendonly/inactive)
     send_errors: int = 0
     rtcp_sr: int = 0
     rtcp_rr: int = 0
@@ -88,6 +89,7 @@ class _Media:
     clock_rate: int
     dtmf_payload_type: int | None
     samples_per_packet: int
+    sends: bool = True
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -162,11 +164,15 @@ class RtpSession:
         clock_rate: int,
         dtmf_payload_type: int | None,
         samples_per_packet: int,
+        *,
+        sends: bool = True,
     ) -> None:
-        """Set (or, on a re-INVITE, change) the negotiated media; a new remote address drops the latch."""
+        """Set (or, on a re-INVITE, change) the negotiated media; a new remote address drops the latch.
+
+        `sends` False (a hold): nothing is sent until a new `configure` says otherwise; RTCP goes on."""
         previous = self._media
         self._media = _Media(
-            (remote_host, remote_port), payload_type, clock_rate, dtmf_payload_type, samples_per_packet
+            (remote_host, remote_port), payload_type, clock_rate, dtmf_payload_type, samples_per_packet, sends
         )
         if previous is None or previous.remote != self._media.remote:
             self._latched = None
@@ -402,6 +408,9 @@ class RtpSession:
             raise RtpClosed("RTP session closed")
 
     def _send(self, packet: RtpPacket) -> None:
+        if self._media is not None and not self._media.sends:
+            self.stats.held += 1
+            return
         remote = self.remote
         self._sequence = (self._sequence + 1) & 0xFFFF
         if remote is None or self._pair.rtp.is_closing():

@@ -9,7 +9,7 @@ from app.calls.session import CallSession
 from app.schemas.calls import EndReason, EventSeverity
 from app.sip.call_transport import SipCallTransport
 from app.sip.leg import SipLeg
-from app.sip.media_setup import RunningMedia, SipMediaSetup
+from app.sip.media_setup import RunningMedia, SipMediaSetup, is_held
 from app.sip.rtp_session import RtpSession
 from app.sip.sdp import Negotiated
 from app.store.secret_box import SecretDecryptionError
@@ -32,7 +32,20 @@ class SipCallRunner:
         services = self._services
         transport = SipCallTransport(leg, rtp, negotiated, self._media.rtp_timeout_s)
         leg.listen(transport)
-        leg.on_offer = RunningMedia(self._media, rtp, negotiated).answer
+
+        def held(on_hold: bool) -> None:
+            transport.hold(on_hold)
+            kind, text = (
+                ("sip_hold", "the far end put the call on hold: no RTP is sent, the RTP timeout waits")
+                if on_hold
+                else ("sip_resume", "the far end took the call off hold: RTP flows both ways again")
+            )
+            services.calls.events.record(row.id, row.created, kind, text)
+
+        running = RunningMedia(self._media, rtp, negotiated, held)
+        leg.on_offer, leg.on_answer = running.answer, running.accept
+        if is_held(negotiated):  # a call that starts on hold (the INVITE offered sendonly)
+            transport.hold(True)
         try:
             pipeline = services.build_pipeline(row)
         except SecretDecryptionError:
@@ -42,6 +55,12 @@ class SipCallRunner:
             await services.calls.end(row, EndReason.SYSTEM_ERROR, text)
             return
         session = CallSession(row, transport, pipeline, services.calls, services.session_settings)
+
+        def expired(text: str) -> None:
+            session.record("sip_session_expired", text, EventSeverity.WARNING)
+            session.finish(EndReason.CONNECTION_ERROR, text)
+
+        leg.on_session_expired = expired
         if not services.sessions.claim(row.id, session):  # cannot happen: the call was just made here
             await transport.close()
             return

@@ -36,6 +36,10 @@ RELIABLE = frozenset({"tcp", "tls"})
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 #: RFC 3261 §18.1.1: requests larger than this (200 bytes under a 1500-byte MTU) should not go over UDP.
 UDP_MTU_LIMIT = 1300
+#: A peer that refused TCP for a large request gets large requests over UDP for this long.
+NO_TCP_FOR_S = 300.0
+#: Peers remembered as refusing TCP (beyond this many, the memory starts over).
+MAX_NO_TCP = 1024
 IDLE_TIMEOUT = 180.0
 CONNECT_TIMEOUT = 5.0
 
@@ -51,6 +55,8 @@ class Peer:
     transport: str  # "udp" | "tcp" | "tls"
     host: str
     port: int
+    #: The URI said `;transport=udp`: a large request is not moved to TCP (RFC 3261 §18.1.1) for it.
+    udp_only: bool = field(default=False, compare=False)
 
     @property
     def reliable(self) -> bool:
@@ -111,6 +117,8 @@ class SipTransports:
         self._connections: dict[Peer, _Connection] = {}
         self._connecting: dict[Peer, asyncio.Future[_Connection]] = {}
         self.on_message_logged: MessageObserver | None = None
+        #: Where a TCP connection for a large request failed, and until when (loop time) they go over UDP.
+        self._no_tcp: dict[tuple[str, int], float] = {}
 
     async def start(self, listens: list[ListenAddress]) -> None:
         """Bind every listen address; port 0 binds an ephemeral port (see `local`)."""
@@ -149,11 +157,7 @@ class SipTransports:
         elif peer.reliable:
             connection = await self._connection_to(peer)
             connection.write(data)
-        else:
-            if len(data) > UDP_MTU_LIMIT:
-                log.info(
-                    "sending a %d-byte %s over UDP (RFC 3261 §18.1.1 prefers TCP)", len(data), message.method
-                )
+        elif len(data) <= UDP_MTU_LIMIT or not await self._sent_over_tcp(message, peer):
             await self._send_udp(data, peer.host, peer.port)
         self._log("out", message, peer)
 
@@ -206,6 +210,27 @@ class SipTransports:
                 await server.wait_closed()
         self._servers.clear()
         self._udp = None
+
+    # --- large requests (RFC 3261 §18.1.1) --------------------------------------------------------
+
+    async def _sent_over_tcp(self, request: SipRequest, peer: Peer) -> bool:
+        """A request too large for UDP goes over TCP to the same address, its top Via saying so; False
+        (send it over UDP after all, as the RFC says) when the URI asked for UDP or TCP cannot connect."""
+        now = asyncio.get_running_loop().time()
+        if peer.udp_only or self._no_tcp.get((peer.host, peer.port), 0.0) > now:
+            return False
+        tcp = Peer("tcp", peer.host, peer.port)
+        try:
+            connection = await self._connection_to(tcp)
+        except TransportError as exc:
+            log.info("a large %s goes over UDP: %s", request.method, exc)
+            if len(self._no_tcp) >= MAX_NO_TCP:
+                self._no_tcp.clear()
+            self._no_tcp[(peer.host, peer.port)] = now + NO_TCP_FOR_S
+            return False
+        tcp_port = self._locals["tcp"].port if "tcp" in self._locals else None
+        connection.write(serialize(via_over(request, "TCP", tcp_port)))
+        return True
 
     # --- responses (RFC 3261 §18.2.2, RFC 3581 §4) -----------------------------------------------
 
@@ -338,6 +363,18 @@ def stamp_received(headers: Headers, peer: Peer) -> None:
         headers.add("Via", value)
 
 
+def via_over(request: SipRequest, transport: str, port: int | None) -> SipRequest:
+    """A copy of `request` whose top Via names `transport` (and our `port` on it, when we listen there):
+    RFC 3261 §18.1.1 wants the Via to say how the request really went."""
+    vias = request.headers.get_all("Via")
+    top = parse_via(vias[0])
+    headers = request.headers.copy()
+    headers.set("Via", str(replace(top, transport=transport, port=port or top.port)))
+    for value in vias[1:]:
+        headers.add("Via", value)
+    return replace(request, headers=headers)
+
+
 def response_destination(via: Via) -> tuple[str, int]:
     """Where a UDP response goes: `received` (else sent-by host), at `rport` (else sent-by port)."""
     host = via.params.get("received") or via.host
@@ -385,7 +422,7 @@ async def resolve_peer(peer: Peer) -> Peer:
     """`peer` with its host looked up as an IPv4 address (an address stays as it is; RFC 3263's SRV and
     NAPTR are not consulted); TransportError when it does not resolve."""
     host, port = await _resolve(_unbracket(peer.host), peer.port, socket.AF_INET)
-    return Peer(peer.transport, host, port)
+    return replace(peer, host=host, port=port)
 
 
 async def _resolve(host: str, port: int, family: int) -> tuple[str, int]:
