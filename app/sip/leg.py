@@ -15,13 +15,14 @@ from typing import Any, Protocol
 
 from app.sip.dialog import Dialog
 from app.sip.message import SipRequest, SipResponse, response_to
+from app.sip.refer import ReferProgress
 from app.sip.sdp import NoCommonCodec, SdpError
 from app.sip.transaction import ServerTransaction, TransactionLayer
 from app.sip.transport import SipTransports
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY"
 _DTMF_RELAY_SIGNAL = re.compile(r"^\s*signal\s*=\s*([0-9A-Da-d*#])\s*$", re.MULTILINE | re.IGNORECASE)
 
 
@@ -70,6 +71,8 @@ class SipLeg:
         #: Answers a new offer on the running call (`media_setup.RunningMedia.answer`); None: the media
         #: stays as first negotiated and is said again.
         self.on_offer: Callable[[bytes, bytes], bytes] | None = None
+        #: The REFER under way (`app.sip.refer`): its NOTIFYs go to it; without one a NOTIFY gets 481.
+        self.refer: ReferProgress | None = None
         #: Called once the dialog is over (BYE sent or received): the user agent forgets it.
         self.on_over: Callable[[SipLeg], None] | None = None
 
@@ -107,6 +110,10 @@ class SipLeg:
             await self._info(request, transaction)
         elif method in ("INVITE", "UPDATE"):
             await transaction.respond(self._renegotiated(request))
+        elif method == "NOTIFY":
+            await transaction.respond(
+                response_to(request, self.refer.notified(request) if self.refer else 481)
+            )
         elif method == "OPTIONS":
             response = response_to(request, 200)
             response.headers.add("Allow", ALLOW)
@@ -157,6 +164,12 @@ class SipLeg:
         if self._listener is not None:
             self._listener.far_end_hung_up(reason)
         self._notify_over()
+
+    # --- our requests ----------------------------------------------------------------------------
+
+    async def send(self, request: SipRequest) -> SipResponse:
+        """Send an in-dialog request (from `dialog.request`) and wait for its final response."""
+        return await self._transactions.request(request, self.dialog.peer).final()
 
     # --- our side ending the call -------------------------------------------------------------
 

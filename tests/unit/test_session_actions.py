@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ class FakeLegs:
         self.transfers: list[str] = []
         self.dtmf: list[str] = []
 
-    async def transfer(self, call_id: str, target: str) -> str | None:
+    async def transfer(self, call_id: str, target: str, **options: Any) -> str | None:
         self.transfers.append(target)
         return self.transfer_problem
 
