@@ -34,7 +34,6 @@ from app.sip.message import (
     parse_uri,
 )
 from app.sip.rtp_session import RtpSession
-from app.sip.running import SipCallRunner
 from app.sip.sdp import Negotiated, NoCommonCodec, SdpError, accept_answer, build_offer, parse_sdp
 from app.sip.transaction import ClientTransaction
 from app.sip.transport import Peer, resolve_peer
@@ -43,6 +42,7 @@ from app.store.tables import CallRow, utcnow
 
 if TYPE_CHECKING:
     from app.services import Services
+    from app.sip.running import SipCallRunner
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ class SipDialer:
         self._ring_timeout_s = ring_timeout_s
         self._ringing: dict[str, _Ringing] = {}
         services.calls.ended_hooks.append(self._call_ended)
+
+    @property
+    def transports_listening(self) -> set[str]:
+        return self._ua.transports_listening
 
     # --- the API's side -----------------------------------------------------------------------
 

@@ -12,11 +12,13 @@ from app.sip.leg import SipLeg
 from app.sip.media_setup import RunningMedia, SipMediaSetup
 from app.sip.rtp_session import RtpSession
 from app.sip.sdp import Negotiated
+from app.sip.transfer import SipTransferControl
 from app.store.secret_box import SecretDecryptionError
 from app.store.tables import CallRow
 
 if TYPE_CHECKING:
     from app.services import Services
+    from app.sip.outgoing import SipDialer
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,31 @@ class SipCallRunner:
     def __init__(self, services: Services, media: SipMediaSetup) -> None:
         self._services = services
         self._media = media
+        #: Dials transfers' second legs (set by SipService: the dialer runs its calls through this runner).
+        self.dialer: SipDialer | None = None
 
     async def run(self, row: CallRow, leg: SipLeg, rtp: RtpSession, negotiated: Negotiated) -> None:
+        """Run the call's session to its end, then the bridge a transfer made of it, if any."""
         services = self._services
         transport = SipCallTransport(leg, rtp, negotiated, self._media.rtp_timeout_s)
         leg.listen(transport)
-        leg.on_offer = RunningMedia(self._media, rtp, negotiated).answer
+        running = RunningMedia(self._media, rtp, negotiated)
+        leg.on_offer = running.answer
+        transfers = (
+            SipTransferControl(
+                row,
+                leg,
+                transport,
+                rtp,
+                running,
+                self._media,
+                self.dialer,
+                services.events,
+                services.calls_repo,
+            )
+            if self.dialer is not None
+            else None
+        )
         try:
             pipeline = services.build_pipeline(row)
         except SecretDecryptionError:
@@ -41,7 +62,7 @@ class SipCallRunner:
             await transport.close()
             await services.calls.end(row, EndReason.SYSTEM_ERROR, text)
             return
-        session = CallSession(row, transport, pipeline, services.calls, services.session_settings)
+        session = CallSession(row, transport, pipeline, services.calls, services.session_settings, transfers)
         if not services.sessions.claim(row.id, session):  # cannot happen: the call was just made here
             await transport.close()
             return
@@ -49,3 +70,5 @@ class SipCallRunner:
             await session.run()
         finally:
             services.sessions.release(row.id, session)
+        if transfers is not None:
+            await transfers.run_bridge()

@@ -62,6 +62,7 @@ class SipService:
         self.incoming = IncomingCalls(self.ua, services, self.media, runner)
         self.ua.handler = self.incoming
         self.dialer = SipDialer(self.ua, services, self.media, runner, settings.dial_ring_timeout)
+        runner.dialer = self.dialer
 
     async def start(self) -> None:
         await self.ua.start()
