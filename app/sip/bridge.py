@@ -67,6 +67,9 @@ class SipBridge:
         self._timeout_s = rtp_timeout_s
         self._ended = asyncio.Event()
         self.ended_because = ""
+        #: Packets relayed (audio and digits): from the caller to the target, and back.
+        self.to_target = 0
+        self.to_caller = 0
         caller.leg.listen(_Side(self, "the caller hung up"))
         target.leg.listen(_Side(self, "the transfer target hung up"))
 
@@ -110,13 +113,21 @@ class SipBridge:
                 if type(item) is RtpAudio:
                     for payload in payloads.packets(item.payload):
                         target.rtp.send_audio(payload)
+                        self._count(target)
                 elif type(item) is RtpDigit:
                     await target.rtp.send_digits(item.digit, RELAYED_DIGIT_MS, gap_ms=0)
+                    self._count(target)
         except RtpClosed:
             self.end(f"the {_name(self, source)}'s RTP stream closed")
         except Exception:
             log.exception("SIP bridge relay failed")
             self.end("internal error while relaying the bridge's audio")
+
+    def _count(self, sent_to: BridgeLeg) -> None:
+        if sent_to is self.target:
+            self.to_target += 1
+        else:
+            self.to_caller += 1
 
 
 def _name(bridge: SipBridge, side: BridgeLeg) -> str:

@@ -209,7 +209,14 @@ class SipTransferControl:
             with contextlib.suppress(Exception):  # billing must not turn the bridge's end into an error
                 await self._repo.update_leg(self._row.id, sip_ended=ended)
                 await self._bill_second_leg(self._invited, ended)
-        self._record(f"the bridge ended: {reason}", extras={"method": "INVITE"})
+        self._record(
+            f"the bridge ended: {reason}",
+            extras={
+                "method": "INVITE",
+                "packetsToTarget": bridge.to_target,
+                "packetsToCaller": bridge.to_caller,
+            },
+        )
 
     async def _bill_second_leg(self, invited: datetime, ended: datetime | None) -> None:
         seconds = billed_seconds(invited, ended or utcnow())
