@@ -176,6 +176,8 @@ async def test_a_bridged_transfer_relays_each_legs_audio_to_the_other(
     ends = ends or [await wait_for(lambda: bridge_end_event(sip.server, call_id), within=10)]
     assert ends[-1]["extras"]["packetsToTarget"] > 100 and ends[-1]["extras"]["packetsToCaller"] > 100
     assert (await get_call(sip.server, call_id))["endReason"] == "agent_hangup"
+    mode = "relayed as is" if codec == "PCMU" else "transcoded"
+    assert any(f"{codec} ↔ PCMU, {mode}" in text for text in await sip_transfer_texts(sip.server, call_id))
 
 
 async def bridge_end_event(server: RunningServer, call_id: str) -> dict[str, Any] | None:
