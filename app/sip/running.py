@@ -39,6 +39,14 @@ class SipCallRunner:
         leg.listen(transport)
         running = RunningMedia(self._media, rtp, negotiated)
         leg.on_offer = running.answer
+        try:
+            pipeline = services.build_pipeline(row)
+        except SecretDecryptionError:
+            text = "the agent's secrets cannot be decrypted with this server's CALLBRIDGE_SECRET_KEY"
+            services.calls.events.record(row.id, row.created, "pipeline_error", text, EventSeverity.ERROR)
+            await transport.close()
+            await services.calls.end(row, EndReason.SYSTEM_ERROR, text)
+            return
         transfers = (
             SipTransferControl(
                 row,
@@ -54,14 +62,6 @@ class SipCallRunner:
             if self.dialer is not None
             else None
         )
-        try:
-            pipeline = services.build_pipeline(row)
-        except SecretDecryptionError:
-            text = "the agent's secrets cannot be decrypted with this server's CALLBRIDGE_SECRET_KEY"
-            services.calls.events.record(row.id, row.created, "pipeline_error", text, EventSeverity.ERROR)
-            await transport.close()
-            await services.calls.end(row, EndReason.SYSTEM_ERROR, text)
-            return
         session = CallSession(row, transport, pipeline, services.calls, services.session_settings, transfers)
         if not services.sessions.claim(row.id, session):  # cannot happen: the call was just made here
             await transport.close()
@@ -70,5 +70,7 @@ class SipCallRunner:
             await session.run()
         finally:
             services.sessions.release(row.id, session)
+            if transfers is not None:
+                transfers.session_ended()
         if transfers is not None:
             await transfers.run_bridge()

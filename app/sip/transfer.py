@@ -25,7 +25,7 @@ from app.sip.call_transport import SipCallTransport
 from app.sip.leg import SipLeg
 from app.sip.media_setup import RunningMedia, SipMediaSetup
 from app.sip.message import SipRequest, SipResponse, SipUri
-from app.sip.outgoing import SipDialer, SipDialPlan, Unanswered
+from app.sip.outgoing import Connected, SipDialer, SipDialPlan, Unanswered
 from app.sip.refer import REFER_TIMEOUT_S, ReferOutcome, ReferProgress, SipFrag, refer_headers, refer_target
 from app.sip.rtp_session import RtpSession
 from app.sip.transaction import Clock, LoopClock
@@ -67,6 +67,13 @@ class SipTransferControl:
         self._bridge: SipBridge | None = None
         #: When the bridged second leg's INVITE was sent.
         self._invited = utcnow()
+        #: Set when the caller leaves the agent's call: its BYE, or the session's end (`session_ended`).
+        self._caller_gone = asyncio.Event()
+        leg_hung_up = asyncio.ensure_future(leg.hung_up.wait())
+        leg_hung_up.add_done_callback(lambda _: self._caller_gone.set())
+        self._watching = leg_hung_up
+        #: Second legs still ringing when the transfer was abandoned (kept until they end).
+        self._abandoned: set[asyncio.Future[Connected | Unanswered]] = set()
 
     # --- LegControl ---------------------------------------------------------------------------
 
@@ -113,15 +120,15 @@ class SipTransferControl:
         self._record(f"sent REFER to {uri}", EventSeverity.DEBUG, {"method": "REFER", "target": str(uri)})
         answering = asyncio.ensure_future(self._answered(request, progress))
         deciding = asyncio.ensure_future(progress.wait())
-        hung_up = asyncio.ensure_future(leg.hung_up.wait())
+        gone = asyncio.ensure_future(self._caller_gone.wait())
         try:
-            await asyncio.wait((deciding, hung_up), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((deciding, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiting in (answering, deciding, hung_up):
+            for waiting in (answering, deciding, gone):
                 waiting.cancel()
             progress.cancel()
         if progress.outcome is None:
-            return ReferOutcome(False, 0, "the caller hung up during the transfer")
+            return ReferOutcome(False, 0, "the call ended during the transfer")
         outcome = progress.outcome
         extras: dict[str, Any] = {"method": "REFER", "status": outcome.status}
         self._record(
@@ -152,26 +159,21 @@ class SipTransferControl:
             f"calling {uri} to bridge the caller to it", extras={"method": "INVITE", "target": str(uri)}
         )
         invited = utcnow()
-        hung_up = asyncio.ensure_future(self._leg.hung_up.wait())
-        cancel = asyncio.Event()
-        hung_up.add_done_callback(lambda _: cancel.set())
-        try:
-            placed = await self._dialer.connect(plan, codecs, cancel, self._target_ringing)
-        finally:
-            hung_up.cancel()
+        placed = await self._dial(plan, codecs)
         if isinstance(placed, Unanswered):
             await self._bill_second_leg(invited, None)
             if placed.cancelled:
-                return "the caller hung up while the transfer target rang"
+                return "the call ended while the transfer target rang"
             status = f"{placed.status} {placed.reason}" if placed.status else placed.reason
             text = f"the transfer target did not answer: {status}"
             self._record(text, EventSeverity.WARNING, {"method": "INVITE", "status": placed.status})
             return text
-        if self._leg.over:  # the caller left as the target answered
-            placed.leg.hang_up()
-            placed.rtp.close()
+        if self._leg.over:  # the call ended as the target answered
+            _hang_up(placed)
             await self._bill_second_leg(invited, None)
-            return "the caller hung up as the transfer target answered"
+            return "the call ended as the transfer target answered"
+        # The target's re-INVITEs (a PBX re-anchoring media, a hold) repoint its stream, like the caller's.
+        placed.leg.on_offer = RunningMedia(self._setup, placed.rtp, placed.negotiated).answer
         self._bridge = SipBridge(
             BridgeLeg(self._leg, self._rtp, self._media.negotiated),
             BridgeLeg(placed.leg, placed.rtp, placed.negotiated),
@@ -189,6 +191,36 @@ class SipTransferControl:
         )
         self._transport.hand_over(self._bridge, f"the caller was bridged to {uri}")
         return None
+
+    async def _dial(self, plan: SipDialPlan, codecs: list[str]) -> Connected | Unanswered:
+        """The second leg, CANCELled once the caller is gone. A transfer abandoned meanwhile (the session's
+        end cancels its action) still CANCELs the INVITE, and hangs up a target that answered anyway."""
+        cancel = asyncio.Event()
+        gone = asyncio.ensure_future(self._caller_gone.wait())
+        gone.add_done_callback(lambda _: cancel.set())
+        dial = asyncio.ensure_future(self._dialer.connect(plan, codecs, cancel, self._target_ringing))
+        try:
+            return await asyncio.shield(dial)
+        except asyncio.CancelledError:
+            cancel.set()
+            self._abandoned.add(dial)
+            dial.add_done_callback(self._abandoned_dial_ended)
+            raise
+        finally:
+            gone.cancel()
+
+    def _abandoned_dial_ended(self, dial: asyncio.Future[Connected | Unanswered]) -> None:
+        self._abandoned.discard(dial)
+        if dial.cancelled() or dial.exception() is not None:
+            return
+        placed = dial.result()
+        if isinstance(placed, Connected):
+            _hang_up(placed)
+
+    def session_ended(self) -> None:
+        """The agent's session is over: a transfer still under way is abandoned (its INVITE CANCELled)."""
+        self._caller_gone.set()
+        self._watching.cancel()
 
     def _target_ringing(self, response: SipResponse) -> None:
         self._record(
@@ -226,3 +258,8 @@ class SipTransferControl:
         self, text: str, severity: EventSeverity = EventSeverity.INFO, extras: dict[str, Any] | None = None
     ) -> None:
         self._events.record(self._row.id, self._row.created, "sip_transfer", text, severity, extras)
+
+
+def _hang_up(placed: Connected) -> None:
+    placed.leg.hang_up()
+    placed.rtp.close()
