@@ -22,11 +22,12 @@ def notify(
     state: str = "active;expires=60",
     event: str = f"refer;id={REFER_CSEQ}",
     content_type: str = "message/sipfrag;version=2.0",
+    cseq: int = 2,
 ) -> SipRequest:
     text = (
         "NOTIFY sip:callbridge@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKn1\r\n"
         "From: <sip:alice@example.com>;tag=from1\r\nTo: <sip:agent_1@192.0.2.10>;tag=ours\r\n"
-        f"Call-ID: leg-1\r\nCSeq: 2 NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\n"
+        f"Call-ID: leg-1\r\nCSeq: {cseq} NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\n"
         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n{body}"
     )
     message = parse_message(text.encode())
