@@ -49,8 +49,9 @@ def refer_target(target: str, far_end: SipUri) -> SipUri:
     if target.startswith(("sip:", "sips:")):
         return parse_uri(target)
     params: dict[str, str | None] = {"user": "phone"}
-    if "transport" in far_end.params:
-        params["transport"] = far_end.params["transport"]
+    transport = far_end.params.get("transport")
+    if transport:
+        params["transport"] = transport.lower()
     return SipUri(far_end.scheme, target, far_end.host, far_end.port, params)
 
 
