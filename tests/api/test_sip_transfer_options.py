@@ -1,4 +1,4 @@
-"""`cold_transfer`'s SIP options (sipVerb, extraHeaders, fallbackToBridge): checked before anything is sent."""
+"""`cold_transfer`'s SIP options (sipVerb, extraHeaders, fallbackToBridge): checked before sending."""
 
 from __future__ import annotations
 
