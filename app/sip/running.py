@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from app.sip.media_setup import RunningMedia, SipMediaSetup
 from app.sip.rtp_session import RtpSession
 from app.sip.sdp import Negotiated
 from app.sip.transfer import SipTransferControl
+from app.sip.user_agent import STOP_GRACE_S
 from app.store.secret_box import SecretDecryptionError
 from app.store.tables import CallRow
 
@@ -31,6 +33,19 @@ class SipCallRunner:
         self._media = media
         #: Dials transfers' second legs (set by SipService: the dialer runs its calls through this runner).
         self.dialer: SipDialer | None = None
+        #: Calls whose agent left for a bridge that is still up.
+        self._bridged: set[SipTransferControl] = set()
+
+    async def stop(self) -> None:
+        """Shutdown: end the bridges still up (both legs get BYE), giving them `STOP_GRACE_S` to finish."""
+        bridged = list(self._bridged)
+        for transfers in bridged:
+            transfers.end_bridge("the server shut down")
+        if bridged:
+            waits = [asyncio.ensure_future(transfers.bridge_over.wait()) for transfers in bridged]
+            _, pending = await asyncio.wait(waits, timeout=STOP_GRACE_S)
+            for wait in pending:
+                wait.cancel()
 
     async def run(self, row: CallRow, leg: SipLeg, rtp: RtpSession, negotiated: Negotiated) -> None:
         """Run the call's session to its end, then the bridge a transfer made of it, if any."""
@@ -72,5 +87,9 @@ class SipCallRunner:
             services.sessions.release(row.id, session)
             if transfers is not None:
                 transfers.session_ended()
-        if transfers is not None:
-            await transfers.run_bridge()
+        if transfers is not None and transfers.bridged:
+            self._bridged.add(transfers)
+            try:
+                await transfers.run_bridge()
+            finally:
+                self._bridged.discard(transfers)

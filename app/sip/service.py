@@ -58,7 +58,7 @@ class SipService:
             rtp_timeout_s=settings.rtp_timeout,
             answer_delay_s=settings.sip_answer_delay,
         )
-        runner = SipCallRunner(services, self.media)
+        self.runner = runner = SipCallRunner(services, self.media)
         self.incoming = IncomingCalls(self.ua, services, self.media, runner)
         self.ua.handler = self.incoming
         self.dialer = SipDialer(self.ua, services, self.media, runner, settings.dial_ring_timeout)
@@ -68,5 +68,6 @@ class SipService:
         await self.ua.start()
 
     async def stop(self) -> None:
+        await self.runner.stop()
         await self.dialer.stop()
         await self.ua.stop()

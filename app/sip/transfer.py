@@ -72,6 +72,8 @@ class SipTransferControl:
         leg_hung_up = asyncio.ensure_future(leg.hung_up.wait())
         leg_hung_up.add_done_callback(lambda _: self._caller_gone.set())
         self._watching = leg_hung_up
+        #: Set once a bridge this call's transfer set up has ended (and been billed).
+        self.bridge_over = asyncio.Event()
         #: Second legs still ringing when the transfer was abandoned (kept until they end).
         self._abandoned: set[asyncio.Future[Connected | Unanswered]] = set()
 
@@ -229,6 +231,16 @@ class SipTransferControl:
             {"method": "INVITE", "status": response.status},
         )
 
+    @property
+    def bridged(self) -> bool:
+        """Whether a transfer bridged the caller (`run_bridge` then relays until the bridge ends)."""
+        return self._bridge is not None
+
+    def end_bridge(self, reason: str) -> None:
+        """End the bridge, if any: both legs get BYE (shutdown)."""
+        if self._bridge is not None:
+            self._bridge.end(reason)
+
     async def run_bridge(self) -> None:
         """After the session: relay the bridge set up by a transfer, if any, until it ends (billed)."""
         bridge = self._bridge
@@ -241,6 +253,7 @@ class SipTransferControl:
             with contextlib.suppress(Exception):  # billing must not turn the bridge's end into an error
                 await self._repo.update_leg(self._row.id, sip_ended=ended)
                 await self._bill_second_leg(self._invited, ended)
+            self.bridge_over.set()
         self._record(
             f"the bridge ended: {reason}",
             extras={
