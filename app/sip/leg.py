@@ -1,8 +1,9 @@
 """The signalling of one SIP call once its dialog exists: requests from the far end, and our BYE.
 
 `SipLeg` answers what the far end sends inside the dialog (BYE, INFO digits, re-INVITE, OPTIONS, UPDATE,
-the NOTIFYs of a REFER under way) and tells the call's transport; it sends our BYE when the call ends on callbridge's side. It never waits
-for the BYE's answer: a far end that does not answer cannot keep a call open.
+the NOTIFYs of a REFER under way) and tells the call's transport; it sends our BYE when the call ends on
+callbridge's side. It never waits for the BYE's answer: a far end that does not answer cannot keep a call
+open.
 """
 
 from __future__ import annotations
