@@ -22,7 +22,9 @@ from tests.e2e.test_sip_calls import (
     hang_up,
     heard_at_least,
     joined,
+    only_call_of,
     patch_sip_policy,
+    to_agent,
 )
 from tests.sip_peers.baresip import BaresipOptions, baresip
 from tests.sip_peers.ctrl_tcp import CALL_CLOSED, CALL_ESTABLISHED
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.e2e
 #: This module's own SIP server (test_sip_calls' fixtures, instantiated for this module).
 sip_server = test_sip_calls.sip_server
 sip = test_sip_calls.sip
+make_sip_agent = test_sip_calls.make_sip_agent
 
 NOTE = {"X-Transfer-Note": "vip caller"}
 
@@ -84,6 +87,24 @@ async def test_a_refer_taken_with_a_final_notify_200_transfers_the_caller_and_th
     assert call["endReason"] == "agent_hangup"
     assert await transfer_outcomes(sip.server, created["callId"]) == ["transferred"]
     assert seconds(call["sipDetails"]["billedDuration"]) > 0
+
+
+async def test_an_incoming_callers_refer_to_a_number_is_sent_to_the_callers_host(
+    sip: SipServer, make_sip_agent, tmp_path: Path
+) -> None:
+    agent = await make_sip_agent()
+    caller = SippOptions("uac_refer_accept.xml", rtp_echo=True, timeout=30, **to_agent(sip, agent))
+    async with sipp(caller, tmp_path) as run:
+        call_id = (await only_call_of(sip.server, agent))["callId"]
+        await joined(sip.server, call_id)
+        status, body = await cold_transfer(sip.server, call_id, target="+14155550100")
+        assert status == 204, body
+        result = await run.result()
+    assert_ok(result)
+    assert f"REFER to sip:+14155550100@{HOST}:{caller.port};user=phone" in result.actions
+    call = await ended(sip.server, call_id)
+    assert call["endReason"] == "agent_hangup"
+    assert await transfer_outcomes(sip.server, call_id) == ["transferred"]
 
 
 async def test_a_refused_refer_leaves_the_caller_with_the_agent_and_says_why(
