@@ -24,7 +24,7 @@ from app.sip.bridge import BridgeLeg, SipBridge
 from app.sip.call_transport import SipCallTransport
 from app.sip.leg import SipLeg
 from app.sip.media_setup import RunningMedia, SipMediaSetup
-from app.sip.message import SipRequest, SipResponse, SipUri
+from app.sip.message import SipParseError, SipRequest, SipResponse, SipUri
 from app.sip.outgoing import Connected, SipDialer, SipDialPlan, Unanswered
 from app.sip.refer import REFER_TIMEOUT_S, ReferOutcome, ReferProgress, SipFrag, refer_headers, refer_target
 from app.sip.rtp_session import RtpSession
@@ -91,7 +91,10 @@ class SipTransferControl:
         """REFER or bridge to `target` (module doc); None once the caller has left the agent."""
         if self._leg.over:
             return "the SIP call is over"
-        uri = refer_target(target, self._leg.dialog.remote_target)
+        try:
+            uri = refer_target(target, self._leg.dialog.remote_target)
+        except SipParseError as exc:
+            return f"transfer target {target!r}: {exc}"
         headers = extra_headers or {}
         if sip_verb == "INVITE":
             return await self._bridged(uri, headers)

@@ -243,3 +243,10 @@ async def test_a_transfer_of_a_call_that_is_over_is_refused(verb: str) -> None:
     made = control()
     made.leg.hang_up()
     assert await made.control.transfer("call-1", TARGET, sip_verb=verb) == "the SIP call is over"
+
+
+async def test_a_target_that_is_not_a_usable_sip_uri_is_refused_with_the_reason() -> None:
+    made = control()
+    problem = await made.control.transfer("call-1", "sip:desk@[::1")
+    assert problem is not None and problem.startswith("transfer target 'sip:desk@[::1'")
+    assert not made.requests("REFER")
