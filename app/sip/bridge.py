@@ -114,8 +114,9 @@ class SipBridge:
                     for payload in payloads.packets(item.payload):
                         target.rtp.send_audio(payload)
                         self._count(target)
-                elif type(item) is RtpDigit:
-                    await target.rtp.send_digits(item.digit, RELAYED_DIGIT_MS, gap_ms=0)
+                elif type(item) is RtpDigit and await target.rtp.send_digits(
+                    item.digit, RELAYED_DIGIT_MS, gap_ms=0
+                ):
                     self._count(target)
         except RtpClosed:
             self.end(f"the {_name(self, source)}'s RTP stream closed")
