@@ -135,7 +135,12 @@ async def send_data_message(request: Request) -> Response:
     if actions is None:
         raise CallNotActive("call_not_active", f"call {call_id} is not joined (yet): nothing to act on")
     if isinstance(message, ColdTransferMessage):
-        problem = await actions.transfer(message.target)
+        problem = await actions.transfer(
+            message.target,
+            sip_verb=message.sip_verb,
+            extra_headers=message.extra_headers,
+            fallback_to_bridge=message.fallback_to_bridge,
+        )
         if problem is not None:
             raise ProviderFailed("transfer_failed", problem)
     elif isinstance(message, PlayDtmfMessage):

@@ -13,7 +13,7 @@ from app.calls.transport import CallTransport
 from app.media.dtmf import DEFAULT_TIMING, DtmfTiming, valid_dtmf_digits
 from app.pipeline.base import Pipeline
 from app.schemas.calls import EventSeverity
-from app.schemas.data_messages import valid_transfer_target
+from app.schemas.data_messages import SIP_VERBS, valid_transfer_headers, valid_transfer_target
 
 #: After a transfer the provider ends the stream; callbridge ends the call itself after this long.
 TRANSFER_GRACE_S = 5.0
@@ -24,8 +24,18 @@ Spawn = Callable[[Coroutine[Any, Any, object], str], None]
 class LegControl(Protocol):
     """The provider leg's REST side, as a call uses it (`calls.legs.ProviderLegs`)."""
 
-    async def transfer(self, call_id: str, target: str) -> str | None:
-        """None when the provider took the transfer, else why not."""
+    async def transfer(
+        self,
+        call_id: str,
+        target: str,
+        *,
+        sip_verb: str = "REFER",
+        extra_headers: dict[str, str] | None = None,
+        fallback_to_bridge: bool = False,
+    ) -> str | None:
+        """None when the transfer happened (the caller is leaving the agent), else why not.
+
+        The keywords apply to SIP calls (`ColdTransferMessage`); other legs refuse what they cannot do."""
         ...
 
     async def send_dtmf(self, call_id: str, digits: str, tone_ms: int) -> tuple[bool, str | None]:
@@ -36,7 +46,15 @@ class LegControl(Protocol):
 class NoLegControl:
     """A call without provider REST control: transfers fail, DTMF is played in-band."""
 
-    async def transfer(self, call_id: str, target: str) -> str | None:
+    async def transfer(
+        self,
+        call_id: str,
+        target: str,
+        *,
+        sip_verb: str = "REFER",
+        extra_headers: dict[str, str] | None = None,
+        fallback_to_bridge: bool = False,
+    ) -> str | None:
         return "this call's medium has no transfer"
 
     async def send_dtmf(self, call_id: str, digits: str, tone_ms: int) -> tuple[bool, str | None]:
@@ -66,11 +84,21 @@ class CallActions:
         self._legs = legs
         self._spawn = spawn
 
-    async def transfer(self, target: str) -> str | None:
+    async def transfer(
+        self,
+        target: str,
+        *,
+        sip_verb: str = "REFER",
+        extra_headers: dict[str, str] | None = None,
+        fallback_to_bridge: bool = False,
+    ) -> str | None:
         """Hand the caller to `target`; the agent leaves. None on success, else why it failed (the call
-        then stays with the agent)."""
+        then stays with the agent). The keywords are `ColdTransferMessage`'s SIP options."""
         try:
             target = valid_transfer_target(target)
+            if sip_verb not in SIP_VERBS:
+                raise ValueError(f"sipVerb {sip_verb!r} must be one of {', '.join(SIP_VERBS)}")
+            extra_headers = valid_transfer_headers(extra_headers or {})
         except ValueError as exc:
             self._record("transfer", f"transfer refused: {exc}", EventSeverity.WARNING, {"outcome": "failed"})
             return str(exc)
@@ -78,7 +106,13 @@ class CallActions:
         if not self._ending.transfer_started(text):
             return "a transfer is already under way"
         self._record("transfer", f"transferring the caller to {target}", extras={"target": target})
-        problem = await self._legs.transfer(self._call_id, target)
+        problem = await self._legs.transfer(
+            self._call_id,
+            target,
+            sip_verb=sip_verb,
+            extra_headers=extra_headers,
+            fallback_to_bridge=fallback_to_bridge,
+        )
         if problem is not None:
             self._ending.transfer_failed()
             self._record(
@@ -88,6 +122,8 @@ class CallActions:
                 {"target": target, "outcome": "failed"},
             )
             return problem
+        # No await from here on: a SIP leg stops the caller's stream as its transfer succeeds, and the
+        # session must see the transfer done (and recorded) before it reads that stop.
         self._ending.transfer_done()
         self._record("transfer", text, extras={"target": target, "outcome": "transferred"})
         # The provider ends the stream itself once the transfer runs; closing it first could end the call

@@ -244,8 +244,19 @@ class ProviderLegs:
 
     # --- control ------------------------------------------------------------------------------
 
-    async def transfer(self, call_id: str, target: str) -> str | None:
-        """Hand the caller to `target`; None when the provider took it, else why not."""
+    async def transfer(
+        self,
+        call_id: str,
+        target: str,
+        *,
+        sip_verb: str = "REFER",
+        extra_headers: dict[str, str] | None = None,
+        fallback_to_bridge: bool = False,
+    ) -> str | None:
+        """Hand the caller to `target`; None when the provider took it, else why not (the SIP options
+        `sipVerb: INVITE` and `extraHeaders` are refused: a provider transfers with its own API)."""
+        if sip_verb != "REFER" or extra_headers:
+            return "sipVerb INVITE and extraHeaders apply to SIP calls only"
         row = await self.repo.get(call_id)
         found = await self._control(row) if row else None
         if row is None or found is None:

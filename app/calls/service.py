@@ -230,8 +230,7 @@ class CallService:
             join_timeout=d.join_timeout,
             max_duration=d.max_duration,
             billed_duration=billed_seconds(row.answered or row.joined, row.ended),
-            # The call is created as its INVITE arrives, or just before callbridge sends it.
-            sip_details=SipDetails(billed_duration=billed_seconds(row.created, row.ended))
+            sip_details=SipDetails(billed_duration=sip_billed_seconds(row))
             if row.medium_kind == "sip"
             else None,
         )
@@ -274,6 +273,13 @@ def billed_seconds(start: datetime | None, ended: datetime | None) -> float:
         return 0.0
     seconds = max(0.0, (ended - start).total_seconds())
     return math.ceil(seconds / BILLING_INCREMENT_S) * BILLING_INCREMENT_S
+
+
+def sip_billed_seconds(row: CallRow) -> float:
+    """A SIP call's billing: its leg from the INVITE (the call is created as it arrives, or just before
+    callbridge sends it) to its end, which a bridged transfer keeps up after the call ended, plus the
+    transfers' second legs (`app.sip.transfer`)."""
+    return billed_seconds(row.created, row.sip_ended or row.ended) + (row.sip_transfer_billed or 0.0)
 
 
 def _given_or(value: float | None, default: float) -> float:

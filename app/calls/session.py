@@ -468,7 +468,13 @@ class CallSession:
 
     async def _agent_transfer(self, event: ColdTransfer) -> None:
         assert self.actions is not None
-        self._spawn_action(self.actions.transfer(event.target), "transfer")
+        transfer = self.actions.transfer(
+            event.target,
+            sip_verb=event.sip_verb,
+            extra_headers=event.extra_headers,
+            fallback_to_bridge=event.fallback_to_bridge,
+        )
+        self._spawn_action(transfer, "transfer")
 
     async def _agent_dtmf(self, event: PlayDtmf) -> None:
         assert self.actions is not None

@@ -201,7 +201,20 @@ class NativeFraming(AgentFraming):
     @staticmethod
     def _cold_transfer(data: dict[str, Any]) -> PipelineEvent | None:
         target = data.get("target")
-        return ColdTransfer(target) if isinstance(target, str) and target else None
+        if not isinstance(target, str) or not target:
+            return None
+        verb, headers = data.get("sipVerb", "REFER"), data.get("extraHeaders", {})
+        if not isinstance(verb, str) or not isinstance(headers, dict):
+            return None
+        if not all(isinstance(value, str) for value in headers.values()):
+            return None
+        # The verb and the header names are checked by the transfer, which records why it refused them.
+        return ColdTransfer(
+            target,
+            sip_verb=verb,
+            extra_headers=headers,
+            fallback_to_bridge=data.get("fallbackToBridge") is True,
+        )
 
     @staticmethod
     def _play_dtmf(data: dict[str, Any]) -> PipelineEvent | None:

@@ -57,6 +57,10 @@ class HangUp:
 @dataclass(frozen=True, slots=True)
 class ColdTransfer:
     target: str
+    #: SIP calls (`ColdTransferMessage`): REFER or INVITE, headers for it, bridge when REFER is refused.
+    sip_verb: str = "REFER"
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    fallback_to_bridge: bool = False
 
 
 @dataclass(frozen=True, slots=True)

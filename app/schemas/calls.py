@@ -54,7 +54,8 @@ class StartCallRequest(CallSettings):
 
 
 class SipDetails(ApiModel):
-    """A SIP call's own billing: from the INVITE (received, or sent) to the end, per deciminute rounded up."""
+    """A SIP call's own billing: from the INVITE (received, or sent) to the end, per deciminute rounded up;
+    a transfer's second leg adds its own (a bridge bills both legs while both are up)."""
 
     billed_duration: Duration
 

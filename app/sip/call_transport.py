@@ -47,7 +47,9 @@ class SignallingLeg(Protocol):
         ...
 
 
-class _Codec(Protocol):
+class PayloadCodec(Protocol):
+    """A stateful coder between RTP payloads and the wire format (`wire_format`)."""
+
     def decode(self, payload: bytes) -> bytes: ...
 
     def encode(self, pcm: bytes) -> bytes: ...
@@ -71,6 +73,11 @@ def wire_format(codec_name: str) -> AudioFormat:
     return {"PCMU": PCMU_8K, "PCMA": PCMA_8K, "G722": pcm16(16000)}[codec_name]
 
 
+def payload_codec(codec_name: str) -> PayloadCodec | None:
+    """The coder between a codec's payloads and its `wire_format`; None when they are the same bytes."""
+    return _G722() if codec_name == "G722" else None
+
+
 class SipCallTransport:
     """One SIP call's far end (CallTransport)."""
 
@@ -92,10 +99,12 @@ class SipCallTransport:
         self._rtp_timeout_s = rtp_timeout_s
         name = negotiated.codec.name
         self._format = wire_format(name)
-        self._codec: _Codec | None = _G722() if name == "G722" else None
+        self._codec = payload_codec(name)
         self._silence = self._format.silence(self._format.bytes_for_ms(PACKET_MS))
         self._signals: deque[TransportEvent] = deque()
         self._hung_up_by_far_end = False
+        #: What took the call over (`hand_over`): closing then leaves the dialog and the RTP stream to it.
+        self.handed_over_to: object | None = None
         self._closed = False
         self._clock = clock or asyncio.get_running_loop().time
         #: When agent audio was last sent (the call's start before any).
@@ -115,6 +124,13 @@ class SipCallTransport:
         knows) and may stay silent as long as it likes, so the RTP timeout is suspended meanwhile (the
         session timer still ends a call whose far end is gone)."""
         self.media_idle_timeout_s = None if held else self._rtp_timeout_s
+
+    def hand_over(self, new_owner: object, reason: str) -> None:
+        """The call's dialog and RTP stream go to `new_owner` (a bridged transfer): the next `receive`
+        reports the stream stopped for `reason`, and `close` sends no BYE and leaves the RTP open."""
+        self.handed_over_to = new_owner
+        self._signals.append(StreamStop(reason))
+        self._rtp.wake()
 
     def signalled_digit(self, digit: str) -> None:
         """A digit from SIP INFO (application/dtmf-relay)."""
@@ -181,6 +197,8 @@ class SipCallTransport:
             self._filler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._filler
+        if self.handed_over_to is not None:
+            return
         if not self._hung_up_by_far_end:
             self._leg.hang_up()
         self._rtp.close()

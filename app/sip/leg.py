@@ -1,8 +1,9 @@
 """The signalling of one SIP call once its dialog exists: requests from the far end, and our BYE.
 
-`SipLeg` answers what the far end sends inside the dialog (BYE, INFO digits, re-INVITE, OPTIONS, UPDATE)
-and tells the call's transport; it sends our BYE when the call ends on callbridge's side. It never waits
-for the BYE's answer: a far end that does not answer cannot keep a call open.
+`SipLeg` answers what the far end sends inside the dialog (BYE, INFO digits, re-INVITE, OPTIONS, UPDATE,
+the NOTIFYs of a REFER under way) and tells the call's transport; it sends our BYE when the call ends on
+callbridge's side. It never waits for the BYE's answer: a far end that does not answer cannot keep a call
+open.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 from app.sip.dialog import Dialog
 from app.sip.message import SipParseError, SipRequest, SipResponse, response_to
+from app.sip.refer import ReferProgress
 from app.sip.sdp import NoCommonCodec, SdpError
 from app.sip.session_timer import (
     SessionTimer,
@@ -28,7 +30,7 @@ from app.sip.transport import SipTransports
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY"
 _DTMF_RELAY_SIGNAL = re.compile(r"^\s*signal\s*=\s*([0-9A-Da-d*#])\s*$", re.MULTILINE | re.IGNORECASE)
 
 
@@ -80,6 +82,8 @@ class SipLeg:
         self.on_offer: Callable[[bytes, bytes], bytes] | None = None
         #: Applies the far end's answer to our refresh re-INVITE (`RunningMedia.accept`); None: ignored.
         self.on_answer: Callable[[bytes], None] | None = None
+        #: The REFER under way (`app.sip.refer`): its NOTIFYs go to it; without one a NOTIFY gets 481.
+        self.refer: ReferProgress | None = None
         #: Called once the dialog is over (BYE sent or received): the user agent forgets it.
         self.on_over: Callable[[SipLeg], None] | None = None
         #: RFC 4028: refreshes of ours go as UPDATE when the far end allows it, else as re-INVITE.
@@ -129,6 +133,10 @@ class SipLeg:
             if response.status < 300:
                 self.time_session(request, response)
             await transaction.respond(response)
+        elif method == "NOTIFY":
+            await transaction.respond(
+                response_to(request, self.refer.notified(request) if self.refer else 481)
+            )
         elif method == "OPTIONS":
             response = response_to(request, 200)
             response.headers.add("Allow", ALLOW)
@@ -243,6 +251,12 @@ class SipLeg:
         if self._listener is not None:
             self._listener.far_end_hung_up(reason)
         self._notify_over()
+
+    # --- our requests ----------------------------------------------------------------------------
+
+    async def send(self, request: SipRequest) -> SipResponse:
+        """Send an in-dialog request (from `dialog.request`) and wait for its final response."""
+        return await self._transactions.request(request, self.dialog.peer).final()
 
     # --- our side ending the call -------------------------------------------------------------
 

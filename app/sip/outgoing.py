@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.errors import InvalidInput
 from app.schemas.calls import EndReason, EventSeverity
 from app.schemas.media import Medium, SipOutgoing
+from app.sip.custom_headers import check_custom_headers
 from app.sip.dialog import Dialog, LocalAddress, peer_for_uri
 from app.sip.digest import DigestClient, authorize
 from app.sip.leg import ALLOW, SipLeg
@@ -34,8 +35,7 @@ from app.sip.message import (
 )
 from app.sip.message_log import SipMessageLog
 from app.sip.rtp_session import RtpSession
-from app.sip.running import SipCallRunner
-from app.sip.sdp import NoCommonCodec, SdpError, accept_answer, build_offer, parse_sdp
+from app.sip.sdp import Negotiated, NoCommonCodec, SdpError, accept_answer, build_offer, parse_sdp
 from app.sip.session_timer import accepted_interval, allows_update, offer_headers, retry_after_too_small
 from app.sip.transaction import ClientTransaction
 from app.sip.transport import Peer, resolve_peer
@@ -44,19 +44,10 @@ from app.store.tables import CallRow, utcnow
 
 if TYPE_CHECKING:
     from app.services import Services
+    from app.sip.running import SipCallRunner
 
 log = logging.getLogger(__name__)
 
-#: Headers callbridge writes itself: `outgoing.headers` may not set them.
-MANAGED_HEADERS = frozenset(
-    name.lower()
-    for name in (
-        "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Content-Type", "Content-Length",
-        "Route", "Record-Route", "Authorization", "Proxy-Authorization", "Allow", "Session-Expires", "Min-SE",
-    )
-)  # fmt: skip
-MAX_CUSTOM_HEADERS = 20
-_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]{1,64}$")
 #: Challenges answered per call: a second 401/407 after our answer means the credentials are wrong.
 MAX_CHALLENGES = 2
 
@@ -70,6 +61,27 @@ class SipDialPlan:
     username: str | None
     password: str | None = field(repr=False)
     headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Connected:
+    """An answered dial: its leg (ACK sent) and its RTP stream, pointed at the callee."""
+
+    leg: SipLeg
+    rtp: RtpSession
+    negotiated: Negotiated
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """Why a dial got no call: a SIP status (0 when none came) and its reason."""
+
+    status: int
+    reason: str
+    #: Ended by whoever hung up (nothing more to record).
+    cancelled: bool = False
+    #: Answered, with SDP that cannot be used (the callee was sent BYE).
+    unusable_answer: bool = False
 
 
 @dataclass
@@ -102,6 +114,10 @@ class SipDialer:
         self._ringing: dict[str, _Ringing] = {}
         services.calls.ended_hooks.append(self._call_ended)
 
+    @property
+    def transports_listening(self) -> set[str]:
+        return self._ua.transports_listening
+
     # --- the API's side -----------------------------------------------------------------------
 
     def plan(self, medium: Medium) -> SipDialPlan:
@@ -125,21 +141,10 @@ class SipDialer:
             if ":" in outgoing.from_
             else SipUri("sip", outgoing.from_, self._ua.public_host, None, {})
         )
-        headers = dict(outgoing.headers)
-        if len(headers) > MAX_CUSTOM_HEADERS:
-            raise InvalidInput(
-                "invalid_request", f"medium.sip.outgoing.headers: at most {MAX_CUSTOM_HEADERS}"
-            )
-        for name, value in headers.items():
-            if not _TOKEN.match(name) or name.lower() in MANAGED_HEADERS:
-                raise InvalidInput(
-                    "invalid_request", f"medium.sip.outgoing.headers: {name!r} cannot be set on the INVITE"
-                )
-            if "\r" in value or "\n" in value or len(value) > 1024:
-                raise InvalidInput(
-                    "invalid_request",
-                    f"medium.sip.outgoing.headers.{name}: one line of at most 1024 characters",
-                )
+        try:
+            headers = check_custom_headers(outgoing.headers, "medium.sip.outgoing.headers")
+        except ValueError as exc:
+            raise InvalidInput("invalid_request", str(exc)) from None
         return SipDialPlan(to, from_, outgoing.username, outgoing.password, headers)
 
     async def dial(self, row: CallRow, plan: SipDialPlan) -> CallRow:
@@ -180,46 +185,97 @@ class SipDialer:
             self._ringing.pop(row.id, None)
 
     async def _place(self, row: CallRow, plan: SipDialPlan) -> None:
+        call_id = new_call_id(self._ua.public_host)
+        self._messages.bind(call_id, row)  # its sip_logs, from the INVITE on
+        try:
+            await self._place_as(row, plan, call_id)
+        finally:
+            self._messages.release(call_id)
+
+    async def _place_as(self, row: CallRow, plan: SipDialPlan, call_id: str) -> None:
         calls = self._services.calls
         try:
-            peer = await resolve_peer(peer_for_uri(plan.to))
-        except OSError as exc:
-            await self._failed(row, 0, f"cannot resolve {plan.to.host}: {exc}")
-            return
-        rtp = await self._media.open_rtp()
-        if rtp is None:
-            await calls.end(row, EndReason.UNJOINED, "no RTP port was free for the call")
-            return
-        try:  # the RTP session is the call's from here on; closing it again is harmless
-            await self._connect(row, plan, peer, rtp)
+            ringing = self._ringing[row.id]
+            placed = await self.connect(
+                plan,
+                self._media.codecs,
+                ringing.cancel,
+                lambda response: self._record_ringing(row, response),
+                call_id=call_id,
+            )
         except Exception:  # the call must end, whatever broke
             log.exception("SIP call %s: placing it failed", row.id)
             await calls.end(row, EndReason.SYSTEM_ERROR, "internal error while placing the SIP call")
-        finally:
-            rtp.close()
-
-    async def _connect(self, row: CallRow, plan: SipDialPlan, peer: Peer, rtp: RtpSession) -> None:
-        """INVITE until answered (or not); an answered call is acknowledged and run."""
-        here = self._ua.here(peer.transport)
-        invite = self._invite(row, plan, here, rtp)
-        self._messages.bind(invite.call_id, row)  # its sip_logs, from this INVITE on
-        try:
-            await self._ring_and_run(row, invite, peer, here, plan, rtp)
-        finally:
-            self._messages.release(invite.call_id)
-
-    async def _ring_and_run(
-        self,
-        row: CallRow,
-        invite: SipRequest,
-        peer: Peer,
-        here: LocalAddress,
-        plan: SipDialPlan,
-        rtp: RtpSession,
-    ) -> None:
-        answered = await self._ring(row, invite, peer, plan)
-        if answered is None:
             return
+        if isinstance(placed, Unanswered):
+            if placed.unusable_answer:
+                await calls.end(row, EndReason.CONNECTION_ERROR, placed.reason)
+            elif not placed.cancelled:
+                await self._failed(row, placed.status, placed.reason)
+            return
+        try:  # the RTP session is the call's from here on; closing it again is harmless
+            await self._run_answered(row, placed)
+        except Exception:  # the call must end, whatever broke
+            placed.leg.hang_up()  # no-op once the dialog is over
+            log.exception("SIP call %s: running it failed", row.id)
+            await calls.end(row, EndReason.SYSTEM_ERROR, "internal error while placing the SIP call")
+        finally:
+            placed.rtp.close()
+
+    async def _run_answered(self, row: CallRow, placed: Connected) -> None:
+        ringing = self._ringing.pop(row.id, None)
+        if ringing is None or ringing.cancel.is_set():  # hung up as it was answered
+            placed.leg.hang_up()
+            return
+        await self._services.calls_repo.mark_answered(row.id, utcnow())
+        await self._runner.run(row, placed.leg, placed.rtp, placed.negotiated)
+
+    async def connect(
+        self,
+        plan: SipDialPlan,
+        codecs: list[str],
+        cancel: asyncio.Event,
+        on_ringing: Callable[[SipResponse], None],
+        *,
+        call_id: str | None = None,
+    ) -> Connected | Unanswered:
+        """Dial `plan` offering `codecs` (best first) until answered, refused, out of time or `cancel`led;
+        the INVITE's Call-ID is `call_id` when given (a call's sip_logs are bound to it first).
+
+        Answered: the dialog's leg (ACK sent) and its RTP stream pointed at the callee, which the caller
+        closes. Also places a transfer's second leg (`app.sip.bridge`)."""
+        try:
+            peer = await resolve_peer(peer_for_uri(plan.to))
+        except OSError as exc:
+            return Unanswered(0, f"cannot resolve {plan.to.host}: {exc}")
+        rtp = await self._media.open_rtp()
+        if rtp is None:
+            return Unanswered(0, "no RTP port was free for the call")
+        try:
+            connected = await self._connect(plan, codecs, peer, rtp, cancel, on_ringing, call_id)
+        except BaseException:
+            rtp.close()
+            raise
+        if isinstance(connected, Unanswered):
+            rtp.close()
+        return connected
+
+    async def _connect(
+        self,
+        plan: SipDialPlan,
+        codecs: list[str],
+        peer: Peer,
+        rtp: RtpSession,
+        cancel: asyncio.Event,
+        on_ringing: Callable[[SipResponse], None],
+        call_id: str | None,
+    ) -> Connected | Unanswered:
+        """INVITE until answered (or not); an answered call is acknowledged."""
+        here = self._ua.here(peer.transport)
+        invite = self.invite(plan, here, rtp, codecs, call_id)
+        answered = await self._ring(invite, peer, plan, cancel, on_ringing)
+        if isinstance(answered, Unanswered):
+            return answered
         invite, answer = answered
         dialog = Dialog.as_uac(invite, answer, peer, here)
         dialog.peer = await answered_next_hop(dialog, peer)
@@ -228,40 +284,35 @@ class SipDialer:
         try:
             leg.session_timer.start(accepted_interval(answer))
         except SipParseError:  # a garbled Session-Expires: the call runs without a session timer
-            log.info("SIP call %s: unusable Session-Expires in the answer", row.id)
+            log.info("SIP call %s: unusable Session-Expires in the answer", dialog.call_id)
         try:
-            await self._run_answered(row, leg, answer, rtp)
-        except Exception:
-            leg.hang_up()  # no-op once the dialog is over
-            raise
-
-    async def _run_answered(self, row: CallRow, leg: SipLeg, answer: SipResponse, rtp: RtpSession) -> None:
-        calls = self._services.calls
-        await leg.acknowledge()
-        try:
-            negotiated = accept_answer(self._media.codecs, parse_sdp(answer.body))
+            await leg.acknowledge()
+            negotiated = accept_answer(codecs, parse_sdp(answer.body))
         except (SdpError, NoCommonCodec) as exc:
             leg.hang_up()
-            await calls.end(row, EndReason.CONNECTION_ERROR, f"the callee's answer is unusable: {exc}")
-            return
-        ringing = self._ringing.pop(row.id, None)
-        if ringing is None or ringing.cancel.is_set():  # hung up as it was answered
+            return Unanswered(answer.status, f"the callee's answer is unusable: {exc}", unusable_answer=True)
+        except BaseException:
             leg.hang_up()
-            return
+            raise
         point_rtp(rtp, negotiated)
-        await self._services.calls_repo.mark_answered(row.id, utcnow())
-        await self._runner.run(row, leg, rtp, negotiated)
+        return Connected(leg, rtp, negotiated)
 
-    def _invite(self, row: CallRow, plan: SipDialPlan, here: LocalAddress, rtp: RtpSession) -> SipRequest:
-        offer = build_offer(
-            self._media.codecs, self._media.sdp_host, rtp.local_port, self._media.session_id()
-        )
+    def invite(
+        self,
+        plan: SipDialPlan,
+        here: LocalAddress,
+        rtp: RtpSession,
+        codecs: list[str],
+        call_id: str | None = None,
+    ) -> SipRequest:
+        """The INVITE for `plan`, offering `codecs` on `rtp`'s port (a new Call-ID unless given)."""
+        offer = build_offer(codecs, self._media.sdp_host, rtp.local_port, self._media.session_id())
         headers = Headers()
         headers.add("Via", here.via())
         headers.add("Max-Forwards", "70")
         headers.add("From", f"<{plan.from_}>;tag={new_tag()}")
         headers.add("To", f"<{plan.to}>")
-        headers.add("Call-ID", new_call_id(here.host))
+        headers.add("Call-ID", call_id or new_call_id(here.host))
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", here.contact())
         headers.add("Allow", ALLOW)
@@ -274,11 +325,14 @@ class SipDialer:
         return SipRequest("INVITE", plan.to, headers, offer)
 
     async def _ring(
-        self, row: CallRow, invite: SipRequest, peer: Peer, plan: SipDialPlan
-    ) -> tuple[SipRequest, SipResponse] | None:
-        """The INVITE that got through and its 2xx (challenges answered); None when the call was not
-        answered (recorded and ended here, or ended by whoever hung up)."""
-        ringing = self._ringing[row.id]
+        self,
+        invite: SipRequest,
+        peer: Peer,
+        plan: SipDialPlan,
+        cancel: asyncio.Event,
+        on_ringing: Callable[[SipResponse], None],
+    ) -> tuple[SipRequest, SipResponse] | Unanswered:
+        """The INVITE that got through and its 2xx (challenges answered), or why there is none."""
         digest = (
             DigestClient(plan.username or plan.from_.user or "", plan.password) if plan.password else None
         )
@@ -288,9 +342,9 @@ class SipDialer:
         interval_retried = False
         for _ in range(MAX_CHALLENGES + 2):  # the first INVITE, the challenges, and one 422's retry
             transaction = self._ua.transactions.request(request, peer)
-            final = await self._until_final(row, transaction, ringing, deadline)
-            if final is None:
-                return None
+            final = await self._until_final(transaction, cancel, deadline, on_ringing)
+            if isinstance(final, Unanswered):
+                return final
             longer = retry_after_too_small(request, final) if not interval_retried else None
             if longer is not None:  # 422: once more with the callee's Min-SE (RFC 4028 §7.4)
                 request, interval_retried = longer, True
@@ -301,18 +355,20 @@ class SipDialer:
                     request = challenged
                     continue
             if final.status >= 300:
-                await self._failed(row, final.status, final.reason)
-                return None
+                return Unanswered(final.status, final.reason)
             return request, final
-        await self._failed(row, 401, "the credentials were refused")
-        return None
+        return Unanswered(401, "the credentials were refused")
 
     async def _until_final(
-        self, row: CallRow, transaction: ClientTransaction, ringing: _Ringing, deadline: float
-    ) -> SipResponse | None:
+        self,
+        transaction: ClientTransaction,
+        cancel: asyncio.Event,
+        deadline: float,
+        on_ringing: Callable[[SipResponse], None],
+    ) -> SipResponse | Unanswered:
         provisional = asyncio.Event()
-        responses = asyncio.ensure_future(self._final_after_ringing(row, transaction, provisional))
-        cancelled = asyncio.ensure_future(ringing.cancel.wait())
+        responses = asyncio.ensure_future(_final_after_ringing(transaction, provisional, on_ringing))
+        cancelled = asyncio.ensure_future(cancel.wait())
         timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
             done, _ = await asyncio.wait(
@@ -335,29 +391,18 @@ class SipDialer:
         final = await responses
         if final.status < 300:  # answered as we cancelled: take the call (ended at once if hung up)
             return final
-        if ringing.cancel.is_set():
-            return None  # the call was ended by whoever hung up
-        await self._failed(row, final.status, f"nobody answered within {self._ring_timeout_s:g} s")
-        return None
+        if cancel.is_set():
+            return Unanswered(final.status, final.reason, cancelled=True)
+        return Unanswered(final.status, f"nobody answered within {self._ring_timeout_s:g} s")
 
-    async def _final_after_ringing(
-        self, row: CallRow, transaction: ClientTransaction, provisional: asyncio.Event
-    ) -> SipResponse:
-        rang = False
-        async for response in transaction.responses():
-            if response.status >= 200:
-                return response
-            provisional.set()
-            if response.status in (180, 183) and not rang:
-                rang = True
-                self._services.calls.events.record(
-                    row.id,
-                    row.created,
-                    "ringing",
-                    f"the callee is ringing ({response.status} {response.reason})",
-                    extras={"code": response.status, "reason": response.reason},
-                )
-        raise AssertionError("a client transaction always ends with a final response")
+    def _record_ringing(self, row: CallRow, response: SipResponse) -> None:
+        self._services.calls.events.record(
+            row.id,
+            row.created,
+            "ringing",
+            f"the callee is ringing ({response.status} {response.reason})",
+            extras={"code": response.status, "reason": response.reason},
+        )
 
     async def _failed(self, row: CallRow, status: int, reason: str) -> None:
         calls = self._services.calls
@@ -370,6 +415,21 @@ class SipDialer:
             {"code": status, "reason": reason},
         )
         await calls.end(row, EndReason.UNJOINED, f"SIP {status} {reason}" if status else reason)
+
+
+async def _final_after_ringing(
+    transaction: ClientTransaction, provisional: asyncio.Event, on_ringing: Callable[[SipResponse], None]
+) -> SipResponse:
+    """The INVITE's final response; the first 180/183 goes to `on_ringing`."""
+    rang = False
+    async for response in transaction.responses():
+        if response.status >= 200:
+            return response
+        provisional.set()
+        if response.status in (180, 183) and not rang:
+            rang = True
+            on_ringing(response)
+    raise AssertionError("a client transaction always ends with a final response")
 
 
 def _uri(name: str, value: str) -> SipUri:

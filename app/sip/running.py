@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -12,11 +13,14 @@ from app.sip.leg import SipLeg
 from app.sip.media_setup import RunningMedia, SipMediaSetup, is_held
 from app.sip.rtp_session import RtpSession
 from app.sip.sdp import Negotiated
+from app.sip.transfer import SipTransferControl
+from app.sip.user_agent import STOP_GRACE_S
 from app.store.secret_box import SecretDecryptionError
 from app.store.tables import CallRow
 
 if TYPE_CHECKING:
     from app.services import Services
+    from app.sip.outgoing import SipDialer
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +31,24 @@ class SipCallRunner:
     def __init__(self, services: Services, media: SipMediaSetup) -> None:
         self._services = services
         self._media = media
+        #: Dials transfers' second legs (set by SipService: the dialer runs its calls through this runner).
+        self.dialer: SipDialer | None = None
+        #: Calls whose agent left for a bridge that is still up.
+        self._bridged: set[SipTransferControl] = set()
+
+    async def stop(self) -> None:
+        """Shutdown: end the bridges still up (both legs get BYE), giving them `STOP_GRACE_S` to finish."""
+        bridged = list(self._bridged)
+        for transfers in bridged:
+            transfers.end_bridge("the server shut down")
+        if bridged:
+            waits = [asyncio.ensure_future(transfers.bridge_over.wait()) for transfers in bridged]
+            _, pending = await asyncio.wait(waits, timeout=STOP_GRACE_S)
+            for wait in pending:
+                wait.cancel()
 
     async def run(self, row: CallRow, leg: SipLeg, rtp: RtpSession, negotiated: Negotiated) -> None:
+        """Run the call's session to its end, then the bridge a transfer made of it, if any."""
         services = self._services
         transport = SipCallTransport(leg, rtp, negotiated, self._media.rtp_timeout_s)
         leg.listen(transport)
@@ -54,7 +74,22 @@ class SipCallRunner:
             await transport.close()
             await services.calls.end(row, EndReason.SYSTEM_ERROR, text)
             return
-        session = CallSession(row, transport, pipeline, services.calls, services.session_settings)
+        transfers = (
+            SipTransferControl(
+                row,
+                leg,
+                transport,
+                rtp,
+                running,
+                self._media,
+                self.dialer,
+                services.events,
+                services.calls_repo,
+            )
+            if self.dialer is not None
+            else None
+        )
+        session = CallSession(row, transport, pipeline, services.calls, services.session_settings, transfers)
 
         def expired(text: str) -> None:
             session.record("sip_session_expired", text, EventSeverity.WARNING)
@@ -68,3 +103,11 @@ class SipCallRunner:
             await session.run()
         finally:
             services.sessions.release(row.id, session)
+            if transfers is not None:
+                transfers.session_ended()
+        if transfers is not None and transfers.bridged:
+            self._bridged.add(transfers)
+            try:
+                await transfers.run_bridge()
+            finally:
+                self._bridged.discard(transfers)

@@ -75,7 +75,7 @@ class SipService:
             rtp_timeout_s=settings.rtp_timeout,
             answer_delay_s=settings.sip_answer_delay,
         )
-        runner = SipCallRunner(services, self.media)
+        self.runner = runner = SipCallRunner(services, self.media)
         self.registrations = SipRegistrations(self.ua, services.sip_registrations, LoopClock())
         self.incoming = IncomingCalls(
             self.ua, services, self.media, runner, self.messages, self.registrations
@@ -84,12 +84,14 @@ class SipService:
         self.dialer = SipDialer(
             self.ua, services, self.media, runner, settings.dial_ring_timeout, self.messages
         )
+        runner.dialer = self.dialer
 
     async def start(self) -> None:
         await self.ua.start()
         await self.registrations.start()
 
     async def stop(self) -> None:
+        await self.runner.stop()
         await self.dialer.stop()
         await self.registrations.stop()
         await self.ua.stop()

@@ -234,7 +234,7 @@ class SipUserAgent:
             await handler.invite(request, peer, transaction)
         elif method == "OPTIONS":
             await transaction.respond(self.options_answer(request))
-        elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
+        elif method in ("BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"):
             await transaction.respond(response_to(request, 481))
         else:
             response = response_to(request, 405 if method in ("REGISTER", "SUBSCRIBE", "PUBLISH") else 501)

@@ -234,6 +234,15 @@ class CallRepository:
         async with self.db.session.begin() as session:
             await session.execute(update(CallRow).where(CallRow.id == call_id).values(**values))
 
+    async def add_sip_transfer_billing(self, call_id: str, seconds: float) -> None:
+        """Add a transfer's second SIP leg's billed seconds to the call's SIP billing."""
+        async with self.db.session.begin() as session:
+            await session.execute(
+                update(CallRow)
+                .where(CallRow.id == call_id)
+                .values(sip_transfer_billed=CallRow.sip_transfer_billed + seconds)
+            )
+
     async def mark_answered(self, call_id: str, when: datetime) -> bool:
         """Record the callee's answer once; False when it was recorded before or the call has ended."""
         async with self.db.session.begin() as session:

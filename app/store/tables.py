@@ -130,6 +130,10 @@ class CallRow(Base):
     # A call a scheduled batch placed: the batch, and which of its scheduled calls this dial was.
     batch_id: Mapped[str | None] = mapped_column(String(36), index=True)
     scheduled_call_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # SIP transfers (issue 12, XFER): when the caller's leg ended, when a bridge kept it up after the call
+    # ended; and the seconds billed for transfers' second legs (each from its INVITE to its end).
+    sip_ended: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sip_transfer_billed: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class CallEventRow(Base):

@@ -108,6 +108,16 @@ async def test_agent_audio_of_odd_length_keeps_whole_samples(
         ({"type": "hang_up", "message": "Goodbye!"}, HangUp("Goodbye!")),
         ({"type": "hang_up"}, HangUp(None)),
         ({"type": "cold_transfer", "target": "+15550123"}, ColdTransfer("+15550123")),
+        (
+            {
+                "type": "cold_transfer",
+                "target": "sip:desk@pbx",
+                "sipVerb": "INVITE",
+                "extraHeaders": {"X-Note": "vip"},
+                "fallbackToBridge": True,
+            },
+            ColdTransfer("sip:desk@pbx", "INVITE", {"X-Note": "vip"}, True),
+        ),
         ({"type": "play_dtmf_sounds", "digits": "12#"}, PlayDtmf("12#")),
         (
             {"type": "transcript", "role": "agent", "text": "Hello", "final": False},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,10 +55,12 @@ class FakeLegs:
         self.transfer_problem = transfer_problem
         self.out_of_band = out_of_band
         self.transfers: list[str] = []
+        self.options: list[dict[str, Any]] = []
         self.dtmf: list[str] = []
 
-    async def transfer(self, call_id: str, target: str) -> str | None:
+    async def transfer(self, call_id: str, target: str, **options: Any) -> str | None:
         self.transfers.append(target)
+        self.options.append(options)
         return self.transfer_problem
 
     async def send_dtmf(self, call_id: str, digits: str, tone_ms: int) -> tuple[bool, str | None]:
@@ -137,6 +140,39 @@ async def test_the_stream_stopping_after_a_transfer_ends_the_call_as_transferred
     await asyncio.wait_for(task, 2)
     ended = await calls.calls.get(row.id)
     assert ended is not None and ended.end_reason == "agent_hangup"
+
+
+async def test_an_agents_transfer_with_an_unknown_sip_verb_is_refused_before_the_leg_hears_of_it(
+    calls: CallService,
+) -> None:
+    row, _ = await calls.create_call(StartCallRequest())
+    legs = FakeLegs()
+    transfer = ColdTransfer("sip:desk@pbx.example.com", sip_verb="BYE")
+    session = CallSession(
+        row, scripted_stream([START]), ActingAgent(transfer), calls, SessionSettings(), legs
+    )
+
+    async def failed() -> list[dict]:
+        return [e for e in await events_of(calls, row.id, "transfer") if e.get("outcome") == "failed"]
+
+    await run_until(session, failed)
+    assert legs.transfers == [] and "sipVerb 'BYE'" in (await failed())[-1]["text"]
+
+
+async def test_an_agents_transfer_options_reach_the_leg(
+    calls: CallService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.calls.actions.TRANSFER_GRACE_S", 0.2)
+    row, _ = await calls.create_call(StartCallRequest())
+    legs = FakeLegs()
+    transfer = ColdTransfer("sip:desk@pbx.example.com", "INVITE", {"X-Note": "vip"}, True)
+    session = CallSession(
+        row, scripted_stream([START]), ActingAgent(transfer), calls, SessionSettings(), legs
+    )
+    await asyncio.wait_for(session.run(), 5)
+    assert legs.options == [
+        {"sip_verb": "INVITE", "extra_headers": {"X-Note": "vip"}, "fallback_to_bridge": True}
+    ]
 
 
 async def test_a_transfer_the_provider_refuses_keeps_the_caller_with_the_agent(calls: CallService) -> None:
