@@ -68,6 +68,7 @@ class SipDialPlan:
     username: str | None
     password: str | None = field(repr=False)
     headers: dict[str, str]
+    tls_verify: bool = True
 
 
 @dataclass
@@ -136,7 +137,7 @@ class SipDialer:
                     "invalid_request",
                     f"medium.sip.outgoing.headers.{name}: one line of at most 1024 characters",
                 )
-        return SipDialPlan(to, from_, outgoing.username, outgoing.password, headers)
+        return SipDialPlan(to, from_, outgoing.username, outgoing.password, headers, outgoing.tls_verify)
 
     async def dial(self, row: CallRow, plan: SipDialPlan) -> CallRow:
         """Start dialling (in the background: the API answers at once) and record it."""
@@ -178,7 +179,7 @@ class SipDialer:
     async def _place(self, row: CallRow, plan: SipDialPlan) -> None:
         calls = self._services.calls
         try:
-            peer = await resolve_peer(peer_for_uri(plan.to))
+            peer = await resolve_peer(peer_for_uri(plan.to, tls_verify=plan.tls_verify))
         except OSError as exc:
             await self._failed(row, 0, f"cannot resolve {plan.to.host}: {exc}")
             return
@@ -196,7 +197,7 @@ class SipDialer:
 
     async def _connect(self, row: CallRow, plan: SipDialPlan, peer: Peer, rtp: RtpSession) -> None:
         """INVITE until answered (or not); an answered call is acknowledged and run."""
-        here = self._ua.here(peer.transport)
+        here = self._ua.here(peer.transport, secure=plan.to.scheme == "sips")
         answered = await self._ring(row, self._invite(row, plan, here, rtp), peer, plan)
         if answered is None:
             return
@@ -353,9 +354,12 @@ def _uri(name: str, value: str) -> SipUri:
 async def answered_next_hop(dialog: Dialog, dialled: Peer) -> Peer:
     """Where the ACK and later requests go: the first route; else the callee's Contact, unless it names a
     private address while we dialled a public one (a softphone behind NAT answering directly): then
-    where we dialled, which reached it."""
+    where we dialled, which reached it. Over TLS without a route set: the connection we dialled, whose
+    certificate was checked against the name dialled (a Contact's bare address could not be)."""
     if dialog.route_set:
-        return peer_for_uri(dialog.route_set[0].uri)
+        return peer_for_uri(dialog.route_set[0].uri, tls_verify=dialled.tls_verify)
+    if dialled.transport == "tls":
+        return dialled
     try:
         target = await resolve_peer(peer_for_uri(dialog.remote_target))
     except OSError:
