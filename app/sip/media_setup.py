@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from app.media.opus import opus_unavailable
 from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpSession
 from app.sip.sdp import CODECS, PTIME_MS, Negotiated, answer_offer, parse_sdp
@@ -15,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def parse_codecs(spec: str) -> list[str]:
-    """`G722,PCMU,PCMA` → the codec names, best first; ValueError naming an unknown one."""
+    """`opus,G722,PCMU,PCMA` → the codec names, best first; ValueError naming an unknown one (or opus
+    without libopus)."""
     known = {name.upper(): name for name in CODECS}
     names: list[str] = []
     for raw in spec.split(","):
@@ -24,6 +26,8 @@ def parse_codecs(spec: str) -> list[str]:
             continue
         if name.upper() not in known:
             raise ValueError(f"unknown codec {name!r} in CALLBRIDGE_SIP_CODECS; known: {', '.join(CODECS)}")
+        if known[name.upper()] == "opus" and opus_unavailable():
+            raise ValueError(f"CALLBRIDGE_SIP_CODECS names opus: {opus_unavailable()} (or leave opus out)")
         names.append(known[name.upper()])
     if not names:
         raise ValueError("CALLBRIDGE_SIP_CODECS names no codec")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from app.media.opus import OUR_FMTP as OUR_OPUS_FMTP
+from app.media.opus import SAMPLE_RATE as OPUS_RATE
+
 __all__ = [
     "CODECS",
     "DTMF_EVENTS",
@@ -53,6 +56,7 @@ class Codec:
     channels: int = 1
     static_pt: int | None = None  # RFC 3551 static payload type, None for dynamic ones
     audio_rate: int | None = None  # PCM sample rate when it differs from the RTP clock
+    fmtp: str | None = None  # the a=fmtp parameters we put in our offers and answers
 
     @property
     def sample_rate(self) -> int:
@@ -70,8 +74,10 @@ class Codec:
         return self.clock_rate * ptime_ms // 1000
 
 
-# Every codec we can encode and decode. Opus (part 2) joins as Codec("opus", 48000, 2), a dynamic type.
+# Every codec we can encode and decode. Opus (RFC 7587): always opus/48000/2 in SDP, a dynamic payload
+# type; the pipeline hears and speaks it at 16 kHz (app/media/opus.py), and we send mono.
 CODECS: dict[str, Codec] = {
+    "opus": Codec("opus", 48000, 2, audio_rate=OPUS_RATE, fmtp=OUR_OPUS_FMTP),
     "PCMU": Codec("PCMU", 8000, 1, 0),
     "PCMA": Codec("PCMA", 8000, 1, 8),
     "G722": Codec("G722", 8000, 1, 9, audio_rate=16000),
@@ -222,6 +228,8 @@ class Negotiated:
     remote_host: str  # "0.0.0.0" for an RFC 2543 hold: send nothing
     remote_port: int
     direction: str  # from our side: "recvonly" means we only receive
+    #: The far end's a=fmtp for the codec (Opus: maxplaybackrate, useinbandfec, stereo), None if none.
+    fmtp: str | None = None
 
     @property
     def sends(self) -> bool:
@@ -368,7 +376,11 @@ def _our_session(local_host: str, session_id: int, session_version: int | None) 
 def _audio_attributes(
     codecs: list[tuple[int, Codec]], dtmf: list[tuple[int, int, str]], direction: str
 ) -> list[Attribute]:
-    attributes: list[Attribute] = [("rtpmap", f"{pt} {codec.rtpmap}") for pt, codec in codecs]
+    attributes: list[Attribute] = []
+    for pt, codec in codecs:
+        attributes.append(("rtpmap", f"{pt} {codec.rtpmap}"))
+        if codec.fmtp:
+            attributes.append(("fmtp", f"{pt} {codec.fmtp}"))
     for pt, clock, events in dtmf:
         attributes += [("rtpmap", f"{pt} {TELEPHONE_EVENT}/{clock}"), ("fmtp", f"{pt} {events}")]
     attributes += [("ptime", str(PTIME_MS)), (direction, None)]
@@ -412,6 +424,7 @@ def answer_offer(
             remote_host=host,
             remote_port=media.port,
             direction=direction,
+            fmtp=media.fmtp(str(pt)),
         )
         formats = [str(pt)] + ([str(dtmf[0])] if dtmf else [])
         attributes = _audio_attributes([(pt, codec)], [dtmf] if dtmf else [], direction)
@@ -469,6 +482,7 @@ def accept_answer(preferences: list[str], answer: SessionDescription) -> Negotia
                 remote_host=host,
                 remote_port=media.port,
                 direction=_our_direction(answer, media),
+                fmtp=media.fmtp(fmt),
             )
     raise NoCommonCodec(_incompatible(answer, codecs))
 

@@ -1,4 +1,4 @@
-"""check_sip_settings for `tls:` listens: the certificate and key files, one clear line when they cannot work."""
+"""check_sip_settings for `tls:` listens: the certificate and key files, one clear line when unusable."""
 
 from __future__ import annotations
 
