@@ -57,6 +57,21 @@ def server_supports_sip() -> bool:
     return "--sip" in help_text
 
 
+def require_sip_peers() -> None:
+    """Skip (fail with CALLBRIDGE_REQUIRE_SIP_PEERS) unless `serve --sip` exists and the peers are there."""
+    if not server_supports_sip():
+        pytest.skip("SIP server side not landed")
+    missing = [tool for tool in SIP_PEER_TOOLS if shutil.which(tool) is None]
+    if missing:
+        problem = (
+            f"the SIP peers are not installed ({', '.join(missing)} missing): "
+            "apt-get install sip-tester baresip-core sox"
+        )
+        if os.environ.get("CALLBRIDGE_REQUIRE_SIP_PEERS"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
 @dataclass(frozen=True)
 class SipServer:
     """The module's server and where it listens for SIP."""
@@ -72,17 +87,7 @@ class SipServer:
 @pytest.fixture(scope="module")
 def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
     """This module's own server, listening for SIP on UDP and TCP (one free port), with its own RTP range."""
-    if not server_supports_sip():
-        pytest.skip("SIP server side not landed")
-    missing = [tool for tool in SIP_PEER_TOOLS if shutil.which(tool) is None]
-    if missing:
-        problem = (
-            f"the SIP peers are not installed ({', '.join(missing)} missing): "
-            "apt-get install sip-tester baresip-core sox"
-        )
-        if os.environ.get("CALLBRIDGE_REQUIRE_SIP_PEERS"):
-            pytest.fail(problem)
-        pytest.skip(problem)
+    require_sip_peers()
     port = free_sip_port()
     first, last = rtp_port_range(400)
     env = {
@@ -169,7 +174,7 @@ async def hang_up(server: RunningServer, call_id: str) -> None:
         assert response.status_code == 204, response.text
 
 
-async def dial_out(server: RunningServer, to: str, **extra: str) -> dict[str, Any]:
+async def dial_out(server: RunningServer, to: str, **extra: object) -> dict[str, Any]:
     """`POST /api/calls` with a SIP outgoing medium (echo pipeline); the created call."""
     outgoing = {"to": to, "from": f"sip:agent@{HOST}", **extra}
     async with server.api() as api:
