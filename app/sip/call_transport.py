@@ -76,14 +76,13 @@ class _Transcoder:
         return self._encoder.encode(pcm)
 
 
-def transcoder_for(negotiated: Negotiated) -> _Codec | None:
+def transcoder_for(codec_name: str, fmtp: str | None = None) -> _Codec | None:
     """The codec state a call needs (None for G.711, which the session speaks as is); Opus's encoder
-    follows the far end's fmtp (maxplaybackrate, useinbandfec)."""
-    name = negotiated.codec.name
-    if name == "G722":
+    follows the far end's `fmtp` (maxplaybackrate, useinbandfec)."""
+    if codec_name == "G722":
         return _Transcoder(G722Decoder(), G722Encoder())
-    if name == "opus":
-        return _Transcoder(OpusDecoder(), OpusEncoder(OpusFmtp.parse(negotiated.fmtp)))
+    if codec_name == "opus":
+        return _Transcoder(OpusDecoder(), OpusEncoder(OpusFmtp.parse(fmtp)))
     return None
 
 
@@ -111,7 +110,7 @@ class SipCallTransport:
         self._negotiated = negotiated
         self.media_idle_timeout_s: float | None = rtp_timeout_s
         self._format = wire_format(negotiated.codec.name)
-        self._codec = transcoder_for(negotiated)
+        self._codec = transcoder_for(negotiated.codec.name, negotiated.fmtp)
         self._silence = self._format.silence(self._format.bytes_for_ms(PACKET_MS))
         self._signals: deque[TransportEvent] = deque()
         self._hung_up_by_far_end = False
