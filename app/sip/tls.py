@@ -26,15 +26,17 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
         raise ValueError(f"a tls: SIP listen needs {' and '.join(missing)} (PEM files)")
     for name, path in (("CALLBRIDGE_SIP_TLS_CERT", cert_file), ("CALLBRIDGE_SIP_TLS_KEY", key_file)):
         if not Path(path).is_file():
-            raise ValueError(f"{name}: {path} is not a readable file")
+            raise ValueError(f"{name}: no file at {path}")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
         raise ValueError(
             f"CALLBRIDGE_SIP_TLS_CERT/KEY ({cert_file}, {key_file}): not a PEM certificate chain and its "
             f"key: {exc}"
         ) from None
+    except OSError as exc:  # unreadable (permissions)
+        raise ValueError(f"CALLBRIDGE_SIP_TLS_CERT/KEY cannot be read: {exc}") from None
     return context
 
 
