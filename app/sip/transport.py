@@ -117,7 +117,7 @@ class SipTransports:
         self._udp_listeners: list[_UdpProtocol] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Peer, _Connection] = {}
-        self._connecting: dict[Peer, asyncio.Future[_Connection]] = {}
+        self._connecting: dict[tuple[Peer, bool], asyncio.Future[_Connection]] = {}
 
     async def start(self, listens: list[ListenAddress]) -> None:
         """Bind every listen address; port 0 binds an ephemeral port (see `local`)."""
@@ -228,13 +228,14 @@ class SipTransports:
 
     async def _connection_to(self, peer: Peer) -> _Connection:
         connection = self._connections.get(peer)
-        if connection is not None and connection.open and (connection.verified or not peer.tls_verify):
+        if connection is not None and connection.serves(peer):
             return connection
-        pending = self._connecting.get(peer)
+        key = (peer, peer.tls_verify)  # a connect without the check is no connection for a peer that wants it
+        pending = self._connecting.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._connect(peer))
-            self._connecting[peer] = pending
-            pending.add_done_callback(lambda _: self._connecting.pop(peer, None))
+            self._connecting[key] = pending
+            pending.add_done_callback(lambda _: self._connecting.pop(key, None))
         return await asyncio.shield(pending)
 
     async def _connect(self, peer: Peer) -> _Connection:
@@ -262,8 +263,11 @@ class SipTransports:
             ) from exc
         assert protocol.connection is not None
         protocol.connection.verified = peer.transport != "tls" or peer.tls_verify
-        # Also reachable under the address we dialled (a hostname, or the port the peer listens on).
-        self._connections.setdefault(peer, protocol.connection)
+        # Also reachable under the address we dialled (a hostname, or the port the peer listens on), in
+        # place of a connection there that this peer could not use.
+        existing = self._connections.get(peer)
+        if existing is None or not existing.serves(peer):
+            self._connections[peer] = protocol.connection
         protocol.connection.aliases.add(peer)
         return protocol.connection
 
@@ -457,6 +461,10 @@ class _Connection:
     def start(self) -> None:
         self.owner._register(self)
         self._touch()
+
+    def serves(self, peer: Peer) -> bool:
+        """Whether a request to `peer` may go over this connection (open; checked when `peer` wants it)."""
+        return self.open and (self.verified or not peer.tls_verify)
 
     def write(self, data: bytes) -> None:
         if not self.open or self.transport.is_closing():
