@@ -26,7 +26,7 @@ from tests.e2e.test_sip_calls import (
 from tests.sip_peers.baresip import BaresipOptions, baresip
 from tests.sip_peers.certificates import CertificateFiles, self_signed
 from tests.sip_peers.ctrl_tcp import CALL_CLOSED, CALL_ESTABLISHED
-from tests.sip_peers.ports import HOST, free_sip_port, rtp_port_range
+from tests.sip_peers.ports import HOST, free_sip_port, free_sip_port_pair, rtp_port_range
 
 pytestmark = pytest.mark.e2e
 
@@ -74,9 +74,10 @@ async def echo_agent(server: RunningServer) -> str:
         return response.json()["agentId"]
 
 
-def tls_phone(tmp_path: Path, **options: str) -> BaresipOptions:
+def tls_phone(tmp_path: Path) -> BaresipOptions:
     """baresip speaking only Opus, listening for TLS with a self-signed certificate of its own."""
-    return BaresipOptions(codec="opus", certificate=self_signed(tmp_path / "phone-cert").combined, **options)
+    certificate = self_signed(tmp_path / "phone-cert").combined
+    return BaresipOptions(codec="opus", certificate=certificate, sip_port=free_sip_port_pair())
 
 
 async def test_a_tls_callers_opus_audio_comes_back_from_the_echo_agent(
