@@ -68,8 +68,10 @@ class OpusFmtp:
         )
 
 
-#: What we ask to receive and say we send: 16 kHz is all the pipeline keeps; mono both ways.
-OUR_FMTP = "maxplaybackrate=16000;sprop-maxcapturerate=16000;stereo=0;sprop-stereo=0;useinbandfec=1"
+#: What we ask to receive and say we send: 16 kHz is all the pipeline keeps; mono both ways. No
+#: useinbandfec=1: our decoder conceals a lost packet but does not recover it from the next one's FEC
+#: (the RTP stream does not report losses to it), so the far end would spend those bits for nothing.
+OUR_FMTP = "maxplaybackrate=16000;sprop-maxcapturerate=16000;stereo=0;sprop-stereo=0"
 
 
 def _bandwidth_for(max_playback_rate: int) -> int:

@@ -31,14 +31,13 @@ def test_baresips_offer_gets_opus_on_its_payload_number_with_our_fmtp() -> None:
     assert sdp.media[0].fmtp("96") == OUR_FMTP
 
 
-def test_our_answer_says_we_send_and_want_mono_at_16_khz_with_fec() -> None:
+def test_our_answer_says_we_send_and_want_mono_at_16_khz() -> None:
     params = dict(item.split("=") for item in OUR_FMTP.split(";"))
     assert params == {
         "maxplaybackrate": "16000",
         "sprop-maxcapturerate": "16000",
         "stereo": "0",
         "sprop-stereo": "0",
-        "useinbandfec": "1",
     }
 
 
