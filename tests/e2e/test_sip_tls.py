@@ -12,6 +12,7 @@ import pytest
 
 from app.simulator.audio import measure_round_trip
 from tests.conftest import RunningServer, ended, run_server, wait_for
+from tests.e2e.test_simulate_sip import echo_agent
 from tests.e2e.test_sip_calls import (
     SIP_POLICY,
     dial_out,
@@ -67,13 +68,6 @@ async def tls(tls_server: TlsServer) -> TlsServer:
     return tls_server
 
 
-async def echo_agent(server: RunningServer) -> str:
-    async with server.api() as api:
-        response = await api.post("/api/agents", json={"name": "sip-tls-e2e", "callTemplate": {}})
-        assert response.status_code == 201, response.text
-        return response.json()["agentId"]
-
-
 def tls_phone(tmp_path: Path) -> BaresipOptions:
     """baresip speaking only Opus, listening for TLS with a self-signed certificate of its own."""
     certificate = self_signed(tmp_path / "phone-cert").combined
@@ -92,7 +86,7 @@ async def test_a_tls_callers_opus_audio_comes_back_from_the_echo_agent(
         await phone.ctrl.wait_event(CALL_CLOSED, within=10)
     trip = measure_round_trip(phone.sent(), phone.heard(), phone.options.rate)
     assert trip is not None, "baresip recorded nothing"
-    assert 0 <= trip.lag_ms <= 500 and trip.correlation >= 0.8, trip
+    assert 0 <= trip.lag_ms <= 500 and trip.correlation >= 0.9, trip
     call = await ended(tls.server, (await only_call_of(tls.server, agent))["callId"])
     assert call["endReason"] == "hangup"
 
