@@ -100,4 +100,5 @@ def point_rtp(rtp: RtpSession, negotiated: Negotiated) -> None:
         negotiated.dtmf_payload_type,
         # 20 ms packets are sent whatever ptime the far end asked for (it must take any).
         codec.samples_per_packet(PTIME_MS),
+        negotiated.dtmf_clock_rate,
     )

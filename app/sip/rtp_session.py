@@ -88,6 +88,13 @@ class _Media:
     clock_rate: int
     dtmf_payload_type: int | None
     samples_per_packet: int
+    #: The clock RFC 4733 event durations count in, when it is not `clock_rate` (Opus's 48 kHz stream
+    #: with telephone-event/8000); the events' timestamps stay on the stream's clock.
+    dtmf_clock_rate: int | None = None
+
+    @property
+    def event_clock_rate(self) -> int:
+        return self.dtmf_clock_rate or self.clock_rate
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -162,11 +169,18 @@ class RtpSession:
         clock_rate: int,
         dtmf_payload_type: int | None,
         samples_per_packet: int,
+        dtmf_clock_rate: int | None = None,
     ) -> None:
-        """Set (or, on a re-INVITE, change) the negotiated media; a new remote address drops the latch."""
+        """Set (or, on a re-INVITE, change) the negotiated media; a new remote address drops the latch.
+        `dtmf_clock_rate`: telephone-event's clock when it is not `clock_rate`."""
         previous = self._media
         self._media = _Media(
-            (remote_host, remote_port), payload_type, clock_rate, dtmf_payload_type, samples_per_packet
+            (remote_host, remote_port),
+            payload_type,
+            clock_rate,
+            dtmf_payload_type,
+            samples_per_packet,
+            dtmf_clock_rate,
         )
         if previous is None or previous.remote != self._media.remote:
             self._latched = None
@@ -349,8 +363,8 @@ class RtpSession:
     async def _send_event(self, media: _Media, event: int, tone_ms: int, gap_ms: int) -> None:
         """One event: updates every 20 ms with a growing duration, three end packets, then the gap."""
         assert media.dtmf_payload_type is not None
-        step = media.clock_rate * EVENT_INTERVAL_MS // 1000
-        total = min(0xFFFF, max(step, round(tone_ms * media.clock_rate / 1000)))
+        step = media.event_clock_rate * EVENT_INTERVAL_MS // 1000
+        total = min(0xFFFF, max(step, round(tone_ms * media.event_clock_rate / 1000)))
         timestamp, _ = self._take_timestamp(media)
         durations = [*range(step, total, step), total]
         start = self._loop.time()
@@ -364,7 +378,7 @@ class RtpSession:
                 self._send(
                     RtpPacket(media.dtmf_payload_type, self._sequence, timestamp, self._ssrc, payload, marker)
                 )
-        packets = math.ceil(total / media.samples_per_packet)
+        packets = math.ceil(total * media.clock_rate / media.event_clock_rate / media.samples_per_packet)
         self._next_timestamp = timestamp + packets * media.samples_per_packet
         await self._sleep_until(start + (tone_ms + gap_ms) / 1000.0)
 

@@ -89,3 +89,28 @@ def test_an_offer_of_only_a_codec_we_cannot_encode_gets_a_warning_naming_what_is
     assert raised.value.warning == (
         f"Incompatible media format: offered {named}; supported opus/48000/2, G722/8000, PCMU/8000, PCMA/8000"
     )
+
+
+def test_opus_offered_with_telephone_event_at_8_khz_only_gets_those_events() -> None:
+    sdp, negotiated = answer(parse_sdp(BARESIP), DEFAULT)
+    assert (negotiated.dtmf_payload_type, negotiated.dtmf_clock_rate) == (101, 8000)
+    assert sdp.media[0].formats == ["96", "101"]
+    assert sdp.media[0].rtpmap("101") == ("telephone-event", 8000, 1)
+
+
+def test_opus_takes_telephone_event_at_its_own_clock_when_both_are_offered() -> None:
+    media = (
+        "m=audio 5004 RTP/AVP 111 110 101\na=rtpmap:111 opus/48000/2\n"
+        "a=rtpmap:110 telephone-event/48000\na=rtpmap:101 telephone-event/8000\n"
+    )
+    _, negotiated = answer(offer(media), DEFAULT)
+    assert (negotiated.dtmf_payload_type, negotiated.dtmf_clock_rate) == (110, None)
+
+
+def test_an_opus_answer_with_telephone_event_at_8_khz_gives_those_events() -> None:
+    reply = parse_sdp(
+        b"v=0\r\no=- 5 5 IN IP4 198.51.100.2\r\ns=-\r\nc=IN IP4 198.51.100.2\r\nt=0 0\r\n"
+        b"m=audio 7078 RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+    negotiated = accept_answer(DEFAULT, reply)
+    assert (negotiated.dtmf_payload_type, negotiated.dtmf_clock_rate) == (101, 8000)
