@@ -114,3 +114,21 @@ async def test_an_outgoing_tls_call_refuses_a_self_signed_certificate_by_default
     [status] = await events_of_type(tls.server, call["callId"], "sip_status")
     assert status["extras"]["code"] == 503
     assert "TLS certificate of 127.0.0.1 was refused (self-signed certificate)" in status["extras"]["reason"]
+
+
+async def test_digits_from_an_opus_caller_arrive_as_dtmf_events(tls: TlsServer, tmp_path: Path) -> None:
+    # baresip offers telephone-event/8000 beside opus/48000/2 (no /48000): callbridge takes it.
+    agent = await echo_agent(tls.server)
+    async with baresip(tls_phone(tmp_path), tmp_path / "baresip") as phone:
+        await phone.ctrl.dial(tls.uri(f"agent_{agent}"))
+        await phone.ctrl.wait_event(CALL_ESTABLISHED, within=15)
+        call_id = (await only_call_of(tls.server, agent))["callId"]
+        for digit in "12#":
+            await phone.ctrl.command("sndcode", digit)
+
+        async def digits() -> list[str] | None:
+            found = [event["extras"]["digit"] for event in await events_of_type(tls.server, call_id, "dtmf")]
+            return found if len(found) >= 3 else None
+
+        assert await wait_for(digits, within=10) == ["1", "2", "#"]
+        await phone.ctrl.hangup()
