@@ -52,18 +52,21 @@ class Settings(BaseSettings):
     max_medium_message_bytes: int = Field(default=256 * 2**10, ge=1024)
     # SIGTERM/SIGINT: how long live calls get to end before they are ended (s).
     drain_timeout: float = Field(default=30.0, ge=0)
-    # SIP (ARCHITECTURE §3.1): where to listen (`udp|tcp:HOST:PORT`, comma-separated; empty: no SIP), the
+    # SIP (ARCHITECTURE §3.1): where to listen (`udp|tcp|tls:HOST:PORT`, comma-separated; empty: no SIP), the
     # host put in Via/Contact/SDP, the RTP port range, silence on the wire that ends a call (s), and the
     # codecs offered and accepted, best first.
     sip_listen: str = ""
     sip_public_host: str = ""
     rtp_ports: str = "10000-20000"
     rtp_timeout: float = Field(default=30.0, gt=0)
-    sip_codecs: str = "G722,PCMU,PCMA"
+    sip_codecs: str = "opus,G722,PCMU,PCMA"
     # How long an incoming SIP call rings (180) before callbridge answers it (s); 0: at once.
     sip_answer_delay: float = Field(default=0.0, ge=0, le=60)
     # The account SIP domain `GET /api/sip` shows (read-only there); empty: the public URL's host.
     sip_domain: str = ""
+    # TLS (issue 12, part TLS): the certificate chain and key (PEM files) a `tls:HOST:PORT` listen presents.
+    sip_tls_cert: str = ""
+    sip_tls_key: str = ""
     # Scheduled batches without their own callsPerMinute are dialled (and their windows checked) at this pace.
     batch_calls_per_minute: float = Field(default=60.0, gt=0)
     # SIP part 2, FB: how long the fallback handler has to answer (s; then 480); and per source address,

@@ -117,3 +117,13 @@ def print_machine(title: str, **versions: str) -> None:
         **versions,
     }
     note(title, *(f"{key:>8}: {value}" for key, value in info.items()))
+
+
+def snr_db(reference: np.ndarray, decoded: np.ndarray, max_delay: int = 64) -> float:
+    """SNR of `decoded` against `reference` at the codec delay (0-`max_delay` samples) that fits best."""
+    x = reference.astype(np.float64)
+    y = decoded.astype(np.float64)
+    n = min(len(x), len(y)) - max_delay
+    best = max(range(max_delay), key=lambda d: float(np.dot(x[:n], y[d : d + n])))
+    error = x[:n] - y[best : best + n]
+    return 10.0 * np.log10(np.sum(x[:n] ** 2) / np.sum(error**2))

@@ -80,22 +80,12 @@ class Result:
     snr_tone_db: float
 
 
-def snr_db(reference: np.ndarray, decoded: np.ndarray, max_delay: int = 64) -> float:
-    """SNR of `decoded` against `reference` at the codec delay (0-`max_delay` samples) that fits best."""
-    x = reference.astype(np.float64)
-    y = decoded.astype(np.float64)
-    n = min(len(x), len(y)) - max_delay
-    best = max(range(max_delay), key=lambda d: float(np.dot(x[:n], y[d : d + n])))
-    error = x[:n] - y[best : best + n]
-    return 10.0 * np.log10(np.sum(x[:n] ** 2) / np.sum(error**2))
-
-
 def round_trip(make: Callable[[], Codec], signal: np.ndarray) -> float:
     codec = make()
     pcm = signal.astype("<i2").tobytes()
     size = RATE * bf.FRAME_MS // 1000 * 2
     out = b"".join(codec.decode(codec.encode(pcm[i : i + size])) for i in range(0, len(pcm), size))
-    return snr_db(signal, np.frombuffer(out, "<i2"))
+    return bf.snr_db(signal, np.frombuffer(out, "<i2"))
 
 
 def measure(make: Callable[[], Codec], frames: int, repeats: int) -> Result:

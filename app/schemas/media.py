@@ -50,7 +50,8 @@ class ServerWebSocketMedium(ApiModel):
 
 
 class SipOutgoing(ApiModel):
-    """A SIP call to place: `to` a sip: URI (`;transport=tcp` picks TCP), `from` a URI or a user name."""
+    """A SIP call to place: `to` a sip: URI (`;transport=tcp|tls` or `sips:` pick the transport), `from` a
+    URI or a user name."""
 
     to: str = Field(max_length=1024)
     from_: str = Field(alias="from", max_length=1024)
@@ -59,6 +60,9 @@ class SipOutgoing(ApiModel):
     password: str | None = Field(default=None, max_length=256, exclude=True, repr=False)
     #: Extra headers on the INVITE (`X-` ones typically); callbridge's own headers cannot be set.
     headers: dict[str, str] = Field(default_factory=dict)
+    #: TLS (`sips:` or `;transport=tls`): check the callee's certificate (system CAs, the URI's host);
+    #: false accepts a self-signed one.
+    tls_verify: bool = True
 
 
 class SipMedium(ApiModel):

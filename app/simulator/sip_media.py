@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 from app.media.codecs import decode_to_pcm16, encode_from_pcm16
 from app.media.formats import PCMA_8K, PCMU_8K, AudioFormat
-from app.media.g722 import G722Decoder, G722Encoder
 from app.simulator.playback import PlaybackBuffer
+from app.sip.call_transport import transcoder_for
 from app.sip.media_setup import point_rtp
 from app.sip.rtp_session import RtpAudio, RtpClosed, RtpDigit, RtpSession
-from app.sip.sdp import Negotiated
+from app.sip.sdp import CODECS, Negotiated
 
 PACKET_MS = 20
 #: RFC 4733 digits: each event sounds this long, then stays quiet this long (audio pauses meanwhile).
@@ -25,15 +25,15 @@ _G711: dict[str, AudioFormat] = {"PCMU": PCMU_8K, "PCMA": PCMA_8K}
 
 
 class PayloadCodec:
-    """s16le PCM at the codec's audio rate ↔ RTP payloads, for one call (G.722 keeps ADPCM state)."""
+    """s16le PCM at the codec's audio rate ↔ RTP payloads, for one call (G.722 and Opus keep state, as
+    callbridge's own side of a call does)."""
 
-    def __init__(self, name: str) -> None:
-        if name not in (*_G711, "G722"):
-            raise ValueError(f"the simulator speaks PCMU, PCMA and G722, not {name}")
+    def __init__(self, name: str, fmtp: str | None = None) -> None:
+        if name not in CODECS:
+            raise ValueError(f"the simulator speaks {', '.join(CODECS)}, not {name}")
         self.name = name
-        self.sample_rate = 16000 if name == "G722" else 8000
-        self._encoder = G722Encoder() if name == "G722" else None
-        self._decoder = G722Decoder() if name == "G722" else None
+        self.sample_rate = CODECS[name].sample_rate
+        self._transcoder = transcoder_for(name, fmtp)
 
     @property
     def pcm_frame_bytes(self) -> int:
@@ -42,17 +42,18 @@ class PayloadCodec:
 
     @property
     def payload_bytes(self) -> int:
-        """Bytes of payload in one packet (G.711: one per sample; G.722: one per two samples)."""
+        """Bytes of payload in one packet for G.711 (one per sample) and G.722 (one per two samples);
+        Opus packets vary."""
         return 8000 * PACKET_MS // 1000
 
     def encode(self, pcm: bytes) -> bytes:
-        if self._encoder is not None:
-            return self._encoder.encode(pcm)
+        if self._transcoder is not None:
+            return self._transcoder.encode(pcm)
         return encode_from_pcm16(pcm, _G711[self.name])
 
     def decode(self, payload: bytes) -> bytes:
-        if self._decoder is not None:
-            return self._decoder.decode(payload)
+        if self._transcoder is not None:
+            return self._transcoder.decode(payload)
         return decode_to_pcm16(payload, _G711[self.name])
 
 
@@ -94,7 +95,7 @@ class MediaStream:
     def __init__(self, rtp: RtpSession, negotiated: Negotiated, script: MediaScript) -> None:
         point_rtp(rtp, negotiated)
         self.rtp = rtp
-        self.codec = PayloadCodec(negotiated.codec.name)
+        self.codec = PayloadCodec(negotiated.codec.name, negotiated.fmtp)
         self.dtmf_negotiated = negotiated.dtmf_payload_type is not None
         self.script = script
         self.progress = MediaProgress()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from app.media.framing import FrameSplitter
 from app.media.path import AudioConverter, build_converter
-from app.sip.call_transport import PACKET_MS, PayloadCodec, payload_codec, wire_format
+from app.sip.call_transport import PACKET_MS, PayloadCodec, transcoder_for, wire_format
 from app.sip.leg import SipLeg
 from app.sip.rtp_session import RtpAudio, RtpClosed, RtpDigit, RtpSession
 from app.sip.sdp import Negotiated
@@ -44,8 +44,8 @@ class PayloadRelay:
 
     def __init__(self, source: str, target: str) -> None:
         self.passthrough = source == target
-        self._decoder: PayloadCodec | None = payload_codec(source)
-        self._encoder: PayloadCodec | None = payload_codec(target)
+        self._decoder: PayloadCodec | None = transcoder_for(source)
+        self._encoder: PayloadCodec | None = transcoder_for(target)
         out = wire_format(target)
         self._converter: AudioConverter = build_converter(wire_format(source), out)
         self._frames = FrameSplitter(out.bytes_for_ms(PACKET_MS))

@@ -1,6 +1,6 @@
 """A SIP call as CallSession sees it: the dialog's signalling plus its RTP stream, as one CallTransport.
 
-Caller audio arrives as RTP payloads (decoded here only for G.722, whose ADPCM state lives with the stream);
+Caller audio arrives as RTP payloads (decoded here for G.722 and Opus, whose state lives with the stream);
 RFC 4733 events and SIP INFO digits become `StreamDtmf`; the far end's BYE becomes `StreamStop`. Agent audio
 leaves as one RTP packet per 20 ms chunk, paced by the session's playout; when the agent stays quiet for
 more than half a second the stream carries silence, because PBXs and NAT bindings drop an RTP stream that
@@ -18,6 +18,8 @@ from typing import Protocol
 from app.calls.transport import CallDataChannel, TransportClosed, TransportEvent
 from app.media.formats import PCMA_8K, PCMU_8K, AudioFormat, pcm16
 from app.media.g722 import G722Decoder, G722Encoder
+from app.media.opus import SAMPLE_RATE as OPUS_RATE
+from app.media.opus import OpusDecoder, OpusEncoder, OpusFmtp
 from app.providers.base import OutboundRules, StreamAudio, StreamDtmf, StreamStart, StreamStop
 from app.sip.rtp_session import RtpAudio, RtpClosed, RtpDigit, RtpSession
 from app.sip.sdp import Negotiated
@@ -55,11 +57,19 @@ class PayloadCodec(Protocol):
     def encode(self, pcm: bytes) -> bytes: ...
 
 
-class _G722:
-    """G.722 both ways: the wire format the session sees is 16 kHz L16 (the codec's state stays here)."""
+class _Decoder(Protocol):
+    def decode(self, payload: bytes) -> bytes: ...
 
-    def __init__(self) -> None:
-        self._decoder, self._encoder = G722Decoder(), G722Encoder()
+
+class _Encoder(Protocol):
+    def encode(self, pcm: bytes) -> bytes: ...
+
+
+class _Transcoder:
+    """G.722 or Opus both ways: the session sees 16 kHz L16; the codec's state stays with the stream."""
+
+    def __init__(self, decoder: _Decoder, encoder: _Encoder) -> None:
+        self._decoder, self._encoder = decoder, encoder
 
     def decode(self, payload: bytes) -> bytes:
         return self._decoder.decode(payload)
@@ -68,14 +78,19 @@ class _G722:
         return self._encoder.encode(pcm)
 
 
+def transcoder_for(codec_name: str, fmtp: str | None = None) -> PayloadCodec | None:
+    """The codec state a call needs (None for G.711, which the session speaks as is); Opus's encoder
+    follows the far end's `fmtp` (maxplaybackrate, useinbandfec)."""
+    if codec_name == "G722":
+        return _Transcoder(G722Decoder(), G722Encoder())
+    if codec_name == "opus":
+        return _Transcoder(OpusDecoder(), OpusEncoder(OpusFmtp.parse(fmtp)))
+    return None
+
+
 def wire_format(codec_name: str) -> AudioFormat:
-    """The format the session sees for a negotiated codec (G.711 as is, G.722 decoded to 16 kHz PCM)."""
-    return {"PCMU": PCMU_8K, "PCMA": PCMA_8K, "G722": pcm16(16000)}[codec_name]
-
-
-def payload_codec(codec_name: str) -> PayloadCodec | None:
-    """The coder between a codec's payloads and its `wire_format`; None when they are the same bytes."""
-    return _G722() if codec_name == "G722" else None
+    """The format the session sees for a negotiated codec (G.711 as is, G.722 and Opus as 16 kHz PCM)."""
+    return {"PCMU": PCMU_8K, "PCMA": PCMA_8K, "G722": pcm16(16000), "opus": pcm16(OPUS_RATE)}[codec_name]
 
 
 class SipCallTransport:
@@ -97,9 +112,8 @@ class SipCallTransport:
         self._negotiated = negotiated
         self.media_idle_timeout_s: float | None = rtp_timeout_s
         self._rtp_timeout_s = rtp_timeout_s
-        name = negotiated.codec.name
-        self._format = wire_format(name)
-        self._codec = payload_codec(name)
+        self._format = wire_format(negotiated.codec.name)
+        self._codec = transcoder_for(negotiated.codec.name, negotiated.fmtp)
         self._silence = self._format.silence(self._format.bytes_for_ms(PACKET_MS))
         self._signals: deque[TransportEvent] = deque()
         self._hung_up_by_far_end = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.sip.message import Headers, NameAddr, SipRequest, SipResponse, SipUri, new_branch, parse_name_addr
-from app.sip.transport import Peer
+from app.sip.transport import DEFAULT_PORTS, Peer
 
 MAX_FORWARDS = "70"
 USER = "callbridge"
@@ -21,25 +21,31 @@ USER = "callbridge"
 class LocalAddress:
     """Where callbridge is reached over one transport: the host and port put in Via and Contact."""
 
-    transport: str  # "udp" | "tcp"
+    transport: str  # "udp" | "tcp" | "tls"
     host: str
     port: int
+    #: A sips: dialog (RFC 3261 §8.1.1.8, §12.1.1): our Contact is a sips: URI too.
+    secure: bool = False
 
     def via(self) -> str:
         """A Via for a new request (a fresh branch; `rport` asks for RFC 3581 symmetric responses)."""
         return f"SIP/2.0/{self.transport.upper()} {self.host}:{self.port};branch={new_branch()};rport"
 
     def contact(self, user: str = USER) -> str:
+        """Our Contact: `;transport=` for TCP and TLS, a sips: URI (TLS implied, RFC 5630) when secure."""
+        if self.secure:
+            return f"<sips:{user}@{self.host}:{self.port}>"
         suffix = "" if self.transport == "udp" else f";transport={self.transport}"
         return f"<sip:{user}@{self.host}:{self.port}{suffix}>"
 
 
-def peer_for_uri(uri: SipUri) -> Peer:
-    """The transport address a SIP URI names (RFC 3263's DNS steps beyond A records are not taken)."""
+def peer_for_uri(uri: SipUri, *, tls_verify: bool = True) -> Peer:
+    """The transport address a SIP URI names (RFC 3263's DNS steps beyond A records are not taken);
+    `tls_verify` False: a TLS connection to it accepts any certificate (a self-signed PBX)."""
     transport = uri.transport
-    default_port = 5061 if transport == "tls" else 5060
+    default_port = DEFAULT_PORTS.get(transport, DEFAULT_PORTS["udp"])
     udp_only = (uri.params.get("transport") or "").lower() == "udp"
-    return Peer(transport, uri.host.strip("[]"), uri.port or default_port, udp_only)
+    return Peer(transport, uri.host.strip("[]"), uri.port or default_port, udp_only, tls_verify=tls_verify)
 
 
 @dataclass

@@ -257,7 +257,7 @@ class IncomingCalls:
             await transaction.respond(response_to(request, 487, to_tag=local_tag))
             await calls.end(row, EndReason.UNJOINED, "the caller hung up before the call was answered")
             return
-        here = self._ua.here(peer.transport)
+        here = self._ua.here(peer.transport, secure=request.uri.scheme == "sips")
         dialog = Dialog.as_uas(request, local_tag, peer, here)
         dialog.peer = dialog.next_hop(peer)
         leg = self._ua.open_leg(dialog, answer)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.media.opus import opus_unavailable
 from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpSession
 from app.sip.sdp import CODECS, PTIME_MS, Negotiated, accept_answer, answer_offer, parse_sdp
@@ -16,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def parse_codecs(spec: str) -> list[str]:
-    """`G722,PCMU,PCMA` → the codec names, best first; ValueError naming an unknown one."""
+    """`opus,G722,PCMU,PCMA` → the codec names, best first; ValueError naming an unknown one (or opus
+    without libopus)."""
     known = {name.upper(): name for name in CODECS}
     names: list[str] = []
     for raw in spec.split(","):
@@ -25,6 +27,8 @@ def parse_codecs(spec: str) -> list[str]:
             continue
         if name.upper() not in known:
             raise ValueError(f"unknown codec {name!r} in CALLBRIDGE_SIP_CODECS; known: {', '.join(CODECS)}")
+        if known[name.upper()] == "opus" and opus_unavailable():
+            raise ValueError(f"CALLBRIDGE_SIP_CODECS names opus: {opus_unavailable()} (or leave opus out)")
         names.append(known[name.upper()])
     if not names:
         raise ValueError("CALLBRIDGE_SIP_CODECS names no codec")
@@ -122,5 +126,6 @@ def point_rtp(rtp: RtpSession, negotiated: Negotiated) -> None:
         negotiated.dtmf_payload_type,
         # 20 ms packets are sent whatever ptime the far end asked for (it must take any).
         codec.samples_per_packet(PTIME_MS),
+        negotiated.dtmf_clock_rate,
         sends=negotiated.sends,
     )

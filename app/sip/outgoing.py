@@ -61,6 +61,7 @@ class SipDialPlan:
     username: str | None
     password: str | None = field(repr=False)
     headers: dict[str, str]
+    tls_verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class SipDialer:
             headers = check_custom_headers(outgoing.headers, "medium.sip.outgoing.headers")
         except ValueError as exc:
             raise InvalidInput("invalid_request", str(exc)) from None
-        return SipDialPlan(to, from_, outgoing.username, outgoing.password, headers)
+        return SipDialPlan(to, from_, outgoing.username, outgoing.password, headers, outgoing.tls_verify)
 
     async def dial(self, row: CallRow, plan: SipDialPlan) -> CallRow:
         """Start dialling (in the background: the API answers at once) and record it."""
@@ -245,7 +246,7 @@ class SipDialer:
         Answered: the dialog's leg (ACK sent) and its RTP stream pointed at the callee, which the caller
         closes. Also places a transfer's second leg (`app.sip.bridge`)."""
         try:
-            peer = await resolve_peer(peer_for_uri(plan.to))
+            peer = await resolve_peer(peer_for_uri(plan.to, tls_verify=plan.tls_verify))
         except OSError as exc:
             return Unanswered(0, f"cannot resolve {plan.to.host}: {exc}")
         rtp = await self._media.open_rtp()
@@ -271,7 +272,7 @@ class SipDialer:
         call_id: str | None,
     ) -> Connected | Unanswered:
         """INVITE until answered (or not); an answered call is acknowledged."""
-        here = self._ua.here(peer.transport)
+        here = self._ua.here(peer.transport, secure=plan.to.scheme == "sips")
         invite = self.invite(plan, here, rtp, codecs, call_id)
         answered = await self._ring(invite, peer, plan, cancel, on_ringing)
         if isinstance(answered, Unanswered):
@@ -445,9 +446,12 @@ def _uri(name: str, value: str) -> SipUri:
 async def answered_next_hop(dialog: Dialog, dialled: Peer) -> Peer:
     """Where the ACK and later requests go: the first route; else the callee's Contact, unless it names a
     private address while we dialled a public one (a softphone behind NAT answering directly): then
-    where we dialled, which reached it."""
+    where we dialled, which reached it. Over TLS without a route set: the connection we dialled, whose
+    certificate was checked against the name dialled (a Contact's bare address could not be)."""
     if dialog.route_set:
-        return peer_for_uri(dialog.route_set[0].uri)
+        return peer_for_uri(dialog.route_set[0].uri, tls_verify=dialled.tls_verify)
+    if dialled.transport == "tls":
+        return dialled
     try:
         target = await resolve_peer(peer_for_uri(dialog.remote_target))
     except OSError:

@@ -260,7 +260,7 @@ class RegistrationClient:
 
     async def _resolve(self) -> Peer:
         config = self.config
-        peer = await self._channel.resolve(peer_for_uri(config.next_hop))
+        peer = await self._channel.resolve(peer_for_uri(config.next_hop, tls_verify=config.tls_verify))
         trusted = {peer.host}
         if config.outbound_proxy is not None:
             try:  # only for trusting its INVITEs: the REGISTER goes to the outbound proxy all the same

@@ -89,7 +89,14 @@ class _Media:
     clock_rate: int
     dtmf_payload_type: int | None
     samples_per_packet: int
+    #: The clock RFC 4733 event durations count in, when it is not `clock_rate` (Opus's 48 kHz stream
+    #: with telephone-event/8000); the events' timestamps stay on the stream's clock.
+    dtmf_clock_rate: int | None = None
     sends: bool = True
+
+    @property
+    def event_clock_rate(self) -> int:
+        return self.dtmf_clock_rate or self.clock_rate
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -164,15 +171,23 @@ class RtpSession:
         clock_rate: int,
         dtmf_payload_type: int | None,
         samples_per_packet: int,
+        dtmf_clock_rate: int | None = None,
         *,
         sends: bool = True,
     ) -> None:
         """Set (or, on a re-INVITE, change) the negotiated media; a new remote address drops the latch.
 
-        `sends` False (a hold): nothing is sent until a new `configure` says otherwise; RTCP goes on."""
+        `dtmf_clock_rate`: telephone-event's clock when it is not `clock_rate`. `sends` False (a hold):
+        nothing is sent until a new `configure` says otherwise; RTCP goes on."""
         previous = self._media
         self._media = _Media(
-            (remote_host, remote_port), payload_type, clock_rate, dtmf_payload_type, samples_per_packet, sends
+            (remote_host, remote_port),
+            payload_type,
+            clock_rate,
+            dtmf_payload_type,
+            samples_per_packet,
+            dtmf_clock_rate,
+            sends,
         )
         if previous is None or previous.remote != self._media.remote:
             self._latched = None
@@ -355,8 +370,8 @@ class RtpSession:
     async def _send_event(self, media: _Media, event: int, tone_ms: int, gap_ms: int) -> None:
         """One event: updates every 20 ms with a growing duration, three end packets, then the gap."""
         assert media.dtmf_payload_type is not None
-        step = media.clock_rate * EVENT_INTERVAL_MS // 1000
-        total = min(0xFFFF, max(step, round(tone_ms * media.clock_rate / 1000)))
+        step = media.event_clock_rate * EVENT_INTERVAL_MS // 1000
+        total = min(0xFFFF, max(step, round(tone_ms * media.event_clock_rate / 1000)))
         timestamp, _ = self._take_timestamp(media)
         durations = [*range(step, total, step), total]
         start = self._loop.time()
@@ -370,7 +385,7 @@ class RtpSession:
                 self._send(
                     RtpPacket(media.dtmf_payload_type, self._sequence, timestamp, self._ssrc, payload, marker)
                 )
-        packets = math.ceil(total / media.samples_per_packet)
+        packets = math.ceil(total * media.clock_rate / media.event_clock_rate / media.samples_per_packet)
         self._next_timestamp = timestamp + packets * media.samples_per_packet
         await self._sleep_until(start + (tone_ms + gap_ms) / 1000.0)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from app.media.opus import OUR_FMTP as OUR_OPUS_FMTP
+from app.media.opus import SAMPLE_RATE as OPUS_RATE
+
 __all__ = [
     "CODECS",
     "DTMF_EVENTS",
@@ -53,6 +56,7 @@ class Codec:
     channels: int = 1
     static_pt: int | None = None  # RFC 3551 static payload type, None for dynamic ones
     audio_rate: int | None = None  # PCM sample rate when it differs from the RTP clock
+    fmtp: str | None = None  # the a=fmtp parameters we put in our offers and answers
 
     @property
     def sample_rate(self) -> int:
@@ -70,8 +74,10 @@ class Codec:
         return self.clock_rate * ptime_ms // 1000
 
 
-# Every codec we can encode and decode. Opus (part 2) joins as Codec("opus", 48000, 2), a dynamic type.
+# Every codec we can encode and decode. Opus (RFC 7587): always opus/48000/2 in SDP, a dynamic payload
+# type; the pipeline hears and speaks it at 16 kHz (app/media/opus.py), and we send mono.
 CODECS: dict[str, Codec] = {
+    "opus": Codec("opus", 48000, 2, audio_rate=OPUS_RATE, fmtp=OUR_OPUS_FMTP),
     "PCMU": Codec("PCMU", 8000, 1, 0),
     "PCMA": Codec("PCMA", 8000, 1, 8),
     "G722": Codec("G722", 8000, 1, 9, audio_rate=16000),
@@ -88,6 +94,7 @@ _MIRRORED = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendon
 _AUDIO_PROTOS = ("RTP/AVP", "RTP/AVPF")
 _FIRST_DYNAMIC_PT = 96
 _DTMF_PT_8000 = 101  # the customary number, used by most UAs for telephone-event/8000
+_DTMF_CLOCK = 8000  # telephone-event's usual clock, taken beside a codec clocked faster when it is alone
 _HELD_ADDRESS = "0.0.0.0"  # RFC 2543 hold: "do not send me media"
 _LINE = re.compile(r"([a-z])=(.*)")
 
@@ -222,6 +229,10 @@ class Negotiated:
     remote_host: str  # "0.0.0.0" for an RFC 2543 hold: send nothing
     remote_port: int
     direction: str  # from our side: "recvonly" means we only receive
+    #: The far end's a=fmtp for the codec (Opus: maxplaybackrate, useinbandfec, stereo), None if none.
+    fmtp: str | None = None
+    #: telephone-event's clock when it is not the codec's (Opus with telephone-event/8000), else None.
+    dtmf_clock_rate: int | None = None
 
     @property
     def sends(self) -> bool:
@@ -368,7 +379,11 @@ def _our_session(local_host: str, session_id: int, session_version: int | None) 
 def _audio_attributes(
     codecs: list[tuple[int, Codec]], dtmf: list[tuple[int, int, str]], direction: str
 ) -> list[Attribute]:
-    attributes: list[Attribute] = [("rtpmap", f"{pt} {codec.rtpmap}") for pt, codec in codecs]
+    attributes: list[Attribute] = []
+    for pt, codec in codecs:
+        attributes.append(("rtpmap", f"{pt} {codec.rtpmap}"))
+        if codec.fmtp:
+            attributes.append(("fmtp", f"{pt} {codec.fmtp}"))
     for pt, clock, events in dtmf:
         attributes += [("rtpmap", f"{pt} {TELEPHONE_EVENT}/{clock}"), ("fmtp", f"{pt} {events}")]
     attributes += [("ptime", str(PTIME_MS)), (direction, None)]
@@ -408,10 +423,12 @@ def answer_offer(
             codec=codec,
             payload_type=pt,
             dtmf_payload_type=dtmf[0] if dtmf else None,
+            dtmf_clock_rate=_other_clock(dtmf, codec),
             ptime_ms=_send_ptime(media),
             remote_host=host,
             remote_port=media.port,
             direction=direction,
+            fmtp=media.fmtp(str(pt)),
         )
         formats = [str(pt)] + ([str(dtmf[0])] if dtmf else [])
         attributes = _audio_attributes([(pt, codec)], [dtmf] if dtmf else [], direction)
@@ -461,14 +478,17 @@ def accept_answer(preferences: list[str], answer: SessionDescription) -> Negotia
             host = answer.connection_of(media)
             if host is None:
                 raise SdpError("the answered audio stream has no c= address")
+            dtmf = _dtmf_payload_type(media, codec.clock_rate)
             return Negotiated(
                 codec=codec,
                 payload_type=int(fmt),
-                dtmf_payload_type=_dtmf_payload_type(media, codec.clock_rate),
+                dtmf_payload_type=dtmf[0] if dtmf else None,
+                dtmf_clock_rate=_other_clock(dtmf, codec),
                 ptime_ms=_send_ptime(media),
                 remote_host=host,
                 remote_port=media.port,
                 direction=_our_direction(answer, media),
+                fmtp=media.fmtp(fmt),
             )
     raise NoCommonCodec(_incompatible(answer, codecs))
 
@@ -494,20 +514,29 @@ def _matches(media: MediaDescription, fmt: str, codec: Codec) -> bool:
     return (name.casefold(), clock, channels) == (codec.name.casefold(), codec.clock_rate, codec.channels)
 
 
-def _dtmf_payload_type(media: MediaDescription, clock_rate: int) -> int | None:
-    """The offered telephone-event at the codec's RTP clock (RFC 4733 §2.1)."""
-    for fmt in media.formats:
-        mapping = media.rtpmap(fmt) if fmt.isdigit() else None
-        if mapping and mapping[0].casefold() == TELEPHONE_EVENT and mapping[1] == clock_rate:
-            return int(fmt)
+def _dtmf_payload_type(media: MediaDescription, clock_rate: int) -> tuple[int, int] | None:
+    """(payload type, clock) of the offered telephone-event at the codec's RTP clock (RFC 4733 §2.1); for
+    a codec clocked faster (Opus) without one, the one at 8000, as baresip, Asterisk and FreeSWITCH
+    offer it beside opus/48000/2."""
+    clocks = (clock_rate, _DTMF_CLOCK) if clock_rate > _DTMF_CLOCK else (clock_rate,)
+    for clock in clocks:
+        for fmt in media.formats:
+            mapping = media.rtpmap(fmt) if fmt.isdigit() else None
+            if mapping and mapping[0].casefold() == TELEPHONE_EVENT and mapping[1] == clock:
+                return int(fmt), clock
     return None
+
+
+def _other_clock(dtmf: tuple[int, int] | tuple[int, int, str] | None, codec: Codec) -> int | None:
+    """telephone-event's clock when it differs from the codec's (Negotiated.dtmf_clock_rate)."""
+    return dtmf[1] if dtmf is not None and dtmf[1] != codec.clock_rate else None
 
 
 def _answer_dtmf(media: MediaDescription, clock_rate: int) -> tuple[int, int, str] | None:
     """(payload type, clock, events) of the offered telephone-event we answer, None if there is none."""
-    pt = _dtmf_payload_type(media, clock_rate)
-    events = _common_events(media.fmtp(str(pt))) if pt is not None else ""
-    return (pt, clock_rate, events) if pt is not None and events else None
+    offered = _dtmf_payload_type(media, clock_rate)
+    events = _common_events(media.fmtp(str(offered[0]))) if offered is not None else ""
+    return (*offered, events) if offered is not None and events else None
 
 
 def _common_events(offered: str | None) -> str:

@@ -5,6 +5,7 @@ Built only when CALLBRIDGE_SIP_LISTEN is set; without it there is no SIP at all.
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from app.sip.ports import RtpPortRange
 from app.sip.rate_limit import RateLimit, SourceRateLimiter
 from app.sip.registrations import SipRegistrations
 from app.sip.running import SipCallRunner
+from app.sip.tls import server_context
 from app.sip.transaction import LoopClock
 from app.sip.transport import ListenAddress, parse_listen
 from app.sip.user_agent import SipUserAgent
@@ -40,9 +42,7 @@ def public_host(settings: Settings, listens: list[ListenAddress]) -> str:
 
 def check_sip_settings(settings: Settings) -> None:
     """Raise ValueError with one clear line when the SIP settings cannot work."""
-    for listen in parse_listen(settings.sip_listen):
-        if listen.transport == "tls":
-            raise ValueError("SIP over TLS (tls:HOST:PORT) arrives with SIP part 2; listen on udp: or tcp:")
+    tls_listen_context(settings, parse_listen(settings.sip_listen))
     parse_codecs(settings.sip_codecs)
     RtpPortRange.parse(settings.rtp_ports)
 
@@ -57,13 +57,21 @@ def source_rate_limiter(settings: Settings) -> SourceRateLimiter:
     )
 
 
+def tls_listen_context(settings: Settings, listens: list[ListenAddress]) -> ssl.SSLContext | None:
+    """The certificate a `tls:` listen presents (CALLBRIDGE_SIP_TLS_CERT/_KEY); None without one. ValueError
+    in one line when the files are missing, unreadable or not a certificate and its key."""
+    if not any(listen.transport == "tls" for listen in listens):
+        return None
+    return server_context(settings.sip_tls_cert, settings.sip_tls_key)
+
+
 class SipService:
     """Everything SIP, started and stopped with the service."""
 
     def __init__(self, settings: Settings, services: Services) -> None:
         listens = parse_listen(settings.sip_listen)
         host = public_host(settings, listens)
-        self.ua = SipUserAgent(listens, host)
+        self.ua = SipUserAgent(listens, host, tls_server=tls_listen_context(settings, listens))
         self.ua.rate_limiter = source_rate_limiter(settings)
         self.messages = SipMessageLog(services.events)
         self.ua.transports.on_message_logged = self.messages.observe

@@ -395,7 +395,9 @@ class ClientTransaction:
 
     def _on_transport_error(self, exc: Exception) -> None:
         log.info("%s to %s: transport failure: %s", self.request.method, self.peer, exc)
-        self._fail(503, "Service Unavailable")
+        # The synthesized 503 says why (a refused TLS certificate, a refused connection): the caller's
+        # sip_status event shows it.
+        self._fail(503, f"Service Unavailable ({' '.join(str(exc).split())[:200]})")
 
 
 class ServerTransaction:

@@ -1,7 +1,9 @@
-"""SIP transports (RFC 3261 §18, RFC 3581, RFC 5923-style reuse): UDP sockets and TCP connections.
+"""SIP transports (RFC 3261 §18, RFC 3581, RFC 5923-style reuse): UDP sockets, TCP and TLS connections.
 
 Incoming bytes become parsed messages handed to `on_message`; malformed ones go to `on_bad`. Requests get
-their top Via stamped with `received`/`rport`; responses are routed back by that Via (§18.2.2). The one
+their top Via stamped with `received`/`rport`; responses are routed back by that Via (§18.2.2). TLS
+connections we open check the certificate against the name dialled (`Peer.server_name`, sent as SNI)
+unless the peer says `tls_verify=False`; a refused certificate is a TransportError saying so. The one
 optional `on_message_logged` observer sees every message parsed ("in") and every message sent ("out").
 """
 
@@ -28,6 +30,7 @@ from app.sip.message import (
     parse_via,
     serialize,
 )
+from app.sip.tls import client_context, refusal_reason
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,11 @@ class Peer:
     port: int
     #: The URI said `;transport=udp`: a large request is not moved to TCP (RFC 3261 §18.1.1) for it.
     udp_only: bool = field(default=False, compare=False)
+    #: TLS: check the far end's certificate when connecting to it (not part of the address: a connection
+    #: is found by address, and one opened without the check is not reused by a peer that wants it).
+    tls_verify: bool = field(default=True, compare=False)
+    #: TLS: the name the certificate must carry (SNI) when `host` is the address it resolved to.
+    server_name: str | None = field(default=None, compare=False)
 
     @property
     def reliable(self) -> bool:
@@ -105,17 +113,20 @@ class SipTransports:
         idle_timeout: float = IDLE_TIMEOUT,
         tls_server: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
+        tls_client_unverified: ssl.SSLContext | None = None,
     ) -> None:
         self._on_message = on_message
         self._on_bad = on_bad
         self._idle_timeout = idle_timeout
-        self._tls = {"server": tls_server, "client": tls_client}
+        self._tls_server = tls_server
+        #: For peers with `tls_verify` (default: system CAs, hostname checked) and for those without.
+        self._tls_clients = {True: tls_client, False: tls_client_unverified}
         self._locals: dict[str, ListenAddress] = {}
         self._udp: _UdpProtocol | None = None  # the first UDP listener: where UDP messages go out from
         self._udp_listeners: list[_UdpProtocol] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Peer, _Connection] = {}
-        self._connecting: dict[Peer, asyncio.Future[_Connection]] = {}
+        self._connecting: dict[tuple[Peer, bool], asyncio.Future[_Connection]] = {}
         self.on_message_logged: MessageObserver | None = None
         #: Where a TCP connection for a large request failed, and until when (loop time) they go over UDP.
         self._no_tcp: dict[tuple[str, int], float] = {}
@@ -132,7 +143,7 @@ class SipTransports:
                 self._udp_listeners.append(protocol)
                 bound = protocol.sockname
             else:
-                context = self._tls["server"] if listen.transport == "tls" else None
+                context = self._tls_server if listen.transport == "tls" else None
                 if listen.transport == "tls" and context is None:
                     raise ValueError("a tls listen needs tls_server (an ssl.SSLContext)")
                 server = await loop.create_server(
@@ -264,20 +275,24 @@ class SipTransports:
 
     async def _connection_to(self, peer: Peer) -> _Connection:
         connection = self._connections.get(peer)
-        if connection is not None and connection.open:
+        if connection is not None and connection.serves(peer):
             return connection
-        pending = self._connecting.get(peer)
+        key = (peer, peer.tls_verify)  # a connect without the check is no connection for a peer that wants it
+        pending = self._connecting.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._connect(peer))
-            self._connecting[peer] = pending
-            pending.add_done_callback(lambda _: self._connecting.pop(peer, None))
+            self._connecting[key] = pending
+            pending.add_done_callback(lambda _: self._connecting.pop(key, None))
         return await asyncio.shield(pending)
 
     async def _connect(self, peer: Peer) -> _Connection:
         loop = asyncio.get_running_loop()
-        context = self._tls["client"] if peer.transport == "tls" else None
-        if peer.transport == "tls" and context is None:
-            context = ssl.create_default_context()
+        context: ssl.SSLContext | None = None
+        server_name = peer.server_name or _unbracket(peer.host)
+        if peer.transport == "tls":
+            context = self._tls_clients[peer.tls_verify]
+            if context is None:  # loading the system CAs once, on the first TLS connection
+                context = self._tls_clients[peer.tls_verify] = client_context(peer.tls_verify)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 _, protocol = await loop.create_connection(
@@ -285,15 +300,21 @@ class SipTransports:
                     _unbracket(peer.host),
                     peer.port,
                     ssl=context,
-                    server_hostname=_unbracket(peer.host) if context else None,
+                    server_hostname=server_name if context else None,
                 )
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportError(refusal_reason(exc, server_name)) from exc
         except (OSError, TimeoutError) as exc:
             raise TransportError(
                 f"cannot connect to {peer.transport}:{peer.host}:{peer.port}: {exc}"
             ) from exc
         assert protocol.connection is not None
-        # Also reachable under the address we dialled (a hostname, or the port the peer listens on).
-        self._connections.setdefault(peer, protocol.connection)
+        protocol.connection.verified = peer.transport != "tls" or peer.tls_verify
+        # Also reachable under the address we dialled (a hostname, or the port the peer listens on), in
+        # place of a connection there that this peer could not use.
+        existing = self._connections.get(peer)
+        if existing is None or not existing.serves(peer):
+            self._connections[peer] = protocol.connection
         protocol.connection.aliases.add(peer)
         return protocol.connection
 
@@ -420,9 +441,11 @@ def _unbracket(host: str) -> str:
 
 async def resolve_peer(peer: Peer) -> Peer:
     """`peer` with its host looked up as an IPv4 address (an address stays as it is; RFC 3263's SRV and
-    NAPTR are not consulted); TransportError when it does not resolve."""
-    host, port = await _resolve(_unbracket(peer.host), peer.port, socket.AF_INET)
-    return replace(peer, host=host, port=port)
+    NAPTR are not consulted), the name kept for TLS (SNI and the certificate check); TransportError when
+    it does not resolve."""
+    name = _unbracket(peer.host)
+    host, port = await _resolve(name, peer.port, socket.AF_INET)
+    return replace(peer, host=host, port=port, server_name=peer.server_name or name)
 
 
 async def _resolve(host: str, port: int, family: int) -> tuple[str, int]:
@@ -490,10 +513,18 @@ class _Connection:
     _idle: asyncio.TimerHandle | None = None
     #: Live dialogs whose in-dialog requests go over this connection: it is not closed for idleness.
     dialogs: int = 0
+    #: False for a TLS connection we opened without checking the certificate (`tls_verify` off): a
+    #: request to a peer that wants the check opens its own. Connections the far end opened count as
+    #: checked: they are how it reaches us, and how our answers and its dialogs' requests go back.
+    verified: bool = True
 
     def start(self) -> None:
         self.owner._register(self)
         self._touch()
+
+    def serves(self, peer: Peer) -> bool:
+        """Whether a request to `peer` may go over this connection (open; checked when `peer` wants it)."""
+        return self.open and (self.verified or not peer.tls_verify)
 
     def write(self, data: bytes) -> None:
         if not self.open or self.transport.is_closing():

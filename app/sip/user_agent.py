@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -54,10 +55,12 @@ class RequestHandler(Protocol):
 class SipUserAgent:
     """One per service: listens, answers, and sends requests for every SIP call."""
 
-    def __init__(self, listens: list[ListenAddress], public_host: str) -> None:
+    def __init__(
+        self, listens: list[ListenAddress], public_host: str, *, tls_server: ssl.SSLContext | None = None
+    ) -> None:
         self._listens = listens
         self.public_host = public_host
-        self.transports = SipTransports(self._on_message, self._on_bad_message)
+        self.transports = SipTransports(self._on_message, self._on_bad_message, tls_server=tls_server)
         self.transactions = TransactionLayer(
             self.transports.send, LoopClock(), self._on_request, self._on_stray_response
         )
@@ -85,10 +88,11 @@ class SipUserAgent:
         self.transactions.close()
         await self.transports.stop()
 
-    def here(self, transport: str) -> LocalAddress:
-        """Our address over `transport`, as the far end should reach it (Via, Contact)."""
+    def here(self, transport: str, *, secure: bool = False) -> LocalAddress:
+        """Our address over `transport`, as the far end should reach it (Via, Contact); `secure`: in a
+        sips: dialog."""
         bound = self.transports.local(transport)
-        return LocalAddress(transport, self.public_host, bound.port)
+        return LocalAddress(transport, self.public_host, bound.port, secure)
 
     @property
     def transports_listening(self) -> set[str]:

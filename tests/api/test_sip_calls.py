@@ -173,6 +173,18 @@ async def test_an_offer_without_a_supported_codec_gets_488_with_a_warning(
     assert client.get("/api/calls").json()["total"] == 0
 
 
+async def test_an_offer_of_amr_wb_only_gets_488_with_a_warning_naming_the_supported_codecs(
+    phone: SipPhone, agent_id: str
+) -> None:
+    phone.invite(f"agent_{agent_id}", sdp_offer("127.0.0.1", 4000, "98", "a=rtpmap:98 AMR-WB/16000"))
+    response = await phone.response()
+    assert (response.status, response.headers.get("Warning")) == (
+        488,
+        '305 callbridge "Incompatible media format: offered AMR-WB/16000; '
+        'supported opus/48000/2, G722/8000, PCMU/8000, PCMA/8000"',
+    )
+
+
 async def test_an_invite_without_an_sdp_offer_gets_488(
     client: TestClient, phone: SipPhone, agent_id: str
 ) -> None:
@@ -534,6 +546,12 @@ def test_an_outgoing_sip_call_needs_a_sip_uri(client: TestClient) -> None:
     medium = {"sip": {"outgoing": {"to": "+15551234567", "from": "agent"}}}
     response = client.post("/api/calls", json={"medium": medium})
     assert response.status_code == 400 and response.json()["code"] == "invalid_sip_uri"
+
+
+def test_an_outgoing_tls_call_needs_a_tls_listen(client: TestClient) -> None:
+    medium = {"sip": {"outgoing": {"to": "sips:bob@127.0.0.1", "from": "agent", "tlsVerify": False}}}
+    response = client.post("/api/calls", json={"medium": medium})
+    assert response.status_code == 400 and "tls is not among" in response.json()["detail"]
 
 
 async def test_an_answer_that_cannot_be_acknowledged_ends_the_call_and_frees_its_rtp_port(

@@ -174,7 +174,7 @@ async def hang_up(server: RunningServer, call_id: str) -> None:
         assert response.status_code == 204, response.text
 
 
-async def dial_out(server: RunningServer, to: str, **extra: str) -> dict[str, Any]:
+async def dial_out(server: RunningServer, to: str, **extra: object) -> dict[str, Any]:
     """`POST /api/calls` with a SIP outgoing medium (echo pipeline); the created call."""
     outgoing = {"to": to, "from": f"sip:agent@{HOST}", **extra}
     async with server.api() as api:

@@ -18,13 +18,20 @@ MODULES = Path("/usr/lib/baresip/modules")
 #: baresip's names for the codecs an account may be limited to; the source WAV must have the codec's
 #: audio rate (aufile does not resample in 1.0).
 WAV_HEADER_BYTES = 44  # sndfile's 16-bit PCM WAV
-CODECS = {"G722": ("G722/16000/1", 16000), "PCMU": ("PCMU/8000/1", 8000), "PCMA": ("PCMA/8000/1", 8000)}
+CODECS = {
+    "G722": ("G722/16000/1", 16000),
+    "PCMU": ("PCMU/8000/1", 8000),
+    "PCMA": ("PCMA/8000/1", 8000),
+    "opus": ("opus/48000/2", 48000),
+}
 
 
 @dataclass(frozen=True)
 class BaresipOptions:
     """One baresip: its account user, answer mode ("auto" or "manual"), codec, and how long its prompt is
-    (when the prompt ends, baresip 1.0's menu hangs up: make it longer than the call)."""
+    (when the prompt ends, baresip 1.0's menu hangs up: make it longer than the call). With `certificate`
+    (key and certificate in one PEM) it also listens for TLS, on `sip_port + 1`, and its account speaks
+    TLS (reference/sip.md §3.5)."""
 
     user: str = "bot"
     answermode: str = "auto"
@@ -32,6 +39,12 @@ class BaresipOptions:
     prompt_seconds: float = 20.0
     sip_port: int = field(default_factory=free_sip_port)
     ctrl_port: int = field(default_factory=free_sip_port)
+    certificate: Path | None = None
+
+    @property
+    def tls_port(self) -> int:
+        """Where it listens for TLS (baresip's choice: the SIP port + 1)."""
+        return self.sip_port + 1
 
     @property
     def rate(self) -> int:
@@ -39,7 +52,9 @@ class BaresipOptions:
 
     @property
     def uri(self) -> str:
-        """Where to call this baresip."""
+        """Where to call this baresip (over TLS when it has a certificate)."""
+        if self.certificate is not None:
+            return f"sip:{self.user}@{HOST}:{self.tls_port};transport=tls"
         return f"sip:{self.user}@{HOST}:{self.sip_port}"
 
 
@@ -61,11 +76,16 @@ class Baresip:
 
     def heard_seconds(self) -> float:
         """How much decoded audio its latest call has recorded so far (from the file size: mid-call the
-        WAV header does not count the frames yet)."""
+        WAV header does not count the frames yet, but has the rate and channels)."""
         recordings = sorted((self.workdir / "rec").glob("*-dec.wav"))
         if not recordings:
             return 0.0
-        return max(recordings[-1].stat().st_size - WAV_HEADER_BYTES, 0) / 2 / self.options.rate
+        try:
+            with wave.open(str(recordings[-1]), "rb") as wav:
+                frame_bytes = wav.getsampwidth() * wav.getnchannels() * wav.getframerate()
+        except (EOFError, wave.Error):  # the header is not written yet
+            return 0.0
+        return max(recordings[-1].stat().st_size - WAV_HEADER_BYTES, 0) / frame_bytes
 
     def heard(self) -> bytes:
         """The decoded audio of its (latest) call, s16le mono at the codec's rate (b"" when none)."""
@@ -82,7 +102,7 @@ def write_config(options: BaresipOptions, workdir: Path) -> None:
     """config, accounts and prompt.wav (speech-like noise: unambiguous to correlate) in `workdir`."""
     (workdir / "rec").mkdir(parents=True, exist_ok=True)
     write_wav(workdir / "prompt.wav", speech_like(options.prompt_seconds, rate=options.rate), options.rate)
-    modules = ("g711.so", "g722.so", "aufile.so", "sndfile.so", "ctrl_tcp.so")
+    modules = ("g711.so", "g722.so", "opus.so", "aufile.so", "sndfile.so", "ctrl_tcp.so")
     lines = [
         f"sip_listen {HOST}:{options.sip_port}",
         "audio_player aufile,/dev/null",
@@ -95,9 +115,14 @@ def write_config(options: BaresipOptions, workdir: Path) -> None:
         f"snd_path {workdir / 'rec'}",
         f"ctrl_tcp_listen {HOST}:{options.ctrl_port}",
     ]
+    if options.codec == "opus":  # the WAV is mono: baresip converts to and from Opus's two channels
+        lines += ["ausrc_channels 1", "auplay_channels 1"]
+    if options.certificate is not None:
+        lines.append(f"sip_certificate {options.certificate}")
     (workdir / "config").write_text("\n".join(lines) + "\n")
+    transport = "tls" if options.certificate is not None else "udp"
     account = (
-        f"<sip:{options.user}@{HOST}:{options.sip_port};transport=udp>;regint=0"
+        f"<sip:{options.user}@{HOST}:{options.sip_port};transport={transport}>;regint=0"
         f";answermode={options.answermode};audio_codecs={CODECS[options.codec][0]}"
     )
     (workdir / "accounts").write_text(account + "\n")

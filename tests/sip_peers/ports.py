@@ -28,6 +28,15 @@ def free_sip_port(host: str = HOST) -> int:
     raise RuntimeError("no port free for both UDP and TCP")
 
 
+def free_sip_port_pair(host: str = HOST) -> int:
+    """A free SIP port p (UDP and TCP) with p + 1 free for TCP too (baresip listens for TLS there)."""
+    for _ in range(200):
+        port = free_sip_port(host)
+        if port < 65535 and _bindable(socket.SOCK_STREAM, port + 1, host):
+            return port
+    raise RuntimeError("no SIP port free with the one above it")
+
+
 def free_rtp_port(host: str = HOST) -> int:
     """An even UDP port p with p + 1 free too (RTP and its RTCP)."""
     for _ in range(200):

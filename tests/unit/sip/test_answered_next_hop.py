@@ -44,3 +44,17 @@ async def test_a_route_set_wins_over_the_contact() -> None:
         "Record-Route: <sip:proxy.example.com;lr>\r\nContact: <sip:bob@93.184.216.40>\r\n"
     )
     assert await answered_next_hop(dialog, DIALLED) == Peer("udp", "proxy.example.com", 5060)
+
+
+async def test_over_tls_requests_stay_on_the_connection_we_dialled() -> None:
+    dialled = Peer("tls", "93.184.216.34", 5061, tls_verify=False, server_name="pbx.example.com")
+    dialog = dialog_answered_with("Contact: <sip:bob@93.184.216.40:5061;transport=tls>\r\n")
+    hop = await answered_next_hop(dialog, dialled)
+    assert (hop, hop.tls_verify, hop.server_name) == (dialled, False, "pbx.example.com")
+
+
+async def test_a_route_reached_over_tls_keeps_the_calls_verification_choice() -> None:
+    dialled = Peer("tls", "93.184.216.34", 5061, tls_verify=False)
+    dialog = dialog_answered_with("Record-Route: <sip:proxy.example.com;transport=tls;lr>\r\n")
+    hop = await answered_next_hop(dialog, dialled)
+    assert (hop, hop.tls_verify) == (Peer("tls", "proxy.example.com", 5061), False)

@@ -9,6 +9,7 @@ import pytest
 from app.calls.transport import TransportClosed
 from app.media.formats import PCMU_8K, pcm16
 from app.media.g722 import G722Encoder
+from app.media.opus import OpusDecoder, OpusEncoder
 from app.providers.base import StreamAudio, StreamDtmf, StreamStop
 from app.sip.call_transport import SipCallTransport
 from app.sip.rtp_session import RtpAudio, RtpClosed, RtpDigit
@@ -86,6 +87,21 @@ async def test_g722_payloads_arrive_as_16khz_pcm() -> None:
     payload = G722Encoder().encode(bytes(640))
     event = await transport("G722", FakeRtp(RtpAudio(payload))).receive()
     assert isinstance(event, StreamAudio) and len(event.payload) == 640
+
+
+async def test_opus_payloads_arrive_as_16khz_pcm() -> None:
+    payload = OpusEncoder().encode(bytes(640))
+    event = await transport("opus", FakeRtp(RtpAudio(payload))).receive()
+    assert isinstance(event, StreamAudio) and len(event.payload) == 640
+
+
+async def test_agent_audio_leaves_an_opus_call_as_one_opus_packet_per_20_ms() -> None:
+    rtp = FakeRtp()
+    sip = transport("opus", rtp)
+    assert sip.opening().audio_format == pcm16(16000)
+    await sip.send_audio(bytes(640))
+    await sip.close()
+    assert len(OpusDecoder().decode(rtp.sent[0])) == 640
 
 
 async def test_rfc4733_and_sip_info_digits_are_dtmf_events() -> None:

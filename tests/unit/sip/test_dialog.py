@@ -92,3 +92,25 @@ def test_a_uri_names_its_transport_and_default_port() -> None:
         "tcp", "pbx.example.com", 5060
     )
     assert peer_for_uri(parse_uri("sip:10.0.0.1:5080")) == Peer("udp", "10.0.0.1", 5080)
+
+
+def test_a_sips_uri_and_a_tls_transport_default_to_port_5061() -> None:
+    assert peer_for_uri(parse_uri("sips:pbx.example.com")) == Peer("tls", "pbx.example.com", 5061)
+    assert peer_for_uri(parse_uri("sip:pbx.example.com;transport=tls")).port == 5061
+
+
+def test_a_peer_from_a_uri_carries_the_tls_verification_choice() -> None:
+    assert peer_for_uri(parse_uri("sips:pbx.example.com")).tls_verify is True
+    assert peer_for_uri(parse_uri("sips:pbx.example.com"), tls_verify=False).tls_verify is False
+
+
+def test_over_tls_our_via_says_tls_and_our_contact_asks_for_tls() -> None:
+    here = LocalAddress("tls", "192.0.2.10", 5061)
+    assert here.via().startswith("SIP/2.0/TLS 192.0.2.10:5061;branch=z9hG4bK")
+    assert here.contact() == "<sip:callbridge@192.0.2.10:5061;transport=tls>"
+
+
+def test_in_a_sips_dialog_our_contact_is_a_sips_uri() -> None:
+    assert (
+        LocalAddress("tls", "192.0.2.10", 5061, secure=True).contact() == "<sips:callbridge@192.0.2.10:5061>"
+    )

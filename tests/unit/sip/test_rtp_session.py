@@ -504,6 +504,22 @@ async def test_send_digits_sends_rfc_4733_events(session: RtpSession, peer: Peer
     assert [(b.sequence - a.sequence) % 65536 for a, b in itertools.pairwise(packets)] == [1] * 4
 
 
+async def test_events_at_8_khz_beside_a_48_khz_stream_count_their_duration_at_8_khz(
+    ports: RtpPortRange, peer: Peer
+) -> None:
+    rtp = await RtpSession.open(HOST, ports, clock=lambda: 100.0)  # the media clock stands still: no jumps
+    try:
+        rtp.configure(*peer.address, 96, 48000, DTMF, 960, dtmf_clock_rate=8000)  # Opus, telephone-event/8000
+        assert await rtp.send_digits("7", tone_ms=60, gap_ms=40)
+        rtp.send_audio(b"opus")
+        packets = await peer.packets(6)
+    finally:
+        rtp.close()
+    events = [parse_telephone_event(p.payload) for p in packets[:5]]
+    assert [event.duration for event in events] == [160, 320, 480, 480, 480]  # type: ignore[union-attr]
+    assert (packets[5].timestamp - packets[0].timestamp) % 2**32 == 3 * 960  # 60 ms on the 48 kHz clock
+
+
 async def test_each_digit_is_its_own_event_with_its_own_timestamp(session: RtpSession, peer: Peer) -> None:
     await session.send_digits("12", tone_ms=40, gap_ms=40)
 

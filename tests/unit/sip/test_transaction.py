@@ -190,6 +190,13 @@ async def test_transport_failure_ends_the_client_transaction_with_503(wire: Harn
     assert final.status == 503
 
 
+async def test_the_503_for_a_transport_failure_says_what_failed(wire: Harness) -> None:
+    wire.refuse = True
+    transaction = wire.layer.request(request("INVITE"), UDP)
+    final = await asyncio.wait_for(transaction.final(), 1)
+    assert final.reason == "Service Unavailable (connection refused)"
+
+
 async def test_cancel_request_copies_the_invite_branch_and_cseq_number(wire: Harness) -> None:
     transaction = wire.layer.request(request("INVITE", cseq=7), UDP)
     cancel = transaction.cancel_request()

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from app.sip.message import SipMessage, SipRequest, SipResponse, parse_message, response_to
-from app.sip.transport import ListenAddress, Peer, SipTransports, parse_listen
+from app.sip.tls import server_context
+from app.sip.transport import ListenAddress, Peer, SipTransports, TransportError, parse_listen, resolve_peer
+from tests.sip_peers.certificates import self_signed
 
 WAIT = 5.0
-LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
 def options(
@@ -262,39 +258,13 @@ async def test_a_connection_a_dialog_holds_open_outlives_the_idle_timeout() -> N
 
 def self_signed_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a certificate for 127.0.0.1, and a client context trusting only it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(cert_file, key_file)
-    client = ssl.create_default_context(cafile=cert_file)
-    return server, client
+    files = self_signed(directory)
+    return server_context(str(files.cert), str(files.key)), ssl.create_default_context(cafile=files.cert)
 
 
 async def test_tls_request_and_response_round_trip(tmp_path: Path) -> None:
-    server_context, client_context = self_signed_contexts(tmp_path)
-    callee, caller = Endpoint(tls_server=server_context), Endpoint(tls_client=client_context)
+    listening, trusting = self_signed_contexts(tmp_path)
+    callee, caller = Endpoint(tls_server=listening), Endpoint(tls_client=trusting)
     await callee.transports.start([ListenAddress("tls", "127.0.0.1", 0)])
     try:
         request = parse_message(options(transport="TLS"))
@@ -306,3 +276,79 @@ async def test_tls_request_and_response_round_trip(tmp_path: Path) -> None:
     finally:
         await caller.transports.stop()
         await callee.transports.stop()
+
+
+@contextlib.asynccontextmanager
+async def tls_callee(tmp_path: Path, **names: str | None) -> AsyncIterator[tuple[Endpoint, Path]]:
+    """An endpoint listening for TLS with a self-signed certificate (for `names`: ip=, dns=), and the
+    certificate's file."""
+    files = self_signed(tmp_path / "cert", **names)
+    callee = Endpoint(tls_server=server_context(str(files.cert), str(files.key)))
+    await callee.transports.start([ListenAddress("tls", "127.0.0.1", 0)])
+    try:
+        yield callee, files.cert
+    finally:
+        await callee.transports.stop()
+
+
+async def test_a_self_signed_certificate_is_refused_by_default_saying_how_to_accept_it(
+    tmp_path: Path,
+) -> None:
+    caller = Endpoint()  # the system CAs: they do not know the test's certificate
+    async with tls_callee(tmp_path) as (callee, _):
+        with pytest.raises(TransportError) as refused:
+            await caller.transports.send(
+                parse_message(options(transport="TLS")), Peer("tls", "127.0.0.1", callee.port("tls"))
+            )
+    await caller.transports.stop()
+    assert "TLS certificate of 127.0.0.1 was refused" in str(refused.value)
+    assert "(self-signed certificate)" in str(refused.value) and "tlsVerify false" in str(refused.value)
+
+
+async def test_a_peer_without_tls_verify_accepts_a_self_signed_certificate(tmp_path: Path) -> None:
+    caller = Endpoint()
+    async with tls_callee(tmp_path) as (callee, _):
+        peer = Peer("tls", "127.0.0.1", callee.port("tls"), tls_verify=False)
+        await caller.transports.send(parse_message(options(transport="TLS")), peer)
+        received, _ = await callee.next_request()
+    await caller.transports.stop()
+    assert received.method == "OPTIONS"
+
+
+async def test_the_certificate_is_checked_against_the_server_name_not_the_address(tmp_path: Path) -> None:
+    async with tls_callee(tmp_path, ip=None, dns="pbx.test") as (callee, cert):
+        caller = Endpoint(tls_client=ssl.create_default_context(cafile=cert))
+        port = callee.port("tls")
+        try:
+            with pytest.raises(TransportError, match="refused"):
+                await caller.transports.send(
+                    parse_message(options(transport="TLS")), Peer("tls", "127.0.0.1", port)
+                )
+            named = Peer("tls", "127.0.0.1", port, server_name="pbx.test")
+            await caller.transports.send(parse_message(options(transport="TLS")), named)
+            received, _ = await callee.next_request()
+        finally:
+            await caller.transports.stop()
+    assert received.method == "OPTIONS"
+
+
+async def test_a_connection_opened_without_the_check_is_not_reused_for_a_peer_that_wants_it(
+    tmp_path: Path,
+) -> None:
+    caller = Endpoint()
+    async with tls_callee(tmp_path) as (callee, _):
+        port = callee.port("tls")
+        await caller.transports.send(
+            parse_message(options(transport="TLS")), Peer("tls", "127.0.0.1", port, tls_verify=False)
+        )
+        await callee.next_request()
+        with pytest.raises(TransportError, match="refused"):
+            await caller.transports.send(
+                parse_message(options(transport="TLS")), Peer("tls", "127.0.0.1", port)
+            )
+    await caller.transports.stop()
+
+
+async def test_resolving_a_peer_keeps_its_name_for_the_certificate_check() -> None:
+    resolved = await resolve_peer(Peer("tls", "localhost", 5061, tls_verify=False))
+    assert (resolved.host, resolved.server_name, resolved.tls_verify) == ("127.0.0.1", "localhost", False)
