@@ -80,12 +80,16 @@ class Baresip:
         recordings = sorted((self.workdir / "rec").glob("*-dec.wav"))
         if not recordings:
             return 0.0
-        try:
-            with wave.open(str(recordings[-1]), "rb") as wav:
-                frame_bytes = wav.getsampwidth() * wav.getnchannels() * wav.getframerate()
-        except (EOFError, wave.Error):  # the header is not written yet
+        with recordings[-1].open("rb") as recording:
+            header = recording.read(WAV_HEADER_BYTES)
+        if len(header) < WAV_HEADER_BYTES:  # the header is not written yet
             return 0.0
-        return max(recordings[-1].stat().st_size - WAV_HEADER_BYTES, 0) / frame_bytes
+        # The fmt chunk of sndfile's canonical header: channels, rate, then (at 34) bits per sample. The
+        # `wave` module cannot be used mid-call: it refuses a data chunk whose size is not written yet.
+        channels = int.from_bytes(header[22:24], "little")
+        rate = int.from_bytes(header[24:28], "little")
+        bits = int.from_bytes(header[34:36], "little")
+        return max(recordings[-1].stat().st_size - WAV_HEADER_BYTES, 0) / (channels * rate * bits // 8)
 
     def heard(self) -> bytes:
         """The decoded audio of its (latest) call, s16le mono at the codec's rate (b"" when none)."""
