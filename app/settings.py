@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     sip_public_host: str = ""
     rtp_ports: str = "10000-20000"
     rtp_timeout: float = Field(default=30.0, gt=0)
-    sip_codecs: str = "opus,G722,PCMU,PCMA"
+    # Empty: DEFAULT_SIP_CODECS (opus,G722,PCMU,PCMA), opus left out where libopus is not installed.
+    sip_codecs: str = ""
     # How long an incoming SIP call rings (180) before callbridge answers it (s); 0: at once.
     sip_answer_delay: float = Field(default=0.0, ge=0, le=60)
     # The account SIP domain `GET /api/sip` shows (read-only there); empty: the public URL's host.

@@ -16,9 +16,19 @@ from app.sip.sdp import CODECS, PTIME_MS, Negotiated, accept_answer, answer_offe
 log = logging.getLogger(__name__)
 
 
+#: The preference order when CALLBRIDGE_SIP_CODECS is empty.
+DEFAULT_SIP_CODECS = ("opus", "G722", "PCMU", "PCMA")
+
+
 def parse_codecs(spec: str) -> list[str]:
     """`opus,G722,PCMU,PCMA` → the codec names, best first; ValueError naming an unknown one (or opus
-    without libopus)."""
+    without libopus). Empty: DEFAULT_SIP_CODECS, without opus (and a warning) when libopus is missing, so
+    a machine without it still answers calls in G.722 and G.711."""
+    if not spec.strip():
+        if opus_unavailable():
+            log.warning("SIP calls without Opus: %s", opus_unavailable())
+            return [name for name in DEFAULT_SIP_CODECS if name != "opus"]
+        return list(DEFAULT_SIP_CODECS)
     known = {name.upper(): name for name in CODECS}
     names: list[str] = []
     for raw in spec.split(","):

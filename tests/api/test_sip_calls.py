@@ -173,6 +173,7 @@ async def test_an_offer_without_a_supported_codec_gets_488_with_a_warning(
     assert client.get("/api/calls").json()["total"] == 0
 
 
+@pytest.mark.needs_opus
 async def test_an_offer_of_amr_wb_only_gets_488_with_a_warning_naming_the_supported_codecs(
     phone: SipPhone, agent_id: str
 ) -> None:

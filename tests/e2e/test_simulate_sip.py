@@ -60,7 +60,7 @@ def correlation_in(report: str) -> float:
     return float(found.group(1))
 
 
-@pytest.mark.parametrize("codec", ["PCMU", "G722", "opus"])
+@pytest.mark.parametrize("codec", ["PCMU", "G722", pytest.param("opus", marks=pytest.mark.needs_opus)])
 async def test_simulate_sip_hears_its_own_audio_back_from_the_echo_agent(
     sip: tuple[RunningServer, int], codec: str
 ) -> None:

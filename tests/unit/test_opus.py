@@ -8,6 +8,8 @@ import pytest
 from app.media.codecs import MediaError
 from app.media.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder, OpusFmtp
 
+pytestmark = pytest.mark.needs_opus
+
 #: Samples of codec delay searched when comparing a round trip with its input (look-ahead + decoder).
 MAX_DELAY = 320
 

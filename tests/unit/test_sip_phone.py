@@ -110,6 +110,7 @@ def test_a_packet_is_20_ms_of_pcm_in_160_payload_bytes(codec: str, pcm_bytes: in
     assert len(payload_codec.encode(bytes(pcm_bytes))) == payload_codec.payload_bytes == 160
 
 
+@pytest.mark.needs_opus
 def test_the_simulator_speaks_opus_at_16_khz() -> None:
     payload_codec = PayloadCodec("opus")
     assert payload_codec.pcm_frame_bytes == 640

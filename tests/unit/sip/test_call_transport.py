@@ -89,12 +89,14 @@ async def test_g722_payloads_arrive_as_16khz_pcm() -> None:
     assert isinstance(event, StreamAudio) and len(event.payload) == 640
 
 
+@pytest.mark.needs_opus
 async def test_opus_payloads_arrive_as_16khz_pcm() -> None:
     payload = OpusEncoder().encode(bytes(640))
     event = await transport("opus", FakeRtp(RtpAudio(payload))).receive()
     assert isinstance(event, StreamAudio) and len(event.payload) == 640
 
 
+@pytest.mark.needs_opus
 async def test_agent_audio_leaves_an_opus_call_as_one_opus_packet_per_20_ms() -> None:
     rtp = FakeRtp()
     sip = transport("opus", rtp)

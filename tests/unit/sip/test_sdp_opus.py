@@ -11,6 +11,8 @@ from app.sip.media_setup import parse_codecs
 from app.sip.sdp import CODECS, NoCommonCodec, accept_answer, build_offer, parse_sdp
 from tests.unit.sip.test_sdp import BARESIP, answer, offer
 
+pytestmark = pytest.mark.needs_opus
+
 DEFAULT = parse_codecs(Settings.model_fields["sip_codecs"].default)
 
 
