@@ -9,11 +9,11 @@ dependency: without it (`pip install av`) its row is skipped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import version
 
 import bench_frames as bf
 import numpy as np
+from codec_bench import Codec, measure_codec, print_codec_table
 from G722 import G722
 
 try:
@@ -68,50 +68,6 @@ class PyAv:
         return b"".join(frame.to_ndarray().tobytes() for frame in frames)
 
 
-Codec = Libg722 | PyAv
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    encode_us: tuple[float, float]
-    decode_us: tuple[float, float]
-    snr_speech_db: float
-    snr_tone_db: float
-
-
-def round_trip(make: Callable[[], Codec], signal: np.ndarray) -> float:
-    codec = make()
-    pcm = signal.astype("<i2").tobytes()
-    size = RATE * bf.FRAME_MS // 1000 * 2
-    out = b"".join(codec.decode(codec.encode(pcm[i : i + size])) for i in range(0, len(pcm), size))
-    return bf.snr_db(signal, np.frombuffer(out, "<i2"))
-
-
-def measure(make: Callable[[], Codec], frames: int, repeats: int) -> Result:
-    pcm = bf.pcm_frames(RATE)
-    payloads = [make().encode(frame) for frame in pcm]
-    codec = make()
-
-    def encode(n: int) -> None:
-        for i in range(n):
-            codec.encode(pcm[i & bf.MASK])
-
-    def decode(n: int) -> None:
-        for i in range(n):
-            codec.decode(payloads[i & bf.MASK])
-
-    t = np.arange(int(bf.SECONDS * RATE)) / RATE
-    tone = np.round(np.sin(2 * np.pi * 1000 * t) * 16000).astype(np.int16)
-    return Result(
-        name=codec.name,
-        encode_us=bf.time_per_frame(encode, frames, repeats),
-        decode_us=bf.time_per_frame(decode, frames, repeats),
-        snr_speech_db=round_trip(make, bf.speech_like(RATE)),
-        snr_tone_db=round_trip(make, tone),
-    )
-
-
 def main() -> None:
     args = bf.bench_args(__doc__)
     av_version = av.__version__ if av is not None else "not installed"
@@ -119,16 +75,7 @@ def main() -> None:
         "G.722 64 kbit/s, 20 ms frames (320 samples ↔ 160 bytes)", g722=version("g722"), av=av_version
     )
     candidates: list[Callable[[], Codec]] = [Libg722] if av is None else [Libg722, PyAv]
-    results = [measure(make, args.frames, args.repeats) for make in candidates]
-    bf.note(
-        "",
-        f"{'codec':<14} {'encode µs min/med':>20} {'decode µs min/med':>20}"
-        f" {'SNR speech':>11} {'SNR 1 kHz':>10}",
-    )
-    for r in results:
-        enc = f"{r.encode_us[0]:.1f} / {r.encode_us[1]:.1f}"
-        dec = f"{r.decode_us[0]:.1f} / {r.decode_us[1]:.1f}"
-        bf.note(f"{r.name:<14} {enc:>20} {dec:>20} {r.snr_speech_db:>8.1f} dB {r.snr_tone_db:>7.1f} dB")
+    print_codec_table([measure_codec(make, RATE, args.frames, args.repeats) for make in candidates], 14)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ callbridge dependency: without it (`pip install av`) its rows are skipped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import version
 
 import bench_frames as bf
 import numpy as np
+from codec_bench import Codec, measure_codec, print_codec_table
 
 from app.media.opus import BITRATE, SAMPLE_RATE, OpusDecoder, OpusEncoder
 
@@ -81,53 +81,6 @@ class PyAv:
         )
 
 
-Codec = OpuslibNext | PyAv
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    encode_us: tuple[float, float]
-    decode_us: tuple[float, float]
-    bytes_per_frame: float
-    snr_speech_db: float | None
-    snr_tone_db: float | None
-
-
-def round_trip(make: Callable[[], Codec], signal: np.ndarray) -> float:
-    codec = make()
-    pcm = signal.astype("<i2").tobytes()
-    size = SAMPLE_RATE * bf.FRAME_MS // 1000 * 2
-    out = b"".join(codec.decode(codec.encode(pcm[i : i + size])) for i in range(0, len(pcm), size))
-    return bf.snr_db(signal, np.frombuffer(out, "<i2"), MAX_DELAY_SAMPLES)
-
-
-def measure(make: Callable[[], Codec], frames: int, repeats: int, quality: bool) -> Result:
-    pcm = bf.pcm_frames(SAMPLE_RATE)
-    encoder = make()
-    payloads = [encoder.encode(frame) for frame in pcm]
-    codec = make()
-
-    def encode(n: int) -> None:
-        for i in range(n):
-            codec.encode(pcm[i & bf.MASK])
-
-    def decode(n: int) -> None:
-        for i in range(n):
-            codec.decode(payloads[i & bf.MASK])
-
-    t = np.arange(int(bf.SECONDS * SAMPLE_RATE)) / SAMPLE_RATE
-    tone = np.round(np.sin(2 * np.pi * 1000 * t) * 16000).astype(np.int16)
-    return Result(
-        name=codec.name,
-        encode_us=bf.time_per_frame(encode, frames, repeats),
-        decode_us=bf.time_per_frame(decode, frames, repeats),
-        bytes_per_frame=sum(map(len, payloads)) / len(payloads),
-        snr_speech_db=round_trip(make, bf.speech_like(SAMPLE_RATE)) if quality else None,
-        snr_tone_db=round_trip(make, tone) if quality else None,
-    )
-
-
 def main() -> None:
     args = bf.bench_args(__doc__)
     av_version = av.__version__ if av is not None else "not installed"
@@ -139,18 +92,13 @@ def main() -> None:
     candidates: list[tuple[Callable[[], Codec], bool]] = [(OpuslibNext, True)]
     if av is not None:
         candidates += [(PyAv, True), (lambda: PyAv(resample=False), False)]
-    results = [measure(make, args.frames, args.repeats, quality) for make, quality in candidates]
-    bf.note(
-        "",
-        f"{'codec':<18} {'encode µs min/med':>20} {'decode µs min/med':>20} {'bytes':>6}"
-        f" {'SNR speech':>11} {'SNR 1 kHz':>10}",
-    )
-    for r in results:
-        enc = f"{r.encode_us[0]:.1f} / {r.encode_us[1]:.1f}"
-        dec = f"{r.decode_us[0]:.1f} / {r.decode_us[1]:.1f}"
-        speech = f"{r.snr_speech_db:.1f} dB" if r.snr_speech_db is not None else "-"
-        tone = f"{r.snr_tone_db:.1f} dB" if r.snr_tone_db is not None else "-"
-        bf.note(f"{r.name:<18} {enc:>20} {dec:>20} {r.bytes_per_frame:>6.1f} {speech:>11} {tone:>10}")
+    results = [
+        measure_codec(
+            make, SAMPLE_RATE, args.frames, args.repeats, quality=quality, max_delay=MAX_DELAY_SAMPLES
+        )
+        for make, quality in candidates
+    ]
+    print_codec_table(results)
 
 
 if __name__ == "__main__":
