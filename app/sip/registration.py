@@ -324,15 +324,7 @@ class RegistrationClient:
         """A new REGISTER (the next CSeq, a new branch) asking for `expires` seconds."""
         config = self.config
         self._cseq += 1
-        headers = Headers()
-        headers.add("Via", here.via())
-        headers.add("Max-Forwards", "70")
-        if config.outbound_proxy is not None:
-            headers.add("Route", f"<{_loose_route(config.outbound_proxy)}>")
-        headers.add("From", f"<{config.aor}>;tag={self._tag}")
-        headers.add("To", f"<{config.aor}>")
-        headers.add("Call-ID", self._call_id)
-        headers.add("CSeq", f"{self._cseq} REGISTER")
+        headers = self._headers(here, self._tag, config.aor, self._call_id, f"{self._cseq} REGISTER")
         headers.add("Contact", here.contact(config.contact_user))
         headers.add("Expires", str(expires))
         headers.add("Allow", ALLOW)
@@ -372,17 +364,22 @@ class RegistrationClient:
     def _options(self, here: LocalAddress) -> SipRequest:
         """An OPTIONS to the registrar: any answer shows the path (and a NAT binding on it) is alive."""
         config = self.config
+        headers = self._headers(here, new_tag(), config.registrar, new_call_id(USER_AGENT), "1 OPTIONS")
+        headers.add("User-Agent", USER_AGENT)
+        return SipRequest("OPTIONS", config.registrar, headers)
+
+    def _headers(self, here: LocalAddress, tag: str, to: SipUri, call_id: str, cseq: str) -> Headers:
+        """The headers every request of the client starts with: from our AOR, by the outbound proxy."""
         headers = Headers()
         headers.add("Via", here.via())
         headers.add("Max-Forwards", "70")
-        if config.outbound_proxy is not None:
-            headers.add("Route", f"<{_loose_route(config.outbound_proxy)}>")
-        headers.add("From", f"<{config.aor}>;tag={new_tag()}")
-        headers.add("To", f"<{config.registrar}>")
-        headers.add("Call-ID", new_call_id(USER_AGENT))
-        headers.add("CSeq", "1 OPTIONS")
-        headers.add("User-Agent", USER_AGENT)
-        return SipRequest("OPTIONS", config.registrar, headers)
+        if self.config.outbound_proxy is not None:
+            headers.add("Route", f"<{_loose_route(self.config.outbound_proxy)}>")
+        headers.add("From", f"<{self.config.aor}>;tag={tag}")
+        headers.add("To", f"<{to}>")
+        headers.add("Call-ID", call_id)
+        headers.add("CSeq", cseq)
+        return headers
 
     async def _sleep_until(self, when: float) -> None:
         """Wait on the client's clock until `when`."""

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningServer, ended, events_of, run_server, wait_for
+from tests.conftest import RunningServer, ended, events_of, wait_for
 from tests.e2e.test_simulate_command import run_cli
-from tests.sip_peers.ports import HOST, free_sip_port, rtp_port_range
+from tests.e2e.test_sip_calls import running_sip_server
 
 pytestmark = pytest.mark.e2e
 
@@ -21,11 +21,8 @@ SIP_POLICY = {"allowedCidrRanges": ["127.0.0.1/32"], "allowAllAgents": True}
 @pytest.fixture(scope="module")
 def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, int]]:
     """This module's own server listening for SIP on a free UDP port: (server, SIP port)."""
-    port = free_sip_port()
-    first, last = rtp_port_range(200)
-    env = {"CALLBRIDGE_SIP_LISTEN": f"udp:{HOST}:{port}", "CALLBRIDGE_RTP_PORTS": f"{first}-{last}"}
-    with run_server(tmp_path_factory.mktemp("simulate-sip"), **env) as running:
-        yield running, port
+    with running_sip_server(tmp_path_factory.mktemp("simulate-sip")) as running:
+        yield running.server, running.sip_port
 
 
 @pytest.fixture(scope="module")

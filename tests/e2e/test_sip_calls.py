@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -84,20 +85,32 @@ class SipServer:
         return f"{HOST}:{self.sip_port}"
 
 
+@contextmanager
+def running_sip_server(
+    directory: Path, transports: str = "udp", rtp_ports: int = 200, **env: str
+) -> Iterator[SipServer]:
+    """A real server in `directory` listening for SIP on one free port (`transports`: "udp" or "udp,tcp"),
+    with an RTP range of its own and the settings in `env`."""
+    port = free_sip_port()
+    first, last = rtp_port_range(rtp_ports)
+    listen = ",".join(f"{transport}:{HOST}:{port}" for transport in transports.split(","))
+    settings = {"CALLBRIDGE_SIP_LISTEN": listen, "CALLBRIDGE_RTP_PORTS": f"{first}-{last}", **env}
+    with run_server(directory, **settings) as running:
+        yield SipServer(running, port)
+
+
 @pytest.fixture(scope="module")
 def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
     """This module's own server, listening for SIP on UDP and TCP (one free port), with its own RTP range."""
     require_sip_peers()
-    port = free_sip_port()
-    first, last = rtp_port_range(400)
-    env = {
-        "CALLBRIDGE_SIP_LISTEN": f"udp:{HOST}:{port},tcp:{HOST}:{port}",
-        "CALLBRIDGE_RTP_PORTS": f"{first}-{last}",
-        "CALLBRIDGE_SIP_ANSWER_DELAY": str(ANSWER_DELAY_S),
-        "CALLBRIDGE_RTP_TIMEOUT": str(RTP_TIMEOUT_S),
-    }
-    with run_server(tmp_path_factory.mktemp("sip-server"), **env) as running:
-        yield SipServer(running, port)
+    with running_sip_server(
+        tmp_path_factory.mktemp("sip-server"),
+        "udp,tcp",
+        400,
+        CALLBRIDGE_SIP_ANSWER_DELAY=str(ANSWER_DELAY_S),
+        CALLBRIDGE_RTP_TIMEOUT=str(RTP_TIMEOUT_S),
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

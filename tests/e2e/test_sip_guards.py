@@ -17,7 +17,7 @@ import pytest
 from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpSession
 from tests.api.sip_phone import SipPhone, sdp_offer
-from tests.conftest import RunningServer, ended, run_server
+from tests.conftest import RunningServer, ended
 from tests.e2e.test_sip_calls import (
     SipServer,
     only_call_of,
@@ -25,8 +25,9 @@ from tests.e2e.test_sip_calls import (
     pcap_call,
     refusal,
     require_sip_peers,
+    running_sip_server,
 )
-from tests.sip_peers.ports import HOST, free_sip_port, rtp_port_range
+from tests.sip_peers.ports import rtp_port_range
 from tests.sip_peers.sipp import SIPP_PCAPS, SippOptions, run_sipp
 from tests.webhook_receiver import WebhookReceiver
 
@@ -40,11 +41,8 @@ FLOOD_CALLS, FLOOD_RATE = 40, 400
 @pytest.fixture(scope="module")
 def sip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
     require_sip_peers()
-    port = free_sip_port()
-    first, last = rtp_port_range(100)
-    env = {"CALLBRIDGE_SIP_LISTEN": f"udp:{HOST}:{port}", "CALLBRIDGE_RTP_PORTS": f"{first}-{last}"}
-    with run_server(tmp_path_factory.mktemp("sip-guards"), **env) as running:
-        yield SipServer(running, port)
+    with running_sip_server(tmp_path_factory.mktemp("sip-guards"), rtp_ports=100) as running:
+        yield running
 
 
 async def new_agent(server: RunningServer) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpAudio, RtpSession
-from tests.conftest import ended, get_call, run_server, wait_for
+from tests.conftest import ended, get_call, wait_for
 from tests.e2e.test_sip_calls import (
     SIP_POLICY,
     SipServer,
@@ -30,9 +30,10 @@ from tests.e2e.test_sip_calls import (
     only_call_of,
     patch_sip_policy,
     require_sip_peers,
+    running_sip_server,
     to_agent,
 )
-from tests.sip_peers.ports import HOST, free_sip_port, rtp_port_range
+from tests.sip_peers.ports import HOST, rtp_port_range
 from tests.sip_peers.sipp import SippOptions, run_sipp, sipp
 
 pytestmark = pytest.mark.e2e
@@ -48,15 +49,9 @@ _ANSWER_PORT = re.compile(r"message received.*?SIP/2\.0 200 OK.*?m=audio (\d+)",
 def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
     """This module's own server: SIP on UDP and TCP, and an RTP timeout shorter than uac_hold.xml's hold."""
     require_sip_peers()
-    port = free_sip_port()
-    first, last = rtp_port_range(200)
-    env = {
-        "CALLBRIDGE_SIP_LISTEN": f"udp:{HOST}:{port},tcp:{HOST}:{port}",
-        "CALLBRIDGE_RTP_PORTS": f"{first}-{last}",
-        "CALLBRIDGE_RTP_TIMEOUT": str(RTP_TIMEOUT_S),
-    }
-    with run_server(tmp_path_factory.mktemp("sip-hold-server"), **env) as running:
-        yield SipServer(running, port)
+    directory = tmp_path_factory.mktemp("sip-hold-server")
+    with running_sip_server(directory, "udp,tcp", CALLBRIDGE_RTP_TIMEOUT=str(RTP_TIMEOUT_S)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningServer, ended, run_server, wait_for
+from tests.conftest import RunningServer, ended, wait_for
 from tests.e2e.test_sip_calls import (
     SIP_PEER_TOOLS,
     SipServer,
@@ -21,12 +21,12 @@ from tests.e2e.test_sip_calls import (
     only_call_of,
     patch_sip_policy,
     refusal,
+    running_sip_server,
     server_supports_sip,
 )
 from tests.sip_peers.baresip import BaresipOptions, baresip
 from tests.sip_peers.ctrl_tcp import CALL_CLOSED, CALL_ESTABLISHED
 from tests.sip_peers.kamailio import USERS, Kamailio, kamailio
-from tests.sip_peers.ports import HOST, free_sip_port, rtp_port_range
 from tests.sip_peers.sipp import SippOptions, run_sipp
 
 pytestmark = pytest.mark.e2e
@@ -52,14 +52,8 @@ def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
     if not server_supports_sip():
         pytest.skip("SIP server side not landed")
     require_peers()
-    port = free_sip_port()
-    first, last = rtp_port_range(200)
-    env = {
-        "CALLBRIDGE_SIP_LISTEN": f"udp:{HOST}:{port},tcp:{HOST}:{port}",
-        "CALLBRIDGE_RTP_PORTS": f"{first}-{last}",
-    }
-    with run_server(tmp_path_factory.mktemp("sip-registrations"), **env) as running:
-        yield SipServer(running, port)
+    with running_sip_server(tmp_path_factory.mktemp("sip-registrations"), "udp,tcp") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -185,11 +179,9 @@ async def test_a_patched_password_registers_again_at_once(
 async def test_a_server_shutting_down_removes_its_binding_from_kamailio(
     registrar: Kamailio, tmp_path: Path
 ) -> None:
-    port = free_sip_port()
-    first, last = rtp_port_range(20)
-    env = {"CALLBRIDGE_SIP_LISTEN": f"udp:{HOST}:{port}", "CALLBRIDGE_RTP_PORTS": f"{first}-{last}"}
     (tmp_path / "server").mkdir()
-    with run_server(tmp_path / "server", **env) as server:
+    with running_sip_server(tmp_path / "server", rtp_ports=20) as running:
+        server = running.server
         assert (await register(server, [], **as_bot(registrar)))["successful"] is True
     options = SippOptions(
         "uac_expect.xml", remote=registrar.address, service="bot", keys=refusal(404), timeout=20

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.simulator.audio import measure_round_trip
-from tests.conftest import RunningServer, ended, get_call, run_server, wait_for
+from tests.conftest import RunningServer, ended, get_call, wait_for
 from tests.e2e import test_sip_calls
 from tests.e2e.test_sip_calls import (
     SipServer,
@@ -24,11 +24,12 @@ from tests.e2e.test_sip_calls import (
     joined,
     only_call_of,
     patch_sip_policy,
+    running_sip_server,
     to_agent,
 )
 from tests.sip_peers.baresip import BaresipOptions, baresip
 from tests.sip_peers.ctrl_tcp import CALL_CLOSED, CALL_ESTABLISHED
-from tests.sip_peers.ports import HOST, free_sip_port, rtp_port_range
+from tests.sip_peers.ports import HOST, free_sip_port
 from tests.sip_peers.sipp import SippOptions, sipp
 
 pytestmark = pytest.mark.e2e
@@ -211,13 +212,11 @@ async def bridge_end_event(server: RunningServer, call_id: str) -> dict[str, Any
 
 async def test_a_server_shutting_down_hangs_up_both_legs_of_a_bridge(sip: SipServer, tmp_path: Path) -> None:
     # Its own server, stopped mid-bridge (`sip` only checks the peers are installed; it stays up).
-    port = free_sip_port()
-    first, last = rtp_port_range(20)
-    env = {"CALLBRIDGE_SIP_LISTEN": f"udp:{HOST}:{port}", "CALLBRIDGE_RTP_PORTS": f"{first}-{last}"}
     caller = SippOptions("uas_answer.xml", rtp_echo=True, timeout=40)
     desk = SippOptions("uas_answer.xml", rtp_echo=True, timeout=40)
     (tmp_path / "server").mkdir()
-    with run_server(tmp_path / "server", **env) as server:
+    with running_sip_server(tmp_path / "server", rtp_ports=20) as running:
+        server = running.server
         await patch_sip_policy(server, {"allowedCidrRanges": ["127.0.0.1/32"]})
         async with sipp(caller, tmp_path / "caller") as caller_run, sipp(desk, tmp_path / "desk") as desk_run:
             call_id = (await dial_out(server, f"sip:bot@{caller.address}"))["callId"]
