@@ -155,6 +155,7 @@ def test_20ms_frames_give_the_one_shot_output(in_rate: int, out_rate: int) -> No
     assert run_chunks(StreamResampler(in_rate, out_rate), pcm) == whole
 
 
+HALF_BAND_PAIRS = [(8000, 16000), (16000, 8000), (24000, 48000), (48000, 24000)]
 ODD_PAIRS = [(8000, 16000), (48000, 16000), (16000, 24000), (44100, 8000)]
 
 
@@ -196,3 +197,10 @@ def test_clipped_output_saturates_instead_of_wrapping() -> None:
     out = samples(run_chunks(StreamResampler(8000, 16000), square))
     steps = np.abs(np.diff(out))
     assert out.max() == 32767 and out.min() == -32768 and steps.max() < 40000
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), HALF_BAND_PAIRS)
+def test_2x_designs_are_half_band_with_every_other_tap_zero(in_rate: int, out_rate: int) -> None:
+    d = design(in_rate, out_rate)
+    offsets = np.arange(len(d.taps)) - d.delay
+    assert np.abs(d.taps[(offsets % 2 == 0) & (offsets != 0)]).max() < 1e-12
