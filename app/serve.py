@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
 
+from app.loop_health import GcPauseTimer, LoopLagProbe, freeze_startup_objects
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,23 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.services = services
         self._drain: asyncio.Task[None] | None = None
+        self._gc_pauses = GcPauseTimer()
+        self._lag_probe = LoopLagProbe()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start serving; then freeze what start-up built and start measuring the loop's stalls."""
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        frozen = freeze_startup_objects()
+        log.info("start-up objects frozen out of the garbage collector: %d", frozen)
+        self._gc_pauses.install()
+        self._lag_probe.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._lag_probe.stop()
+        self._gc_pauses.remove()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
