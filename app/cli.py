@@ -36,6 +36,7 @@ def new_api_key() -> tuple[str, str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.api.websocket_protocol import DirectMessagesProtocol
     from app.main import create_app
     from app.serve import DrainingServer
 
@@ -68,7 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        ws="websockets-sansio",
+        ws=DirectMessagesProtocol,
+        ws_per_message_deflate=False,  # compressing 20 ms of audio costs more CPU than the bytes it saves
         # uvicorn's limit is global: the largest route's; each route's own is checked by its transport.
         ws_max_size=max(settings.max_stream_message_bytes, settings.max_medium_message_bytes),
         proxy_headers=True,

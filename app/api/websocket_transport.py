@@ -7,6 +7,7 @@ import contextlib
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from app.api.websocket_protocol import DIRECT_MESSAGES
 from app.calls.transport import MessageTooLarge, TransportClosed
 
 #: WebSocket close code for a message over the limit (RFC 6455 §7.4.1).
@@ -18,14 +19,30 @@ class WebSocketMessages:
 
     `max_message_bytes` is this stream's own limit (uvicorn's `ws_max_size` is one for the whole server):
     a larger message closes the socket with 1009 and raises MessageTooLarge.
+
+    Made before the WebSocket is accepted. Served by `callbridge serve` (DirectMessagesProtocol), messages
+    go straight between the socket and the call, past ASGI; under any other ASGI server, through ASGI.
     """
 
     def __init__(self, websocket: WebSocket, max_message_bytes: int | None = None) -> None:
         self.websocket = websocket
         self.max_message_bytes = max_message_bytes
         self._send_lock = asyncio.Lock()
+        direct = websocket.scope.get("extensions", {}).get(DIRECT_MESSAGES)
+        if direct is not None:
+            direct.use_direct()
+            self._receive_message = direct.receive_message
+            self.send = direct.send_message  # type: ignore[method-assign]  # one write per message: no lock
 
     async def receive(self) -> str | bytes:
+        payload = await self._receive_message()
+        limit = self.max_message_bytes
+        if limit is not None and _over(payload, limit):
+            await self.close(MESSAGE_TOO_BIG, "message too big")
+            raise MessageTooLarge(f"the far end sent a message over this stream's {limit}-byte limit")
+        return payload
+
+    async def _receive_message(self) -> str | bytes:
         try:
             message = await self.websocket.receive()
         except RuntimeError as exc:  # receiving after a disconnect
@@ -33,12 +50,7 @@ class WebSocketMessages:
         if message["type"] == "websocket.disconnect":
             raise TransportClosed(f"closed with code {message.get('code')}")
         text = message.get("text")
-        payload: str | bytes = text if text is not None else message.get("bytes") or b""
-        limit = self.max_message_bytes
-        if limit is not None and _over(payload, limit):
-            await self.close(MESSAGE_TOO_BIG, "message too big")
-            raise MessageTooLarge(f"the far end sent a message over this stream's {limit}-byte limit")
-        return payload
+        return text if text is not None else message.get("bytes") or b""
 
     async def send(self, message: str | bytes) -> None:
         async with self._send_lock:

@@ -1,0 +1,185 @@
+"""uvicorn's WebSocket protocol with a direct message path for the media streams.
+
+uvicorn's own protocol turns every message into an ASGI dict on a queue, and every send into one, through
+websockets' generator-based frame parser and serializer: at two messages per call every 20 ms that was
+most of the server's CPU per call. Here the HTTP upgrade, routing and the ASGI messages of the handshake
+and of closing stay uvicorn's; a route that asks for the direct path before it accepts (through the scope's
+DIRECT_MESSAGES extension) then receives whole messages from `FrameParser` and sends each as one write.
+Routes that do not ask keep uvicorn's behaviour unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import SimpleNamespace
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+
+from app.api.websocket_frames import (
+    FrameParser,
+    FrameViolation,
+    Opcode,
+    close_status,
+    encode_close,
+    encode_frame,
+)
+from app.calls.transport import TransportClosed
+
+#: The ASGI scope extension under which a connection offers its direct path.
+DIRECT_MESSAGES = "callbridge.direct_messages"
+#: Whole messages waiting for the route beyond this pause reading from the socket (TCP pushes back).
+INBOX_HIGH_WATER = 64
+#: Code reported when the connection dropped without a close frame (RFC 6455 §7.1.5).
+ABNORMAL_CLOSURE = 1006
+
+
+class DirectMessagesProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, plus a direct path: `use_direct`, `receive_message`,
+    `send_message`. Needs `ws_per_message_deflate=False` (the direct frames carry no extension)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if config.ws_per_message_deflate:
+            raise ValueError("DirectMessagesProtocol needs ws_per_message_deflate=False")
+        super().__init__(config, server_state, app_state, _loop)
+        self._wants_direct = False
+        self._direct = False
+        self._parser = FrameParser(config.ws_max_size)
+        self._inbox: deque[str | bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed_with: int | None = None
+
+    # --- the route's side --------------------------------------------------------------------
+
+    def use_direct(self) -> None:
+        """Switch to the direct path when the handshake is accepted (call before accepting)."""
+        self._wants_direct = True
+
+    async def receive_message(self) -> str | bytes:
+        """The next whole message; raises TransportClosed once the connection is closed."""
+        while not self._inbox:
+            if self._closed_with is not None:
+                raise TransportClosed(f"closed with code {self._closed_with}")
+            self._waiter = self.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._inbox.popleft()
+        if self.read_paused and len(self._inbox) < INBOX_HIGH_WATER // 2:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
+
+    async def send_message(self, message: str | bytes) -> None:
+        """Send one whole message (text for `str`); raises TransportClosed once the connection is closed."""
+        if not self.writable.is_set():
+            await self.writable.wait()
+        if self.close_sent or self.disconnected or self._closed_with is not None:
+            raise TransportClosed(f"closed with code {self._closed_with or ABNORMAL_CLOSURE}")
+        if type(message) is str:
+            self.transport.write(encode_frame(Opcode.TEXT, message.encode()))
+        else:
+            self.transport.write(encode_frame(Opcode.BINARY, message))
+
+    # --- uvicorn's side ----------------------------------------------------------------------
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][DIRECT_MESSAGES] = self
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self._wants_direct and not self._direct and self.handshake_complete and not self.close_sent:
+            # The 101 is written: a client sends no frame before it, so websockets' parser holds none.
+            self._direct = message["type"] == "websocket.accept"
+        if message["type"] == "websocket.close" and self._direct:
+            self._closed(message.get("code", 1000))
+
+    def data_received(self, data: bytes) -> None:
+        if not self._direct:
+            super().data_received(data)
+            return
+        try:
+            received = self._parser.feed(data)
+        except FrameViolation as violation:
+            self._fail(violation.code, violation.reason)
+            return
+        for item in received:
+            opcode = item.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                self._deliver(item.payload)
+            elif opcode is Opcode.PING:
+                self.transport.write(encode_frame(Opcode.PONG, bytes(item.payload)))
+            elif opcode is Opcode.PONG:
+                self.handle_pong(SimpleNamespace(data=item.payload))  # type: ignore[arg-type]
+            else:
+                self._peer_closed(bytes(item.payload))
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._closed(ABNORMAL_CLOSURE)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self._direct:
+            self._closed(1012)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _deliver(self, message: str | bytes) -> None:
+        if self.close_sent or self._closed_with is not None:
+            return  # past our close: read on only until the peer's close arrives
+        self._inbox.append(message)
+        self._wake()
+        if not self.read_paused and len(self._inbox) >= INBOX_HIGH_WATER:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _peer_closed(self, payload: bytes) -> None:
+        if self.close_sent:  # the peer answered our close: the closing handshake is complete
+            if self.close_timer is not None:
+                self.close_timer.cancel()
+                self.close_timer = None
+            self.transport.close()
+            return
+        try:
+            code, reason = close_status(payload)
+        except FrameViolation as violation:
+            self._fail(violation.code, violation.reason)
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.write(encode_close(code))
+        self.transport.close()
+        self._closed(code)
+
+    def _fail(self, code: int, reason: str) -> None:
+        self.logger.info("WebSocket %s closed: %s", self.client, reason)
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if not self.transport.is_closing():
+            self.transport.write(encode_close(code, reason))
+        self.close_sent = True
+        self.transport.close()
+        self._closed(code)
+
+    def _closed(self, code: int) -> None:
+        if self._closed_with is None:
+            self._closed_with = code
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
