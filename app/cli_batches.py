@@ -12,6 +12,7 @@ import argparse
 import csv
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -353,8 +354,8 @@ def watch(
     while True:
         progress = poll()
         line = progress_line(progress, meter.update(clock(), progress.settled), wall())
-        if redraw:
-            out.write(f"\r{line}\x1b[K")
+        if redraw:  # cut to the terminal's width: a wrapped line could not be redrawn in place
+            out.write(f"\r{line[: shutil.get_terminal_size().columns - 1]}\x1b[K")
         elif progress.counts() != shown:
             out.write(line + "\n")
         shown = progress.counts()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -177,15 +178,29 @@ def test_a_paused_batch_says_so() -> None:
     assert progress_line(progress(paused=True), None, NOW).endswith("· ETA ? · paused")
 
 
-def test_watch_redraws_one_line_on_a_terminal() -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
+
+def terminal_columns(monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
+    size = os.terminal_size((columns, 24))
+    monkeypatch.setattr(cli_batches.shutil, "get_terminal_size", lambda: size)
+
+
+def test_watch_redraws_one_line_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal_columns(monkeypatch, 200)
     out = Terminal()
     FakeBatch(progress(), progress(1), progress(10, ended=True)).watch(out)
     text = out.getvalue()
     assert text.count("\r") == 3 and text.count("\n") == 1 and text.endswith("done\x1b[K\n")
+
+
+def test_the_redrawn_line_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal_columns(monkeypatch, 40)
+    out = Terminal()
+    FakeBatch(progress(10, ended=True)).watch(out)
+    assert out.getvalue() == "\r[####################] 10/10 dialled · \x1b[K\n"
 
 
 # --- the commands --------------------------------------------------------------------------------
