@@ -248,3 +248,10 @@ def test_create_prints_the_batch_id_and_total_count(
     )
     assert capsys.readouterr().out == "batchId     b-1\ntotalCount  2\n"
     assert sent[0].url.path == "/api/agents/a/scheduled_batches"
+
+
+def test_a_window_without_a_utc_offset_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["batches", "create", "--agent", "a", "--window-end", "2026-12-03T17:00", "calls.csv"])
+    assert exited.value.code == 2
+    assert "needs a UTC offset, e.g. 2026-12-03T17:00Z" in capsys.readouterr().err
