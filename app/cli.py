@@ -1,4 +1,5 @@
-"""The `callbridge` command: `serve`, `migrate`, `api-keys create|list|revoke`, `simulate`, `--version`."""
+"""The `callbridge` command: `serve`, `migrate`, `api-keys create|list|revoke`, `simulate`,
+`batches create|watch` (app.cli_batches), `--version`."""
 
 from __future__ import annotations
 
@@ -203,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
+
+    from app.cli_batches import add_batches_parser
+
+    add_batches_parser(sub)
     return parser
 
 

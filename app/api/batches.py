@@ -50,7 +50,8 @@ def _validated(model: type[M], data: Any, where: str = "") -> M:
     return validated(model, data, where, BATCH_ERROR_CODES)
 
 
-def _batch_view(row: ScheduledBatchRow) -> dict[str, Any]:
+def _batch_view(row: ScheduledBatchRow, live: int) -> dict[str, Any]:
+    """The batch as responses show it, with `live` of its calls live now."""
     return ScheduledBatch(
         batch_id=row.id,
         agent_id=row.agent_id,
@@ -64,6 +65,7 @@ def _batch_view(row: ScheduledBatchRow) -> dict[str, Any]:
         webhook_url=row.webhook_url,
         total_count=row.total_count,
         completed_count=row.completed_count,
+        live_count=live,
         ended_at=row.ended_at,
     ).to_json()
 
@@ -131,6 +133,11 @@ async def _load_batch(services: Services, request: Request) -> ScheduledBatchRow
     return row
 
 
+async def _batch_response(services: Services, row: ScheduledBatchRow) -> JSONResponse:
+    """The batch as JSON, its `liveCount` counted now."""
+    return JSONResponse(_batch_view(row, await services.batches.live_calls(row.id)))
+
+
 async def create_batch(request: Request) -> Response:
     services = services_of(request)
     agent = await load_agent(services, request.path_params["agent_id"])
@@ -154,19 +161,21 @@ async def create_batch(request: Request) -> Response:
     )
     del body  # the raw calls: only the validated specs are kept until stored
     row = await services.batches.create(row, specs)
-    return JSONResponse(_batch_view(row), status_code=201)
+    return JSONResponse(_batch_view(row, live=0), status_code=201)
 
 
 async def list_batches(request: Request) -> Response:
     services = services_of(request)
     agent = await load_agent(services, request.path_params["agent_id"])
     cursor, size = page_params(request)
-    return page_response(request, await services.batches.page(agent.id, cursor, size), _batch_view)
+    page = await services.batches.page(agent.id, cursor, size)
+    live = await services.batches.live_calls_of([row.id for row in page.rows])
+    return page_response(request, page, lambda row: _batch_view(row, live.get(row.id, 0)))
 
 
 async def get_batch(request: Request) -> Response:
     services = services_of(request)
-    return JSONResponse(_batch_view(await _load_batch(services, request)))
+    return await _batch_response(services, await _load_batch(services, request))
 
 
 async def update_batch(request: Request) -> Response:
@@ -182,7 +191,7 @@ async def update_batch(request: Request) -> Response:
         raise InvalidInput("invalid_window", str(exc)) from None
     if changes:
         await services.batches.update(row.id, **changes)
-    return JSONResponse(_batch_view(await _load_batch(services, request)))
+    return await _batch_response(services, await _load_batch(services, request))
 
 
 async def delete_batch(request: Request) -> Response:

@@ -159,6 +159,8 @@ class ScheduledBatch(ApiModel):
     webhook_url: str | None
     total_count: int
     completed_count: int
+    #: Calls the batch made that are live now (created, not ended): beyond Ultravox, read-only.
+    live_count: int
     ended_at: datetime | None
 
     def to_json(self) -> dict[str, Any]:

@@ -632,6 +632,18 @@ class BatchRepository:
             )
             return await session.scalar(live) or 0
 
+    async def live_calls_of(self, batch_ids: Sequence[str]) -> dict[str, int]:
+        """`live_calls` of each batch in one query (batches with none live are absent)."""
+        if not batch_ids:
+            return {}
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(CallRow.batch_id, func.count().label("live"))
+                .where(CallRow.batch_id.in_(batch_ids), CallRow.ended.is_(None))
+                .group_by(CallRow.batch_id)
+            )
+            return {row.batch_id: row.live for row in rows}
+
 
 def _webhook_secret_context(batch_id: str) -> str:
     return f"scheduled_batch/{batch_id}/webhookSecret"

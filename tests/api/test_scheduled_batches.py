@@ -56,6 +56,13 @@ def test_creating_a_batch_answers_201_with_its_counts(
     assert "calls" not in batch
 
 
+def test_a_batch_shows_how_many_of_its_calls_are_live(client: TestClient, batches: str) -> None:
+    batch = create(client, batches)
+    assert batch["liveCount"] == 0
+    assert client.get(f"{batches}/{batch['batchId']}").json()["liveCount"] == 0
+    assert client.get(batches).json()["results"][0]["liveCount"] == 0
+
+
 def test_the_webhook_secret_is_write_only(client: TestClient, batches: str) -> None:
     secret = "a-webhook-secret-0123"
     batch = create(client, batches, calls=[call({"twilio": {}})], webhookUrl=WEBHOOK, webhookSecret=secret)

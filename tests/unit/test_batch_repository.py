@@ -255,6 +255,26 @@ async def test_the_calls_a_batch_made_are_listed_and_counted_while_live(
     assert await calls.live_count() == 1
 
 
+async def test_live_calls_of_counts_several_batches_in_one_go(
+    database: Database, repository: BatchRepository, agent_id: str
+) -> None:
+    busy, idle = await new_batch(repository, agent_id, 2), await new_batch(repository, agent_id, 1)
+    calls = CallRepository(database)
+    for _ in range(2):
+        await calls.add(
+            CallRow(
+                id=str(uuid.uuid4()),
+                agent_id=agent_id,
+                created=NOW,
+                medium_kind="twilio",
+                batch_id=busy.id,
+                definition=CallDefinition(join_timeout=30, max_duration=60),
+            )
+        )
+    assert await repository.live_calls_of([busy.id, idle.id]) == {busy.id: 2}
+    assert await repository.live_calls_of([]) == {}
+
+
 async def test_a_ten_thousand_call_batch_is_stored(repository: BatchRepository, agent_id: str) -> None:
     started = time.perf_counter()
     batch = await new_batch(repository, agent_id, 10_000)
