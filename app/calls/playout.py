@@ -70,6 +70,10 @@ class Playout:
         self._marked_ms = 0.0
         self._mark_count = 0
         self._pending: dict[str, PendingMark] = {}
+        # When the current pause began (None: audio came since). One timer serves a whole pause, so a frame
+        # every 20 ms costs no timer of its own (what asyncio.timeout per wait cost).
+        self._idle_since: float | None = None
+        self._gap_timer: asyncio.TimerHandle | None = None
         self.frames_sent = 0
 
     @property
@@ -102,6 +106,7 @@ class Playout:
         for frame in self._splitter.push(wire_audio):
             self._frames.append(frame)
             self._queued_bytes += len(frame)
+        self._idle_since = None
         self._wake.set()
         return 0.0
 
@@ -111,6 +116,7 @@ class Playout:
         self._queued_bytes = 0
         self._splitter.clear()
         self._clear_requested = True
+        self._idle_since = None
         self._wake.set()
 
     def mark_returned(self, name: str) -> PendingMark | None:
@@ -118,13 +124,19 @@ class Playout:
         return self._pending.pop(name, None)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        try:
+            await self._run(asyncio.get_running_loop())
+        finally:
+            if self._gap_timer is not None:
+                self._gap_timer.cancel()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             if self._clear_requested:
                 await self._send_clear(loop.time())
                 continue
             if not self._frames:
-                await self._idle()
+                await self._idle(loop)
                 continue
             delay = self._clock.wait_before_sending(loop.time())
             if delay > 0:
@@ -135,25 +147,28 @@ class Playout:
             duration_ms = self._format.duration_ms(len(frame))
             await self._sink.send_audio(frame)
             self._clock.sent(loop.time(), duration_ms)
+            self._idle_since = None
             self._sent_ms += duration_ms
             self.frames_sent += 1
             if self._sent_ms - self._marked_ms >= MARK_EVERY_MS:
                 await self._send_mark()
 
-    async def _idle(self) -> None:
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
         """Nothing queued: wait for audio; after a pause, flush the partial frame and mark the segment."""
         self._wake.clear()
         if not self._splitter.pending and self._sent_ms == self._marked_ms:
             await self._wake.wait()
             return
-        try:
-            # Not wait_for: before 3.12 it can swallow a cancellation that races the wake-up, and this
-            # loop would then outlive its call.
-            async with asyncio.timeout(self._segment_gap_s):
-                await self._wake.wait()
-            return
-        except TimeoutError:
-            pass
+        now = loop.time()
+        if self._idle_since is None:
+            self._idle_since = now
+        pause_ends = self._idle_since + self._segment_gap_s
+        if now < pause_ends:
+            if self._gap_timer is None:  # one set earlier in this pause fires first, and re-arms
+                self._gap_timer = loop.call_at(pause_ends, self._gap_timer_fired)
+            await self._wake.wait()
+            return  # audio came, or the timer: the run loop comes back here while nothing is queued
+        self._idle_since = None
         rest = self._splitter.flush()
         if rest:
             if self._rules.pad_partial_chunks:
@@ -164,6 +179,10 @@ class Playout:
             await self._send_mark()
             if self._on_segment_end is not None:
                 await self._on_segment_end()
+
+    def _gap_timer_fired(self) -> None:
+        self._gap_timer = None
+        self._wake.set()
 
     async def _send_mark(self) -> None:
         if not self._rules.marks:
