@@ -42,7 +42,8 @@ class DrainingServer(uvicorn.Server):
         if self.should_exit:
             return
         frozen = freeze_startup_objects()
-        log.info("start-up objects frozen out of the garbage collector: %d", frozen)
+        loop = type(asyncio.get_running_loop())
+        log.info("event loop %s.%s; start-up objects frozen: %d", loop.__module__, loop.__qualname__, frozen)
         self._gc_pauses.install()
         self._lag_probe.start()
 

@@ -20,6 +20,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 
 from app.api.websocket_frames import (
+    MESSAGE_TOO_BIG,
     FrameParser,
     FrameViolation,
     Opcode,
@@ -27,7 +28,7 @@ from app.api.websocket_frames import (
     encode_close,
     encode_frame,
 )
-from app.calls.transport import TransportClosed
+from app.calls.transport import MessageTooLarge, TransportClosed
 
 #: The ASGI scope extension under which a connection offers its direct path.
 DIRECT_MESSAGES = "callbridge.direct_messages"
@@ -57,16 +58,25 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
         self._inbox: deque[str | bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed_with: int | None = None
+        self._max_message_bytes = config.ws_max_size
 
     # --- the route's side --------------------------------------------------------------------
 
-    def use_direct(self) -> None:
-        """Switch to the direct path when the handshake is accepted (call before accepting)."""
+    def use_direct(self, max_message_bytes: int | None = None) -> None:
+        """Switch to the direct path when the handshake is accepted (call before accepting). A message over
+        `max_message_bytes` (this route's limit; the server's `ws_max_size` caps it) closes with 1009."""
         self._wants_direct = True
+        if max_message_bytes is not None and max_message_bytes < self._max_message_bytes:
+            self._max_message_bytes = max_message_bytes
+            self._parser = FrameParser(max_message_bytes)
 
     async def receive_message(self) -> str | bytes:
-        """The next whole message; raises TransportClosed once the connection is closed."""
+        """The next whole message. Raises MessageTooLarge after a message over the limit, TransportClosed
+        once the connection is closed otherwise."""
         while not self._inbox:
+            if self._closed_with == MESSAGE_TOO_BIG:
+                limit = self._max_message_bytes
+                raise MessageTooLarge(f"the far end sent a message over this stream's {limit}-byte limit")
             if self._closed_with is not None:
                 raise TransportClosed(f"closed with code {self._closed_with}")
             self._waiter = self.loop.create_future()

@@ -29,9 +29,9 @@ class WebSocketMessages:
         self.max_message_bytes = max_message_bytes
         self._send_lock = asyncio.Lock()
         direct = websocket.scope.get("extensions", {}).get(DIRECT_MESSAGES)
-        if direct is not None:
-            direct.use_direct()
-            self._receive_message = direct.receive_message
+        if direct is not None:  # it checks the limit itself, from a frame's header
+            direct.use_direct(max_message_bytes)
+            self.receive = direct.receive_message  # type: ignore[method-assign]
             self.send = direct.send_message  # type: ignore[method-assign]  # one write per message: no lock
 
     async def receive(self) -> str | bytes:
