@@ -8,8 +8,8 @@ masked frame per read, is parsed straight from the bytes read, without copying t
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import TypeAlias
 
 from websockets.speedups import apply_mask
 
@@ -29,9 +29,9 @@ INVALID_PAYLOAD = 1007
 MESSAGE_TOO_BIG = 1009
 NO_STATUS = 1005
 
-_DATA = (Opcode.TEXT, Opcode.BINARY)
+#: Opcode by its 4 bits (an enum call per frame costs more than the rest of the header).
+_OPCODES = {opcode.value: opcode for opcode in Opcode}
 _CONTROL_OPCODES = frozenset((Opcode.CLOSE, Opcode.PING, Opcode.PONG))
-_KNOWN_OPCODES = frozenset(Opcode)
 _MAX_CONTROL_PAYLOAD = 125
 
 
@@ -44,12 +44,11 @@ class FrameViolation(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """A whole message (TEXT: `str`, BINARY: `bytes`) or a control frame (its payload as bytes)."""
+#: (opcode, payload): a whole message (TEXT: `str`, BINARY: `bytes`) or a control frame (its payload as
+#: bytes). A plain tuple: a named one cost more to build than the rest of a frame's parsing.
+Received: TypeAlias = tuple[Opcode, str | bytes]
 
-    opcode: Opcode
-    payload: str | bytes
+_TEXT, _CONTINUATION = Opcode.TEXT, Opcode.CONTINUATION
 
 
 class FrameParser:
@@ -91,9 +90,9 @@ class FrameParser:
             raise FrameViolation(PROTOCOL_ERROR, "reserved bits set without an extension")
         if not second & 0x80:
             raise FrameViolation(PROTOCOL_ERROR, "client frames must be masked")
-        opcode_value = first & 0x0F
-        if opcode_value not in _KNOWN_OPCODES:
-            raise FrameViolation(PROTOCOL_ERROR, f"reserved opcode {opcode_value:#x}")
+        opcode = _OPCODES.get(first & 0x0F)
+        if opcode is None:
+            raise FrameViolation(PROTOCOL_ERROR, f"reserved opcode {first & 0x0F:#x}")
         length = second & 0x7F
         header = 6
         if length == 126:
@@ -115,16 +114,19 @@ class FrameParser:
         start = offset + header
         mask = data[start - 4 : start]
         payload = apply_mask(data[start : start + length], mask)
-        self._message(Opcode(opcode_value), bool(first & 0x80), payload, received)
+        if opcode is _TEXT and first & 0x80 and self._fragmented is None:  # the hot path: a whole text
+            received.append((opcode, _text(payload)))
+        else:
+            self._message(opcode, bool(first & 0x80), payload, received)
         return start + length
 
     def _message(self, opcode: Opcode, fin: bool, payload: bytes, received: list[Received]) -> None:
         if opcode in _CONTROL_OPCODES:
             if not fin or len(payload) > _MAX_CONTROL_PAYLOAD:
                 raise FrameViolation(PROTOCOL_ERROR, "control frames must be whole and at most 125 bytes")
-            received.append(Received(opcode, payload))
+            received.append((opcode, payload))
             return
-        if opcode is Opcode.CONTINUATION:
+        if opcode is _CONTINUATION:
             if self._fragmented is None:
                 raise FrameViolation(PROTOCOL_ERROR, "a continuation frame without a message to continue")
             self._fragments_size += len(payload)
@@ -134,12 +136,12 @@ class FrameParser:
             if fin:
                 opcode, payload = self._fragmented, b"".join(self._fragments)
                 self._fragments, self._fragments_size, self._fragmented = [], 0, None
-                received.append(Received(opcode, _text(payload) if opcode is Opcode.TEXT else payload))
+                received.append((opcode, _text(payload) if opcode is _TEXT else payload))
             return
         if self._fragmented is not None:
             raise FrameViolation(PROTOCOL_ERROR, "a new message inside a fragmented one")
         if fin:
-            received.append(Received(opcode, _text(payload) if opcode is Opcode.TEXT else payload))
+            received.append((opcode, _text(payload) if opcode is _TEXT else payload))
             return
         self._fragmented, self._fragments, self._fragments_size = opcode, [payload], len(payload)
 

@@ -34,6 +34,7 @@ from app.calls.transport import MessageTooLarge, TransportClosed
 DIRECT_MESSAGES = "callbridge.direct_messages"
 #: Whole messages waiting for the route beyond this pause reading from the socket (TCP pushes back).
 INBOX_HIGH_WATER = 64
+_TEXT, _BINARY, _PING, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG
 #: Code reported when the connection dropped without a close frame (RFC 6455 §7.1.5).
 ABNORMAL_CLOSURE = 1006
 
@@ -97,9 +98,9 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
         if self.close_sent or self.disconnected or self._closed_with is not None:
             raise TransportClosed(f"closed with code {self._closed_with or ABNORMAL_CLOSURE}")
         if type(message) is str:
-            self.transport.write(encode_frame(Opcode.TEXT, message.encode()))
+            self.transport.write(encode_frame(_TEXT, message.encode()))
         else:
-            self.transport.write(encode_frame(Opcode.BINARY, message))
+            self.transport.write(encode_frame(_BINARY, message))  # type: ignore[arg-type]
 
     # --- uvicorn's side ----------------------------------------------------------------------
 
@@ -126,16 +127,15 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
         except FrameViolation as violation:
             self._fail(violation.code, violation.reason)
             return
-        for item in received:
-            opcode = item.opcode
-            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                self._deliver(item.payload)
-            elif opcode is Opcode.PING:
-                self.transport.write(encode_frame(Opcode.PONG, bytes(item.payload)))
-            elif opcode is Opcode.PONG:
-                self.handle_pong(SimpleNamespace(data=item.payload))  # type: ignore[arg-type]
+        for opcode, payload in received:
+            if opcode is _TEXT or opcode is _BINARY:
+                self._deliver(payload)
+            elif opcode is _PING:
+                self.transport.write(encode_frame(Opcode.PONG, bytes(payload)))  # type: ignore[arg-type]
+            elif opcode is _PONG:
+                self.handle_pong(SimpleNamespace(data=payload))  # type: ignore[arg-type]
             else:
-                self._peer_closed(bytes(item.payload))
+                self._peer_closed(bytes(payload))  # type: ignore[arg-type]
                 return
 
     def connection_lost(self, exc: Exception | None) -> None:
