@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import math
 import multiprocessing as mp
+import os
 import queue
 import subprocess
 import sys
@@ -69,6 +70,7 @@ RSS_EVERY_S = 30.0
 LOW_CORR = 0.9
 PROFILE_TOP = 25
 WARM_UP_S = 0.5  # each worker's own first call, before the clock starts
+SETUP_S = 0.5  # a call's webhook and handshake, before its media flows
 RETRY_S = 1.0  # a soak slot whose call failed waits this long before the next
 
 
@@ -124,11 +126,19 @@ class DeferredSession(StreamSession):
 
 
 async def run_call(
-    carrier: SharedClientWebhooks, agent_id: str, script: CallScript, on_progress: Callable[[Progress], None]
+    carrier: SharedClientWebhooks,
+    agent_id: str,
+    script: CallScript,
+    on_progress: Callable[[Progress], None],
+    deflate: bool = True,
 ) -> CallReport:
     """Webhook, then the media stream the XML names, run to its end (carrier.call with DeferredSession)."""
     stream = await carrier.answer(agent_id, script)
-    async with ws_connect(stream.url, additional_headers=stream.headers, max_size=2**22) as ws:
+    compression = "deflate" if deflate else None  # websockets offers permessage-deflate by default
+    headers, size = stream.headers, 2**22
+    async with ws_connect(
+        stream.url, additional_headers=headers, max_size=size, compression=compression
+    ) as ws:
         return await DeferredSession(ws, carrier.wire(stream), script, on_progress).run()
 
 
@@ -145,6 +155,7 @@ class Placed:
     ended: float = 0.0  # stream over (or the failure)
     underruns: int = 0  # playback ticks without agent audio between the first and last echo
     stalls: int = 0  # the fake carrier fell a frame behind real time and paused its clock
+    ended_by: str = ""  # "carrier" (the script ran out) or "callbridge" (it closed the stream first)
     played: bytes = b""
 
 
@@ -158,6 +169,7 @@ class CallResult:
     media_start: float
     ended: float
     underruns: int
+    ended_by: str
     analysed: bool
     correlation: float = 0.0  # 0: no audio came back
     lag_ms: float = math.nan
@@ -175,6 +187,7 @@ class WorkerSpec:
     calls: tuple[tuple[int, float], ...] = ()  # (seed, delay after t0)
     slots: tuple[tuple[float, float], ...] = ()  # soak: (delay after t0, share of the first call's audio)
     soak_s: float = 0.0
+    deflate: bool = True  # offer permessage-deflate on the media stream, as app/simulator does
 
 
 @dataclass(frozen=True)
@@ -223,12 +236,13 @@ async def place(
 
     script = CallScript(audio=audio, tail_seconds=TAIL_S, sample_rate=rate)
     try:
-        report = await run_call(carrier, spec.agent_id, script, on_progress)
+        report = await run_call(carrier, spec.agent_id, script, on_progress, spec.deflate)
     except Exception as exc:  # a failed call is counted, not a crash of the run
         record.error, record.ended = repr(exc)[:200], time.monotonic()
         return record
     record.ended, record.ok = time.monotonic(), True
     record.underruns, record.stalls = report.underrun_ticks, report.carrier_stalls
+    record.ended_by = report.ended_by
     record.played = report.played if budget.take(len(report.played)) else b""
     return record
 
@@ -310,7 +324,9 @@ def analysed(records: Iterable[Placed], spec: WorkerSpec) -> list[CallResult]:
     sent: dict[int, bytes] = {}
     results = []
     for p in records:
-        base = CallResult(p.ok, p.error, p.started, p.media_start, p.ended, p.underruns, bool(p.played))
+        base = CallResult(
+            p.ok, p.error, p.started, p.media_start, p.ended, p.underruns, p.ended_by, bool(p.played)
+        )
         if p.played:
             if p.seed not in sent:
                 sent[p.seed] = speech_like(spec.seconds, rate, seed=p.seed)
@@ -417,19 +433,24 @@ def split(items: list[Any], workers: int) -> list[tuple[Any, ...]]:
     return [tuple(items[w::workers]) for w in range(workers)]
 
 
-def level_specs(kind: str, base: str, agent: str, n: int, seconds: float, workers: int) -> list[WorkerSpec]:
+def level_specs(
+    kind: str, base: str, agent: str, n: int, seconds: float, workers: int, deflate: bool
+) -> list[WorkerSpec]:
     """N calls at once (starts spread over STAGGER_S), dealt to the workers."""
     calls = [(1000 * n + i, STAGGER_S * i / n) for i in range(n)]
-    return [WorkerSpec(w, kind, base, agent, seconds, calls=c) for w, c in enumerate(split(calls, workers))]
+    return [
+        WorkerSpec(w, kind, base, agent, seconds, calls=c, deflate=deflate)
+        for w, c in enumerate(split(calls, workers))
+    ]
 
 
 def soak_specs(
-    kind: str, base: str, agent: str, n: int, seconds: float, workers: int, soak_s: float
+    kind: str, base: str, agent: str, n: int, seconds: float, workers: int, soak_s: float, deflate: bool
 ) -> list[WorkerSpec]:
     """N slots (first starts spread over STAGGER_S, first calls cut to 1/N … N/N so endings spread out)."""
     slots = [(STAGGER_S * i / n, (i + 1) / n) for i in range(n)]
     return [
-        WorkerSpec(w, kind, base, agent, seconds, slots=s, soak_s=soak_s)
+        WorkerSpec(w, kind, base, agent, seconds, slots=s, soak_s=soak_s, deflate=deflate)
         for w, s in enumerate(split(slots, workers))
     ]
 
@@ -462,10 +483,10 @@ def profile_later(pid: int, start: float, seconds: float, lines: list[str]) -> t
 
 def short_frame(frame: str) -> str:
     """`fn (/long/path/site-packages/pkg/mod.py:12)` → `fn (pkg/mod.py:12)`."""
+    name, _, where = frame.partition(" (")
     for marker in ("site-packages/", "/wt/loadgen/", "/lib/python3.13/"):
-        if marker in frame:
-            head, _, tail = frame.partition("(")
-            return f"{head}({tail.split(marker, 1)[1]}"
+        if marker in where:
+            return f"{name} ({where.split(marker, 1)[1]}"
     return frame
 
 
@@ -537,13 +558,16 @@ def summary_row(
     line = ROW.format(*row)
     if len(checked) < len(good):
         line += f"\n      correlated {len(checked)} of {len(good)} calls (KEEP_BYTES reached)"
+    closed = sum(1 for r in good if r.ended_by == "callbridge")
+    line += f"\n      {closed} calls' streams closed by callbridge before the caller's end" if closed else ""
     failures = Counter(r.error for r in run.results if not r.ok)
     return line + "".join(f"\n      failed x{n}: {e}" for e, n in failures.most_common(5))
 
 
 def generator_lines(run: Run) -> list[str]:
     """Each worker's own load: CPU, event-loop lateness on 5 ms sleeps, fake carriers' stalls."""
-    return [
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [f"      machine load average (1, 5, 15 min) at the end: {load}"] + [
         f"      gen w{w.index}: {w.calls} calls, CPU {w.cpu_s:.1f} s = {100 * w.cpu_s / w.wall_s:.0f}% core, "
         f"loop late worst {w.worst_ms:.1f} ms (at +{w.worst_after_s:.1f} s) p99 {w.p99_ms:.1f} ms, "
         f"carrier_stalls {w.carrier_stalls}"
@@ -560,7 +584,7 @@ def settle(pid: int) -> int:
 def run_level(args: argparse.Namespace, base: str, agent: str, pid: int, n: int) -> None:
     """N calls at once; prints the row, each worker's load and the profile if asked."""
     workers = args.workers or math.ceil(n / CALLS_PER_WORKER)
-    specs = level_specs(args.kind, base, agent, n, args.seconds, workers)
+    specs = level_specs(args.kind, base, agent, n, args.seconds, workers, args.deflate)
     idle = tree_rss_kib(pid)
     profile: list[str] = []
     threads: list[threading.Thread] = []
@@ -574,8 +598,7 @@ def run_level(args: argparse.Namespace, base: str, agent: str, pid: int, n: int)
         run = run_workers(specs, during)
     for thread in threads:
         thread.join()
-    good = [r for r in run.results if r.ok] or run.results
-    window = (max(r.media_start for r in good), min(r.ended for r in good))
+    window = (run.t0 + STAGGER_S + SETUP_S, run.t0 + args.seconds)  # every call is up in it, nominally
     print(summary_row(str(n), run, sampler, window, idle, settle(pid), n))
     print("\n".join(generator_lines(run)), flush=True)
     if profile:
@@ -587,7 +610,7 @@ def run_soak(args: argparse.Namespace, base: str, agent: str, pid: int) -> None:
     """N slots, each call replaced as it ends, for --soak minutes: the row, RSS every 30 s, calls a minute."""
     n, soak_s = args.concurrency, 60 * args.soak
     workers = args.workers or math.ceil(n / CALLS_PER_WORKER)
-    specs = soak_specs(args.kind, base, agent, n, args.seconds, workers, soak_s)
+    specs = soak_specs(args.kind, base, agent, n, args.seconds, workers, soak_s, args.deflate)
     idle = tree_rss_kib(pid)
     profile: list[str] = []
     threads: list[threading.Thread] = []
@@ -636,7 +659,7 @@ def print_minutes(run: Run, soak_s: float) -> None:
 
 
 LEGEND = """
-window: --calls, from the last call's first media message to the first call's end (every call up);
+window: --calls, from t0 + the start spread + 0.5 s set-up to t0 + --seconds (every call up, nominally);
   --soak, from the last first start to the end of the soak. CPU s = the server tree's user+sys in it;
   ms/call-s = CPU s / call-seconds in it; c/core = 1000 / ms/call-s. all-in = CPU from the first webhook to
   the last call's end / the sum of each call's own duration (setup and teardown in).
@@ -654,6 +677,7 @@ def main(args: argparse.Namespace) -> None:
     )
     rate = KIND_RATES[args.kind]
     print(f"each call: {args.seconds:g} s speech_like at {rate} Hz + {TAIL_S:g} s silence, real time, 20 ms")
+    print(f"media stream permessage-deflate offered: {'yes' if args.deflate else 'no'}")
     print(f"starts spread over {STAGGER_S:g} s; at most {CALLS_PER_WORKER} calls per worker by default\n")
     with run_server() as (base, pid):
         agent = asyncio.run(setup(base))
@@ -683,6 +707,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soak", type=float, default=0.0, help="minutes of churn instead of --calls")
     parser.add_argument("--concurrency", type=int, default=40, help="calls up at once in the soak")
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy seconds mid-level (0: none)")
+    parser.add_argument(
+        "--no-deflate", dest="deflate", action="store_false", help="offer no permessage-deflate"
+    )
     args = parser.parse_args()
     args.calls = [int(n) for n in args.calls.split(",")]
     return args
