@@ -1,7 +1,14 @@
-"""Concurrent calls per core: N simulated Twilio calls against a real `callbridge serve` subprocess.
+"""Calls per core, measured from outside: fake carriers in worker processes against a real `callbridge serve`.
 
-Run: `.venv/bin/python bench/concurrent_calls.py [--calls 1,10,25,50] [--seconds 8]`. Prints numbers;
-asserts nothing. bench/README.md says what each number means.
+Run: `.venv/bin/python bench/concurrent_calls.py [--kind twilio] [--calls 50,100,200,400] [--seconds 20]`,
+or `--soak MINUTES --concurrency N`; `--profile SECONDS` adds a py-spy GIL profile of the server mid-level.
+Prints numbers; asserts nothing. bench/README.md says what each number means.
+
+The server runs as `python -m app.cli serve` (uvicorn, uvloop when installed, as `callbridge serve`). The
+fake carriers (app/simulator) run in `--workers` spawned processes of at most ~CALLS_PER_WORKER calls
+each, on uvloop. A worker does nothing heavy while calls are live: each call's round trip (FFT
+correlation) is measured only after every worker's calls have ended, from the played audio it kept
+(within KEEP_BYTES) and the sent audio regenerated from its seed.
 """
 
 from __future__ import annotations
@@ -9,154 +16,705 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import math
+import multiprocessing as mp
 import os
-import platform
-import socket
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
+import bench_frames as bf
 import httpx
+import numpy as np
+from loop_lateness import Lateness
+from server_process import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    PLIVO_AUTH_ID,
+    PLIVO_AUTH_TOKEN,
+    ServerSampler,
+    event_loop_of,
+    run_server,
+    setup,
+    telnyx_signing_key,
+    tree_cpu_seconds,
+    tree_rss_kib,
+)
+from websockets.asyncio.client import connect as ws_connect
 
-from app.simulator.audio import speech_like
-from app.simulator.twilio import CallReport, CallScript, FakeTwilio
+from app.simulator.audio import measure_round_trip, speech_like
+from app.simulator.carrier import CallReport, CallScript, FakeCarrier, Progress, StreamSession
+from app.simulator.plivo import FakePlivo
+from app.simulator.telnyx import FakeTelnyx
+from app.simulator.twilio import FakeTwilio
 
-API_KEY = "bench-key-0123456789"
-ACCOUNT_SID = "AC" + "0" * 32
-AUTH_TOKEN = "bench-twilio-auth-token"
-TAIL_SECONDS = 1.0
-STAGGER_SECONDS = 1.0
-# calls | server: wall, call-s, CPU, %core, ms/call-s, calls/core | bench: CPU, %core, stall | quality
-ROW = "{:>5} {:>7} {:>7} {:>6} {:>6} {:>9} {:>10} | {:>6} {:>5} {:>6} | {:>8} {:>7} {:>4}"
-HEADER = ["calls", "wall s", "call-s", "CPU s", "%core", "ms/call-s", "calls/core"]
-HEADER += ["CPU s", "%core", "stall", "min corr", "max lag", "gaps"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """user + sys CPU time of `pid` (fields 14 and 15 of /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def print_machine() -> None:
-    """Print the title, platform, CPU model and Python."""
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    print("callbridge concurrent calls: real server subprocess, echo agent, fake Twilio over WebSockets")
-    print(f"platform: {platform.platform()}")
-    print(f"     cpu: {cpu} ({os.cpu_count()} logical CPUs)")
-    print(f"  python: {platform.python_implementation()} {platform.python_version()}")
+KIND_RATES = {"twilio": 8000, "telnyx": 16000, "plivo": 16000}  # μ-law 8 kHz; L16 16 kHz (their default)
+TAIL_S = 1.0
+STAGGER_S = 1.5
+CALLS_PER_WORKER = 100
+SETTLE_S = 2.0
+START_AHEAD_S = 1.0  # the workers' common start, after the last is ready
+SOAK_POOL = 16  # distinct caller audios per soak worker
+KEEP_BYTES = 128 << 20  # played audio a worker keeps for the analysis; calls past it are not correlated
+RSS_EVERY_S = 30.0
+LOW_CORR = 0.9
+PROFILE_TOP = 25
+WARM_UP_S = 0.5  # each worker's own first call, before the clock starts
+SETUP_S = 0.5  # a call's webhook and handshake, before its media flows
+RETRY_S = 1.0  # a soak slot whose call failed waits this long before the next
 
 
-@contextlib.contextmanager
-def run_server() -> Iterator[tuple[str, int]]:
-    """`python -m app.cli serve` on a free loopback port with a temp data dir: yields (base URL, pid)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base_url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as workdir:
-        drop = ("CALLBRIDGE_DATABASE_URL", "CALLBRIDGE_SECRET_KEY")  # embedded SQLite, generated secret
-        env = {k: v for k, v in os.environ.items() if k not in drop}
-        settings = {"PORT": str(port), "PUBLIC_URL": base_url, "API_KEYS": API_KEY, "LOG_LEVEL": "warning"}
-        env |= {f"CALLBRIDGE_{k}": v for k, v in {**settings, "DATA_DIR": f"{workdir}/data"}.items()}
-        log_path = Path(workdir) / "server.log"
-        with log_path.open("wb") as log:
-            cmd = [sys.executable, "-m", "app.cli", "serve"]
-            process = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+# --- the worker side ----------------------------------------------------------------------------------
+
+
+class SharedClientWebhooks(FakeCarrier):
+    """FakeCarrier.webhook through one shared httpx client: a new client per call costs ~30 ms of CPU."""
+
+    client: httpx.AsyncClient
+
+    async def webhook(
+        self, agent_id: str, params: dict[str, str], *, headers: dict[str, str] | None = None, query: str = ""
+    ) -> httpx.Response:
+        url = self.webhook_url(agent_id, query)
+        body = urlencode(params).encode()
+        signed = self.sign(url, body, params) if headers is None else headers
+        content_type = {"content-type": "application/x-www-form-urlencoded"}
+        return await self.client.post(url, content=body, headers={**content_type, **signed})
+
+
+class Twilio(SharedClientWebhooks, FakeTwilio):
+    pass
+
+
+class Telnyx(SharedClientWebhooks, FakeTelnyx):
+    pass
+
+
+class Plivo(SharedClientWebhooks, FakePlivo):
+    pass
+
+
+def make_carrier(kind: str, base_url: str, client: httpx.AsyncClient) -> SharedClientWebhooks:
+    """The fake carrier of `kind` with the credentials `server_process.setup` imported."""
+    carrier: SharedClientWebhooks
+    if kind == "twilio":
+        carrier = Twilio(base_url, ACCOUNT_SID, AUTH_TOKEN)
+    elif kind == "telnyx":
+        carrier = Telnyx(base_url, telnyx_signing_key())
+    else:
+        carrier = Plivo(base_url, PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN)
+    carrier.client = client
+    return carrier
+
+
+class DeferredSession(StreamSession):
+    """A StreamSession whose report leaves the round trip out: it is measured after the calls, not in them."""
+
+    def _report(self, ended_by: str) -> CallReport:
+        self.sent_audio = b""  # (sent only by now) measure_round_trip returns None at once without it
+        return super()._report(ended_by)
+
+
+async def run_call(
+    carrier: SharedClientWebhooks,
+    agent_id: str,
+    script: CallScript,
+    on_progress: Callable[[Progress], None],
+    deflate: bool = True,
+) -> CallReport:
+    """Webhook, then the media stream the XML names, run to its end (carrier.call with DeferredSession)."""
+    stream = await carrier.answer(agent_id, script)
+    compression = "deflate" if deflate else None  # websockets offers permessage-deflate by default
+    headers, size = stream.headers, 2**22
+    async with ws_connect(
+        stream.url, additional_headers=headers, max_size=size, compression=compression
+    ) as ws:
+        return await DeferredSession(ws, carrier.wire(stream), script, on_progress).run()
+
+
+@dataclass
+class Placed:
+    """One call as a worker placed it; `played` is kept only until the analysis."""
+
+    seed: int
+    n_bytes: int  # of the caller's audio (s16le at the kind's rate), the tail left out
+    started: float  # time.monotonic(), which every process shares: webhook sent
+    ok: bool = False
+    error: str = ""
+    media_start: float = 0.0  # first media message sent
+    ended: float = 0.0  # stream over (or the failure)
+    underruns: int = 0  # playback ticks without agent audio between the first and last echo
+    stalls: int = 0  # the fake carrier fell a frame behind real time and paused its clock
+    ended_by: str = ""  # "carrier" (the script ran out) or "callbridge" (it closed the stream first)
+    played: bytes = b""
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """One call's outcome as the parent sees it."""
+
+    ok: bool
+    error: str
+    started: float
+    media_start: float
+    ended: float
+    underruns: int
+    ended_by: str
+    analysed: bool
+    correlation: float = 0.0  # 0: no audio came back
+    lag_ms: float = math.nan
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What one worker places: `calls` (start delays) at once, or `slots` (delay, first call's share)."""
+
+    index: int
+    kind: str
+    base_url: str
+    agent_id: str
+    seconds: float
+    calls: tuple[tuple[int, float], ...] = ()  # (seed, delay after t0)
+    slots: tuple[tuple[float, float], ...] = ()  # soak: (delay after t0, share of the first call's audio)
+    soak_s: float = 0.0
+    deflate: bool = True  # offer permessage-deflate on the media stream, as app/simulator does
+
+
+@dataclass(frozen=True)
+class WorkerLoad:
+    """A worker's own load while its calls were live."""
+
+    index: int
+    calls: int
+    cpu_s: float
+    wall_s: float
+    worst_ms: float
+    worst_after_s: float  # when the worst happened, after t0
+    p99_ms: float
+    carrier_stalls: int
+
+
+@dataclass
+class Budget:
+    """How many played bytes a worker may still keep."""
+
+    left: int = KEEP_BYTES
+
+    def take(self, n: int) -> bool:
+        if n > self.left:
+            return False
+        self.left -= n
+        return True
+
+
+def frame_aligned(n_bytes: int, rate: int) -> int:
+    """`n_bytes` rounded down to whole 20 ms frames of s16le at `rate` (at least one)."""
+    frame = 2 * rate // 50
+    return max(frame, n_bytes - n_bytes % frame)
+
+
+async def place(
+    carrier: SharedClientWebhooks, spec: WorkerSpec, seed: int, audio: bytes, budget: Budget
+) -> Placed:
+    """One call with `audio`; failures are recorded, not raised."""
+    rate = KIND_RATES[spec.kind]
+    record = Placed(seed, len(audio), time.monotonic())
+
+    def on_progress(progress: Progress) -> None:
+        if not record.media_start:
+            record.media_start = time.monotonic()
+
+    script = CallScript(audio=audio, tail_seconds=TAIL_S, sample_rate=rate)
+    try:
+        report = await run_call(carrier, spec.agent_id, script, on_progress, spec.deflate)
+    except Exception as exc:  # a failed call is counted, not a crash of the run
+        record.error, record.ended = repr(exc)[:200], time.monotonic()
+        return record
+    record.ended, record.ok = time.monotonic(), True
+    record.underruns, record.stalls = report.underrun_ticks, report.carrier_stalls
+    record.ended_by = report.ended_by
+    record.played = report.played if budget.take(len(report.played)) else b""
+    return record
+
+
+async def delayed(delay_until: float, work: Callable[[], Any]) -> Any:
+    await asyncio.sleep(max(0.0, delay_until - time.monotonic()))
+    return await work()
+
+
+async def soak_slot(
+    carrier: SharedClientWebhooks,
+    spec: WorkerSpec,
+    slot: int,
+    share: float,
+    pool: list[tuple[int, bytes]],
+    placed: list[Placed],
+    budget: Budget,
+    end: float,
+) -> None:
+    """Calls back to back until `end`; the first is cut to `share` of the audio so that slots end apart."""
+    rate = KIND_RATES[spec.kind]
+    number = 0
+    while time.monotonic() < end:
+        seed, audio = pool[(slot + number) % len(pool)]
+        if number == 0:
+            audio = audio[: frame_aligned(int(len(audio) * share), rate)]
+        placed.append(record := await place(carrier, spec, seed, audio, budget))
+        if not record.ok:
+            await asyncio.sleep(RETRY_S)
+        number += 1
+
+
+async def live(spec: WorkerSpec, audios: dict[int, bytes], t0: float) -> tuple[list[Placed], WorkerLoad]:
+    """Every call of the worker from `t0` (time.monotonic()), with this process's own load meanwhile."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+        carrier = make_carrier(spec.kind, spec.base_url, client)
+        budget, lateness = Budget(), Lateness()
+        await asyncio.sleep(max(0.0, t0 - time.monotonic()))
+        watcher = asyncio.create_task(lateness.watch())
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        placed: list[Placed] = []
+        if spec.soak_s:
+            pool = sorted(audios.items())
+            end = t0 + spec.soak_s
+            slots = [
+                delayed(
+                    t0 + delay, lambda i=i, s=share: soak_slot(carrier, spec, i, s, pool, placed, budget, end)
+                )
+                for i, (delay, share) in enumerate(spec.slots)
+            ]
+            await asyncio.gather(*slots)
+        else:
+            calls = [
+                delayed(t0 + delay, lambda s=seed: place(carrier, spec, s, audios[s], budget))
+                for seed, delay in spec.calls
+            ]
+            placed = list(await asyncio.gather(*calls))
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        watcher.cancel()
+    stalls = sum(p.stalls for p in placed)
+    worst_after = lateness.worst_at - t0
+    p99 = lateness.percentile_ms(0.99)
+    load = WorkerLoad(spec.index, len(placed), cpu, wall, lateness.worst_ms, worst_after, p99, stalls)
+    return placed, load
+
+
+async def warm_up(spec: WorkerSpec) -> None:
+    """One short call before the clock starts: the first call's lazy imports and set-up stay out of it."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        carrier = make_carrier(spec.kind, spec.base_url, client)
+        audio = speech_like(WARM_UP_S, KIND_RATES[spec.kind], seed=0)
+        await place(carrier, dataclasses.replace(spec, seconds=WARM_UP_S), 0, audio, Budget(0))
+
+
+def analysed(records: Iterable[Placed], spec: WorkerSpec) -> list[CallResult]:
+    """Each call's round trip against its caller audio, regenerated from the seed (after the calls)."""
+    rate = KIND_RATES[spec.kind]
+    sent: dict[int, bytes] = {}
+    results = []
+    for p in records:
+        base = CallResult(
+            p.ok, p.error, p.started, p.media_start, p.ended, p.underruns, p.ended_by, bool(p.played)
+        )
+        if p.played:
+            if p.seed not in sent:
+                sent[p.seed] = speech_like(spec.seconds, rate, seed=p.seed)
+            trip = measure_round_trip(sent[p.seed][: p.n_bytes], p.played, rate)
+            if trip is not None:
+                base = CallResult(**{**base.__dict__, "correlation": trip.correlation, "lag_ms": trip.lag_ms})
+        elif p.ok:
+            base = CallResult(**{**base.__dict__, "analysed": False})
+        results.append(base)
+        p.played = b""
+    return results
+
+
+def caller_audios(spec: WorkerSpec) -> dict[int, bytes]:
+    """The caller audio by seed, made before the clock starts: one per call, or a pool for the soak."""
+    rate = KIND_RATES[spec.kind]
+    seeds = [seed for seed, _ in spec.calls] or [
+        100_000 + SOAK_POOL * spec.index + i for i in range(SOAK_POOL)
+    ]
+    return {seed: speech_like(spec.seconds, rate, seed=seed) for seed in seeds}
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop when installed (as the server's), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def worker_main(spec: WorkerSpec, out: Any, go: Any, t0: Any, analyse: Any) -> None:
+    """A worker process: ready → (go) calls → ended → (analyse) results, each reported on `out`."""
+    audios = caller_audios(spec)
+    asyncio.run(warm_up(spec), loop_factory=loop_factory())
+    out.put(("ready", spec.index, None))
+    go.wait()
+    placed, load = asyncio.run(live(spec, audios, t0.value), loop_factory=loop_factory())
+    del audios
+    out.put(("ended", spec.index, load))
+    analyse.wait()
+    out.put(("results", spec.index, analysed(placed, spec)))
+
+
+# --- the parent side ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What one level or soak brought back."""
+
+    t0: float
+    end: float  # the last worker's calls over
+    loads: list[WorkerLoad]
+    results: list[CallResult]
+    profile: list[str] = field(default_factory=list)
+
+
+def collect(out: Any, what: str, procs: list[Any]) -> dict[int, Any]:
+    """The `what` message of every worker (by index); raises when a worker died."""
+    got: dict[int, Any] = {}
+    while len(got) < len(procs):
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"callbridge did not start:\n{log_path.read_text(errors='replace')}")
-                time.sleep(0.1)
-            yield base_url, process.pid
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            kind, index, payload = out.get(timeout=5)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if not p.is_alive()]
+            if dead:
+                raise RuntimeError(
+                    f"a load-generator worker exited ({dead}) before sending {what!r}"
+                ) from None
+            continue
+        assert kind == what, (kind, what)
+        got[index] = payload
+    return got
 
 
-async def setup(base_url: str) -> str:
-    """Import the Twilio credentials and create an echo agent; returns its id."""
-    async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=10) as api:
-        body = {"accountSid": ACCOUNT_SID, "authToken": AUTH_TOKEN, "callCreationAllowAllAgents": True}
-        (await api.post("/api/telephony_configs/twilio", json=body)).raise_for_status()
-        return (await api.post("/api/agents", json={"name": "load"})).raise_for_status().json()["agentId"]
+def run_workers(specs: list[WorkerSpec], during: Callable[[float], None] = lambda t0: None) -> Run:
+    """Spawn the workers, start them together, and gather their loads and (analysed) calls."""
+    ctx = mp.get_context("spawn")
+    out, go, analyse, t0 = ctx.Queue(), ctx.Event(), ctx.Event(), ctx.Value("d", 0.0)
+    procs = [ctx.Process(target=worker_main, args=(s, out, go, t0, analyse), daemon=True) for s in specs]
+    for proc in procs:
+        proc.start()
+    try:
+        collect(out, "ready", procs)
+        t0.value = time.monotonic() + START_AHEAD_S
+        go.set()
+        during(t0.value)
+        loads = collect(out, "ended", procs)
+        end = time.monotonic()
+        analyse.set()
+        results = collect(out, "results", procs)
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    calls = [r for i in sorted(results) for r in results[i]]
+    return Run(t0.value, end, [loads[i] for i in sorted(loads)], calls)
 
 
-async def timed_call(fake: FakeTwilio, agent_id: str, delay: float, audio: bytes) -> tuple[CallReport, float]:
-    """Wait `delay`, place one call; returns its report and how long it was up (webhook to hangup)."""
-    await asyncio.sleep(delay)
-    start = time.monotonic()
-    report = await fake.call(agent_id, CallScript(audio=audio, tail_seconds=TAIL_SECONDS))
-    return report, time.monotonic() - start
+def split(items: list[Any], workers: int) -> list[tuple[Any, ...]]:
+    """Round-robin shares of `items`, one per worker."""
+    return [tuple(items[w::workers]) for w in range(workers)]
 
 
-async def watch_loop(stalls: list[float]) -> None:
-    """Record how late this process's event loop wakes from 5 ms sleeps (the fake carriers' jitter)."""
-    while True:
-        start = time.monotonic()
-        await asyncio.sleep(0.005)
-        stalls.append(time.monotonic() - start - 0.005)
+def level_specs(
+    kind: str, base: str, agent: str, n: int, seconds: float, workers: int, deflate: bool
+) -> list[WorkerSpec]:
+    """N calls at once (starts spread over STAGGER_S), dealt to the workers."""
+    calls = [(1000 * n + i, STAGGER_S * i / n) for i in range(n)]
+    return [
+        WorkerSpec(w, kind, base, agent, seconds, calls=c, deflate=deflate)
+        for w, c in enumerate(split(calls, workers))
+    ]
 
 
-async def run_level(fake: FakeTwilio, agent_id: str, pid: int, n: int, seconds: float) -> None:
-    """N calls at once (starts spread over STAGGER_SECONDS); prints one row: load and quality."""
-    audios = [speech_like(seconds, seed=1000 * n + i) for i in range(n)]
-    cpu0, own0, wall0 = cpu_seconds(pid), time.process_time(), time.monotonic()
-    stalls: list[float] = []
-    watcher = asyncio.create_task(watch_loop(stalls))
-    tasks = [timed_call(fake, agent_id, STAGGER_SECONDS * i / n, audios[i]) for i in range(n)]
-    results = await asyncio.gather(*tasks)
-    watcher.cancel()
-    wall, cpu, own = time.monotonic() - wall0, cpu_seconds(pid) - cpu0, time.process_time() - own0
-    call_seconds = sum(duration for _, duration in results)
-    trips = [r.round_trip for r, _ in results]
-    min_corr = min((t.correlation if t else 0.0) for t in trips)  # 0: a call got no audio back
-    max_lag = max((t.lag_ms for t in trips if t), default=float("nan"))
-    gaps = sum(r.underrun_ticks for r, _ in results)
-    server = [f"{wall:.2f}", f"{call_seconds:.1f}", f"{cpu:.2f}", f"{100 * cpu / wall:.1f}%"]
-    server += [f"{1000 * cpu / call_seconds:.2f}", f"{call_seconds / cpu:.0f}"]
-    bench = [f"{own:.2f}", f"{100 * own / wall:.0f}%", f"{1000 * max(stalls):.0f}"]
-    row = [n, *server, *bench, f"{min_corr:.4f}", f"{max_lag:.0f}", gaps]
-    print(ROW.format(*row))
+def soak_specs(
+    kind: str, base: str, agent: str, n: int, seconds: float, workers: int, soak_s: float, deflate: bool
+) -> list[WorkerSpec]:
+    """N slots (first starts spread over STAGGER_S, first calls cut to 1/N … N/N so endings spread out)."""
+    slots = [(STAGGER_S * i / n, (i + 1) / n) for i in range(n)]
+    return [
+        WorkerSpec(w, kind, base, agent, seconds, slots=s, soak_s=soak_s, deflate=deflate)
+        for w, s in enumerate(split(slots, workers))
+    ]
 
 
-async def main(levels: list[int], seconds: float) -> None:
-    print_machine()
-    print(f"each call: {seconds:g} s speech_like audio + {TAIL_SECONDS:g} s silence, real time, 20 ms frames")
-    print(f"N calls start over {STAGGER_SECONDS:g} s; call-s = sum of each call's own duration")
-    print("caveat: the fake carriers run in this bench process on the same machine and compete for CPU\n")
-    with run_server() as (base_url, pid):
-        agent_id = await setup(base_url)
-        fake = FakeTwilio(base_url, ACCOUNT_SID, AUTH_TOKEN)
-        await timed_call(fake, agent_id, 0.0, speech_like(1.0))  # warm-up: imports, DB, first connections
-        idle0 = cpu_seconds(pid)
-        await asyncio.sleep(2.0)
-        print(f"server idle CPU: {100 * (cpu_seconds(pid) - idle0) / 2.0:.1f}% of one core\n")
-        print(f"{'':6}{' server process ':-^50}   {' bench ':-^19}   {' quality ':-^21}")
+def profile_later(pid: int, start: float, seconds: float, lines: list[str]) -> threading.Thread:
+    """A thread that runs py-spy on the server from `start` for `seconds` and leaves its top in `lines`."""
+
+    def run() -> None:
+        time.sleep(max(0.0, start - time.monotonic()))
+        with tempfile.NamedTemporaryFile(suffix=".txt") as raw:
+            cmd = [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--gil",
+                "--function",
+                "--nonblocking",
+                "--subprocesses",
+            ]
+            cmd += ["--format", "raw", "-d", f"{seconds:g}", "-o", raw.name, "-p", str(pid)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                lines.append(f"py-spy failed: {done.stderr.strip()[-500:]}")
+                return
+            lines.extend(top_functions(Path(raw.name).read_text(encoding="utf-8")))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def short_frame(frame: str) -> str:
+    """`fn (/long/path/site-packages/pkg/mod.py:12)` → `fn (pkg/mod.py:12)`."""
+    name, _, where = frame.partition(" (")
+    for marker in ("site-packages/", "/wt/loadgen/", "/lib/python3.13/"):
+        if marker in where:
+            return f"{name} ({where.split(marker, 1)[1]}"
+    return frame
+
+
+def top_functions(raw: str, top: int = PROFILE_TOP) -> list[str]:
+    """The top functions of py-spy's raw (collapsed) stacks, `frame;frame;... count`, by self and by total."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [short_frame(f) for f in stack.split(";")]
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            total[frame] += int(count)
+    samples = sum(own.values()) or 1
+    lines = [f"GIL-holding samples: {samples}", f"{'self%':>6} {'total%':>6}  function (by self)"]
+    lines += [
+        f"{100 * n / samples:6.1f} {100 * total[f] / samples:6.1f}  {f}" for f, n in own.most_common(top)
+    ]
+    lines += [f"{'self%':>6} {'total%':>6}  function (by total)"]
+    lines += [
+        f"{100 * own[f] / samples:6.1f} {100 * n / samples:6.1f}  {f}" for f, n in total.most_common(top)
+    ]
+    return lines
+
+
+def overlap_seconds(results: list[CallResult], start: float, end: float) -> float:
+    """Call-seconds inside [start, end]: each call from its webhook to its end."""
+    return sum(max(0.0, min(r.ended, end) - max(r.started, start)) for r in results)
+
+
+ROW = "{:>5} {:>7} {:>6} {:>6} {:>6} {:>9} {:>6} {:>6} | {:>5} {:>5} {:>5} {:>4} {:>4} {:>6} | "
+ROW += "{:>6} {:>6} {:>6} {:>6}"
+HEADER = ["calls", "ok", "window", "CPU s", "%core", "ms/call-s", "all-in", "c/core"]
+HEADER += ["p50", "p95", "drops", "d/c", "<0.9", "min c", "idle", "peak", "after", "KiB/c"]
+MIB = 1024
+
+
+def summary_row(
+    label: str,
+    run: Run,
+    sampler: ServerSampler,
+    window: tuple[float, float],
+    idle: int,
+    after: int,
+    live: int,
+) -> str:
+    """One row: server CPU in the window and all-in, echo quality, server memory."""
+    good = [r for r in run.results if r.ok]
+    start, end = window
+    cpu = sampler.at(end) - sampler.at(start)
+    call_s = overlap_seconds(run.results, start, end)
+    first, last = min(r.started for r in run.results), max(r.ended for r in run.results)
+    all_in = 1000 * (sampler.at(last) - sampler.at(first)) / sum(r.ended - r.started for r in run.results)
+    ms = 1000 * cpu / call_s if call_s else math.nan
+    checked = [r for r in good if r.analysed]
+    lags = [r.lag_ms for r in checked if not math.isnan(r.lag_ms)]
+    p50, p95 = np.percentile(lags, [50, 95]) if lags else (math.nan, math.nan)
+    peak = sampler.peak_rss(start, end)
+    row = [label, f"{len(good)}/{len(run.results)}", f"{end - start:.1f}", f"{cpu:.2f}"]
+    row += [f"{100 * cpu / (end - start):.0f}%", f"{ms:.2f}", f"{all_in:.2f}", f"{1000 / ms:.0f}"]
+    row += [f"{p50:.0f}", f"{p95:.0f}", sum(r.underruns for r in good), sum(1 for r in good if r.underruns)]
+    row += [
+        sum(1 for r in checked if r.correlation < LOW_CORR),
+        f"{min((r.correlation for r in checked), default=0):.3f}",
+    ]
+    row += [f"{idle / MIB:.1f}", f"{peak / MIB:.1f}", f"{after / MIB:.1f}", f"{(peak - idle) / live:.0f}"]
+    line = ROW.format(*row)
+    if len(checked) < len(good):
+        line += f"\n      correlated {len(checked)} of {len(good)} calls (KEEP_BYTES reached)"
+    closed = sum(1 for r in good if r.ended_by == "callbridge")
+    line += f"\n      {closed} calls' streams closed by callbridge before the caller's end" if closed else ""
+    failures = Counter(r.error for r in run.results if not r.ok)
+    return line + "".join(f"\n      failed x{n}: {e}" for e, n in failures.most_common(5))
+
+
+def generator_lines(run: Run) -> list[str]:
+    """Each worker's own load: CPU, event-loop lateness on 5 ms sleeps, fake carriers' stalls."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [f"      machine load average (1, 5, 15 min) at the end: {load}"] + [
+        f"      gen w{w.index}: {w.calls} calls, CPU {w.cpu_s:.1f} s = {100 * w.cpu_s / w.wall_s:.0f}% core, "
+        f"loop late worst {w.worst_ms:.1f} ms (at +{w.worst_after_s:.1f} s) p99 {w.p99_ms:.1f} ms, "
+        f"carrier_stalls {w.carrier_stalls}"
+        for w in run.loads
+    ]
+
+
+def settle(pid: int) -> int:
+    """Wait SETTLE_S for the server to go quiet; its tree RSS (KiB) then."""
+    time.sleep(SETTLE_S)
+    return tree_rss_kib(pid)
+
+
+def run_level(args: argparse.Namespace, base: str, agent: str, pid: int, n: int) -> None:
+    """N calls at once; prints the row, each worker's load and the profile if asked."""
+    workers = args.workers or math.ceil(n / CALLS_PER_WORKER)
+    specs = level_specs(args.kind, base, agent, n, args.seconds, workers, args.deflate)
+    idle = tree_rss_kib(pid)
+    profile: list[str] = []
+    threads: list[threading.Thread] = []
+
+    def during(t0: float) -> None:
+        if args.profile:
+            middle = t0 + STAGGER_S + max(0.0, (args.seconds - STAGGER_S - args.profile) / 2)
+            threads.append(profile_later(pid, middle, args.profile, profile))
+
+    with ServerSampler(pid, 0.1) as sampler:
+        run = run_workers(specs, during)
+    for thread in threads:
+        thread.join()
+    window = (run.t0 + STAGGER_S + SETUP_S, run.t0 + args.seconds)  # every call is up in it, nominally
+    print(summary_row(str(n), run, sampler, window, idle, settle(pid), n))
+    print("\n".join(generator_lines(run)), flush=True)
+    if profile:
+        print(f"      py-spy --gil, {args.profile:g} s mid-level at {n} calls:")
+        print("\n".join(f"        {line}" for line in profile), flush=True)
+
+
+def run_soak(args: argparse.Namespace, base: str, agent: str, pid: int) -> None:
+    """N slots, each call replaced as it ends, for --soak minutes: the row, RSS every 30 s, calls a minute."""
+    n, soak_s = args.concurrency, 60 * args.soak
+    workers = args.workers or math.ceil(n / CALLS_PER_WORKER)
+    specs = soak_specs(args.kind, base, agent, n, args.seconds, workers, soak_s, args.deflate)
+    idle = tree_rss_kib(pid)
+    profile: list[str] = []
+    threads: list[threading.Thread] = []
+
+    def during(t0: float) -> None:
+        if args.profile:
+            threads.append(profile_later(pid, t0 + (soak_s - args.profile) / 2, args.profile, profile))
+
+    with ServerSampler(pid, 0.2) as sampler:
+        run = run_workers(specs, during)
+    for thread in threads:
+        thread.join()
+    window = (run.t0 + STAGGER_S, run.t0 + soak_s)
+    print(summary_row(f"s{n}", run, sampler, window, idle, settle(pid), n))
+    print("\n".join(generator_lines(run)))
+    print_rss(sampler, run.t0, soak_s, args.seconds + TAIL_S)
+    print_minutes(run, soak_s)
+    if profile:
+        print(f"py-spy --gil, {args.profile:g} s mid-soak:")
+        print("\n".join(f"  {line}" for line in profile), flush=True)
+
+
+def print_rss(sampler: ServerSampler, t0: float, soak_s: float, call_s: float) -> None:
+    """Server RSS every RSS_EVERY_S, and its change from the first sample after warm-up to the end."""
+    times = [RSS_EVERY_S * k for k in range(int(soak_s // RSS_EVERY_S) + 1)]
+    if times[-1] < soak_s:
+        times.append(soak_s)
+    rss = [sampler.rss_at(t0 + t) for t in times]
+    print(
+        "server RSS (MiB): " + ", ".join(f"{t:.0f}s {r / MIB:.1f}" for t, r in zip(times, rss, strict=True))
+    )
+    warm = next((i for i, t in enumerate(times) if t >= max(RSS_EVERY_S, call_s)), len(times) - 1)
+    change = 100 * (rss[-1] - rss[warm]) / rss[warm]
+    print(f"RSS change from {times[warm]:.0f}s (after warm-up) to {times[-1]:.0f}s: {change:+.1f}%")
+
+
+def print_minutes(run: Run, soak_s: float) -> None:
+    """Calls completed and failed per minute of the soak, by when they ended (the last: draining)."""
+    minutes = math.ceil(soak_s / 60)
+    done: Counter[tuple[int, bool]] = Counter()
+    for r in run.results:
+        done[(min(minutes, int((r.ended - run.t0) // 60)), r.ok)] += 1
+    for m in range(minutes + 1):
+        label = f"minute {m + 1}" if m < minutes else "drain"
+        print(f"{label:>9}: {done[(m, True)]} completed, {done[(m, False)]} failed")
+
+
+LEGEND = """
+window: --calls, from t0 + the start spread + 0.5 s set-up to t0 + --seconds (every call up, nominally);
+  --soak, from the last first start to the end of the soak. CPU s = the server tree's user+sys in it;
+  ms/call-s = CPU s / call-seconds in it; c/core = 1000 / ms/call-s. all-in = CPU from the first webhook to
+  the last call's end / the sum of each call's own duration (setup and teardown in).
+p50/p95 = the echo lag per call (RoundTrip, cross-correlation) pooled over the calls, ms. drops = playback
+  ticks (20 ms) without agent audio between the first and last echo, summed; d/c = calls with any.
+  <0.9 = calls with whole-call correlation under 0.9; min c = the lowest (0: no audio came back).
+idle/peak/after = server tree VmRSS, MiB: before, highest in the window, SETTLE_S after;
+  KiB/c = (peak - idle) / N. gen = each load-generator worker: CPU, its event loop's lateness on 5 ms
+  sleeps, and how often its fake carriers fell over a frame behind (and paused their clocks)."""
+
+
+def main(args: argparse.Namespace) -> None:
+    bf.print_machine(
+        f"callbridge concurrent calls: real server, echo agent, fake {args.kind} carriers in workers"
+    )
+    rate = KIND_RATES[args.kind]
+    print(f"each call: {args.seconds:g} s speech_like at {rate} Hz + {TAIL_S:g} s silence, real time, 20 ms")
+    print(f"media stream permessage-deflate offered: {'yes' if args.deflate else 'no'}")
+    print(f"starts spread over {STAGGER_S:g} s; at most {CALLS_PER_WORKER} calls per worker by default\n")
+    with run_server() as (base, pid):
+        agent = asyncio.run(setup(base))
+        warm = WorkerSpec(0, args.kind, base, agent, 1.0, calls=((1, 0.0),))
+        run_workers([warm])  # imports, DB, first connections
+        idle0 = tree_cpu_seconds(pid)
+        time.sleep(SETTLE_S)
+        print(f"server: pid {pid}, event loop {event_loop_of(pid)}, idle CPU "
+              f"{100 * (tree_cpu_seconds(pid) - idle0) / SETTLE_S:.1f}% of one core\n")  # fmt: skip
+        print(f"{'':6}{' server ':-^60}   {' echo ':-^38}   {' server RSS ':-^27}")
         print(ROW.format(*HEADER))
-        for n in levels:
-            await run_level(fake, agent_id, pid, n, seconds)
-    print("\nbench = this process (all the fake carriers); stall = its event loop's worst lateness, ms.")
-    print("calls/core = call-s / server CPU s: how many such calls would use exactly one server core.")
-    print("gaps = 20 ms ticks without agent audio between first and last echo, summed over all calls.")
+        if args.soak:
+            run_soak(args, base, agent, pid)
+        else:
+            for n in args.calls:
+                run_level(args, base, agent, pid, n)
+                time.sleep(SETTLE_S)
+    print(LEGEND)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=sorted(KIND_RATES), default="twilio")
+    parser.add_argument("--calls", default="50,100,200,400", help="comma-separated numbers of calls at once")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of caller audio per call")
+    parser.add_argument("--workers", type=int, default=0, help=f"default: ≤ {CALLS_PER_WORKER} calls each")
+    parser.add_argument("--soak", type=float, default=0.0, help="minutes of churn instead of --calls")
+    parser.add_argument("--concurrency", type=int, default=40, help="calls up at once in the soak")
+    parser.add_argument("--profile", type=float, default=0.0, help="py-spy seconds mid-level (0: none)")
+    parser.add_argument(
+        "--no-deflate", dest="deflate", action="store_false", help="offer no permessage-deflate"
+    )
+    args = parser.parse_args()
+    args.calls = [int(n) for n in args.calls.split(",")]
+    return args
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="1,10,25,50", help="comma-separated numbers of concurrent calls")
-    parser.add_argument("--seconds", type=float, default=8.0, help="seconds of caller audio per call")
-    args = parser.parse_args()
-    asyncio.run(main([int(n) for n in args.calls.split(",")], args.seconds))
+    with contextlib.suppress(KeyboardInterrupt):
+        main(parse_args())

@@ -18,11 +18,12 @@ import timeit
 from pathlib import Path
 from urllib.parse import urlencode
 
+import bench_frames as bf
 import httpx
 from twilio.request_validator import RequestValidator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from concurrent_calls import API_KEY, print_machine, run_server
+from server_process import API_KEY, run_server
 
 from app.media.dtmf import _tone, dtmf_tones
 from app.simulator.twilio_api import FakeTwilioApi
@@ -131,7 +132,7 @@ def bench_dtmf() -> None:
 
 
 async def main(dials: int, callbacks: int, concurrency: int) -> None:
-    print_machine()
+    bf.print_machine("callbridge outbound calls: real server subprocess, fake Twilio REST API")
     fake = FakeTwilioApi(ACCOUNT_SID, AUTH_TOKEN)
     fake.ring_seconds = 0.05
     await fake.start()

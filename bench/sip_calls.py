@@ -3,7 +3,7 @@
 Run: `.venv/bin/python bench/sip_calls.py [--calls 20,50] [--seconds 15]`. Prints numbers; asserts nothing.
 bench/README.md says what each number means.
 
-One real `callbridge serve` subprocess (concurrent_calls.run_server: temp data dir, embedded SQLite; SIP on
+One real `callbridge serve` subprocess (server_process.run_server: temp data dir, embedded SQLite; SIP on
 a free UDP loopback port and an RTP port range through CALLBRIDGE_SIP_LISTEN / CALLBRIDGE_RTP_PORTS, the
 settings `--sip` sets) with an echo agent. Each level (transport, codec, N) runs in a separate
 load-generator process (this script with `--generate`), which places N calls whose starts are spread over
@@ -24,7 +24,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,8 @@ from typing import Any
 import bench_frames as bf
 import httpx
 import numpy as np
-from concurrent_calls import ACCOUNT_SID, API_KEY, AUTH_TOKEN, cpu_seconds, run_server, setup
+from loop_lateness import Lateness
+from server_process import ACCOUNT_SID, API_KEY, AUTH_TOKEN, ServerSampler, cpu_seconds, run_server, setup
 
 from app.media.codecs import decode_to_pcm16, encode_from_pcm16
 from app.media.formats import PCMU_8K
@@ -280,14 +280,6 @@ def analysed(captured: Captured) -> CallResult:
     )
 
 
-async def watch_loop(stalls: list[float]) -> None:
-    """How late this process's event loop wakes from 5 ms sleeps."""
-    while True:
-        start = time.monotonic()
-        await asyncio.sleep(0.005)
-        stalls.append(time.monotonic() - start - 0.005)
-
-
 async def generate(level: Level) -> dict[str, Any]:
     """Place the level's calls at once; the calls' results and this process's own load."""
     codec = CODECS[level.codec if level.transport == "sip" else "PCMU"]
@@ -298,53 +290,19 @@ async def generate(level: Level) -> dict[str, Any]:
     else:
         fake = FakeTwilio(level.base_url, ACCOUNT_SID, AUTH_TOKEN)
         calls = [twilio_call(level, fake, i, pcm) for i, pcm in enumerate(audios)]
-    stalls: list[float] = []
-    watcher = asyncio.create_task(watch_loop(stalls))
+    lateness = Lateness()
+    watcher = asyncio.create_task(lateness.watch())
     cpu0, wall0 = time.process_time(), time.monotonic()
     captured = await asyncio.gather(*calls)
     watcher.cancel()
     load = {
         "cpu_percent": 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0),
-        "stall_ms": 1000 * max(stalls, default=0.0),
+        "stall_ms": lateness.worst_ms,
     }
     return {"calls": [dataclasses.asdict(analysed(c)) for c in captured], **load}
 
 
 # --- the orchestrator -----------------------------------------------------------------------------
-
-
-class CpuSampler:
-    """Samples a process's CPU seconds every SAMPLE_S on a thread: (time.monotonic(), cpu)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> CpuSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            self.samples.append((time.monotonic(), cpu_seconds(self.pid)))
-            if self._stop.wait(SAMPLE_S):
-                self.samples.append((time.monotonic(), cpu_seconds(self.pid)))
-                return
-
-    def at(self, moment: float) -> float:
-        """CPU seconds at `moment`, interpolated between the samples around it."""
-        before = max((s for s in self.samples if s[0] <= moment), default=self.samples[0])
-        after = min((s for s in self.samples if s[0] >= moment), default=self.samples[-1])
-        if after[0] == before[0]:
-            return before[1]
-        share = (moment - before[0]) / (after[0] - before[0])
-        return before[1] + share * (after[1] - before[1])
 
 
 def run_generator(level: Level) -> dict[str, Any]:
@@ -363,7 +321,7 @@ HEADER = ["call", "codec", "N", "window", "CPU s", "%core", "ms/call-s", "all-in
 HEADER += ["ok", "rx/tx", "echoed", "lost", "late", "gap", "corr", "lag", "%cpu", "stall"]
 
 
-def report(level: Level, sampler: CpuSampler, out: dict[str, Any]) -> str:
+def report(level: Level, sampler: ServerSampler, out: dict[str, Any]) -> str:
     calls = [CallResult(**c) for c in out["calls"]]
     good = [c for c in calls if c.ok]
     if not good:
@@ -440,7 +398,7 @@ def main(levels: list[int], seconds: float, kinds: list[tuple[str, str]]) -> Non
         for n in levels:
             for transport, codec in kinds:
                 level = Level(transport, codec, n, seconds, base_url, sip_port, agent_id)
-                with CpuSampler(pid) as sampler:
+                with ServerSampler(pid) as sampler:
                     out = run_generator(level)
                 print(report(level, sampler, out), flush=True)
                 time.sleep(SETTLE_S)  # transactions linger, RTP ports close: let the server go quiet

@@ -1,0 +1,183 @@
+"""A real `callbridge serve` subprocess for the call benchmarks, and its CPU and memory from /proc.
+
+Shared by concurrent_calls.py, sip_calls.py and outbound_calls.py. CPU and RSS are summed over the
+server's process tree (the serve process and every live descendant), so a worker or helper process the
+server might start is counted too.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+API_KEY = "bench-key-0123456789"
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "bench-twilio-auth-token"
+PLIVO_AUTH_ID = "MA" + "0" * 18
+PLIVO_AUTH_TOKEN = "bench-plivo-auth-token"
+TELNYX_KEY_SEED = bytes(range(32))  # the fake Telnyx's Ed25519 private key, the same in every process
+SAMPLE_S = 0.05
+
+
+def telnyx_signing_key() -> Ed25519PrivateKey:
+    """The fake Telnyx's signing key (its public half is imported by `setup`)."""
+    return Ed25519PrivateKey.from_private_bytes(TELNYX_KEY_SEED)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 (state) on; the command name may hold spaces and parentheses."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + sys CPU time of `pid` (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and every live descendant of it (from the parent pid in each /proc/<pid>/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                children.setdefault(int(_stat_fields(int(entry))[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """user + sys of the tree, with the reaped children's (cutime + cstime) so none is lost."""
+    total = 0
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError):
+            total += sum(int(v) for v in _stat_fields(pid)[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss_kib(root: int) -> int:
+    """VmRSS summed over the tree, KiB (/proc/<pid>/status)."""
+    total = 0
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as f:
+            total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+    return total
+
+
+def event_loop_of(pid: int) -> str:
+    """ "uvloop" when the process has uvloop's extension mapped, else "asyncio"."""
+    with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+        return "uvloop" if any("uvloop" in line for line in f) else "asyncio"
+
+
+class ServerSampler:
+    """Samples the server tree's CPU seconds and RSS every `interval` on a thread: (monotonic, cpu, KiB)."""
+
+    def __init__(self, pid: int, interval: float = SAMPLE_S) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ServerSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        self.samples.append((time.monotonic(), tree_cpu_seconds(self.pid), tree_rss_kib(self.pid)))
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.interval):
+                self._sample()
+                return
+
+    def at(self, moment: float) -> float:
+        """CPU seconds at `moment`, interpolated between the samples around it."""
+        before = max((s for s in self.samples if s[0] <= moment), default=self.samples[0])
+        after = min((s for s in self.samples if s[0] >= moment), default=self.samples[-1])
+        if after[0] == before[0]:
+            return before[1]
+        share = (moment - before[0]) / (after[0] - before[0])
+        return before[1] + share * (after[1] - before[1])
+
+    def rss_at(self, moment: float) -> int:
+        """RSS (KiB) of the last sample at or before `moment`."""
+        return max((s for s in self.samples if s[0] <= moment), default=self.samples[0])[2]
+
+    def peak_rss(self, start: float, end: float) -> int:
+        """The highest RSS (KiB) sampled in [start, end]."""
+        return max((s[2] for s in self.samples if start <= s[0] <= end), default=0)
+
+
+@contextlib.contextmanager
+def run_server() -> Iterator[tuple[str, int]]:
+    """`python -m app.cli serve` on a free loopback port with a temp data dir: yields (base URL, pid)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as workdir:
+        drop = ("CALLBRIDGE_DATABASE_URL", "CALLBRIDGE_SECRET_KEY")  # embedded SQLite, generated secret
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        settings = {"PORT": str(port), "PUBLIC_URL": base_url, "API_KEYS": API_KEY, "LOG_LEVEL": "warning"}
+        env |= {f"CALLBRIDGE_{k}": v for k, v in {**settings, "DATA_DIR": f"{workdir}/data"}.items()}
+        log_path = Path(workdir) / "server.log"
+        with log_path.open("wb") as log:
+            cmd = [sys.executable, "-m", "app.cli", "serve"]
+            process = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                        break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"callbridge did not start:\n{log_path.read_text(errors='replace')}")
+                time.sleep(0.1)
+            yield base_url, process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def setup(base_url: str) -> str:
+    """Import Twilio, Telnyx and Plivo credentials and create an echo agent; returns its id."""
+    public_key = telnyx_signing_key().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    configs = {
+        "twilio": {"accountSid": ACCOUNT_SID, "authToken": AUTH_TOKEN},
+        "telnyx": {"apiKey": "bench", "publicKey": base64.b64encode(public_key).decode()},
+        "plivo": {"authId": PLIVO_AUTH_ID, "authToken": PLIVO_AUTH_TOKEN},
+    }
+    async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=10) as api:
+        for provider, body in configs.items():
+            body = {**body, "callCreationAllowAllAgents": True}
+            (await api.post(f"/api/telephony_configs/{provider}", json=body)).raise_for_status()
+        return (await api.post("/api/agents", json={"name": "load"})).raise_for_status().json()["agentId"]
