@@ -166,6 +166,20 @@ def run_server() -> Iterator[tuple[str, int]]:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+            report_server_errors(log_path)
+
+
+#: Server log lines worth showing after a run (everything else is warnings about the load itself).
+ERROR_MARKERS = (" ERROR ", "Traceback", "Error:", "Exception")
+
+
+def report_server_errors(log_path: Path, limit: int = 80) -> None:
+    """Print the server log's errors (and the tracebacks after them) to stderr, at most `limit` lines."""
+    lines = log_path.read_text(errors="replace").splitlines()
+    shown = [line for line in lines if line.startswith(" ") or any(mark in line for mark in ERROR_MARKERS)]
+    if shown:
+        print(f"server log: {len(shown)} error lines, the first {min(limit, len(shown))}:", file=sys.stderr)
+        print("\n".join(shown[:limit]), file=sys.stderr)
 
 
 async def setup(base_url: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from app.schemas.calls import EventSeverity
 from app.store.repositories import EventRepository
-from app.store.tables import CallEventRow, SipMessageRow, utcnow
+from app.store.tables import SipMessageRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,9 @@ class CallEventLog:
 
     def __init__(self, repository: EventRepository) -> None:
         self._repository = repository
-        self._pending: list[CallEventRow | SipMessageRow] = []
+        # Events as `call_events` columns (an ORM object per event cost more than storing it), SIP messages
+        # as rows.
+        self._pending: list[dict[str, Any] | SipMessageRow] = []
         self._writer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -41,15 +43,15 @@ class CallEventLog:
     ) -> None:
         now = utcnow()
         self._pending.append(
-            CallEventRow(
-                call_id=call_id,
-                wall_clock=now,
-                call_offset=max(0.0, (now - call_created).total_seconds()),
-                severity=severity.value,
-                type=type,
-                text=text,
-                extras=extras or {},
-            )
+            {
+                "call_id": call_id,
+                "wall_clock": now,
+                "call_offset": max(0.0, (now - call_created).total_seconds()),
+                "severity": severity.value,
+                "type": type,
+                "text": text,
+                "extras": extras or {},
+            }
         )
 
     def store(self, row: SipMessageRow) -> None:
