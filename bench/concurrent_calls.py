@@ -575,6 +575,45 @@ def generator_lines(run: Run) -> list[str]:
     ]
 
 
+@dataclass
+class ServerStalls:
+    """The server's own stall metrics (app/loop_health.py), read from /metrics."""
+
+    late_over_20ms: float  # event-loop wake-ups more than 20 ms late
+    late_total: float
+    gc_pauses: dict[str, float]  # by generation
+    worst_late_ms: float  # since the server started
+    worst_gc_ms: float
+
+    @classmethod
+    def read(cls, base: str) -> ServerStalls:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith(("callbridge_event_loop_lag", "callbridge_gc_pause")):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        total = values.get("callbridge_event_loop_lag_seconds_count", 0.0)
+        on_time = values.get('callbridge_event_loop_lag_seconds_bucket{le="0.02"}', 0.0)
+        pauses = {g: values.get(f'callbridge_gc_pause_seconds_count{{generation="{g}"}}', 0.0) for g in "012"}
+        return cls(
+            total - on_time,
+            total,
+            pauses,
+            1000 * values.get("callbridge_event_loop_lag_max_seconds", 0.0),
+            1000 * values.get("callbridge_gc_pause_max_seconds", 0.0),
+        )
+
+    def since(self, before: ServerStalls) -> str:
+        late = self.late_over_20ms - before.late_over_20ms
+        wakes = self.late_total - before.late_total
+        gcs = ", ".join(f"gen{g} {self.gc_pauses[g] - before.gc_pauses[g]:.0f}" for g in "012")
+        return (
+            f"      server stalls: {late:.0f} of {wakes:.0f} 10 ms timers ran > 20 ms late; GC passes {gcs}; "
+            f"worst since start: loop {self.worst_late_ms:.0f} ms, GC {self.worst_gc_ms:.1f} ms"
+        )
+
+
 def settle(pid: int) -> int:
     """Wait SETTLE_S for the server to go quiet; its tree RSS (KiB) then."""
     time.sleep(SETTLE_S)
@@ -594,12 +633,14 @@ def run_level(args: argparse.Namespace, base: str, agent: str, pid: int, n: int)
             middle = t0 + STAGGER_S + max(0.0, (args.seconds - STAGGER_S - args.profile) / 2)
             threads.append(profile_later(pid, middle, args.profile, profile))
 
+    stalls = ServerStalls.read(base)
     with ServerSampler(pid, 0.1) as sampler:
         run = run_workers(specs, during)
     for thread in threads:
         thread.join()
     window = (run.t0 + STAGGER_S + SETUP_S, run.t0 + args.seconds)  # every call is up in it, nominally
     print(summary_row(str(n), run, sampler, window, idle, settle(pid), n))
+    print(ServerStalls.read(base).since(stalls))
     print("\n".join(generator_lines(run)), flush=True)
     if profile:
         print(f"      py-spy --gil, {args.profile:g} s mid-level at {n} calls:")
@@ -619,12 +660,14 @@ def run_soak(args: argparse.Namespace, base: str, agent: str, pid: int) -> None:
         if args.profile:
             threads.append(profile_later(pid, t0 + (soak_s - args.profile) / 2, args.profile, profile))
 
+    stalls = ServerStalls.read(base)
     with ServerSampler(pid, 0.2) as sampler:
         run = run_workers(specs, during)
     for thread in threads:
         thread.join()
     window = (run.t0 + STAGGER_S, run.t0 + soak_s)
     print(summary_row(f"s{n}", run, sampler, window, idle, settle(pid), n))
+    print(ServerStalls.read(base).since(stalls))
     print("\n".join(generator_lines(run)))
     print_rss(sampler, run.t0, soak_s, args.seconds + TAIL_S)
     print_minutes(run, soak_s)

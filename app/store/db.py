@@ -42,7 +42,10 @@ class Database:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
         elif schema:
             connect_args["server_settings"] = {"search_path": schema}
-        self.engine: AsyncEngine = create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        # A file database cannot drop a connection: pinging it cost a round trip through aiosqlite's thread on
+        # every checkout (each event flush, each query).
+        pre_ping = self.dialect != "sqlite"
+        self.engine: AsyncEngine = create_async_engine(url, connect_args=connect_args, pool_pre_ping=pre_ping)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.session: async_sessionmaker[AsyncSession] = async_sessionmaker(

@@ -669,11 +669,11 @@ class EventRepository:
         server's CPU for rows nothing reads back."""
         events = [row for row in rows if type(row) is dict]
         messages = [_sip_message_columns(row) for row in rows if type(row) is not dict]
-        async with self.db.session.begin() as session:
+        async with self.db.engine.begin() as connection:  # the tables themselves: no ORM bulk machinery
             if events:
-                await session.execute(insert(CallEventRow), events)
+                await connection.execute(insert(CallEventRow.__table__), events)
             if messages:
-                await session.execute(insert(SipMessageRow), messages)
+                await connection.execute(insert(SipMessageRow.__table__), messages)
 
     async def page(
         self, call_id: str, severities: Sequence[str], cursor: Cursor | None, page_size: int
