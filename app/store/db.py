@@ -78,6 +78,8 @@ def _upgrade(connection: Connection, master_secret: str | None) -> None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    # A burst of call set-ups queues writers behind each other on a busy event loop; at 5 s some gave up
+    # with "database is locked" (a 500 to the provider's webhook, a failed join) while the lock was moving.
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
