@@ -95,7 +95,8 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
         """Send one whole message (text for `str`); raises TransportClosed once the connection is closed."""
         if not self.writable.is_set():
             await self.writable.wait()
-        if self.close_sent or self.disconnected or self._closed_with is not None:
+        closed = self.close_sent or self.disconnected or self._closed_with is not None
+        if closed or self.transport.is_closing():
             raise TransportClosed(f"closed with code {self._closed_with or ABNORMAL_CLOSURE}")
         if type(message) is str:
             self.transport.write(encode_frame(_TEXT, message.encode()))
