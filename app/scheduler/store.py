@@ -42,7 +42,14 @@ class BatchStore(Protocol):
     async def get(self, agent_id: str, batch_id: str) -> Any | None: ...
 
     async def claim_due(
-        self, batch_id: str, now: datetime, owner: str, lease_s: float, limit: int, *, unknown_only: bool = False
+        self,
+        batch_id: str,
+        now: datetime,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        unknown_only: bool = False,
     ) -> list[Any]: ...
 
     async def mark_dialling(self, call_id: str, owner: str) -> bool: ...

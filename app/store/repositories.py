@@ -444,7 +444,14 @@ class BatchRepository:
             )
 
     async def claim_due(
-        self, batch_id: str, now: datetime, owner: str, lease_s: float, limit: int, *, unknown_only: bool = False
+        self,
+        batch_id: str,
+        now: datetime,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        unknown_only: bool = False,
     ) -> list[ScheduledCallRow]:
         """Claim up to `limit` due calls of the batch for `owner` for `lease_s`: they become PENDING.
 
