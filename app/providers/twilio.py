@@ -214,13 +214,13 @@ class TwilioCallControl(CallControl):
         return Dialled(sid if isinstance(sid, str) and sid else None)
 
     async def find_dialled(self, to: str, from_: str, since: datetime) -> DialLookup:
-        """The Calls list filtered by To, From and `StartTime>=` the day of `since` (Twilio filters by UTC
-        date), and again by `Status=queued` (a queued call has no start time yet); kept: those created at or
-        after `since`."""
+        """The Calls list filtered by To, From and `Status=queued` (a queued call has no start time yet),
+        then by To, From and `StartTime>=` the day of `since` (Twilio filters by UTC date); kept: those
+        created at or after `since`. In that order, a call leaving the queue between the two is not missed."""
         path = f"{self.calls_path}.json"
+        sids = await dials_since(self.http, path, {"To": to, "From": from_, "Status": "queued"}, since)
         started = {"To": to, "From": from_, "StartTime>": since.astimezone(UTC).date().isoformat()}
-        sids = await dials_since(self.http, path, started, since)
-        sids += await dials_since(self.http, path, {"To": to, "From": from_, "Status": "queued"}, since)
+        sids += await dials_since(self.http, path, started, since)
         return DialLookup(tuple(dict.fromkeys(sids)))
 
     async def hang_up(self, leg: ProviderLeg) -> None:

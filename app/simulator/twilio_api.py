@@ -28,6 +28,7 @@ from app.simulator.provider_api import (
     Handler,
     basic_auth,
     first,
+    list_page,
 )
 from app.simulator.twilio import FakeTwilio, parse_connect_stream
 
@@ -82,6 +83,7 @@ class FakeTwilioApi(FakeProviderApi):
         return [
             ("POST", calls + ".json", self.create),
             ("POST", calls + "/{sid}.json", self.update),
+            ("GET", calls + ".json", self.list_calls),
             ("GET", calls + "/{sid}.json", self.fetch),
         ]
 
@@ -122,6 +124,34 @@ class FakeTwilioApi(FakeProviderApi):
         if call is None or path["account_sid"] != self.account_sid:
             return self.not_found(request)
         return JSONResponse(self.resource(call))
+
+    async def list_calls(self, request: ApiRequest, path: dict[str, str]) -> Response:
+        """`GET Calls.json`: filtered by `To`, `From`, `Status`, `StartTime`/`StartTime>`/`StartTime<` and
+        the same for `EndTime` (UTC dates, `YYYY-MM-DD`; `>` on or after, `<` on or before), newest first,
+        paged by `PageSize` (default 50, at most 1000) and `Page` with its `PageToken`."""
+        if path["account_sid"] != self.account_sid:
+            return self.not_found(request)
+        try:
+            body = list_page(
+                self.calls.values(),
+                request.query,
+                f"/2010-04-01/Accounts/{self.account_sid}/Calls.json",
+                self.resource,
+                self.status,
+                self.started_at,
+            )
+        except ValueError as exc:
+            return self.error(400, f"Invalid filter: {exc}", "20001")
+        return JSONResponse(body)
+
+    def status(self, call: FakeCall) -> str:
+        return {"queued": "queued", "ringing": "ringing", "in-progress": "in-progress"}.get(
+            call.state, call.end_status
+        )
+
+    def started_at(self, call: FakeCall) -> float | None:
+        """Twilio's `start_time`: when the call was dialled (none while it is queued)."""
+        return None if call.state == "queued" else call.created_at
 
     async def update(self, request: ApiRequest, path: dict[str, str]) -> Response:
         call = self.calls.get(path["sid"])
@@ -168,9 +198,7 @@ class FakeTwilioApi(FakeProviderApi):
     def resource(self, call: FakeCall) -> dict[str, Any]:
         """The Call resource as Twilio answers it."""
         base = f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call.sid}"
-        status = {"queued": "queued", "ringing": "ringing", "in-progress": "in-progress"}.get(
-            call.state, call.end_status
-        )
+        status = self.status(call)
         return {
             "account_sid": self.account_sid,
             "annotation": None,
@@ -192,7 +220,7 @@ class FakeTwilioApi(FakeProviderApi):
             "price_unit": "USD",
             "queue_time": "0",
             "sid": call.sid,
-            "start_time": rfc2822(call.answered_at),
+            "start_time": rfc2822(self.started_at(call)),
             "status": status,
             "subresource_uris": {name: f"{base}/{_camel(name)}.json" for name in SUBRESOURCES},
             "to": call.to,
