@@ -140,6 +140,7 @@ class FakeProviderApi(ABC):
         self.ring_seconds = 0.1  # between ringing and the outcome
         self.initiate_delay = 0.05  # between the create response and the first callback
         self.transfer_seconds = 0.1  # how long a transferred call stays up after its stream stopped
+        self.answer_delay = 0.0  # between dialling a created call and answering the create request
         self.on_progress: Callable[[Progress], None] | None = None  # the stream's, once a second
         self.base_url = ""
         self.requests: list[ApiRequest] = []
