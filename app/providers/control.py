@@ -130,13 +130,15 @@ class ProviderLeg:
 @dataclass(frozen=True, slots=True)
 class DialLookup:
     """What a provider's call list shows of dials to `to` from `from_` created since `since` (a dial whose
-    outcome a crash left unknown): their call ids, newest first (empty: provably none)."""
+    outcome a crash left unknown): their call ids, newest first, and the request ids of dials that have no
+    call id yet (Plivo's queued calls). Both empty: provably none."""
 
     provider_call_ids: tuple[str, ...]
+    request_ids: tuple[str, ...] = ()
 
     @property
     def found(self) -> bool:
-        return bool(self.provider_call_ids)
+        return bool(self.provider_call_ids or self.request_ids)
 
 
 class CallControl(ABC):

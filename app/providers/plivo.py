@@ -256,6 +256,7 @@ class PlivoCallControl(CallControl):
         calls = f"{self.account_path}/Call/"
         numbers = {"from_number": _plain(from_), "to_number": _plain(to)}
         found: list[str] = []
+        queued_ids: list[str] = []
         for request_uuid in await self._ids(calls, {"status": "queued"}):
             try:
                 queued = await self.http.send_for_object(
@@ -269,7 +270,7 @@ class PlivoCallControl(CallControl):
                 numbers["to_number"],
                 numbers["from_number"],
             ):
-                found.append(request_uuid)
+                queued_ids.append(request_uuid)
         found += await self._ids(calls, {"status": "live", **numbers})
         ended = {**numbers, "end_time__gte": since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")}
         for offset in range(0, MAX_PAGES * PLIVO_PAGE, PLIVO_PAGE):
@@ -285,7 +286,7 @@ class PlivoCallControl(CallControl):
                     found.append(str(record.get("call_uuid")))
             meta = page.get("meta")
             if not (isinstance(meta, dict) and meta.get("next")):
-                return DialLookup(tuple(dict.fromkeys(found)))
+                return DialLookup(tuple(dict.fromkeys(found)), tuple(queued_ids))
         raise ProviderApiError("plivo", "list calls", 200, None, f"more than {MAX_PAGES} pages of calls")
 
     async def _ids(self, path: str, filters: dict[str, str]) -> list[str]:

@@ -113,15 +113,14 @@ async def reconcile_call(services: Services, batch: Batch, scheduled: ScheduledC
         return Reconciliation(Settled.UNKNOWN, str(exc))
     except ProviderApiError as exc:
         return Reconciliation(Settled.UNKNOWN, exc.detail)
-    earlier = {row.provider_call_id for row in calls[1:] if row.provider_call_id}
+    earlier = {id_ for row in calls[1:] for id_ in (row.provider_call_id, row.provider_request_id) if id_}
     found = [sid for sid in lookup.provider_call_ids if sid not in earlier]
-    if found:
-        await services.calls_repo.update_leg(
-            latest.id, provider_call_id=found[0], provider_status=LegState.INITIATED
-        )
-        return Reconciliation(
-            Settled.DIALLED, f"{plan.control.provider.name} lists call {found[0]}", latest.id
-        )
+    requested = [rid for rid in lookup.request_ids if rid not in earlier]
+    if found or requested:
+        ids = {"provider_call_id": found[0]} if found else {"provider_request_id": requested[0]}
+        await services.calls_repo.update_leg(latest.id, **ids, provider_status=LegState.INITIATED)
+        listed = next(iter(ids.values()))
+        return Reconciliation(Settled.DIALLED, f"{plan.control.provider.name} lists call {listed}", latest.id)
     if latest.ended is None:
         await services.calls.end(latest, EndReason.UNJOINED, "the dial never reached the provider")
     return Reconciliation(

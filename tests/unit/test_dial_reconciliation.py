@@ -90,9 +90,11 @@ async def test_a_dial_the_provider_took_is_found(provider: tuple[FakeProviderApi
     since = a_moment_ago()
     dialled = await control.dial(dial_request())
     lookup = await control.find_dialled(TO, FROM, since)
-    assert lookup.found and fake.dials[TO] == 1
+    assert fake.dials[TO] == 1
     if dialled.provider_call_id is not None:
         assert lookup.provider_call_ids == (dialled.provider_call_id,)
+    else:  # Plivo: a queued call is known by its request id
+        assert lookup.request_ids == (dialled.provider_request_id,)
 
 
 async def test_no_dial_to_the_number_is_provably_none(provider: tuple[FakeProviderApi, CallControl]) -> None:
@@ -268,3 +270,9 @@ async def test_a_provider_without_a_call_list_leaves_the_outcome_unknown() -> No
         Control(failure=NotImplementedError("exotel has no call list")), [call_row("c1", DIAL_BEGAN)]
     )
     assert (await settle(world)).outcome is Settled.UNKNOWN
+
+
+async def test_a_dial_listed_by_its_request_id_is_recorded_as_the_request() -> None:
+    world = World(Control(DialLookup((), ("req-1",))), [call_row("c1", DIAL_BEGAN)])
+    assert (await settle(world)).outcome is Settled.DIALLED
+    assert world.legs["c1"]["provider_request_id"] == "req-1"
