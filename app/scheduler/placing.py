@@ -92,8 +92,12 @@ async def reconcile_call(services: Services, batch: Batch, scheduled: ScheduledC
     since = scheduled.dial_started
     calls = await services.batches.calls_of(scheduled.id)
     latest = calls[0] if calls else None
-    if since is None or latest is None or latest.created < since:
+    if latest is None or (since is not None and latest.created < since):
         return Reconciliation(Settled.NOT_DIALLED, "no Call was created for the dial")
+    if since is None:  # marked dialling before its start was recorded (migration 0009)
+        if latest.provider_call_id or latest.provider_request_id:
+            return Reconciliation(Settled.DIALLED, "the provider's answer was recorded", latest.id)
+        return Reconciliation(Settled.UNKNOWN, "the dial's start was not recorded")
     if latest.provider_call_id or latest.provider_request_id:
         return Reconciliation(Settled.DIALLED, "the provider's answer was recorded", latest.id)
     agent = await services.agents.get(batch.agent_id)

@@ -276,3 +276,10 @@ async def test_a_dial_listed_by_its_request_id_is_recorded_as_the_request() -> N
     world = World(Control(DialLookup((), ("req-1",))), [call_row("c1", DIAL_BEGAN)])
     assert (await settle(world)).outcome is Settled.DIALLED
     assert world.legs["c1"]["provider_request_id"] == "req-1"
+
+
+async def test_a_dial_marked_before_its_start_was_recorded_is_never_redialled() -> None:
+    world = World(Control(), [call_row("c1", DIAL_BEGAN)])
+    unrecorded = SimpleNamespace(**{**vars(SCHEDULED), "dial_started": None})
+    settled = await reconcile_call(world.services(), BATCH, unrecorded)  # type: ignore[arg-type]
+    assert settled.outcome is Settled.UNKNOWN and world.control.asked == []
