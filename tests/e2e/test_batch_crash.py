@@ -38,7 +38,9 @@ from tests.conftest import (
 pytestmark = pytest.mark.slow
 
 FROM = "+15550008888"
-CALLS = 40
+CALLS = 60
+#: The batch's pace: its dials last about as long as the kills and restarts (≈ 15 s).
+CALLS_PER_MINUTE = 240
 KILLS = 5
 LEASE_S = 2.0
 #: The env of every instance: a short lease, a quick scheduler, one secret key for a shared database.
@@ -111,7 +113,7 @@ async def start_batch(server: RunningServer, api: FakeTwilioApi, numbers: list[s
         response = await client.post("/api/agents", json={"name": "crash", "callTemplate": {}})
         agent = response.json()["agentId"]
         calls = [{"medium": {"twilio": {"outgoing": {"to": to, "from": FROM}}}} for to in numbers]
-        body = {"calls": calls, "callsPerMinute": 600}
+        body = {"calls": calls, "callsPerMinute": CALLS_PER_MINUTE}
         response = await client.post(f"/api/agents/{agent}/scheduled_batches", json=body)
         assert response.status_code == 201, response.text
         return agent, response.json()["batchId"]
@@ -125,7 +127,7 @@ async def kill_at(rng: random.Random, api: FakeTwilioApi, instance: Instance) ->
     else:
         before = sum(api.dials.values())
         with contextlib.suppress(AssertionError):  # the batch may have no dial left to make
-            await wait_for(lambda: _more(api, before), within=5, interval=0.01)
+            await wait_for(lambda: _more(api, before), within=3, interval=0.01)
         if point == "after-answer":
             await asyncio.sleep(api.answer_delay + rng.uniform(0.0, 0.1))
     await instance.kill()
