@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # its own callsPerMinute.
     scheduler_interval: float = Field(default=1.0, gt=0)
     batch_calls_per_minute: float = Field(default=60.0, gt=0)
+    # How long an instance's claim holds a scheduled call (s): another instance may take it over (and
+    # reconcile a dial left unknown) only after it ends, so it must outlast the longest dial request.
+    batch_lease: float = Field(default=60.0, gt=0)
     # Provider REST requests: timeout of each attempt, attempts in all, longest wait between them (s).
     provider_timeout: float = Field(default=10.0, gt=0)
     provider_attempts: int = Field(default=4, ge=1)
@@ -70,6 +73,9 @@ class Settings(BaseSettings):
     sip_tls_key: str = ""
     # Scheduled batches without their own callsPerMinute are dialled (and their windows checked) at this pace.
     batch_calls_per_minute: float = Field(default=60.0, gt=0)
+    # How long an instance's claim holds a scheduled call (s): another instance may take it over (and
+    # reconcile a dial left unknown) only after it ends, so it must outlast the longest dial request.
+    batch_lease: float = Field(default=60.0, gt=0)
     # SIP part 2, FB: how long the fallback handler has to answer (s; then 480); and per source address,
     # the out-of-dialog INVITEs, and other out-of-dialog requests (REGISTER, OPTIONS...), taken per second
     # and in a burst before more are refused (503 + Retry-After; dropped from a source not allowed).

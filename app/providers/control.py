@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -126,6 +127,20 @@ class ProviderLeg:
     answered: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class DialLookup:
+    """What a provider's call list shows of dials to `to` from `from_` created since `since` (a dial whose
+    outcome a crash left unknown): their call ids, newest first, and the request ids of dials that have no
+    call id yet (Plivo's queued calls). Both empty: provably none."""
+
+    provider_call_ids: tuple[str, ...]
+    request_ids: tuple[str, ...] = ()
+
+    @property
+    def found(self) -> bool:
+        return bool(self.provider_call_ids or self.request_ids)
+
+
 class CallControl(ABC):
     """One provider account's call-control REST client. Every method raises ProviderApiError on failure."""
 
@@ -170,6 +185,15 @@ class CallControl(ABC):
     async def send_dtmf(self, leg: ProviderLeg, digits: str, tone_ms: int = 250) -> None:
         """Play `digits` (0-9 * # A-D, `w`/`W` pauses) into the call out-of-band (if `out_of_band_dtmf`)."""
         raise NotImplementedError(f"{self.provider} has no DTMF API")
+
+    async def find_dialled(self, to: str, from_: str, since: datetime) -> DialLookup:
+        """Ask the provider's call list for calls to `to` from `from_` created at or after `since`.
+
+        The providers take no idempotency key on call creation: this is how a dial whose outcome is unknown
+        is settled before anything is dialled again. ProviderApiError when the provider cannot answer;
+        NotImplementedError when it has no such list (the outcome stays unknown).
+        """
+        raise NotImplementedError(f"{self.provider} has no call list callbridge can reconcile a dial with")
 
 
 def pascal_case(key: str) -> str:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from plivo import plivoxml
@@ -27,9 +29,11 @@ from app.providers.base import (
     form_fields,
     text_field,
 )
+from app.providers.call_lists import MAX_PAGES, provider_time
 from app.providers.control import (
     CallControl,
     Dialled,
+    DialLookup,
     DialRequest,
     LegStatus,
     ProviderLeg,
@@ -244,6 +248,61 @@ class PlivoCallControl(CallControl):
             request_uuid = request_uuid[0] if request_uuid else None
         return Dialled(None, str(request_uuid) if request_uuid else None)
 
+    async def find_dialled(self, to: str, from_: str, since: datetime) -> DialLookup:
+        """Plivo keeps three lists, asked in the order a call moves through them so none is missed: the
+        queued calls (`status=queued`: request ids only, each then fetched for its numbers), the live ones
+        (`status=live`, filtered by `from_number` / `to_number`) and the ended ones (the call records, by
+        the numbers and `end_time__gte`; kept: those initiated at or after `since`)."""
+        calls = f"{self.account_path}/Call/"
+        numbers = {"from_number": _plain(from_), "to_number": _plain(to)}
+        found: list[str] = []
+        queued_ids: list[str] = []
+        for request_uuid in await self._ids(calls, {"status": "queued"}):
+            try:
+                queued = await self.http.send_for_object(
+                    "list calls", "GET", f"{calls}{request_uuid}/?{urlencode({'status': 'queued'})}"
+                )
+            except ProviderApiError as exc:
+                if exc.status == 404:  # it left the queue since: the live or ended list has it
+                    continue
+                raise
+            if (_plain(str(queued.get("to", ""))), _plain(str(queued.get("from", "")))) == (
+                numbers["to_number"],
+                numbers["from_number"],
+            ):
+                queued_ids.append(request_uuid)
+        found += await self._ids(calls, {"status": "live", **numbers})
+        ended = {**numbers, "end_time__gte": since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")}
+        for offset in range(0, MAX_PAGES * PLIVO_PAGE, PLIVO_PAGE):
+            page = await self.http.send_for_object(
+                "list calls", "GET", f"{calls}?{urlencode({**ended, 'limit': PLIVO_PAGE, 'offset': offset})}"
+            )
+            records = page.get("objects")
+            if not isinstance(records, list):
+                raise ProviderApiError("plivo", "list calls", 200, None, "the answer has no `objects` list")
+            for record in records:
+                initiated = provider_time(record.get("initiation_time")) if isinstance(record, dict) else None
+                if isinstance(record, dict) and (initiated is None or initiated >= since):
+                    found.append(str(record.get("call_uuid")))
+            meta = page.get("meta")
+            if not (isinstance(meta, dict) and meta.get("next")):
+                return DialLookup(tuple(dict.fromkeys(found)), tuple(queued_ids))
+        raise ProviderApiError("plivo", "list calls", 200, None, f"more than {MAX_PAGES} pages of calls")
+
+    async def _ids(self, path: str, filters: dict[str, str]) -> list[str]:
+        """Every id of a `{"calls": [ids]}` list (queued, live), page by page."""
+        ids: list[str] = []
+        for offset in range(0, MAX_PAGES * PLIVO_PAGE, PLIVO_PAGE):
+            query = urlencode({**filters, "limit": PLIVO_PAGE, "offset": offset})
+            page = await self.http.send_for_object("list calls", "GET", f"{path}?{query}")
+            listed = page.get("calls", [])
+            if not isinstance(listed, list):
+                raise ProviderApiError("plivo", "list calls", 200, None, "the answer's `calls` is not a list")
+            ids += [str(one) for one in listed]
+            if len(listed) < PLIVO_PAGE:
+                return ids
+        raise ProviderApiError("plivo", "list calls", 200, None, f"more than {MAX_PAGES} pages of calls")
+
     async def hang_up(self, leg: ProviderLeg) -> None:
         if leg.answered and leg.provider_call_id:
             path = f"{self.account_path}/Call/{leg.provider_call_id}/"
@@ -272,3 +331,12 @@ class PlivoCallControl(CallControl):
         if not leg.provider_call_id:
             raise ProviderApiError("plivo", action, None, None, "the call has no Plivo CallUUID yet")
         return f"{self.account_path}/Call/{leg.provider_call_id}/"
+
+
+#: Plivo's largest page (`limit`) for its call lists.
+PLIVO_PAGE = 20
+
+
+def _plain(number: str) -> str:
+    """A number as Plivo's lists write it: no leading `+`."""
+    return number.removeprefix("+")

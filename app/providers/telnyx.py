@@ -13,6 +13,7 @@ import binascii
 import time
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -33,9 +34,11 @@ from app.providers.base import (
     WebhookRequest,
     text_field,
 )
+from app.providers.call_lists import dials_since
 from app.providers.control import (
     CallControl,
     Dialled,
+    DialLookup,
     DialRequest,
     ProviderLeg,
     pascal_case,
@@ -264,6 +267,18 @@ class TelnyxCallControl(CallControl):
         answer = await self.http.send_for_object("create call", "POST", path, json=body, repeatable=False)
         call_sid = answer.get("call_sid")
         return Dialled(call_sid if isinstance(call_sid, str) and call_sid else None)
+
+    async def find_dialled(self, to: str, from_: str, since: datetime) -> DialLookup:
+        """The TeXML Calls list of the account (`accountSid`), filtered by To and From, newest first; kept:
+        those created at or after `since`. Its date filters take whole days and its Status filter no live
+        states, so neither is used. Telnyx calls the list eventually consistent: it is asked a lease after
+        the dial, not at once."""
+        if not self.config.account_sid:
+            raise ProviderApiError(
+                "telnyx", "list calls", None, None, "the Telnyx config has no accountSid to list calls of"
+            )
+        path = f"/v2/texml/Accounts/{self.config.account_sid}/Calls"
+        return DialLookup(tuple(await dials_since(self.http, path, {"To": to, "From": from_}, since)))
 
     async def hang_up(self, leg: ProviderLeg) -> None:
         try:

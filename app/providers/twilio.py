@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,10 +21,12 @@ from app.providers.base import (
     WebhookRequest,
     text_field,
 )
+from app.providers.call_lists import dials_since
 from app.providers.control import (
     TWILIO_CALL_STATUSES,
     CallControl,
     Dialled,
+    DialLookup,
     DialRequest,
     ProviderLeg,
     pascal_case,
@@ -209,6 +212,16 @@ class TwilioCallControl(CallControl):
         )
         sid = answer.get("sid")
         return Dialled(sid if isinstance(sid, str) and sid else None)
+
+    async def find_dialled(self, to: str, from_: str, since: datetime) -> DialLookup:
+        """The Calls list filtered by To, From and `Status=queued` (a queued call has no start time yet),
+        then by To, From and `StartTime>=` the day of `since` (Twilio filters by UTC date); kept: those
+        created at or after `since`. In that order, a call leaving the queue between the two is not missed."""
+        path = f"{self.calls_path}.json"
+        sids = await dials_since(self.http, path, {"To": to, "From": from_, "Status": "queued"}, since)
+        started = {"To": to, "From": from_, "StartTime>": since.astimezone(UTC).date().isoformat()}
+        sids += await dials_since(self.http, path, started, since)
+        return DialLookup(tuple(dict.fromkeys(sids)))
 
     async def hang_up(self, leg: ProviderLeg) -> None:
         # `completed` ends the call in any state; `canceled` would leave an answered call up.

@@ -1,5 +1,11 @@
 """The scheduler loop: every tick, each active batch expires what its window ended and dials what is due,
-within its capacity and pace; each dial is recorded before the provider request and after its answer."""
+within its capacity and pace; each dial is recorded before the provider request and after its answer.
+
+Exactly once: a call is claimed under a lease (CALLBRIDGE_BATCH_LEASE). A claim whose instance stopped
+is taken again when its lease ends; if that instance had recorded the dial (`dialling`) but not its outcome,
+the new holder reconciles it with the provider (`reconcile_call`) before anything is dialled again: a call the
+provider has is recorded, a dial that provably never went out is made, and one the provider cannot settle
+ends ERROR "outcome unknown" — never a second dial to the same person."""
 
 from __future__ import annotations
 
@@ -17,9 +23,10 @@ from app.errors import RetryLater, ServiceError
 from app.providers.control import LegState
 from app.scheduler.capacity import ServiceRoom, batch_room, dial_capacity
 from app.scheduler.pacing import Pace
-from app.scheduler.placing import place_call
+from app.scheduler.placing import Reconciliation, Settled, place_call, reconcile_call
 from app.scheduler.retry import RetryPolicy
 from app.scheduler.store import Batch, BatchStore, LiveCount, ScheduledCall
+from app.schemas.batches import DialState
 from app.schemas.calls import EndReason
 from app.settings import Settings
 from app.store.tables import CallRow, utcnow
@@ -29,17 +36,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How long a claim holds a scheduled call before another claim may take it (while it is not dialling).
-LEASE_S = 30.0
 #: Most calls one batch claims in one tick.
 MAX_CLAIM = 100
 #: The error code a provider's 429 comes back as (app.calls.legs): the batch slows down.
 PROVIDER_RATE_LIMITED = "provider_rate_limited"
 
-SUCCESS, ERROR = "SUCCESS", "ERROR"
+SUCCESS, ERROR, EXPIRED = "SUCCESS", "ERROR", "EXPIRED"
+OUTCOME_UNKNOWN = "outcome unknown"
 
 #: Creates and dials a scheduled call's Call; returns its id.
 PlaceCall = Callable[[Batch, ScheduledCall], Awaitable[str]]
+#: Settles a dial a stopped instance left `dialling` (placing.reconcile_call).
+Reconcile = Callable[[Batch, ScheduledCall], Awaitable[Reconciliation]]
+
+
+async def cannot_reconcile(batch: Batch, scheduled: ScheduledCall) -> Reconciliation:
+    """The reconciliation of a scheduler given none: nothing can settle an unknown dial."""
+    return Reconciliation(Settled.UNKNOWN, "this scheduler cannot ask the provider")
+
+
 #: The leg state a call ended with (read back from the store: the hook's row may predate it).
 LegOf = Callable[[CallRow], Awaitable[LegState | None]]
 
@@ -58,6 +73,7 @@ class Scheduler:
         now: Callable[[], datetime] = utcnow,
         draining: Callable[[], bool] = lambda: False,
         owner: str | None = None,
+        reconcile: Reconcile = cannot_reconcile,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -66,6 +82,7 @@ class Scheduler:
         self.leg_of = leg_of
         self.now = now
         self.draining = draining
+        self.reconcile = reconcile
         self.owner = owner or f"{socket.gethostname()}:{uuid.uuid4()}"
         self.paces: dict[str, Pace] = {}
         #: Scheduled calls being placed now: a hook for their Call waits until the outcome is recorded.
@@ -88,6 +105,7 @@ class Scheduler:
             services.calls_repo.live_count,
             leg_of,
             draining=lambda: services.draining,
+            reconcile=functools.partial(reconcile_call, services),
             **options,
         )
         services.calls.ended_hooks.append(scheduler.call_ended)
@@ -134,7 +152,12 @@ class Scheduler:
 
     async def _run(self, batch: Batch, now: datetime, service_room: int | None) -> int:
         await self.store.expire_unstarted(batch.id, now)
-        if batch.window_end is not None and now >= batch.window_end:
+        lease_s = self.settings.batch_lease
+        if batch.window_end is not None and now >= batch.window_end:  # only unknown dials are left to settle
+            unknown = await self.store.claim_due(
+                batch.id, now, self.owner, lease_s, MAX_CLAIM, unknown_only=True
+            )
+            await asyncio.gather(*(self._dial(batch, scheduled, now) for scheduled in unknown))
             return 0
         pace = self._pace(batch)
         live = await self.store.live_calls(batch.id) if batch.max_concurrency is not None else 0
@@ -143,7 +166,7 @@ class Scheduler:
         )
         if wanted <= 0:
             return 0
-        claimed = await self.store.claim_due(batch.id, now, self.owner, LEASE_S, wanted)
+        claimed = await self.store.claim_due(batch.id, now, self.owner, lease_s, wanted)
         pace.take(now, len(claimed))
         await asyncio.gather(*(self._dial(batch, scheduled, now) for scheduled in claimed))
         return len(claimed)
@@ -157,7 +180,11 @@ class Scheduler:
     # --- one dial -----------------------------------------------------------------------------
 
     async def _dial(self, batch: Batch, scheduled: ScheduledCall, now: datetime) -> None:
-        """Record the dial, place the call, record its outcome (a 429 puts it back for later)."""
+        """Record the dial, place the call, record its outcome (a 429 puts it back for later).
+
+        A call claimed while `dialling` (its previous holder stopped mid-dial) is reconciled first."""
+        if scheduled.dial_state == DialState.DIALLING and not await self._settle(batch, scheduled, now):
+            return
         if not await self.store.mark_dialling(scheduled.id, self.owner):
             return  # the lease was lost: whoever holds it now dials
         done = self._placing[scheduled.id] = asyncio.Event()
@@ -166,6 +193,33 @@ class Scheduler:
         finally:
             done.set()
             del self._placing[scheduled.id]
+
+    async def _settle(self, batch: Batch, scheduled: ScheduledCall, now: datetime) -> bool:
+        """Reconcile an unknown dial; True when it provably never went out and may be dialled now."""
+        try:
+            settled = await self.reconcile(batch, scheduled)
+        except Exception as exc:
+            log.exception("batch %s: reconciling call %s failed", batch.id, scheduled.id)
+            settled = Reconciliation(Settled.UNKNOWN, f"callbridge could not reconcile it: {exc!r}")
+        log.warning(
+            "batch %s: call %s, dial left unknown: %s (%s)",
+            batch.id,
+            scheduled.id,
+            settled.outcome,
+            settled.detail,
+        )
+        if settled.outcome is Settled.DIALLED:
+            await self.store.finish(scheduled.id, SUCCESS, created_call_id=settled.call_id)
+            return False
+        if settled.outcome is Settled.UNKNOWN:
+            await self.store.finish(scheduled.id, ERROR, error=f"{OUTCOME_UNKNOWN}: {settled.detail}")
+            return False
+        if batch.window_end is not None and now >= batch.window_end:
+            await self.store.finish(
+                scheduled.id, EXPIRED, error="the batch's window ended before it was dialled"
+            )
+            return False
+        return await self.store.not_dialled(scheduled.id, self.owner)
 
     async def _place(self, batch: Batch, scheduled: ScheduledCall, now: datetime) -> None:
         try:

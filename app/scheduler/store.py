@@ -28,6 +28,8 @@ class ScheduledCall(Protocol):
     spec: dict[str, Any]
     attempts: int
     call_id: str | None
+    dial_state: str
+    dial_started: datetime | None
 
 
 class BatchStore(Protocol):
@@ -40,10 +42,19 @@ class BatchStore(Protocol):
     async def get(self, agent_id: str, batch_id: str) -> Any | None: ...
 
     async def claim_due(
-        self, batch_id: str, now: datetime, owner: str, lease_s: float, limit: int
+        self,
+        batch_id: str,
+        now: datetime,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        unknown_only: bool = False,
     ) -> list[Any]: ...
 
     async def mark_dialling(self, call_id: str, owner: str) -> bool: ...
+
+    async def not_dialled(self, call_id: str, owner: str) -> bool: ...
 
     async def finish(
         self, call_id: str, status: str, *, created_call_id: str | None = None, error: str | None = None

@@ -16,6 +16,7 @@ import secrets
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
+from typing import Any
 
 from plivo.utils.signature_v3 import construct_get_url, get_signature_v3
 from starlette.responses import JSONResponse, Response
@@ -81,6 +82,8 @@ class FakePlivoApi(FakeProviderApi):
         account = "/v1/Account/{auth_id}"
         return [
             ("POST", account + "/Call/", self.create),
+            ("GET", account + "/Call/", self.list_calls),
+            ("GET", account + "/Call/{call_uuid}/", self.get_call),
             ("POST", account + "/Call/{call_uuid}/", self.transfer_call),
             ("DELETE", account + "/Call/{call_uuid}/", self.hang_up_call),
             ("POST", account + "/Call/{call_uuid}/DTMF/", self.send_digits),
@@ -114,6 +117,88 @@ class FakePlivoApi(FakeProviderApi):
         call = self.dial(str(uuid.uuid4()), first(p, "to"), first(p, "from"), p, request_uuid=request_uuid)
         self.by_request[request_uuid] = call
         return self.accepted("call fired", 201, request_uuid=request_uuid)
+
+    async def list_calls(self, request: ApiRequest, path: dict[str, str]) -> Response:
+        """`GET …/Call/`: `status=queued` lists the queued calls' request ids, `status=live` the live calls'
+        CallUUIDs (filtered by `from_number`, `to_number`), both as `{"api_id", "calls": [...]}`; without a
+        status, the ended calls' records (`from_number`, `to_number`, `end_time` with `__gt`/`__gte`/`__lt`/
+        `__lte`), paged by `limit` (at most 20) and `offset` with a `meta` block, newest first."""
+        if path["auth_id"] != self.auth_id:
+            return self.error(401)
+        q = request.query
+        try:
+            limit, offset = int(q.get("limit", "20")), int(q.get("offset", "0"))
+        except ValueError:
+            return self.error(400, "limit and offset must be integers")
+        if not (0 < limit <= 20 and offset >= 0):
+            return self.error(400, "0 < limit <= 20 and 0 <= offset")
+        newest = sorted(self.calls.values(), key=lambda c: c.created_at, reverse=True)
+        calls = [c for c in newest if _numbers_match(c, q)]
+        status = q.get("status")
+        if status == "queued":
+            ids = [c.ids["request_uuid"] for c in newest if c.state == "queued"]
+            return JSONResponse({"api_id": str(uuid.uuid4()), "calls": ids[offset : offset + limit]})
+        if status == "live":
+            ids = [c.sid for c in calls if c.live and c.state != "queued"]
+            return JSONResponse({"api_id": str(uuid.uuid4()), "calls": ids[offset : offset + limit]})
+        try:
+            ended = [c for c in calls if not c.live and _end_time_matches(c, q)]
+        except ValueError as exc:
+            return self.error(400, f"invalid end_time filter: {exc}")
+        rows = ended[offset : offset + limit]
+        following = offset + limit < len(ended)
+        base = f"/v1/Account/{self.auth_id}/Call/"
+        meta = {
+            "limit": limit,
+            "next": f"{base}?limit={limit}&offset={offset + limit}" if following else None,
+            "offset": offset,
+            "previous": f"{base}?limit={limit}&offset={max(0, offset - limit)}" if offset else None,
+            "total_count": len(ended),
+        }
+        objects = [self.record(call) for call in rows]
+        return JSONResponse({"api_id": str(uuid.uuid4()), "meta": meta, "objects": objects})
+
+    async def get_call(self, request: ApiRequest, path: dict[str, str]) -> Response:
+        """`GET …/Call/{id}/`: with `status=queued` a queued call by its request id, else a call record."""
+        if path["auth_id"] != self.auth_id:
+            return self.error(401)
+        if request.query.get("status") == "queued":
+            call = self.by_request.get(path["call_uuid"])
+            if call is None or call.state != "queued":
+                return self.error(404, "not found")
+            body = {
+                "api_id": str(uuid.uuid4()),
+                "call_status": "queued",
+                "caller_name": call.from_,
+                "direction": "outbound",
+                "from": call.from_,
+                "request_uuid": call.ids["request_uuid"],
+                "to": call.to,
+            }
+            return JSONResponse(body)
+        call = self.calls.get(path["call_uuid"])
+        if call is None or call.live:
+            return self.error(404, "not found")
+        return JSONResponse({"api_id": str(uuid.uuid4()), **self.record(call)})
+
+    def record(self, call: FakeCall) -> dict[str, Any]:
+        """An ended call's record (CDR) as Plivo lists it."""
+        return {
+            "answer_time": plivo_time(call.answered_at) or None,
+            "bill_duration": call.duration,
+            "billed_duration": call.duration,
+            "call_direction": "outbound",
+            "call_duration": call.duration,
+            "call_state": "ANSWER" if call.answered_at is not None else "NOANSWER",
+            "call_uuid": call.sid,
+            "end_time": plivo_time(call.ended_at),
+            "from_number": call.from_.removeprefix("+"),
+            "hangup_cause_name": call.end_status,
+            "initiation_time": plivo_time(call.created_at),
+            "parent_call_uuid": None,
+            "resource_uri": f"/v1/Account/{self.auth_id}/Call/{call.sid}/",
+            "to_number": call.to.removeprefix("+"),
+        }
 
     async def hang_up_call(self, request: ApiRequest, path: dict[str, str]) -> Response:
         """`DELETE …/Call/{call_uuid}/`: hang up a live call, or cancel one still ringing."""
@@ -235,6 +320,31 @@ class FakePlivoApi(FakeProviderApi):
 
     def wire(self, call: FakeCall, setup: StreamSetup) -> CarrierWire:
         return self.plivo.wire(setup)
+
+
+def _numbers_match(call: FakeCall, query: dict[str, str]) -> bool:
+    """The `from_number` / `to_number` filters (numbers compared without a leading `+`)."""
+    wanted = [(call.from_, query.get("from_number")), (call.to, query.get("to_number"))]
+    return all(
+        given is None or number.removeprefix("+") == given.removeprefix("+") for number, given in wanted
+    )
+
+
+def _end_time_matches(call: FakeCall, query: dict[str, str]) -> bool:
+    """The `end_time` filters: `yyyy-MM-dd HH:mm[:ss]` in UTC, exact or `__gt`, `__gte`, `__lt`, `__lte`."""
+    ended = datetime.fromtimestamp(call.ended_at or 0, UTC).replace(microsecond=0)
+    tests = {
+        "": ended.__eq__,
+        "__gt": ended.__gt__,
+        "__gte": ended.__ge__,
+        "__lt": ended.__lt__,
+        "__lte": ended.__le__,
+    }
+    for suffix, test in tests.items():
+        given = query.get(f"end_time{suffix}")
+        if given and not test(datetime.fromisoformat(given).replace(tzinfo=UTC)):
+            return False
+    return True
 
 
 def _default(status: int) -> str:

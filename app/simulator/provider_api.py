@@ -20,9 +20,10 @@ import contextlib
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -69,6 +70,7 @@ class ApiRequest:
     headers: dict[str, str]  # lower-case names
     params: dict[str, Any]  # form fields (a list when repeated) or the JSON body
     received_at: float  # time.monotonic()
+    query: dict[str, str] = field(default_factory=dict)  # the URL's query (list endpoints' filters)
 
 
 @dataclass
@@ -138,10 +140,13 @@ class FakeProviderApi(ABC):
         self.ring_seconds = 0.1  # between ringing and the outcome
         self.initiate_delay = 0.05  # between the create response and the first callback
         self.transfer_seconds = 0.1  # how long a transferred call stays up after its stream stopped
+        self.answer_delay = 0.0  # between dialling a created call and answering the create request
         self.on_progress: Callable[[Progress], None] | None = None  # the stream's, once a second
         self.base_url = ""
         self.requests: list[ApiRequest] = []
         self.calls: dict[str, FakeCall] = {}
+        #: Calls dialled to each number (what exactly-once tests read).
+        self.dials: Counter[str] = Counter()
         self._outcomes: deque[Outcome] = deque()
         self._failures: deque[tuple[int, str | None]] = deque()
         self._dialled: asyncio.Queue[FakeCall] = asyncio.Queue()
@@ -258,6 +263,7 @@ class FakeProviderApi(ABC):
                 headers={k.lower(): v for k, v in request.headers.items()},
                 params=await _params(request),
                 received_at=time.monotonic(),
+                query=dict(request.query_params),
             )
             self.requests.append(api_request)
             if self._failures:
@@ -279,6 +285,7 @@ class FakeProviderApi(ABC):
         outcome = self._outcomes.popleft() if self._outcomes else "answer"
         call = FakeCall(sid=sid, to=to, from_=from_, params=params, outcome=outcome, ids=dict(ids))
         self.calls[sid] = call
+        self.dials[to] += 1
         self._record_status(call, QUEUED)
         self._dialled.put_nowait(call)
         self.spawn(self._lifecycle(call))
@@ -453,6 +460,66 @@ class FakeProviderApi(ABC):
         if fetched.http_status != 200:
             raise WebhookRejected(fetched.http_status or 0, fetched.body)
         return fetched.body
+
+
+DATE_FILTERS = ("StartTime", "StartTime>", "StartTime<", "EndTime", "EndTime>", "EndTime<")
+
+
+def list_page(
+    calls: Iterable[FakeCall],
+    query: dict[str, str],
+    uri: str,
+    render: Callable[[FakeCall], dict[str, Any]],
+    status: Callable[[FakeCall], str],
+    started_at: Callable[[FakeCall], float | None],
+) -> dict[str, Any]:
+    """One page of a TwiML-style Calls list (Twilio's `Calls.json`, Telnyx's TeXML `Calls`).
+
+    Filters: `To`, `From`, `Status`, `StartTime`/`StartTime>`/`StartTime<` and the same for `EndTime` (UTC
+    dates `YYYY-MM-DD`; `>` on or after, `<` on or before; a call not started or not ended never matches
+    those). Newest first, paged by `PageSize` (default 50, at most 1000) and `Page` with its `PageToken`.
+    ValueError for a filter that is not one.
+    """
+    size = min(1000, max(1, int(query.get("PageSize", "50"))))
+    page = max(0, int(query.get("Page", "0")))
+    dates = {key: date.fromisoformat(query[key]) for key in DATE_FILTERS if query.get(key)}
+
+    def matches(call: FakeCall) -> bool:
+        times = {"S": started_at(call), "E": call.ended_at}
+        return (
+            query.get("To", call.to) == call.to
+            and query.get("From", call.from_) == call.from_
+            and query.get("Status", status(call)) == status(call)
+            and all(_on(times[key[0]], key, day) for key, day in dates.items())
+        )
+
+    listed = [call for call in sorted(calls, key=lambda call: call.created_at, reverse=True) if matches(call)]
+    start = page * size
+    rows = listed[start : start + size]
+    filters = {k: v for k, v in query.items() if k not in ("Page", "PageSize", "PageToken")}
+
+    def page_uri(number: int) -> str:
+        token = {"PageToken": f"PA{number * size}"} if number else {}
+        return f"{uri}?{urlencode({**filters, 'PageSize': size, 'Page': number, **token})}"
+
+    return {
+        "calls": [render(call) for call in rows],
+        "end": start + max(len(rows) - 1, 0),
+        "first_page_uri": page_uri(0),
+        "next_page_uri": page_uri(page + 1) if start + size < len(listed) else None,
+        "page": page,
+        "page_size": size,
+        "previous_page_uri": page_uri(page - 1) if page else None,
+        "start": start,
+        "uri": page_uri(page),
+    }
+
+
+def _on(when: float | None, key: str, day: date) -> bool:
+    if when is None:
+        return False
+    on = datetime.fromtimestamp(when, UTC).date()
+    return on >= day if key.endswith(">") else on <= day if key.endswith("<") else on == day
 
 
 async def _params(request: Request) -> dict[str, Any]:

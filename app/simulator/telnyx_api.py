@@ -22,8 +22,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.responses import JSONResponse, Response
 
 from app.simulator.carrier import CarrierWire, StreamSetup
-from app.simulator.provider_api import ApiRequest, Event, FakeCall, FakeProviderApi, Handler, first
+from app.simulator.provider_api import (
+    ApiRequest,
+    Event,
+    FakeCall,
+    FakeProviderApi,
+    Handler,
+    first,
+    list_page,
+)
 from app.simulator.telnyx import FakeTelnyx, parse_texml_stream
+from app.simulator.twilio_api import rfc2822
 
 #: HTTP status → (code, title, detail) from Telnyx's API error table.
 ERRORS = {
@@ -86,6 +95,8 @@ class FakeTelnyxApi(FakeProviderApi):
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
             ("POST", "/v2/texml/Accounts/{account_sid}/Calls", self.create),
+            ("GET", "/v2/texml/Accounts/{account_sid}/Calls", self.list_calls),
+            ("GET", "/v2/texml/Accounts/{account_sid}/Calls.json", self.list_calls),  # its page URIs
             ("POST", "/v2/texml/calls/{connection_id}", self.create_scoped),
             ("POST", "/v2/calls/{call_control_id}/actions/{action}", self.action),
         ]
@@ -127,6 +138,50 @@ class FakeTelnyxApi(FakeProviderApi):
             return refused
         call = self._dial(request.params, first(request.params, "ApplicationSid"))
         return JSONResponse({"from": call.from_, "to": call.to, "status": "queued"})
+
+    async def list_calls(self, request: ApiRequest, path: dict[str, str]) -> Response:
+        """`GET /v2/texml/Accounts/{account_sid}/Calls` ("Fetch multiple call resources"): filtered by To,
+        From, Status and StartTime / EndTime dates, paged by Page, PageSize and PageToken; the page URIs
+        name `Calls.json` as Telnyx's example answer does."""
+        if path["account_sid"] != self.account_sid:
+            return self.error(404)
+        uri = f"/v2/texml/Accounts/{self.account_sid}/Calls.json"
+        try:
+            body = list_page(
+                self.calls.values(), request.query, uri, self.resource, self.status, self.started_at
+            )
+        except ValueError as exc:
+            return self.invalid(f"Invalid filter: {exc}", "/query")
+        return JSONResponse(body)
+
+    def status(self, call: FakeCall) -> str:
+        return call.state if call.live else call.end_status
+
+    def started_at(self, call: FakeCall) -> float | None:
+        return None if call.state == "queued" else call.created_at
+
+    def resource(self, call: FakeCall) -> dict[str, Any]:
+        """A TeXML call resource as the list answers it."""
+        return {
+            "account_sid": self.account_sid,
+            "answered_by": None,
+            "caller_name": None,
+            "date_created": rfc2822(call.created_at),
+            "date_updated": rfc2822(call.ended_at or call.answered_at or call.created_at),
+            "direction": "outbound-api",
+            "duration": None if call.live else str(call.duration),
+            "end_time": rfc2822(call.ended_at),
+            "from": call.from_,
+            "from_formatted": call.from_,
+            "price": None,
+            "price_unit": "USD",
+            "sid": call.sid,
+            "start_time": rfc2822(self.started_at(call)),
+            "status": self.status(call),
+            "to": call.to,
+            "to_formatted": call.to,
+            "uri": f"/v2/texml/Accounts/{self.account_sid}/Calls/{call.sid}.json",
+        }
 
     async def create_scoped(self, request: ApiRequest, path: dict[str, str]) -> Response:
         """`POST /v2/texml/calls/{connection_id}`: a flat call object with `call_sid`."""

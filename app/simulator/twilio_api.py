@@ -11,6 +11,7 @@ that is not in progress it fails with 21220. Status callbacks go to `StatusCallb
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import http
 import xml.etree.ElementTree as ET
@@ -28,6 +29,7 @@ from app.simulator.provider_api import (
     Handler,
     basic_auth,
     first,
+    list_page,
 )
 from app.simulator.twilio import FakeTwilio, parse_connect_stream
 
@@ -82,6 +84,7 @@ class FakeTwilioApi(FakeProviderApi):
         return [
             ("POST", calls + ".json", self.create),
             ("POST", calls + "/{sid}.json", self.update),
+            ("GET", calls + ".json", self.list_calls),
             ("GET", calls + "/{sid}.json", self.fetch),
         ]
 
@@ -115,6 +118,8 @@ class FakeTwilioApi(FakeProviderApi):
         if not first(p, "From"):
             return self.error(400, "No 'From' number is specified", "21213")
         call = self.dial(self.twilio.new_call_id(), first(p, "To"), first(p, "From"), p)
+        if self.answer_delay:  # a slow answer: the call is dialled before callbridge hears of it
+            await asyncio.sleep(self.answer_delay)
         return JSONResponse(self.resource(call), status_code=201)
 
     async def fetch(self, request: ApiRequest, path: dict[str, str]) -> Response:
@@ -122,6 +127,34 @@ class FakeTwilioApi(FakeProviderApi):
         if call is None or path["account_sid"] != self.account_sid:
             return self.not_found(request)
         return JSONResponse(self.resource(call))
+
+    async def list_calls(self, request: ApiRequest, path: dict[str, str]) -> Response:
+        """`GET Calls.json`: filtered by `To`, `From`, `Status`, `StartTime`/`StartTime>`/`StartTime<` and
+        the same for `EndTime` (UTC dates, `YYYY-MM-DD`; `>` on or after, `<` on or before), newest first,
+        paged by `PageSize` (default 50, at most 1000) and `Page` with its `PageToken`."""
+        if path["account_sid"] != self.account_sid:
+            return self.not_found(request)
+        try:
+            body = list_page(
+                self.calls.values(),
+                request.query,
+                f"/2010-04-01/Accounts/{self.account_sid}/Calls.json",
+                self.resource,
+                self.status,
+                self.started_at,
+            )
+        except ValueError as exc:
+            return self.error(400, f"Invalid filter: {exc}", "20001")
+        return JSONResponse(body)
+
+    def status(self, call: FakeCall) -> str:
+        return {"queued": "queued", "ringing": "ringing", "in-progress": "in-progress"}.get(
+            call.state, call.end_status
+        )
+
+    def started_at(self, call: FakeCall) -> float | None:
+        """Twilio's `start_time`: when the call was dialled (none while it is queued)."""
+        return None if call.state == "queued" else call.created_at
 
     async def update(self, request: ApiRequest, path: dict[str, str]) -> Response:
         call = self.calls.get(path["sid"])
@@ -168,9 +201,7 @@ class FakeTwilioApi(FakeProviderApi):
     def resource(self, call: FakeCall) -> dict[str, Any]:
         """The Call resource as Twilio answers it."""
         base = f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call.sid}"
-        status = {"queued": "queued", "ringing": "ringing", "in-progress": "in-progress"}.get(
-            call.state, call.end_status
-        )
+        status = self.status(call)
         return {
             "account_sid": self.account_sid,
             "annotation": None,
@@ -192,7 +223,7 @@ class FakeTwilioApi(FakeProviderApi):
             "price_unit": "USD",
             "queue_time": "0",
             "sid": call.sid,
-            "start_time": rfc2822(call.answered_at),
+            "start_time": rfc2822(self.started_at(call)),
             "status": status,
             "subresource_uris": {name: f"{base}/{_camel(name)}.json" for name in SUBRESOURCES},
             "to": call.to,

@@ -454,12 +454,22 @@ class BatchRepository:
             )
 
     async def claim_due(
-        self, batch_id: str, now: datetime, owner: str, lease_s: float, limit: int
+        self,
+        batch_id: str,
+        now: datetime,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        unknown_only: bool = False,
     ) -> list[ScheduledCallRow]:
         """Claim up to `limit` due calls of the batch for `owner` for `lease_s`: they become PENDING.
 
-        Due: FUTURE with next_attempt_at <= now, or PENDING whose lease expired before its dial was
-        recorded (dial_state none). Nothing is claimed from a paused or deleted batch. Two instances
+        Due: FUTURE with next_attempt_at <= now, or PENDING whose lease expired (its holder stopped):
+        before its dial was recorded (dial_state none: dialled as usual), or while its dial was under way
+        (dial_state dialling: the outcome is unknown, the new holder reconciles it with the provider before
+        anything is dialled again; `unknown_only` claims only those). Nothing is claimed from a paused or
+        deleted batch. Two instances
         claiming at once never get the same call (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one writer).
         """
         if limit <= 0:
@@ -469,9 +479,15 @@ class BatchRepository:
             & (ScheduledCallRow.next_attempt_at <= now)
         ) | (
             (ScheduledCallRow.status == ScheduledCallStatus.PENDING)
-            & (ScheduledCallRow.dial_state == DialState.NONE)
+            & (ScheduledCallRow.dial_state.in_([DialState.NONE, DialState.DIALLING]))
             & (ScheduledCallRow.lease_expires <= now)
         )
+        if unknown_only:
+            due = (
+                (ScheduledCallRow.status == ScheduledCallStatus.PENDING)
+                & (ScheduledCallRow.dial_state == DialState.DIALLING)
+                & (ScheduledCallRow.lease_expires <= now)
+            )
         query = (
             select(ScheduledCallRow)
             .where(ScheduledCallRow.batch_id == batch_id, due)
@@ -504,6 +520,7 @@ class BatchRepository:
         False when `owner` no longer holds the call's claim (another instance took it after the lease
         expired) or its dial was recorded already: then it must not be dialled.
         """
+        now = utcnow()
         async with self.db.session.begin() as session:
             result = await session.execute(
                 update(ScheduledCallRow)
@@ -516,10 +533,45 @@ class BatchRepository:
                 .values(
                     dial_state=DialState.DIALLING.value,
                     attempts=ScheduledCallRow.attempts + 1,
+                    dial_started=now,
+                    updated=now,
+                )
+            )
+        return result.rowcount == 1
+
+    async def not_dialled(self, call_id: str, owner: str) -> bool:
+        """Record that the dial a crash left `dialling` provably never reached the provider: dial_state
+        back to none and its attempt uncounted, so `owner` (holding the claim) dials it as usual.
+
+        False when `owner` no longer holds the claim or the call is not `dialling`.
+        """
+        async with self.db.session.begin() as session:
+            result = await session.execute(
+                update(ScheduledCallRow)
+                .where(
+                    ScheduledCallRow.id == call_id,
+                    ScheduledCallRow.status == ScheduledCallStatus.PENDING,
+                    ScheduledCallRow.lease_owner == owner,
+                    ScheduledCallRow.dial_state == DialState.DIALLING,
+                )
+                .values(
+                    dial_state=DialState.NONE.value,
+                    attempts=ScheduledCallRow.attempts - 1,
+                    dial_started=None,
                     updated=utcnow(),
                 )
             )
         return result.rowcount == 1
+
+    async def calls_of(self, scheduled_call_id: str) -> list[CallRow]:
+        """The Calls made for the scheduled call, the latest first."""
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(CallRow)
+                .where(CallRow.scheduled_call_id == scheduled_call_id)
+                .order_by(CallRow.seq.desc())
+            )
+            return list(rows)
 
     async def finish(
         self, call_id: str, status: str, *, created_call_id: str | None = None, error: str | None = None

@@ -228,6 +228,8 @@ class ScheduledCallRow(Base):
     lease_expires: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # none (not dialled under this claim), dialling (the provider request may have gone out), dialled.
     dial_state: Mapped[str] = mapped_column(String(16), default="none")
+    # When the latest dial was recorded (dialling): a reconciliation asks the provider for calls since then.
+    dial_started: Mapped[datetime | None] = mapped_column(UtcDateTime)
     call_id: Mapped[str | None] = mapped_column(String(36))  # the latest Call made for it
     error: Mapped[str | None] = mapped_column(Text)
     updated: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -37,6 +37,7 @@ class FakeScheduledCall:
     lease_owner: str | None = None
     lease_expires: datetime | None = None
     dial_state: str = "none"
+    dial_started: datetime | None = None
     call_id: str | None = None
     error: str | None = None
 
@@ -73,13 +74,21 @@ class FakeBatchStore:
         return self.calls.get(scheduled_call_id)
 
     async def claim_due(
-        self, batch_id: str, now: datetime, owner: str, lease_s: float, limit: int
+        self,
+        batch_id: str,
+        now: datetime,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        unknown_only: bool = False,
     ) -> list[FakeScheduledCall]:
         def due(c: FakeScheduledCall) -> bool:
             if c.status == "FUTURE":
-                return c.next_attempt_at <= now
+                return c.next_attempt_at <= now and not unknown_only
             lapsed = c.lease_expires is not None and c.lease_expires <= now
-            return c.status == "PENDING" and c.dial_state == "none" and lapsed
+            states = ("dialling",) if unknown_only else ("none", "dialling")
+            return c.status == "PENDING" and c.dial_state in states and lapsed
 
         claimed = list(itertools.islice(filter(due, self.of(batch_id)), limit))
         for c in claimed:
@@ -90,8 +99,15 @@ class FakeBatchStore:
         c = self.calls[call_id]
         if c.lease_owner != owner or c.dial_state != "none":
             return False
-        c.dial_state = "dialling"
+        c.dial_state, c.dial_started = "dialling", datetime.now()
         c.attempts += 1  # as BatchRepository counts them: one per dial
+        return True
+
+    async def not_dialled(self, call_id: str, owner: str) -> bool:
+        c = self.calls[call_id]
+        if c.lease_owner != owner or c.dial_state != "dialling" or c.status != "PENDING":
+            return False
+        c.dial_state, c.dial_started, c.attempts = "none", None, c.attempts - 1
         return True
 
     async def finish(

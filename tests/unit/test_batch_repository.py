@@ -107,14 +107,52 @@ async def test_an_expired_lease_without_a_recorded_dial_is_claimable_again(
     assert not await repository.mark_dialling(claimed.id, "crashed")
 
 
-async def test_an_expired_lease_on_a_call_being_dialled_is_not_claimed_again(
+async def test_a_call_whose_holder_stopped_while_dialling_is_claimed_again_still_dialling(
     repository: BatchRepository, agent_id: str
 ) -> None:
     batch = await new_batch(repository, agent_id, 1)
     (claimed,) = await repository.claim_due(batch.id, NOW, "crashed", LEASE_S, 1)
     assert await repository.mark_dialling(claimed.id, "crashed")
-    later = NOW + timedelta(seconds=LEASE_S * 10)
-    assert await repository.claim_due(batch.id, later, "b", LEASE_S, 1) == []
+    later = NOW + timedelta(seconds=LEASE_S)
+    (again,) = await repository.claim_due(batch.id, later, "b", LEASE_S, 1)
+    assert (again.id, again.lease_owner, again.dial_state) == (claimed.id, "b", "dialling")
+    assert again.dial_started is not None
+    assert not await repository.mark_dialling(claimed.id, "b")  # reconciled first, never dialled blindly
+
+
+async def test_a_dial_being_made_is_not_claimed_while_its_lease_holds(
+    repository: BatchRepository, agent_id: str
+) -> None:
+    batch = await new_batch(repository, agent_id, 1)
+    (claimed,) = await repository.claim_due(batch.id, NOW, "a", LEASE_S, 1)
+    assert await repository.mark_dialling(claimed.id, "a")
+    almost = NOW + timedelta(seconds=LEASE_S - 1)
+    assert await repository.claim_due(batch.id, almost, "b", LEASE_S, 1) == []
+
+
+async def test_a_reconciled_dial_that_never_went_out_is_dialled_as_one_attempt(
+    repository: BatchRepository, agent_id: str
+) -> None:
+    batch = await new_batch(repository, agent_id, 1)
+    (claimed,) = await repository.claim_due(batch.id, NOW, "crashed", LEASE_S, 1)
+    assert await repository.mark_dialling(claimed.id, "crashed")
+    await repository.claim_due(batch.id, NOW + timedelta(seconds=LEASE_S), "b", LEASE_S, 1)
+    assert not await repository.not_dialled(claimed.id, "crashed")  # only the claim's holder
+    assert await repository.not_dialled(claimed.id, "b")
+    assert await repository.mark_dialling(claimed.id, "b")
+    stored = await repository.get_call(claimed.id)
+    assert stored is not None and (stored.dial_state, stored.attempts) == ("dialling", 1)
+
+
+async def test_claiming_only_unknown_dials_leaves_the_calls_not_yet_dialled(
+    repository: BatchRepository, agent_id: str
+) -> None:
+    batch = await new_batch(repository, agent_id, 3)
+    first, _second = await repository.claim_due(batch.id, NOW, "crashed", LEASE_S, 2)
+    assert await repository.mark_dialling(first.id, "crashed")
+    later = NOW + timedelta(seconds=LEASE_S)
+    claimed = await repository.claim_due(batch.id, later, "b", LEASE_S, 5, unknown_only=True)
+    assert [row.id for row in claimed] == [first.id]
 
 
 async def test_marking_dialling_counts_the_attempt_and_happens_once(

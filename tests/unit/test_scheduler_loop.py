@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +13,7 @@ import pytest
 from app.errors import InvalidInput, TooManyRequests
 from app.providers.control import LegState
 from app.scheduler.loop import Scheduler
+from app.scheduler.placing import Reconciliation, Settled
 from app.schemas.calls import EndReason
 from tests.conftest import make_settings
 from tests.unit.fake_batch_store import FakeBatch, FakeBatchStore, FakePlacer
@@ -47,7 +48,21 @@ class World:
             self.clock.advance(step_s)
 
 
-def world(tmp_path: Path, **settings: Any) -> World:
+@dataclass
+class FakeReconciler:
+    """What reconciling an unknown dial answers, and the scheduled calls it was asked about."""
+
+    answer: Reconciliation = field(
+        default_factory=lambda: Reconciliation(Settled.UNKNOWN, "the provider is unreachable")
+    )
+    asked: list[str] = field(default_factory=list)
+
+    async def __call__(self, batch: Any, scheduled: Any) -> Reconciliation:
+        self.asked.append(scheduled.id)
+        return self.answer
+
+
+def world(tmp_path: Path, reconciler: FakeReconciler | None = None, **settings: Any) -> World:
     store = FakeBatchStore()
     placer = FakePlacer(store)
     clock = Clock()
@@ -64,6 +79,7 @@ def world(tmp_path: Path, **settings: Any) -> World:
         leg_of,
         now=clock,
         owner="test",
+        reconcile=reconciler or FakeReconciler(),
     )
     return World(store, placer, clock, scheduler, legs)
 
@@ -239,3 +255,70 @@ async def test_a_claim_whose_lease_was_lost_is_not_dialled(w: World) -> None:
     claimed = await w.store.claim_due("b", T0, "someone-else", 30, 1)
     await w.scheduler._dial(w.store.batches["b"], claimed[0], T0)
     assert w.placer.placed == [] and scheduled.lease_owner == "someone-else"
+
+
+# --- a dial a stopped instance left unknown ------------------------------------------------------------
+
+LEASE = 5.0
+
+
+async def left_dialling(w: World, window_end: datetime | None = None) -> Any:
+    """A call an instance claimed and marked dialling, then stopped; the clock past its lease."""
+    [scheduled] = w.store.add(FakeBatch("b", window_end=window_end), 1, T0)
+    await w.store.claim_due("b", T0, "crashed", LEASE, 1)
+    assert await w.store.mark_dialling(scheduled.id, "crashed")
+    w.clock.advance(LEASE)
+    return scheduled
+
+
+def settling(tmp_path: Path, outcome: Settled, call_id: str | None = None) -> World:
+    return world(tmp_path, FakeReconciler(Reconciliation(outcome, "test", call_id)), batch_lease=LEASE)
+
+
+async def test_a_dial_the_provider_lists_is_recorded_success_and_not_dialled_again(tmp_path: Path) -> None:
+    w = settling(tmp_path, Settled.DIALLED, "call-crashed")
+    scheduled = await left_dialling(w)
+    await w.scheduler.tick()
+    assert w.placer.placed == []
+    assert (scheduled.status, scheduled.call_id) == ("SUCCESS", "call-crashed")
+
+
+async def test_a_dial_that_provably_never_went_out_is_dialled_once_as_one_attempt(tmp_path: Path) -> None:
+    w = settling(tmp_path, Settled.NOT_DIALLED)
+    scheduled = await left_dialling(w)
+    await w.run(3)
+    assert w.placer.placed == [(scheduled.id, "call-0")]
+    assert (scheduled.status, scheduled.attempts) == ("SUCCESS", 1)
+
+
+async def test_a_dial_the_provider_cannot_settle_ends_error_outcome_unknown(tmp_path: Path) -> None:
+    w = settling(tmp_path, Settled.UNKNOWN)
+    scheduled = await left_dialling(w)
+    await w.run(3)
+    assert w.placer.placed == []
+    assert scheduled.status == "ERROR" and scheduled.error.startswith("outcome unknown")
+
+
+async def test_a_dial_is_not_reconciled_while_its_lease_holds(tmp_path: Path) -> None:
+    reconciler = FakeReconciler()
+    w = world(tmp_path, reconciler, batch_lease=LEASE)
+    [scheduled] = w.store.add(FakeBatch("b"), 1, T0)
+    await w.store.claim_due("b", T0, "slow", LEASE, 1)
+    assert await w.store.mark_dialling(scheduled.id, "slow")
+    w.clock.advance(LEASE - 1)
+    await w.scheduler.tick()
+    assert reconciler.asked == [] and scheduled.status == "PENDING"
+
+
+async def test_an_unknown_dial_is_settled_after_the_window_ended(tmp_path: Path) -> None:
+    w = settling(tmp_path, Settled.DIALLED, "call-crashed")
+    scheduled = await left_dialling(w, window_end=T0 + timedelta(seconds=1))
+    await w.scheduler.tick()
+    assert scheduled.status == "SUCCESS"
+
+
+async def test_an_unknown_dial_that_never_went_out_expires_once_the_window_ended(tmp_path: Path) -> None:
+    w = settling(tmp_path, Settled.NOT_DIALLED)
+    scheduled = await left_dialling(w, window_end=T0 + timedelta(seconds=1))
+    await w.run(2)
+    assert w.placer.placed == [] and scheduled.status == "EXPIRED"

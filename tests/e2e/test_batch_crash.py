@@ -1,0 +1,244 @@
+"""Exactly once under SIGKILL: real `callbridge serve` processes dial a batch through the fake Twilio API and
+are killed at random points (seeded) — while idle, right after a claim, in the middle of a dial request (the
+provider dialled, callbridge has not heard back), after the provider answered — and restarted on the same
+database. Seen from the provider: no number is ever dialled twice, and every scheduled call ends with a fate
+(SUCCESS with its one dial, or ERROR / EXPIRED) once the leases of the killed instances have run out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from app.simulator.audio import speech_like
+from app.simulator.carrier import CallScript
+from app.simulator.twilio_api import FakeTwilioApi
+from tests.conftest import (
+    POSTGRES_URL,
+    TWILIO_ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN,
+    TWILIO_CONFIG,
+    RunningServer,
+    import_config,
+    require_postgres,
+    run_server,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+FROM = "+15550008888"
+CALLS = 60
+#: The batch's pace: its dials last about as long as the kills and restarts (≈ 15 s).
+CALLS_PER_MINUTE = 240
+KILLS = 5
+LEASE_S = 2.0
+#: The env of every instance: a short lease, a quick scheduler, one secret key for a shared database.
+ENV = {
+    "CALLBRIDGE_BATCH_LEASE": str(LEASE_S),
+    "CALLBRIDGE_SCHEDULER_INTERVAL": "0.2",
+    "CALLBRIDGE_SECRET_KEY": "batch-crash-test-secret-key",
+}
+FINAL = {"SUCCESS", "ERROR", "EXPIRED"}
+#: The kills' seed (CALLBRIDGE_CRASH_SEED runs other kill points).
+SEED = int(os.environ.get("CALLBRIDGE_CRASH_SEED", "144"))
+
+
+@dataclass
+class Instance:
+    """One `callbridge serve` on the shared database, killed and restarted (a new process, port and log)."""
+
+    root: Path
+    env: dict[str, str]
+    name: str
+    server: RunningServer | None = None
+    runs: int = 0
+    logs: list[str] = field(default_factory=list)
+    _context: contextlib.AbstractContextManager[RunningServer] | None = None
+
+    async def start(self) -> RunningServer:
+        self.runs += 1
+        workdir = self.root / f"{self.name}-run{self.runs}"
+        workdir.mkdir(parents=True)
+        self._context = run_server(workdir, **self.env)
+        self.server = await asyncio.to_thread(self._context.__enter__)  # the fake API keeps answering
+        return self.server
+
+    async def kill(self) -> None:
+        """SIGKILL: no drain, no cleanup; the claims it held stay until their leases end."""
+        assert self.server is not None and self._context is not None
+        self.server.process.kill()
+        await asyncio.to_thread(self.server.process.wait)
+        self.logs.append(self.server.log())
+        await asyncio.to_thread(self._context.__exit__, None, None, None)
+        self.server = self._context = None
+
+    async def stop(self) -> None:
+        if self.server is not None and self._context is not None:
+            self.logs.append(self.server.log())
+            await asyncio.to_thread(self._context.__exit__, None, None, None)
+            self.server = self._context = None
+
+    def reconciled(self) -> list[str]:
+        """What each reconciliation of an unknown dial found (from the instances' logs)."""
+        return [m.group(1) for log in self.logs for m in re.finditer(r"dial left unknown: (\w+)", log)]
+
+
+@pytest.fixture
+async def twilio_api() -> AsyncIterator[FakeTwilioApi]:
+    """The provider: short calls, and a slow answer to each create (the dial is made at once), so kills
+    often fall inside a dial request."""
+    api = FakeTwilioApi(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)
+    api.callee = CallScript(audio=speech_like(0.3, 8000), tail_seconds=0.2)
+    api.answer_delay = 0.3
+    await api.start()
+    yield api
+    await api.stop()
+
+
+async def start_batch(server: RunningServer, api: FakeTwilioApi, numbers: list[str]) -> tuple[str, str]:
+    """Import the fake's config, make an agent and post the batch; (agent id, batch id)."""
+    await import_config(server, "twilio", {**TWILIO_CONFIG, "apiBaseUrl": api.base_url})
+    async with server.api() as client:
+        response = await client.post("/api/agents", json={"name": "crash", "callTemplate": {}})
+        agent = response.json()["agentId"]
+        calls = [{"medium": {"twilio": {"outgoing": {"to": to, "from": FROM}}}} for to in numbers]
+        body = {"calls": calls, "callsPerMinute": CALLS_PER_MINUTE}
+        response = await client.post(f"/api/agents/{agent}/scheduled_batches", json=body)
+        assert response.status_code == 201, response.text
+        return agent, response.json()["batchId"]
+
+
+async def kill_at(rng: random.Random, api: FakeTwilioApi, instance: Instance) -> str:
+    """Kill `instance` at a random point: after a random while, or the moment a dial request arrives."""
+    point = rng.choice(["anytime", "mid-request", "after-answer"])
+    if point == "anytime":
+        await asyncio.sleep(rng.uniform(0.1, 1.5))
+    else:
+        before = sum(api.dials.values())
+        with contextlib.suppress(AssertionError):  # the batch may have no dial left to make
+            await wait_for(lambda: _more(api, before), within=3, interval=0.01)
+        if point == "after-answer":
+            await asyncio.sleep(api.answer_delay + rng.uniform(0.0, 0.1))
+    await instance.kill()
+    return point
+
+
+async def _more(api: FakeTwilioApi, than: int) -> bool:
+    return sum(api.dials.values()) > than
+
+
+async def fates(server: RunningServer, agent: str, batch: str) -> list[dict[str, Any]]:
+    async with server.api() as client:
+        path = f"/api/agents/{agent}/scheduled_batches/{batch}/scheduled_calls"
+        return (await client.get(path, params={"pageSize": 200})).json()["results"]
+
+
+async def all_final(server: RunningServer, agent: str, batch: str) -> list[dict[str, Any]] | None:
+    calls = await fates(server, agent, batch)
+    return calls if calls and all(call["status"] in FINAL for call in calls) else None
+
+
+def numbers_of(run: str) -> list[str]:
+    prefix = {"sqlite": "+1555301", "postgres": "+1555302"}[run]
+    return [f"{prefix}{n:04d}" for n in range(CALLS)]
+
+
+def check(calls: list[dict[str, Any]], api: FakeTwilioApi, numbers: list[str]) -> None:
+    """No number dialled twice; SUCCESS exactly when it was dialled (ERROR "outcome unknown" at most once)."""
+    assert max(api.dials[number] for number in numbers) <= 1, {
+        n: api.dials[n] for n in numbers if api.dials[n] > 1
+    }
+    for call in calls:
+        to = call["medium"]["twilio"]["outgoing"]["to"]
+        if call["status"] == "SUCCESS":
+            assert api.dials[to] == 1, (to, call)
+        elif call["status"] == "EXPIRED":
+            assert api.dials[to] == 0, (to, call)
+
+
+def report(
+    label: str, points: list[str], instances: list[Instance], api: FakeTwilioApi, calls: list[dict]
+) -> None:
+    found = [outcome for instance in instances for outcome in instance.reconciled()]
+    statuses = {s: sum(1 for c in calls if c["status"] == s) for s in FINAL}
+    print(
+        f"\n{label}: kills at {points}; reconciled {len(found)} unknown dials: "
+        f"{ {o: found.count(o) for o in set(found)} }; fates {statuses}; dials {sum(api.dials.values())}"
+    )
+
+
+async def test_an_instance_killed_mid_batch_and_restarted_dials_no_one_twice(
+    tmp_path: Path, twilio_api: FakeTwilioApi
+) -> None:
+    rng = random.Random(SEED)
+    instance = Instance(tmp_path, {**ENV, "CALLBRIDGE_DATA_DIR": str(tmp_path / "data")}, "sqlite")
+    numbers = numbers_of("sqlite")
+    server = await instance.start()
+    try:
+        agent, batch = await start_batch(server, twilio_api, numbers)
+        points = []
+        for _ in range(KILLS):
+            points.append(await kill_at(rng, twilio_api, instance))
+            server = await instance.start()
+        calls = await wait_for(lambda: all_final(server, agent, batch), within=30, interval=0.25)
+    finally:
+        await instance.stop()
+    report("sqlite", points, [instance], twilio_api, calls)
+    check(calls, twilio_api, numbers)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the two instances (dropped afterwards)."""
+    asyncio.run(require_postgres())
+    admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"callbridge_crash_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.postgres
+async def test_two_instances_sharing_a_batch_one_killed_again_and_again_dial_no_one_twice(
+    tmp_path: Path, twilio_api: FakeTwilioApi, postgres_url: str
+) -> None:
+    rng = random.Random(SEED + 1)
+    env = {**ENV, "CALLBRIDGE_DATABASE_URL": postgres_url}
+    steady = Instance(tmp_path, env, "steady")
+    killed = Instance(tmp_path, env, "killed")
+    numbers = numbers_of("postgres")
+    server = await steady.start()
+    await killed.start()
+    try:
+        agent, batch = await start_batch(server, twilio_api, numbers)
+        points = []
+        for _ in range(KILLS):
+            points.append(await kill_at(rng, twilio_api, killed))
+            await killed.start()
+        calls = await wait_for(lambda: all_final(server, agent, batch), within=30, interval=0.25)
+    finally:
+        await killed.stop()
+        await steady.stop()
+    report("postgres", points, [steady, killed], twilio_api, calls)
+    check(calls, twilio_api, numbers)
