@@ -34,3 +34,15 @@ SIP_REQUESTS_LIMITED = Counter(
     ["kind", "outcome"],  # kind: INVITE or request (any other method): never the method, a scanner's choice
     registry=REGISTRY,
 )
+BATCH_DIALS = Counter(
+    "callbridge_batch_dials",
+    "Scheduled calls the scheduler placed, by outcome: dialled, refused (ERROR), put_back (429, no slot)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+BATCH_UNKNOWN_DIALS = Counter(
+    "callbridge_batch_unknown_dials",
+    "Scheduled calls claimed again after their lease ended mid-dial, by what reconciling them found",
+    ["outcome"],  # dialled (recorded), not_dialled (dialled now), unknown (ERROR "outcome unknown")
+    registry=REGISTRY,
+)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from app.errors import RetryLater, ServiceError
+from app.metrics import BATCH_DIALS, BATCH_UNKNOWN_DIALS
 from app.providers.control import LegState
 from app.scheduler.capacity import ServiceRoom, batch_room, dial_capacity
 from app.scheduler.pacing import Pace
@@ -201,6 +202,7 @@ class Scheduler:
         except Exception as exc:
             log.exception("batch %s: reconciling call %s failed", batch.id, scheduled.id)
             settled = Reconciliation(Settled.UNKNOWN, f"callbridge could not reconcile it: {exc!r}")
+        BATCH_UNKNOWN_DIALS.labels(settled.outcome.value).inc()
         log.warning(
             "batch %s: call %s, dial left unknown: %s (%s)",
             batch.id,
@@ -230,15 +232,19 @@ class Scheduler:
                 self._pace(batch).slow_down(now, wait_s)
             at = now + timedelta(seconds=wait_s)
             await self.store.retry_later(scheduled.id, at, scheduled.attempts)
+            BATCH_DIALS.labels("put_back").inc()
             log.info("batch %s: call %s put back until %s (%s)", batch.id, scheduled.id, at, exc.code)
         except ServiceError as exc:
             await self.store.finish(scheduled.id, ERROR, error=exc.detail)
+            BATCH_DIALS.labels("refused").inc()
         except Exception as exc:
             log.exception("batch %s: placing call %s failed", batch.id, scheduled.id)
             reason = f"callbridge could not place the call: {exc!r}"
             await self.store.finish(scheduled.id, ERROR, error=reason)
+            BATCH_DIALS.labels("refused").inc()
         else:
             await self.store.finish(scheduled.id, SUCCESS, created_call_id=call_id)
+            BATCH_DIALS.labels("dialled").inc()
 
     # --- the retry policy -----------------------------------------------------------------------
 

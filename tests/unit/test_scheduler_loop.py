@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from app.errors import InvalidInput, TooManyRequests
+from app.metrics import REGISTRY
 from app.providers.control import LegState
 from app.scheduler.loop import Scheduler
 from app.scheduler.placing import Reconciliation, Settled
@@ -322,3 +323,25 @@ async def test_an_unknown_dial_that_never_went_out_expires_once_the_window_ended
     scheduled = await left_dialling(w, window_end=T0 + timedelta(seconds=1))
     await w.run(2)
     assert w.placer.placed == [] and scheduled.status == "EXPIRED"
+
+
+def metric(name: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value(f"{name}_total", {"outcome": outcome}) or 0.0
+
+
+async def test_dials_are_counted_by_outcome_in_the_metrics(w: World) -> None:
+    before = {o: metric("callbridge_batch_dials", o) for o in ("dialled", "refused", "put_back")}
+    w.store.add(FakeBatch("b"), 3, T0)
+    w.placer.failures.append(InvalidInput("provider_rejected", "twilio refused +1555"))
+    w.placer.failures.append(TooManyRequests("provider_rate_limited", "429", retry_after_s=30))
+    await w.scheduler.tick()
+    after = {o: metric("callbridge_batch_dials", o) - before[o] for o in before}
+    assert after == {"dialled": 1, "refused": 1, "put_back": 1}
+
+
+async def test_an_unknown_dial_is_counted_by_what_reconciling_it_found(tmp_path: Path) -> None:
+    before = metric("callbridge_batch_unknown_dials", "dialled")
+    w = settling(tmp_path, Settled.DIALLED, "call-crashed")
+    await left_dialling(w)
+    await w.scheduler.tick()
+    assert metric("callbridge_batch_unknown_dials", "dialled") == before + 1
