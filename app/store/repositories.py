@@ -521,23 +521,15 @@ class BatchRepository:
         expired) or its dial was recorded already: then it must not be dialled.
         """
         now = utcnow()
-        async with self.db.session.begin() as session:
-            result = await session.execute(
-                update(ScheduledCallRow)
-                .where(
-                    ScheduledCallRow.id == call_id,
-                    ScheduledCallRow.status == ScheduledCallStatus.PENDING,
-                    ScheduledCallRow.lease_owner == owner,
-                    ScheduledCallRow.dial_state == DialState.NONE,
-                )
-                .values(
-                    dial_state=DialState.DIALLING.value,
-                    attempts=ScheduledCallRow.attempts + 1,
-                    dial_started=now,
-                    updated=now,
-                )
-            )
-        return result.rowcount == 1
+        return await self._move_dial_state(
+            call_id,
+            owner,
+            DialState.NONE,
+            dial_state=DialState.DIALLING.value,
+            attempts=ScheduledCallRow.attempts + 1,
+            dial_started=now,
+            updated=now,
+        )
 
     async def not_dialled(self, call_id: str, owner: str) -> bool:
         """Record that the dial a crash left `dialling` provably never reached the provider: dial_state
@@ -545,6 +537,18 @@ class BatchRepository:
 
         False when `owner` no longer holds the claim or the call is not `dialling`.
         """
+        return await self._move_dial_state(
+            call_id,
+            owner,
+            DialState.DIALLING,
+            dial_state=DialState.NONE.value,
+            attempts=ScheduledCallRow.attempts - 1,
+            dial_started=None,
+            updated=utcnow(),
+        )
+
+    async def _move_dial_state(self, call_id: str, owner: str, current: DialState, **values: Any) -> bool:
+        """Set `values` on the PENDING call `owner` holds if its dial_state is `current` (else False)."""
         async with self.db.session.begin() as session:
             result = await session.execute(
                 update(ScheduledCallRow)
@@ -552,14 +556,9 @@ class BatchRepository:
                     ScheduledCallRow.id == call_id,
                     ScheduledCallRow.status == ScheduledCallStatus.PENDING,
                     ScheduledCallRow.lease_owner == owner,
-                    ScheduledCallRow.dial_state == DialState.DIALLING,
+                    ScheduledCallRow.dial_state == current,
                 )
-                .values(
-                    dial_state=DialState.NONE.value,
-                    attempts=ScheduledCallRow.attempts - 1,
-                    dial_started=None,
-                    updated=utcnow(),
-                )
+                .values(**values)
             )
         return result.rowcount == 1
 
