@@ -7,11 +7,9 @@ import contextlib
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from app.api.websocket_frames import MESSAGE_TOO_BIG
 from app.api.websocket_protocol import DIRECT_MESSAGES
 from app.calls.transport import MessageTooLarge, TransportClosed
-
-#: WebSocket close code for a message over the limit (RFC 6455 §7.4.1).
-MESSAGE_TOO_BIG = 1009
 
 
 class WebSocketMessages:
