@@ -40,6 +40,18 @@ BATCH_DIALS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+BATCH_LEASE_EXPIRIES = Counter(
+    "callbridge_batch_lease_expiries",
+    "Scheduled calls claimed again because the instance holding them stopped before its lease ended",
+    ["dial_state"],  # none (not dialled yet: dialled as usual), dialling (mid-dial: reconciled)
+    registry=REGISTRY,
+)
+BATCH_QUEUE_DEPTH = Gauge(
+    "callbridge_batch_queue_depth",
+    "Scheduled calls of running batches still to be dialled: FUTURE (waiting) and PENDING (claimed)",
+    ["status"],
+    registry=REGISTRY,
+)
 BATCH_UNKNOWN_DIALS = Counter(
     "callbridge_batch_unknown_dials",
     "Scheduled calls claimed again after their lease ended mid-dial, by what reconciling them found",

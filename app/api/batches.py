@@ -15,12 +15,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.agents import load_agent
+from app.api.calls import severities_param
 from app.api.errors import json_object, validated
 from app.api.paging import page_params, page_response
 from app.errors import InvalidInput, NotFound
 from app.schemas.agents import CallTemplate
 from app.schemas.batches import (
     BATCH_ERROR_CODES,
+    BatchEvent,
     ScheduledBatch,
     ScheduledBatchCreate,
     ScheduledBatchUpdate,
@@ -31,9 +33,10 @@ from app.schemas.batches import (
     is_dialled,
     shortest_window,
 )
+from app.schemas.calls import EventSeverity
 from app.schemas.media import Medium
 from app.services import Services, services_of
-from app.store.tables import ScheduledBatchRow, ScheduledCallRow, utcnow
+from app.store.tables import BatchEventRow, ScheduledBatchRow, ScheduledCallRow, utcnow
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -63,6 +66,8 @@ def _batch_view(row: ScheduledBatchRow, live: int) -> dict[str, Any]:
         calls_per_minute=row.calls_per_minute,
         retry=row.retry,
         webhook_url=row.webhook_url,
+        timezone=row.timezone,
+        calling_hours=row.calling_hours,
         total_count=row.total_count,
         completed_count=row.completed_count,
         live_count=live,
@@ -75,6 +80,8 @@ def _call_view(row: ScheduledCallRow) -> dict[str, Any]:
         medium=row.spec.get("medium"),
         template_context=row.spec.get("templateContext", {}),
         metadata=row.spec.get("metadata", {}),
+        timezone=row.spec.get("timezone"),
+        calling_hours=row.spec.get("callingHours"),
         status=ScheduledCallStatus(row.status),
         batch_id=row.batch_id,
         call_id=row.call_id,
@@ -90,6 +97,7 @@ def _call_specs(body: ScheduledBatchCreate, template_medium: Medium | None) -> l
     all_dialled = True
     for index, raw in enumerate(body.calls):
         spec = _validated(ScheduledCallSpec, raw, f"calls.{index}: ")
+        _check_hours_have_a_timezone(spec, body, index)
         if not is_dialled(spec.medium or template_medium):
             all_dialled = False
             if body.webhook_url is None:
@@ -106,6 +114,16 @@ def _call_specs(body: ScheduledBatchCreate, template_medium: Medium | None) -> l
             "every call here is dialled",
         )
     return specs
+
+
+def _check_hours_have_a_timezone(spec: ScheduledCallSpec, body: ScheduledBatchCreate, index: int) -> None:
+    """400 `timezone_required` for a call with calling hours and no timezone (its own or the batch's)."""
+    if (spec.calling_hours or body.calling_hours) and not (spec.timezone or body.timezone):
+        raise InvalidInput(
+            "timezone_required",
+            f"calls.{index}: callingHours need a timezone (an IANA name such as America/New_York): "
+            "give the call or the batch a timezone",
+        )
 
 
 def _check_window_fits(services: Services, body: ScheduledBatchCreate, calls: int, now: datetime) -> None:
@@ -158,9 +176,17 @@ async def create_batch(request: Request) -> Response:
         retry=body.retry.to_json() if body.retry else None,
         webhook_url=body.webhook_url,
         webhook_secret=body.webhook_secret,
+        timezone=body.timezone,
+        calling_hours=body.calling_hours.to_json() if body.calling_hours else None,
     )
     del body  # the raw calls: only the validated specs are kept until stored
     row = await services.batches.create(row, specs)
+    services.events.record_batch(
+        row.id,
+        "batch_created",
+        f"batch created with {row.total_count} calls",
+        extras={"totalCount": row.total_count},
+    )
     return JSONResponse(_batch_view(row, live=0), status_code=201)
 
 
@@ -191,7 +217,23 @@ async def update_batch(request: Request) -> Response:
         raise InvalidInput("invalid_window", str(exc)) from None
     if changes:
         await services.batches.update(row.id, **changes)
+        _record_update(services, row, changes)
     return await _batch_response(services, await _load_batch(services, request))
+
+
+def _record_update(services: Services, row: ScheduledBatchRow, changes: dict[str, Any]) -> None:
+    """The batch events of a PATCH: paused or resumed, and what else it changed."""
+    paused = changes.pop("paused", row.paused)
+    if paused != row.paused:
+        kind, text = ("batch_paused", "batch paused") if paused else ("batch_resumed", "batch resumed")
+        services.events.record_batch(row.id, kind, text)
+    if changes:
+        shown = ScheduledBatchUpdate.model_validate(changes).model_dump(
+            mode="json", by_alias=True, include=set(changes)
+        )
+        services.events.record_batch(
+            row.id, "batch_updated", "changed " + ", ".join(sorted(shown)), extras=shown
+        )
 
 
 async def delete_batch(request: Request) -> Response:
@@ -199,6 +241,7 @@ async def delete_batch(request: Request) -> Response:
     services = services_of(request)
     row = await _load_batch(services, request)
     await services.batches.delete(row.id)
+    services.events.record_batch(row.id, "batch_deleted", "batch deleted: nothing more is dialled")
     return Response(status_code=204)
 
 
@@ -224,6 +267,30 @@ async def list_created_calls(request: Request) -> Response:
     return page_response(request, page, lambda call: services.calls.to_schema(call).to_json())
 
 
+async def list_batch_events(request: Request) -> Response:
+    """The batch's events in order: its own (created, paused, ended...) and its calls' (dialled...)."""
+    services = services_of(request)
+    row = await _load_batch(services, request)
+    severities = severities_param(request)
+    cursor, size = page_params(request)
+    await services.events.flush()  # include what the scheduler recorded a moment ago
+    page = await services.event_repo.batch_page(row.id, severities, cursor, size)
+    return page_response(request, page, _event_view)
+
+
+def _event_view(row: BatchEventRow) -> dict[str, Any]:
+    return BatchEvent(
+        batch_id=row.batch_id,
+        scheduled_call_id=row.scheduled_call_id,
+        call_id=row.call_id,
+        wall_clock_timestamp=row.wall_clock,
+        severity=EventSeverity(row.severity),
+        type=row.type,
+        text=row.text,
+        extras=row.extras,
+    ).to_json()
+
+
 ROUTES = [
     Route(BATCHES_PATH, list_batches, methods=["GET"]),
     Route(BATCHES_PATH, create_batch, methods=["POST"]),
@@ -232,4 +299,5 @@ ROUTES = [
     Route(BATCHES_PATH + "/{batch_id}", delete_batch, methods=["DELETE"]),
     Route(BATCHES_PATH + "/{batch_id}/scheduled_calls", list_scheduled_calls, methods=["GET"]),
     Route(BATCHES_PATH + "/{batch_id}/created_calls", list_created_calls, methods=["GET"]),
+    Route(BATCHES_PATH + "/{batch_id}/events", list_batch_events, methods=["GET"]),
 ]

@@ -63,11 +63,8 @@ def _event_view(row: CallEventRow) -> dict:
     ).model_dump(mode="json", by_alias=True)
 
 
-async def list_call_events(request: Request) -> Response:
-    services = services_of(request)
-    call_id = request.path_params["call_id"]
-    if await services.calls_repo.get(call_id) is None:
-        raise NotFound("call_not_found", f"no call with id {call_id}")
+def severities_param(request: Request) -> list[str]:
+    """The severities at or above the request's `minimumSeverity` (default info); 400 for an unknown one."""
     raw = (
         request.query_params.get("minimum_severity") or request.query_params.get("minimumSeverity") or "info"
     )
@@ -77,7 +74,15 @@ async def list_call_events(request: Request) -> Response:
         raise InvalidInput(
             "invalid_severity", "minimum_severity must be debug, info, warning or error"
         ) from None
-    severities = [s.value for s in EventSeverity if s.rank >= minimum.rank]
+    return [s.value for s in EventSeverity if s.rank >= minimum.rank]
+
+
+async def list_call_events(request: Request) -> Response:
+    services = services_of(request)
+    call_id = request.path_params["call_id"]
+    if await services.calls_repo.get(call_id) is None:
+        raise NotFound("call_not_found", f"no call with id {call_id}")
+    severities = severities_param(request)
     cursor, size = page_params(request)
     await services.events.flush()  # include what the live session recorded a moment ago
     page = await services.event_repo.page(call_id, severities, cursor, size)

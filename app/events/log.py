@@ -1,6 +1,7 @@
 """The call event log: events are queued without blocking the media path and written in batches.
 
-A call's SIP messages (`sip_logs`) are written behind the same way, with the events (`store`).
+A call's SIP messages (`sip_logs`) and the scheduled batches' events are written behind the same way, with
+the call events (`store`, `record_batch`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from app.schemas.calls import EventSeverity
 from app.store.repositories import EventRepository
-from app.store.tables import SipMessageRow, utcnow
+from app.store.tables import BatchEventRow, SipMessageRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class CallEventLog:
         self._repository = repository
         # Events as `call_events` columns (an ORM object per event cost more than storing it), SIP messages
         # as rows.
-        self._pending: list[dict[str, Any] | SipMessageRow] = []
+        self._pending: list[dict[str, Any] | SipMessageRow | BatchEventRow] = []
         self._writer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -54,9 +55,34 @@ class CallEventLog:
             }
         )
 
-    def store(self, row: SipMessageRow) -> None:
+    def store(self, row: SipMessageRow | BatchEventRow) -> None:
         """Queue a row to be written with the next batch of events (never awaits)."""
         self._pending.append(row)
+
+    def record_batch(
+        self,
+        batch_id: str,
+        type: str,
+        text: str,
+        severity: EventSeverity = EventSeverity.INFO,
+        extras: dict[str, Any] | None = None,
+        *,
+        scheduled_call_id: str | None = None,
+        call_id: str | None = None,
+    ) -> None:
+        """Queue an event of a scheduled batch, or of one of its calls (never awaits)."""
+        self.store(
+            BatchEventRow(
+                batch_id=batch_id,
+                scheduled_call_id=scheduled_call_id,
+                call_id=call_id,
+                wall_clock=utcnow(),
+                severity=severity.value,
+                type=type,
+                text=text,
+                extras=extras or {},
+            )
+        )
 
     async def flush(self) -> None:
         async with self._lock:

@@ -20,15 +20,24 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from app.errors import RetryLater, ServiceError
-from app.metrics import BATCH_DIALS, BATCH_UNKNOWN_DIALS
+from app.metrics import BATCH_DIALS, BATCH_QUEUE_DEPTH, BATCH_UNKNOWN_DIALS
 from app.providers.control import LegState
+from app.scheduler.calling_hours import TimezoneRequired, hours_of
 from app.scheduler.capacity import ServiceRoom, batch_room, dial_capacity
 from app.scheduler.pacing import Pace
 from app.scheduler.placing import Reconciliation, Settled, place_call, reconcile_call
 from app.scheduler.retry import RetryPolicy
-from app.scheduler.store import Batch, BatchStore, LiveCount, ScheduledCall
+from app.scheduler.store import (
+    Batch,
+    BatchStore,
+    Fates,
+    LiveCount,
+    RecordBatchEvent,
+    ScheduledCall,
+    ignore_batch_event,
+)
 from app.schemas.batches import DialState
-from app.schemas.calls import EndReason
+from app.schemas.calls import EndReason, EventSeverity
 from app.settings import Settings
 from app.store.tables import CallRow, utcnow
 
@@ -39,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Most calls one batch claims in one tick.
 MAX_CLAIM = 100
+#: How often the queue-depth gauge is counted again (a count over every running batch's calls).
+QUEUE_DEPTH_EVERY_S = 5.0
 #: The error code a provider's 429 comes back as (app.calls.legs): the batch slows down.
 PROVIDER_RATE_LIMITED = "provider_rate_limited"
 
@@ -75,6 +86,7 @@ class Scheduler:
         draining: Callable[[], bool] = lambda: False,
         owner: str | None = None,
         reconcile: Reconcile = cannot_reconcile,
+        record: RecordBatchEvent = ignore_batch_event,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -84,6 +96,8 @@ class Scheduler:
         self.now = now
         self.draining = draining
         self.reconcile = reconcile
+        self.record = record
+        self._queue_counted: datetime | None = None
         self.owner = owner or f"{socket.gethostname()}:{uuid.uuid4()}"
         self.paces: dict[str, Pace] = {}
         #: Scheduled calls being placed now: a hook for their Call waits until the outcome is recorded.
@@ -107,6 +121,7 @@ class Scheduler:
             leg_of,
             draining=lambda: services.draining,
             reconcile=functools.partial(reconcile_call, services),
+            record=services.events.record_batch,
             **options,
         )
         services.calls.ended_hooks.append(scheduler.call_ended)
@@ -149,10 +164,31 @@ class Scheduler:
             room = ServiceRoom(limit, self.settings.reserved_incoming_calls, service_live + placed).free()
             placed += await self._run(batch, now, room)
         self.paces = {b.id: self.paces[b.id] for b in batches if b.id in self.paces}
+        await self._count_queue(batches, now)
         return placed
 
+    async def _count_queue(self, batches: list[Batch], now: datetime) -> None:
+        """Set the queue-depth gauge, at most every QUEUE_DEPTH_EVERY_S."""
+        if (
+            self._queue_counted is not None
+            and (now - self._queue_counted).total_seconds() < QUEUE_DEPTH_EVERY_S
+        ):
+            return
+        self._queue_counted = now
+        for status, count in (await self.store.queue_depth([b.id for b in batches])).items():
+            BATCH_QUEUE_DEPTH.labels(status).set(count)
+
     async def _run(self, batch: Batch, now: datetime, service_room: int | None) -> int:
-        await self.store.expire_unstarted(batch.id, now)
+        expired, ended = await self.store.expire_unstarted(batch.id, now)
+        if expired:
+            self.record(
+                batch.id,
+                "calls_expired",
+                f"{expired} calls expired: the window ended before they were dialled",
+                EventSeverity.WARNING,
+                {"count": expired},
+            )
+        self._record_end(batch.id, ended)
         lease_s = self.settings.batch_lease
         if batch.window_end is not None and now >= batch.window_end:  # only unknown dials are left to settle
             unknown = await self.store.claim_due(
@@ -184,16 +220,45 @@ class Scheduler:
         """Record the dial, place the call, record its outcome (a 429 puts it back for later).
 
         A call claimed while `dialling` (its previous holder stopped mid-dial) is reconciled first."""
-        if scheduled.dial_state == DialState.DIALLING and not await self._settle(batch, scheduled, now):
+        dials = scheduled.attempts  # as claimed: the store does not update the row in place
+        if scheduled.dial_state == DialState.DIALLING:
+            if not await self._settle(batch, scheduled, now):
+                return
+            dials -= 1  # that dial provably never went out: not_dialled uncounted it
+        if await self._outside_hours(batch, scheduled, now, dials):
             return
         if not await self.store.mark_dialling(scheduled.id, self.owner):
             return  # the lease was lost: whoever holds it now dials
         done = self._placing[scheduled.id] = asyncio.Event()
         try:
-            await self._place(batch, scheduled, now)
+            await self._place(batch, scheduled, now, dials)
         finally:
             done.set()
             del self._placing[scheduled.id]
+
+    async def _outside_hours(self, batch: Batch, scheduled: ScheduledCall, now: datetime, dials: int) -> bool:
+        """Put a call claimed outside its calling hours back until they open (no dial, no attempt)."""
+        try:
+            hours = hours_of(scheduled.spec, batch.calling_hours, batch.timezone)
+        except TimezoneRequired as exc:  # the API refuses such calls: only a store changed by hand has one
+            await self._refused(batch, scheduled, str(exc))
+            return True
+        if hours is None:
+            return False
+        opens = hours.opens_at(now)
+        if opens == now:
+            return False
+        await self.store.retry_later(scheduled.id, opens, dials)
+        self._pace(batch).give_back(1)
+        self.record(
+            batch.id,
+            "outside_calling_hours",
+            f"outside its calling hours ({hours.start:%H:%M}-{hours.end:%H:%M} {hours.zone.key}): "
+            f"put back until {opens.isoformat()}",
+            extras={"until": opens.isoformat()},
+            scheduled_call_id=scheduled.id,
+        )
+        return True
 
     async def _settle(self, batch: Batch, scheduled: ScheduledCall, now: datetime) -> bool:
         """Reconcile an unknown dial; True when it provably never went out and may be dialled now."""
@@ -210,20 +275,31 @@ class Scheduler:
             settled.outcome,
             settled.detail,
         )
+        self.record(
+            batch.id,
+            "dial_reconciled",
+            f"a dial its instance left unknown was reconciled with the provider: {settled.outcome.value} "
+            f"({settled.detail})",
+            EventSeverity.WARNING,
+            {"outcome": settled.outcome.value},
+            scheduled_call_id=scheduled.id,
+            call_id=settled.call_id,
+        )
         if settled.outcome is Settled.DIALLED:
-            await self.store.finish(scheduled.id, SUCCESS, created_call_id=settled.call_id)
+            await self._finish(batch, scheduled, SUCCESS, created_call_id=settled.call_id)
             return False
         if settled.outcome is Settled.UNKNOWN:
-            await self.store.finish(scheduled.id, ERROR, error=f"{OUTCOME_UNKNOWN}: {settled.detail}")
+            await self._finish(batch, scheduled, ERROR, error=f"{OUTCOME_UNKNOWN}: {settled.detail}")
             return False
         if batch.window_end is not None and now >= batch.window_end:
-            await self.store.finish(
-                scheduled.id, EXPIRED, error="the batch's window ended before it was dialled"
+            await self._finish(
+                batch, scheduled, EXPIRED, error="the batch's window ended before it was dialled"
             )
             return False
         return await self.store.not_dialled(scheduled.id, self.owner)
 
-    async def _place(self, batch: Batch, scheduled: ScheduledCall, now: datetime) -> None:
+    async def _place(self, batch: Batch, scheduled: ScheduledCall, now: datetime, dials: int) -> None:
+        """Place the call (its dial number `dials` + 1) and record how it went."""
         try:
             call_id = await self.place(batch, scheduled)
         except RetryLater as exc:  # a provider's 429, every call slot taken, a drain: not dialled
@@ -231,20 +307,51 @@ class Scheduler:
             if exc.code == PROVIDER_RATE_LIMITED:
                 self._pace(batch).slow_down(now, wait_s)
             at = now + timedelta(seconds=wait_s)
-            await self.store.retry_later(scheduled.id, at, scheduled.attempts)
+            await self.store.retry_later(scheduled.id, at, dials)  # not dialled: not counted
             BATCH_DIALS.labels("put_back").inc()
             log.info("batch %s: call %s put back until %s (%s)", batch.id, scheduled.id, at, exc.code)
+            self.record(
+                batch.id,
+                "call_put_back",
+                f"not dialled ({exc.code}: {exc.detail}); put back until {at.isoformat()}"
+                + (", the batch's pace halved" if exc.code == PROVIDER_RATE_LIMITED else ""),
+                EventSeverity.WARNING if exc.code == PROVIDER_RATE_LIMITED else EventSeverity.INFO,
+                {"code": exc.code, "until": at.isoformat()},
+                scheduled_call_id=scheduled.id,
+            )
         except ServiceError as exc:
-            await self.store.finish(scheduled.id, ERROR, error=exc.detail)
-            BATCH_DIALS.labels("refused").inc()
+            await self._refused(batch, scheduled, exc.detail)
         except Exception as exc:
             log.exception("batch %s: placing call %s failed", batch.id, scheduled.id)
-            reason = f"callbridge could not place the call: {exc!r}"
-            await self.store.finish(scheduled.id, ERROR, error=reason)
-            BATCH_DIALS.labels("refused").inc()
+            await self._refused(batch, scheduled, f"callbridge could not place the call: {exc!r}")
         else:
-            await self.store.finish(scheduled.id, SUCCESS, created_call_id=call_id)
             BATCH_DIALS.labels("dialled").inc()
+            self.record(
+                batch.id,
+                "call_dialled",
+                f"dialled (attempt {dials + 1})",
+                extras={"attempt": dials + 1},
+                scheduled_call_id=scheduled.id,
+                call_id=call_id,
+            )
+            await self._finish(batch, scheduled, SUCCESS, created_call_id=call_id)
+
+    async def _refused(self, batch: Batch, scheduled: ScheduledCall, reason: str) -> None:
+        BATCH_DIALS.labels("refused").inc()
+        self.record(batch.id, "call_failed", reason, EventSeverity.WARNING, scheduled_call_id=scheduled.id)
+        await self._finish(batch, scheduled, ERROR, error=reason)
+
+    async def _finish(
+        self, batch: Batch, scheduled: ScheduledCall, status: str, **outcome: str | None
+    ) -> None:
+        """Record the scheduled call's fate (after its event: a `batch_ended` it causes comes last)."""
+        self._record_end(batch.id, await self.store.finish(scheduled.id, status, **outcome))
+
+    def _record_end(self, batch_id: str, fates: Fates | None) -> None:
+        if fates is None:
+            return
+        summary = ", ".join(f"{count} {status}" for status, count in fates.items())
+        self.record(batch_id, "batch_ended", f"batch ended, nothing left to dial: {summary}", extras=fates)
 
     # --- the retry policy -----------------------------------------------------------------------
 
@@ -275,7 +382,22 @@ class Scheduler:
         dials = scheduled.attempts  # counted by mark_dialling, one per dial
         if not policy.wants_another(dials, reason, await self.leg_of(row)):
             return False
-        await self.store.retry_later(scheduled.id, self.now() + policy.backoff, dials)
+        at = self.now() + policy.backoff
+        try:
+            hours = hours_of(scheduled.spec, batch.calling_hours, batch.timezone)
+        except TimezoneRequired:
+            hours = None  # dialled once already: _outside_hours ends it when it comes due
+        if hours is not None:
+            at = hours.opens_at(at)
+        await self.store.retry_later(scheduled.id, at, dials)
+        self.record(
+            batch.id,
+            "call_retry_scheduled",
+            f"not answered ({reason.value}); dial {dials + 1} of {policy.max_attempts} at {at.isoformat()}",
+            extras={"attempt": dials + 1, "at": at.isoformat()},
+            scheduled_call_id=scheduled.id,
+            call_id=row.id,
+        )
         return True
 
 

@@ -8,20 +8,33 @@ whose type is that code (`BATCH_ERROR_CODES`), so the API can answer with it.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+import re
+from datetime import datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from app.schemas.base import ApiModel
-from app.schemas.calls import Metadata
+from app.schemas.calls import EventSeverity, Metadata
 from app.schemas.durations import Duration
 from app.schemas.media import Medium
 
 #: Validation error types that are also the response's `code`.
-BATCH_ERROR_CODES = frozenset({"no_calls", "invalid_window", "sip_password_unsupported"})
+BATCH_ERROR_CODES = frozenset(
+    {"no_calls", "invalid_window", "sip_password_unsupported", "invalid_timezone", "invalid_calling_hours"}
+)
 #: The media callbridge dials itself when they have `outgoing`; any other call needs the batch webhook.
 DIALLED_MEDIA = frozenset({"twilio", "telnyx", "plivo", "sip"})
 
@@ -36,6 +49,8 @@ class ScheduledCallStatus(StrEnum):
 
 #: A scheduled call in one of these may still be dialled: its batch has not ended.
 UNFINISHED = (ScheduledCallStatus.FUTURE, ScheduledCallStatus.PENDING)
+#: Where every scheduled call ends.
+FINAL_STATUSES = (ScheduledCallStatus.SUCCESS, ScheduledCallStatus.ERROR, ScheduledCallStatus.EXPIRED)
 #: A scheduled call that ended in one of these counts in the batch's `completedCount`.
 COMPLETED = (ScheduledCallStatus.SUCCESS, ScheduledCallStatus.ERROR)
 
@@ -55,15 +70,70 @@ def is_dialled(medium: Medium | None) -> bool:
     return getattr(medium, medium.kind).outgoing is not None
 
 
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PydanticCustomError(
+            "invalid_timezone", "'{value}' is not an IANA timezone (e.g. America/New_York)", {"value": value}
+        ) from None
+    return value
+
+
+#: An IANA timezone name (`Europe/Paris`), checked against the timezone database.
+Timezone = Annotated[str, Field(max_length=64), AfterValidator(_check_timezone)]
+
+_HH_MM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _parse_hh_mm(value: Any) -> time:
+    match = _HH_MM.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise PydanticCustomError(
+            "invalid_calling_hours",
+            'a calling hour is a local time as HH:MM ("09:00"), not "{value}"',
+            {"value": value},
+        )
+    return time(int(match[1]), int(match[2]))
+
+
+#: A local time of day as `"HH:MM"`.
+LocalTime = Annotated[
+    time,
+    BeforeValidator(_parse_hh_mm),
+    PlainSerializer(lambda value: value.strftime("%H:%M"), return_type=str),
+    WithJsonSchema({"type": "string", "pattern": _HH_MM.pattern}),
+]
+
+
+class CallingHours(ApiModel):
+    """The daily hours a call may be dialled in, local to its `timezone`: from `start` until `end`
+    (`"09:00"`, `"20:00"`), every day. Beyond Ultravox."""
+
+    start: LocalTime
+    end: LocalTime
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> CallingHours:
+        if self.start >= self.end:
+            raise PydanticCustomError(
+                "invalid_calling_hours", "callingHours.start must be before callingHours.end (the same day)"
+            )
+        return self
+
+
 class ScheduledCallSpec(ApiModel):
     """One entry of a batch's `calls`: what its Call overrides in the agent's template.
 
-    Without `medium` the call gets the agent's template medium.
+    Without `medium` the call gets the agent's template medium. `timezone` and `callingHours` override the
+    batch's: the call is dialled only inside its calling hours in its timezone.
     """
 
     medium: Medium | None = None
     template_context: dict[str, Any] = Field(default_factory=dict)
     metadata: Metadata = Field(default_factory=dict)
+    timezone: Timezone | None = None
+    calling_hours: CallingHours | None = None
 
     @field_validator("medium")
     @classmethod
@@ -102,6 +172,10 @@ class ScheduledBatchCreate(ApiModel):
     webhook_url: str | None = Field(default=None, max_length=200, pattern=r"^https?://\S+$")
     #: Write-only: signs the webhook's requests; sealed at rest and never part of a response.
     webhook_secret: str | None = Field(default=None, min_length=16, max_length=120, repr=False)
+    #: Its calls' timezone where they give none (beyond Ultravox).
+    timezone: Timezone | None = None
+    #: Its calls' calling hours where they give none (beyond Ultravox); they need a timezone.
+    calling_hours: CallingHours | None = None
     #: Each validated as a ScheduledCallSpec by the API, one at a time.
     calls: list[dict[str, Any]] = Field(default_factory=list, validate_default=True)
 
@@ -157,6 +231,8 @@ class ScheduledBatch(ApiModel):
     calls_per_minute: float | None
     retry: BatchRetry | None
     webhook_url: str | None
+    timezone: str | None
+    calling_hours: CallingHours | None
     total_count: int
     completed_count: int
     #: Calls the batch made that are live now (created, not ended): beyond Ultravox, read-only.
@@ -174,12 +250,31 @@ class ScheduledCall(ApiModel):
     medium: dict[str, Any] | None
     template_context: dict[str, Any]
     metadata: dict[str, str]
+    timezone: str | None
+    calling_hours: CallingHours | None
     status: ScheduledCallStatus
     batch_id: str
     #: The latest Call made for it (a retried call has made others before).
     call_id: str | None
     error: str | None
     attempts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class BatchEvent(ApiModel):
+    """Something that happened to a batch or one of its calls (`…/scheduled_batches/{batchId}/events`)."""
+
+    batch_id: str
+    #: The scheduled call (and the Call made for it) the event is about; null for the batch's own.
+    scheduled_call_id: str | None
+    call_id: str | None
+    wall_clock_timestamp: datetime
+    severity: EventSeverity
+    type: str
+    text: str
+    extras: dict[str, Any] = Field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

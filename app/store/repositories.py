@@ -16,8 +16,11 @@ from sqlalchemy import delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.metrics import BATCH_LEASE_EXPIRIES
 from app.pipeline.secret_options import PipelineSecrets, agent_owner, call_owner, plaintext_places
-from app.schemas.batches import COMPLETED, UNFINISHED, DialState, ScheduledCallStatus
+from app.scheduler.calling_hours import hours_of
+from app.scheduler.store import Expiry, Fates
+from app.schemas.batches import COMPLETED, FINAL_STATUSES, UNFINISHED, DialState, ScheduledCallStatus
 from app.schemas.sip import SipConfigFields
 from app.store.db import Database
 from app.store.paging import Cursor, PageResult, fetch_page
@@ -25,6 +28,7 @@ from app.store.secret_box import SecretBox
 from app.store.tables import (
     AgentRow,
     ApiKeyRow,
+    BatchEventRow,
     CallEventRow,
     CallRow,
     ScheduledBatchRow,
@@ -270,14 +274,9 @@ class CallRepository:
             return list(rows)
 
 
-def _sip_message_columns(row: SipMessageRow) -> dict[str, Any]:
-    return {
-        "call_id": row.call_id,
-        "wall_clock": row.wall_clock,
-        "direction": row.direction,
-        "peer": row.peer,
-        "text": row.text,
-    }
+def _columns(row: SipMessageRow | BatchEventRow) -> dict[str, Any]:
+    """A row written behind as its table's columns (its `seq` is the database's)."""
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns if column.key != "seq"}
 
 
 async def _write_lock_on_sqlite(session: AsyncSession) -> None:
@@ -314,6 +313,11 @@ class BatchRepository:
         batch.total_count = batch.completed_count = 0
         due = batch.window_start or batch.created
         positions = itertools.count()
+
+        def first_due(spec: dict[str, Any]) -> datetime:
+            hours = hours_of(spec, batch.calling_hours, batch.timezone)
+            return due if hours is None else hours.opens_at(due)
+
         async with self.db.session.begin() as session:
             session.add(batch)
             await session.flush()
@@ -327,7 +331,7 @@ class BatchRepository:
                         "status": ScheduledCallStatus.FUTURE.value,
                         "spec": spec,
                         "attempts": 0,
-                        "next_attempt_at": due,
+                        "next_attempt_at": first_due(spec),
                         "dial_state": DialState.NONE.value,
                         "updated": batch.created,
                     }
@@ -414,16 +418,26 @@ class BatchRepository:
                 select(ScheduledBatchRow.id).where(ScheduledBatchRow.id == batch_id).with_for_update()
             )
 
-    async def _end_if_done(self, session: AsyncSession, batch_id: str, now: datetime) -> None:
-        """Set the batch's ended_at when none of its calls is left FUTURE or PENDING."""
+    async def _end_if_done(self, session: AsyncSession, batch_id: str, now: datetime) -> Fates | None:
+        """Set the batch's ended_at when none of its calls is left FUTURE or PENDING; then its calls'
+        count by final status (only the one transaction that ends a batch gets them)."""
         unfinished = exists().where(
             ScheduledCallRow.batch_id == batch_id, ScheduledCallRow.status.in_(UNFINISHED)
         )
-        await session.execute(
+        ended = await session.execute(
             update(ScheduledBatchRow)
             .where(ScheduledBatchRow.id == batch_id, ScheduledBatchRow.ended_at.is_(None), ~unfinished)
             .values(ended_at=now)
         )
+        if ended.rowcount != 1:
+            return None
+        rows = await session.execute(
+            select(ScheduledCallRow.status, func.count())
+            .where(ScheduledCallRow.batch_id == batch_id)
+            .group_by(ScheduledCallRow.status)
+        )
+        counts = dict(rows.all())
+        return {str(status): counts.get(status, 0) for status in FINAL_STATUSES}
 
     # --- scheduled calls ---------------------------------------------------------------------------
 
@@ -510,6 +524,8 @@ class BatchRepository:
             rows = list(await session.scalars(query))
             lease_expires = now + timedelta(seconds=lease_s)
             for row in rows:
+                if row.status == ScheduledCallStatus.PENDING:
+                    BATCH_LEASE_EXPIRIES.labels(row.dial_state).inc()
                 row.status = ScheduledCallStatus.PENDING.value
                 row.lease_owner, row.lease_expires, row.updated = owner, lease_expires, now
         return rows
@@ -574,10 +590,11 @@ class BatchRepository:
 
     async def finish(
         self, call_id: str, status: str, *, created_call_id: str | None = None, error: str | None = None
-    ) -> None:
+    ) -> Fates | None:
         """End the scheduled call SUCCESS, ERROR or EXPIRED (once: a finished call is left as it is).
 
-        SUCCESS and ERROR count in the batch's completed_count; the batch ends when none is left to dial.
+        SUCCESS and ERROR count in the batch's completed_count; the batch ends when none is left to dial:
+        then its fates are returned.
         """
         final = ScheduledCallStatus(status)
         if final in UNFINISHED:
@@ -591,21 +608,21 @@ class BatchRepository:
         async with self.db.session.begin() as session:
             batch_id = await self._lock_batch_of(session, call_id)
             if batch_id is None:
-                return
+                return None
             result = await session.execute(
                 update(ScheduledCallRow)
                 .where(ScheduledCallRow.id == call_id, ScheduledCallRow.status.in_(UNFINISHED))
                 .values(**values)
             )
             if result.rowcount != 1:
-                return
+                return None
             if final in COMPLETED:
                 await session.execute(
                     update(ScheduledBatchRow)
                     .where(ScheduledBatchRow.id == batch_id)
                     .values(completed_count=ScheduledBatchRow.completed_count + 1)
                 )
-            await self._end_if_done(session, batch_id, now)
+            return await self._end_if_done(session, batch_id, now)
 
     async def _lock_batch_of(self, session: AsyncSession, call_id: str) -> str | None:
         """The batch of scheduled call `call_id`, its row locked for this transaction (None: no such call)."""
@@ -651,8 +668,9 @@ class BatchRepository:
                 update(ScheduledBatchRow).where(ScheduledBatchRow.id == batch_id).values(**batch_values)
             )
 
-    async def expire_unstarted(self, batch_id: str, now: datetime) -> int:
-        """Once the batch's window has ended, its calls not dialled become EXPIRED; returns how many.
+    async def expire_unstarted(self, batch_id: str, now: datetime) -> Expiry:
+        """Once the batch's window has ended, its calls not dialled become EXPIRED: how many, and the
+        batch's fates if that ended it.
 
         Not dialled: FUTURE, or PENDING whose lease expired before its dial was recorded.
         """
@@ -663,7 +681,7 @@ class BatchRepository:
                 select(ScheduledBatchRow.window_end).where(ScheduledBatchRow.id == batch_id)
             )
             if window_end is None or window_end > now:
-                return 0
+                return Expiry(0, None)
             unstarted = (ScheduledCallRow.status == ScheduledCallStatus.FUTURE) | (
                 (ScheduledCallRow.status == ScheduledCallStatus.PENDING)
                 & (ScheduledCallRow.dial_state == DialState.NONE)
@@ -680,8 +698,21 @@ class BatchRepository:
                     updated=now,
                 )
             )
-            await self._end_if_done(session, batch_id, now)
-        return result.rowcount
+            ended = await self._end_if_done(session, batch_id, now)
+        return Expiry(result.rowcount, ended)
+
+    async def queue_depth(self, batch_ids: Sequence[str]) -> dict[str, int]:
+        """How many of these batches' calls are FUTURE and PENDING."""
+        counts = dict.fromkeys(UNFINISHED, 0)
+        if batch_ids:
+            async with self.db.session() as session:
+                rows = await session.execute(
+                    select(ScheduledCallRow.status, func.count())
+                    .where(ScheduledCallRow.batch_id.in_(batch_ids), ScheduledCallRow.status.in_(UNFINISHED))
+                    .group_by(ScheduledCallRow.status)
+                )
+                counts.update(rows.all())
+        return {str(status): count for status, count in counts.items()}
 
     async def live_calls(self, batch_id: str) -> int:
         """Calls the batch made that are live (created and not ended)."""
@@ -714,17 +745,19 @@ class EventRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def add_many(self, rows: Sequence[dict[str, Any] | SipMessageRow]) -> None:
-        """Store call events (`call_events` columns as dicts) and the SIP messages written behind with
-        them, in order, in one transaction. Core inserts: the ORM's unit of work cost ~8 % of a loaded
-        server's CPU for rows nothing reads back."""
-        events = [row for row in rows if type(row) is dict]
-        messages = [_sip_message_columns(row) for row in rows if type(row) is not dict]
+    async def add_many(self, rows: Sequence[dict[str, Any] | SipMessageRow | BatchEventRow]) -> None:
+        """Store call events (`call_events` columns as dicts) and the SIP messages and batch events written
+        behind with them, in order, in one transaction. Core inserts: the ORM's unit of work cost ~8 % of a
+        loaded server's CPU for rows nothing reads back."""
+        by_table: dict[Any, list[dict[str, Any]]] = {}
+        for row in rows:
+            if type(row) is dict:
+                by_table.setdefault(CallEventRow.__table__, []).append(row)
+            else:
+                by_table.setdefault(row.__table__, []).append(_columns(row))
         async with self.db.engine.begin() as connection:  # the tables themselves: no ORM bulk machinery
-            if events:
-                await connection.execute(insert(CallEventRow.__table__), events)
-            if messages:
-                await connection.execute(insert(SipMessageRow.__table__), messages)
+            for table, columns in by_table.items():
+                await connection.execute(insert(table), columns)
 
     async def page(
         self, call_id: str, severities: Sequence[str], cursor: Cursor | None, page_size: int
@@ -735,6 +768,18 @@ class EventRepository:
         async with self.db.session() as session:
             return await fetch_page(
                 session, query, CallEventRow.seq, newest_first=False, cursor=cursor, page_size=page_size
+            )
+
+    async def batch_page(
+        self, batch_id: str, severities: Sequence[str], cursor: Cursor | None, page_size: int
+    ) -> PageResult:
+        """A batch's events in the order they happened."""
+        query = select(BatchEventRow).where(
+            BatchEventRow.batch_id == batch_id, BatchEventRow.severity.in_(severities)
+        )
+        async with self.db.session() as session:
+            return await fetch_page(
+                session, query, BatchEventRow.seq, newest_first=False, cursor=cursor, page_size=page_size
             )
 
 

@@ -199,6 +199,8 @@ class ScheduledBatchRow(Base):
     max_concurrency: Mapped[int | None] = mapped_column(Integer)
     calls_per_minute: Mapped[float | None] = mapped_column(Float)
     retry: Mapped[dict[str, Any] | None] = mapped_column(Json)  # {maxAttempts, backoff}
+    timezone: Mapped[str | None] = mapped_column(String(64))  # its calls' default (IANA)
+    calling_hours: Mapped[dict[str, str] | None] = mapped_column(Json)  # {start, end} as "HH:MM"
     webhook_url: Mapped[str | None] = mapped_column(String(200))
     webhook_secret: Mapped[str | None] = mapped_column(Text)  # a SecretBox token
     total_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -233,6 +235,23 @@ class ScheduledCallRow(Base):
     call_id: Mapped[str | None] = mapped_column(String(36))  # the latest Call made for it
     error: Mapped[str | None] = mapped_column(Text)
     updated: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class BatchEventRow(Base):
+    """Something that happened to a batch or one of its calls (`GET …/scheduled_batches/{id}/events`)."""
+
+    __tablename__ = "batch_events"
+    __table_args__ = (Index("ix_batch_events_batch_id", "batch_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(36))
+    scheduled_call_id: Mapped[str | None] = mapped_column(String(36))
+    call_id: Mapped[str | None] = mapped_column(String(36))
+    wall_clock: Mapped[datetime] = mapped_column(UtcDateTime)
+    severity: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    extras: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
 class SipMessageRow(Base):

@@ -115,6 +115,8 @@ def test_scheduled_calls_are_listed_in_order_and_filtered_by_status(client: Test
         "medium": {"twilio": {"outgoing": {**DIALLED["twilio"]["outgoing"], "additionalParams": {}}}},
         "templateContext": {},
         "metadata": {"n": "0"},
+        "timezone": None,
+        "callingHours": None,
         "status": "FUTURE",
         "batchId": batch["batchId"],
         "callId": None,

@@ -114,6 +114,25 @@ async def test_a_batch_is_dialled_to_the_end_without_passing_its_concurrency(
     assert set(await scheduled_statuses(server, agent, batch["batchId"])) == {"SUCCESS"}
 
 
+async def test_a_batch_s_events_show_each_dial_and_its_end(
+    server: RunningServer, twilio_api: FakeProviderApi
+) -> None:
+    agent = await new_agent(server)
+    numbers = [f"+1555300{n:04d}" for n in range(3)]
+    batch = await post_batch(
+        server, agent, {"calls": [scheduled(to) for to in numbers], "callsPerMinute": 600}
+    )
+    await finished(server, agent, batch["batchId"], within=60)
+    async with server.api() as api:
+        path = f"/api/agents/{agent}/scheduled_batches/{batch['batchId']}/events"
+        events = (await api.get(path)).json()["results"]
+    types = [event["type"] for event in events]
+    assert types[0] == "batch_created" and types[-1] == "batch_ended"
+    dialled = [event for event in events if event["type"] == "call_dialled"]
+    assert len(dialled) == 3 and all(event["callId"] and event["scheduledCallId"] for event in dialled)
+    assert events[-1]["extras"] == {"SUCCESS": 3, "ERROR": 0, "EXPIRED": 0}
+
+
 async def test_a_busy_callee_is_dialled_again_after_the_backoff_as_a_new_call(
     server: RunningServer, twilio_api: FakeProviderApi
 ) -> None:

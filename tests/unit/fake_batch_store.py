@@ -4,11 +4,13 @@ placer standing in for create-and-dial, so the scheduler loop is tested without 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from app.errors import ServiceError
+from app.scheduler.store import Expiry
 
 
 @dataclass
@@ -22,6 +24,8 @@ class FakeBatch:
     max_concurrency: int | None = None
     calls_per_minute: float | None = None
     retry: dict[str, Any] | None = None
+    timezone: str | None = None
+    calling_hours: dict[str, str] | None = None
     ended_at: datetime | None = None
 
 
@@ -112,11 +116,11 @@ class FakeBatchStore:
 
     async def finish(
         self, call_id: str, status: str, *, created_call_id: str | None = None, error: str | None = None
-    ) -> None:
+    ) -> dict[str, int] | None:
         c = self.calls[call_id]
         c.status, c.error, c.dial_state = status, error, "dialled" if created_call_id else c.dial_state
         c.call_id = created_call_id or c.call_id
-        self._end_batch_if_done(c.batch_id)
+        return self._end_batch_if_done(c.batch_id)
 
     async def retry_later(self, call_id: str, at: datetime, attempts: int) -> None:
         c = self.calls[call_id]
@@ -124,22 +128,28 @@ class FakeBatchStore:
         c.lease_owner = c.lease_expires = None
         self.batches[c.batch_id].ended_at = None
 
-    async def expire_unstarted(self, batch_id: str, now: datetime) -> int:
+    async def expire_unstarted(self, batch_id: str, now: datetime) -> Expiry:
         batch = self.batches[batch_id]
         if batch.window_end is None or now < batch.window_end:
-            return 0
+            return Expiry(0, None)
         expired = self.of(batch_id, "FUTURE")
         for c in expired:
             c.status = "EXPIRED"
-        self._end_batch_if_done(batch_id)
-        return len(expired)
+        return Expiry(len(expired), self._end_batch_if_done(batch_id))
 
     async def live_calls(self, batch_id: str) -> int:
         return len(self.live[batch_id])
 
-    def _end_batch_if_done(self, batch_id: str) -> None:
-        if not any(c.status in ("FUTURE", "PENDING") for c in self.of(batch_id)):
-            self.batches[batch_id].ended_at = datetime.max
+    async def queue_depth(self, batch_ids: Sequence[str]) -> dict[str, int]:
+        unfinished = [c for b in batch_ids for c in self.of(b) if c.status in ("FUTURE", "PENDING")]
+        return {status: sum(c.status == status for c in unfinished) for status in ("FUTURE", "PENDING")}
+
+    def _end_batch_if_done(self, batch_id: str) -> dict[str, int] | None:
+        batch = self.batches[batch_id]
+        if batch.ended_at is not None or any(c.status in ("FUTURE", "PENDING") for c in self.of(batch_id)):
+            return None
+        batch.ended_at = datetime.max
+        return {s: len(self.of(batch_id, s)) for s in ("SUCCESS", "ERROR", "EXPIRED")}
 
 
 @dataclass

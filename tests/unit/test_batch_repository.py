@@ -1,4 +1,5 @@
-"""BatchRepository on SQLite and PostgreSQL: claims under leases, fates, counts, and large batches."""
+"""BatchRepository on SQLite and PostgreSQL: claims under leases, fates, counts, large batches, calling hours
+and the batch_ended event."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.metrics import REGISTRY
 from app.schemas.call_definition import CallDefinition
 from app.store.db import Database
 from app.store.repositories import AgentRepository, BatchRepository, CallRepository
@@ -229,8 +231,8 @@ async def test_calls_not_dialled_expire_once_the_window_has_ended(
     await repository.mark_dialling(dialled.id, "a")
     await repository.finish(dialled.id, "SUCCESS")
     await repository.retry_later(abandoned.id, NOW, attempts=0)
-    assert await repository.expire_unstarted(batch.id, end - timedelta(seconds=1)) == 0
-    assert await repository.expire_unstarted(batch.id, end) == 3
+    assert (await repository.expire_unstarted(batch.id, end - timedelta(seconds=1))).count == 0
+    assert (await repository.expire_unstarted(batch.id, end)).count == 3
     expired = await repository.calls_page(batch.id, "EXPIRED", None, 10)
     assert expired.total == 3
     stored = await repository.get(agent_id, batch.id)
@@ -242,7 +244,7 @@ async def test_a_call_being_dialled_does_not_expire(repository: BatchRepository,
     batch = await new_batch(repository, agent_id, 1, window_end=end)
     (claimed,) = await repository.claim_due(batch.id, NOW, "a", LEASE_S, 1)
     await repository.mark_dialling(claimed.id, "a")
-    assert await repository.expire_unstarted(batch.id, end + timedelta(hours=1)) == 0
+    assert (await repository.expire_unstarted(batch.id, end + timedelta(hours=1))).count == 0
 
 
 async def test_active_batches_leave_out_paused_deleted_ended_and_not_yet_started_ones(
@@ -320,3 +322,75 @@ async def test_a_ten_thousand_call_batch_is_stored(repository: BatchRepository, 
     print(f"\n10,000-call batch stored in {elapsed:.2f}s on {repository.db.dialect}")
     assert batch.total_count == 10_000
     assert (await repository.calls_page(batch.id, "FUTURE", None, 1)).total == 10_000
+
+
+# --- calling hours, the batch_ended event, the scheduler's gauges ---------------------------------------
+
+#: NOW (12:00 UTC) is 07:00 in New York (EST) and 21:00 in Tokyo.
+HOURS = {"start": "09:00", "end": "20:00"}
+
+
+async def batch_of(
+    repository: BatchRepository, agent_id: str, specs: list[dict], **fields: object
+) -> ScheduledBatchRow:
+    row = ScheduledBatchRow(id=str(uuid.uuid4()), agent_id=agent_id, created=NOW, **fields)
+    return await repository.create(row, specs)
+
+
+async def first_dials(repository: BatchRepository, batch_id: str) -> list[datetime]:
+    page = await repository.calls_page(batch_id, None, None, 10)
+    return [row.next_attempt_at for row in page.rows]
+
+
+async def test_each_call_is_first_due_when_its_own_calling_hours_open(
+    repository: BatchRepository, agent_id: str
+) -> None:
+    specs = [{**SPEC, "timezone": "America/New_York"}, {**SPEC, "timezone": "Asia/Tokyo"}, SPEC]
+    batch = await batch_of(repository, agent_id, specs, calling_hours=HOURS, timezone="Europe/Paris")
+    assert await first_dials(repository, batch.id) == [
+        datetime(2030, 1, 1, 14, tzinfo=UTC),  # 09:00 EST
+        datetime(2030, 1, 2, 0, tzinfo=UTC),  # 09:00 in Tokyo, the next day
+        NOW,  # 13:00 in Paris: inside the hours
+    ]
+
+
+async def test_without_calling_hours_every_call_is_due_at_the_window_start(
+    repository: BatchRepository, agent_id: str
+) -> None:
+    start = NOW + timedelta(hours=3)
+    batch = await batch_of(repository, agent_id, [{**SPEC, "timezone": "Asia/Tokyo"}], window_start=start)
+    assert await first_dials(repository, batch.id) == [start]
+
+
+async def test_only_the_transaction_that_ends_the_batch_gets_its_fates(
+    database: Database, agent_id: str
+) -> None:
+    one, other = BatchRepository(database), BatchRepository(database)
+    batch = await batch_of(one, agent_id, [SPEC, SPEC])
+    first, second = await one.claim_due(batch.id, NOW, "a", LEASE_S, 2)
+    ends = await asyncio.gather(one.finish(first.id, "SUCCESS"), other.finish(second.id, "ERROR", error="no"))
+    assert sorted(ends, key=str) == [None, {"SUCCESS": 1, "ERROR": 1, "EXPIRED": 0}]
+
+
+def lease_expiries(dial_state: str) -> float:
+    return REGISTRY.get_sample_value("callbridge_batch_lease_expiries_total", {"dial_state": dial_state}) or 0
+
+
+async def test_a_call_claimed_again_after_its_lease_ran_out_is_counted(
+    repository: BatchRepository, agent_id: str
+) -> None:
+    before = lease_expiries("none")
+    batch = await batch_of(repository, agent_id, [SPEC, SPEC])
+    await repository.claim_due(batch.id, NOW, "crashed", LEASE_S, 1)
+    await repository.claim_due(batch.id, NOW + timedelta(seconds=LEASE_S), "b", LEASE_S, 2)
+    assert lease_expiries("none") == before + 1
+
+
+@pytest.mark.parametrize("claimed", [0, 2])
+async def test_the_queue_depth_counts_future_and_pending_calls(
+    repository: BatchRepository, agent_id: str, claimed: int
+) -> None:
+    batch = await batch_of(repository, agent_id, [SPEC] * 5)
+    await repository.claim_due(batch.id, NOW, "a", LEASE_S, claimed)
+    depth = await repository.queue_depth([batch.id])
+    assert depth == {"FUTURE": 5 - claimed, "PENDING": claimed}

@@ -34,12 +34,36 @@ class Clock:
 
 
 @dataclass
+class RecordedEvents:
+    """The batch events the scheduler recorded, as (batch, type, scheduled call, extras)."""
+
+    seen: list[tuple[str, str, str | None, dict[str, Any]]] = field(default_factory=list)
+
+    def __call__(
+        self,
+        batch_id: str,
+        type: str,
+        text: str,
+        severity: Any = None,
+        extras: dict[str, Any] | None = None,
+        *,
+        scheduled_call_id: str | None = None,
+        call_id: str | None = None,
+    ) -> None:
+        self.seen.append((batch_id, type, scheduled_call_id, extras or {}))
+
+    def types(self) -> list[str]:
+        return [type for _, type, _, _ in self.seen]
+
+
+@dataclass
 class World:
     store: FakeBatchStore
     placer: FakePlacer
     clock: Clock
     scheduler: Scheduler
     legs: dict[str, LegState]
+    events: RecordedEvents
 
     async def run(self, ticks: int, step_s: float = 1.0, end_calls: bool = False) -> None:
         for _ in range(ticks):
@@ -68,6 +92,7 @@ def world(tmp_path: Path, reconciler: FakeReconciler | None = None, **settings: 
     placer = FakePlacer(store)
     clock = Clock()
     legs: dict[str, LegState] = {}
+    events = RecordedEvents()
 
     async def leg_of(row: Any) -> LegState | None:
         return legs.get(row.id)
@@ -81,8 +106,9 @@ def world(tmp_path: Path, reconciler: FakeReconciler | None = None, **settings: 
         now=clock,
         owner="test",
         reconcile=reconciler or FakeReconciler(),
+        record=events,
     )
-    return World(store, placer, clock, scheduler, legs)
+    return World(store, placer, clock, scheduler, legs, events)
 
 
 @pytest.fixture
