@@ -25,12 +25,15 @@ import httpx
 import orjson
 
 from app.cli_errors import CommandError, connection_failure, service_unreachable
+from app.schemas.batches import is_timezone
 from app.settings import Settings
 
 #: Media callbridge dials itself: `--medium` picks which one each call's `to`/`from` go to.
 MEDIA = ("twilio", "telnyx", "plivo")
 REQUIRED_COLUMNS = ("to", "from")
 METADATA_PREFIX = "metadata."
+#: The column that is also each call's timezone.
+TIMEZONE_COLUMN = "timezone"
 #: The request body is sent in pieces of about this size.
 BODY_CHUNK_BYTES = 64 * 1024
 #: The statuses `watch` counts (FUTURE and PENDING are what is left).
@@ -49,8 +52,8 @@ def default_url() -> str:
 
 @dataclass(frozen=True, slots=True)
 class CallColumns:
-    """Where each CSV column goes: `to`/`from` to the medium, `metadata.<key>` to metadata, the rest
-    (including `timezone`: the API has no per-call timezone yet) to templateContext."""
+    """Where each CSV column goes: `to`/`from` to the medium, `metadata.<key>` to metadata, the rest to
+    templateContext; a `timezone` column is also the call's timezone (its calling hours are local to it)."""
 
     header: tuple[str, ...]
     metadata: dict[int, str]
@@ -100,7 +103,16 @@ class CallColumns:
             body["templateContext"] = {name: row[index] for index, name in self.context.items()}
         if self.metadata:
             body["metadata"] = {key: row[index] for index, key in self.metadata.items()}
+        if zone := values.get(TIMEZONE_COLUMN, "").strip():
+            body["timezone"] = checked_timezone(zone, where)
         return body
+
+
+def checked_timezone(name: str, where: str) -> str:
+    """`name` if it is an IANA timezone; else CommandError naming `where`."""
+    if not is_timezone(name):
+        raise CommandError(f"{where}: `{name}` is not an IANA timezone (e.g. America/New_York)")
+    return name
 
 
 def read_calls(path: Path, medium: str) -> Iterator[dict[str, Any]]:
@@ -202,6 +214,8 @@ def batch_fields(args: argparse.Namespace) -> dict[str, Any]:
         "windowEnd": args.window_end.isoformat() if args.window_end else None,
         "maxConcurrency": args.max_concurrency,
         "callsPerMinute": args.calls_per_minute,
+        "timezone": args.timezone,
+        "callingHours": args.calling_hours,
     }
     return {name: value for name, value in given.items() if value is not None}
 
@@ -397,6 +411,21 @@ def aware_datetime(text: str) -> datetime:
     return value
 
 
+def calling_hours(text: str) -> dict[str, str]:
+    """`09:00-20:00` as the API's callingHours (the API checks the times themselves)."""
+    start, dash, end = text.partition("-")
+    if not dash or not start.strip() or not end.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: calling hours are START-END, e.g. 09:00-20:00")
+    return {"start": start.strip(), "end": end.strip()}
+
+
+def timezone_name(text: str) -> str:
+    try:
+        return checked_timezone(text, "--timezone")
+    except CommandError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
@@ -441,6 +470,15 @@ def add_batches_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--max-concurrency", type=positive(int), metavar="N", help="most of its calls live at once"
     )
     create.add_argument("--calls-per-minute", type=positive(float), metavar="N", help="dials a minute")
+    create.add_argument(
+        "--calling-hours",
+        type=calling_hours,
+        metavar="HH:MM-HH:MM",
+        help="dial only in these local hours each day (each call's timezone column, else --timezone)",
+    )
+    create.add_argument(
+        "--timezone", type=timezone_name, metavar="ZONE", help="the calls' timezone where the CSV gives none"
+    )
     create.add_argument(
         "--medium", choices=MEDIA, default="twilio", help="the provider that dials (default twilio)"
     )

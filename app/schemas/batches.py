@@ -70,13 +70,20 @@ def is_dialled(medium: Medium | None) -> bool:
     return getattr(medium, medium.kind).outgoing is not None
 
 
-def _check_timezone(value: str) -> str:
+def is_timezone(name: str) -> bool:
+    """Whether `name` is in the IANA timezone database (`Europe/Paris`)."""
     try:
-        ZoneInfo(value)
+        ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_timezone(value: str) -> str:
+    if not is_timezone(value):
         raise PydanticCustomError(
             "invalid_timezone", "'{value}' is not an IANA timezone (e.g. America/New_York)", {"value": value}
-        ) from None
+        )
     return value
 
 

@@ -56,6 +56,16 @@ def test_metadata_columns_go_to_metadata_and_the_rest_to_template_context(tmp_pa
     assert call["templateContext"] == {"name": "Ada", "timezone": "Europe/London"}
 
 
+def test_a_timezone_column_is_also_the_call_s_timezone(tmp_path: Path) -> None:
+    [call, without] = calls_of(tmp_path, "to,from,timezone\n+1555,+1556,Asia/Tokyo\n+1557,+1556,\n")
+    assert call["timezone"] == "Asia/Tokyo" and "timezone" not in without
+
+
+def test_an_unknown_timezone_is_reported_with_its_line_number(tmp_path: Path) -> None:
+    message = refusal(tmp_path, "to,from,timezone\n+1555,+1556,UTC\n+1557,+1556,Mars/Base\n")
+    assert message.endswith("calls.csv line 3: `Mars/Base` is not an IANA timezone (e.g. America/New_York)")
+
+
 def test_a_quoted_field_keeps_its_commas_and_newlines(tmp_path: Path) -> None:
     [call] = calls_of(tmp_path, 'to,from,note\n+1555,+1556,"late, again\nsecond line"\n')
     assert call["templateContext"] == {"note": "late, again\nsecond line"}
@@ -248,6 +258,37 @@ def test_create_prints_the_batch_id_and_total_count(
     )
     assert capsys.readouterr().out == "batchId     b-1\ntotalCount  2\n"
     assert sent[0].url.path == "/api/agents/a/scheduled_batches"
+
+
+def test_calling_hours_and_a_timezone_are_sent_as_the_batch_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent: list[dict[str, Any]] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        sent.append(orjson.loads(request.read()))
+        return httpx.Response(201, json={"batchId": "b-1", "totalCount": 1})
+
+    monkeypatch.setenv("CALLBRIDGE_API_KEY", "the-key")
+    monkeypatch.setattr(
+        cli_batches,
+        "api_client",
+        lambda args: httpx.Client(base_url="http://cb", transport=httpx.MockTransport(service)),
+    )
+    csv_path = str(csv_file(tmp_path, "to,from\n+1,+2\n"))
+    options = ["--calling-hours", "09:00-20:00", "--timezone", "Europe/Paris"]
+    assert main(["batches", "create", "--agent", "a", *options, csv_path]) == 0
+    assert sent[0]["callingHours"] == {"start": "09:00", "end": "20:00"}
+    assert sent[0]["timezone"] == "Europe/Paris"
+
+
+@pytest.mark.parametrize("option", [["--calling-hours", "0900"], ["--timezone", "Mars/Base"]])
+def test_malformed_calling_hours_or_timezone_options_are_refused(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["batches", "create", "--agent", "a", *option, "calls.csv"])
+    assert exited.value.code == 2
 
 
 def test_a_window_without_a_utc_offset_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
