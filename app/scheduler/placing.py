@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.calls.service import Creation
 from app.calls.start import create_and_dial
@@ -28,12 +28,21 @@ if TYPE_CHECKING:
 CLOCK_MARGIN = timedelta(seconds=2)
 
 
+#: Spec fields that say when to dial, not what the call is.
+SCHEDULING_FIELDS = frozenset({"timezone", "callingHours"})
+
+
+def call_request(spec: dict[str, Any]) -> StartAgentCallRequest:
+    """The Call a scheduled call's spec asks for (its scheduling fields left out)."""
+    return StartAgentCallRequest.model_validate({k: v for k, v in spec.items() if k not in SCHEDULING_FIELDS})
+
+
 async def place_call(services: Services, batch: Batch, scheduled: ScheduledCall) -> str:
     """Create and dial the scheduled call's Call; returns its id (ServiceError when it cannot be placed)."""
     agent = await services.agents.get(batch.agent_id)
     if agent is None:
         raise NotFound("agent_not_found", f"the batch's agent {batch.agent_id} no longer exists")
-    request = StartAgentCallRequest.model_validate(scheduled.spec)
+    request = call_request(scheduled.spec)
     medium = _medium(request, agent.call_template)
     creation = Creation(batch_id=batch.id, scheduled_call_id=scheduled.id)
     row, _ = await create_and_dial(
@@ -104,7 +113,7 @@ async def reconcile_call(services: Services, batch: Batch, scheduled: ScheduledC
     if agent is None:
         return Reconciliation(Settled.UNKNOWN, f"the batch's agent {batch.agent_id} no longer exists")
     try:
-        medium = _medium(StartAgentCallRequest.model_validate(scheduled.spec), agent.call_template)
+        medium = _medium(call_request(scheduled.spec), agent.call_template)
         plan = await services.legs.plan_dial(medium, agent.id)
     except ServiceError as exc:
         return Reconciliation(Settled.UNKNOWN, f"the dial cannot be looked up: {exc.detail}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -114,14 +115,20 @@ async def test_a_batch_is_dialled_to_the_end_without_passing_its_concurrency(
     assert set(await scheduled_statuses(server, agent, batch["batchId"])) == {"SUCCESS"}
 
 
-async def test_a_batch_s_events_show_each_dial_and_its_end(
+def noon_somewhere() -> str:
+    """A timezone where it is about noon now (Etc/GMT+N is N hours behind UTC)."""
+    behind = datetime.now(UTC).hour - 12
+    return f"Etc/GMT{behind:+d}"
+
+
+async def test_a_batch_s_events_show_each_dial_inside_its_calling_hours_and_its_end(
     server: RunningServer, twilio_api: FakeProviderApi
 ) -> None:
     agent = await new_agent(server)
     numbers = [f"+1555300{n:04d}" for n in range(3)]
-    batch = await post_batch(
-        server, agent, {"calls": [scheduled(to) for to in numbers], "callsPerMinute": 600}
-    )
+    calls = [{**scheduled(to), "timezone": noon_somewhere()} for to in numbers]
+    hours = {"start": "09:00", "end": "16:00"}
+    batch = await post_batch(server, agent, {"calls": calls, "callingHours": hours, "callsPerMinute": 600})
     await finished(server, agent, batch["batchId"], within=60)
     async with server.api() as api:
         path = f"/api/agents/{agent}/scheduled_batches/{batch['batchId']}/events"

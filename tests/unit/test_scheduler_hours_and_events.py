@@ -11,7 +11,7 @@ import pytest
 from app.errors import InvalidInput, TooManyRequests
 from app.metrics import REGISTRY
 from app.providers.control import LegState
-from app.scheduler.placing import Settled
+from app.scheduler.placing import Settled, call_request
 from app.schemas.calls import EndReason
 from tests.unit.fake_batch_store import FakeBatch
 from tests.unit.test_scheduler_loop import T0, World, ended_call, left_dialling, settling, world
@@ -76,6 +76,12 @@ async def test_a_call_stored_with_hours_and_no_timezone_ends_error(w: World) -> 
     [scheduled] = w.store.add(FakeBatch("b", calling_hours={"start": "09:00", "end": "20:00"}), 1, T0)
     await w.scheduler.tick()
     assert scheduled.status == "ERROR" and "timezone" in scheduled.error and w.placer.placed == []
+
+
+def test_a_call_s_timezone_and_hours_are_not_part_of_the_call_it_makes() -> None:
+    medium = {"twilio": {"outgoing": {"to": "+15550001", "from": "+15550002"}}}
+    request = call_request({"medium": medium, "metadata": {"n": "1"}, **NEW_YORK_HOURS})
+    assert request.medium is not None and request.metadata == {"n": "1"}
 
 
 # --- batch events -------------------------------------------------------------------------------------
