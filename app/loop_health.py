@@ -1,5 +1,6 @@
 """The serving process's event loop under load: start-up objects kept out of the garbage collector's
-full passes, and every stall measured (garbage-collection pauses and late wake-ups), for `/metrics`.
+full passes, every stall measured (garbage-collection pauses and late wake-ups) for `/metrics`, and, when
+asked for, where the loop was when it stalled (`StallTracer`).
 
 A full collection walks every tracked object; after start-up that is ~150,000 of them (FastAPI, pydantic,
 SQLAlchemy, numpy), a 100+ ms pause that made every live call's playout run dry at once. Objects alive
@@ -11,12 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
+import sys
+import threading
 import time
+import traceback
+from collections import deque
 from typing import Any
 
 from prometheus_client import Gauge, Histogram
 
 from app.metrics import REGISTRY
+
+log = logging.getLogger(__name__)
 
 #: Buckets around what a call can absorb: the playout lead is 80 ms, a frame 20 ms.
 STALL_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.08, 0.1, 0.2, 0.5, 1.0)
@@ -108,3 +116,59 @@ class LoopLagProbe:
             if lag > self.longest:
                 self.longest = lag
                 LOOP_LAG_MAX.set(lag)
+
+
+class StallTracer:
+    """Logs the stack of the event loop's thread whenever the loop stalls longer than `threshold_s`.
+
+    The loop beats a heartbeat timer; a watchdog thread that sees no beat for `threshold_s` samples the
+    loop thread's frame (`sys._current_frames`), once per stall: what was running when every call's
+    playout waited. Works on uvloop, whose debug mode does not time callbacks. Opt-in
+    (CALLBRIDGE_STALL_TRACE_MS): the watchdog wakes every quarter threshold.
+    """
+
+    def __init__(self, threshold_s: float, depth: int = 12) -> None:
+        self.threshold_s = threshold_s
+        self.depth = depth
+        self.reports: deque[str] = deque(maxlen=100)  # the latest, for tests and debuggers
+        #: How many times the watchdog has looked.
+        self.checks = 0
+        self._period = threshold_s / 4
+        self._beat = time.monotonic()
+        self._loop_thread = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start beating on the running loop and watching from a daemon thread."""
+        self._loop_thread = threading.get_ident()
+        self._beat_now()
+        self._watchdog = threading.Thread(target=self._watch, name="stall-tracer", daemon=True)
+        self._watchdog.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=1)
+
+    def _beat_now(self) -> None:
+        self._beat = time.monotonic()
+        self._handle = asyncio.get_running_loop().call_later(self._period, self._beat_now)
+
+    def _watch(self) -> None:
+        reported = 0.0
+        while not self._stop.wait(self._period):
+            self.checks += 1
+            beat = self._beat
+            stalled = time.monotonic() - beat
+            if stalled < self.threshold_s or beat == reported:
+                continue
+            reported = beat
+            frame = sys._current_frames().get(self._loop_thread)
+            stack = "".join(traceback.format_stack(frame, limit=self.depth)) if frame else "(no frame)\n"
+            report = f"event loop stalled {stalled * 1000:.0f} ms (so far), in:\n{stack}"
+            self.reports.append(report)
+            log.warning("%s", report.rstrip())

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from app.loop_health import GcPauseTimer, LoopLagProbe, freeze_startup_objects
+from app.loop_health import GcPauseTimer, LoopLagProbe, StallTracer, freeze_startup_objects
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ class DrainingServer(uvicorn.Server):
         self._drain: asyncio.Task[None] | None = None
         self._gc_pauses = GcPauseTimer()
         self._lag_probe = LoopLagProbe()
+        trace_ms = services.settings.stall_trace_ms
+        self._stall_tracer = StallTracer(trace_ms / 1000) if trace_ms else None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start serving; then freeze what start-up built and start measuring the loop's stalls."""
@@ -46,8 +48,12 @@ class DrainingServer(uvicorn.Server):
         log.info("event loop %s.%s; start-up objects frozen: %d", loop.__module__, loop.__qualname__, frozen)
         self._gc_pauses.install()
         self._lag_probe.start()
+        if self._stall_tracer is not None:
+            self._stall_tracer.start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._stall_tracer is not None:
+            self._stall_tracer.stop()
         await self._lag_probe.stop()
         self._gc_pauses.remove()
         await super().shutdown(sockets)

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     sweep_interval: float = 1.0
     # How far ahead of real time outbound audio may be sent to the provider (ms).
     playout_lead_ms: int = 80
+    # Log the event loop's stack whenever it stalls longer than this (ms; 0: off). A diagnostic.
+    stall_trace_ms: int = Field(default=0, ge=0)
     # Calls live at once (created and not ended); more are refused with 429 and Retry-After. 0: no limit.
     max_concurrent_calls: int = Field(default=0, ge=0)
     # Of those, slots scheduled batches never take, so a running batch cannot block a caller calling in.

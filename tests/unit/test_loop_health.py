@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.loop_health import GC_PAUSES, GcPauseTimer, LoopLagProbe, freeze_startup_objects
+from app.loop_health import GC_PAUSES, GcPauseTimer, LoopLagProbe, StallTracer, freeze_startup_objects
 from tests.conftest import wait_for
 
 
@@ -52,6 +52,43 @@ async def test_a_blocked_loop_is_seen_as_late_as_it_was_blocked() -> None:
         await wait_for(seen, within=2)
     finally:
         await probe.stop()
+
+
+def a_blocking_step_in_call_setup(seconds: float) -> None:
+    time.sleep(seconds)  # the stall under test: the loop is blocked
+
+
+async def test_a_stall_is_reported_once_with_the_blocking_function_on_the_stack() -> None:
+    tracer = StallTracer(threshold_s=0.02)
+    tracer.start()
+    try:
+        a_blocking_step_in_call_setup(0.15)
+
+        async def reported() -> bool:
+            return bool(tracer.reports)
+
+        await wait_for(reported, within=2)
+        looked = tracer.checks
+
+        async def looked_again() -> bool:  # with the loop beating again: the same stall is not reported twice
+            return tracer.checks >= looked + 8
+
+        await wait_for(looked_again, within=2)
+    finally:
+        tracer.stop()
+    [report] = tracer.reports
+    assert "a_blocking_step_in_call_setup" in report
+
+
+async def test_a_loop_that_keeps_beating_reports_nothing() -> None:
+    tracer = StallTracer(threshold_s=0.05)
+    tracer.start()
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+    finally:
+        tracer.stop()
+    assert list(tracer.reports) == []
 
 
 def _count(generation: int) -> float:
