@@ -167,8 +167,22 @@ class StallTracer:
             if stalled < self.threshold_s or beat == reported:
                 continue
             reported = beat
-            frame = sys._current_frames().get(self._loop_thread)
-            stack = "".join(traceback.format_stack(frame, limit=self.depth)) if frame else "(no frame)\n"
-            report = f"event loop stalled {stalled * 1000:.0f} ms (so far), in:\n{stack}"
+            report = f"event loop stalled {stalled * 1000:.0f} ms (so far), in:\n{self._stacks()}"
             self.reports.append(report)
             log.warning("%s", report.rstrip())
+
+    def _stacks(self) -> str:
+        """The loop thread's innermost frames, then each other thread's: with the loop thread only in the
+        loop's own run frame, it was in C code or waiting for the GIL one of the others held."""
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        frames = sys._current_frames()
+        parts = []
+        for ident, frame in sorted(frames.items(), key=lambda item: item[0] != self._loop_thread):
+            if ident == threading.get_ident():
+                continue  # the watchdog itself
+            limit = self.depth if ident == self._loop_thread else 3
+            label = "event loop" if ident == self._loop_thread else f"thread {names.get(ident, ident)}"
+            # format_stack's limit keeps the outermost frames: take the innermost ones instead.
+            stack = traceback.format_list(traceback.extract_stack(frame)[-limit:])
+            parts.append(f"  [{label}]\n" + "".join(stack))
+        return "".join(parts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -167,6 +168,8 @@ def run_server() -> Iterator[tuple[str, int]]:
             except subprocess.TimeoutExpired:
                 process.kill()
             report_server_errors(log_path)
+            if keep := os.environ.get("BENCH_SERVER_LOG"):
+                shutil.copyfile(log_path, keep)  # the whole log, e.g. with CALLBRIDGE_STALL_TRACE_MS
 
 
 #: Server log lines worth showing after a run (everything else is warnings about the load itself).
