@@ -762,24 +762,30 @@ class EventRepository:
     async def page(
         self, call_id: str, severities: Sequence[str], cursor: Cursor | None, page_size: int
     ) -> PageResult:
-        query = select(CallEventRow).where(
-            CallEventRow.call_id == call_id, CallEventRow.severity.in_(severities)
+        """A call's events in the order they happened."""
+        return await self._events_page(
+            CallEventRow, CallEventRow.call_id == call_id, severities, cursor, page_size
         )
-        async with self.db.session() as session:
-            return await fetch_page(
-                session, query, CallEventRow.seq, newest_first=False, cursor=cursor, page_size=page_size
-            )
 
     async def batch_page(
         self, batch_id: str, severities: Sequence[str], cursor: Cursor | None, page_size: int
     ) -> PageResult:
         """A batch's events in the order they happened."""
-        query = select(BatchEventRow).where(
-            BatchEventRow.batch_id == batch_id, BatchEventRow.severity.in_(severities)
-        )
+        of_batch = BatchEventRow.batch_id == batch_id
+        return await self._events_page(BatchEventRow, of_batch, severities, cursor, page_size)
+
+    async def _events_page(
+        self,
+        table: type[CallEventRow] | type[BatchEventRow],
+        of: Any,
+        severities: Sequence[str],
+        cursor: Cursor | None,
+        page_size: int,
+    ) -> PageResult:
+        query = select(table).where(of, table.severity.in_(severities))
         async with self.db.session() as session:
             return await fetch_page(
-                session, query, BatchEventRow.seq, newest_first=False, cursor=cursor, page_size=page_size
+                session, query, table.seq, newest_first=False, cursor=cursor, page_size=page_size
             )
 
 
