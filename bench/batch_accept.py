@@ -158,6 +158,7 @@ def app_checkout() -> str:
     """Where the server's `app` package comes from (this interpreter's install)."""
     found = subprocess.run(
         [sys.executable, "-c", "import app, pathlib; print(pathlib.Path(app.__file__).parent.parent)"],
+        cwd="/",  # not this checkout: the installed `app`, as the server (run elsewhere) imports it
         capture_output=True,
         text=True,
         check=True,
