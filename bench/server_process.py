@@ -136,8 +136,11 @@ class ServerSampler:
 
 
 @contextlib.contextmanager
-def run_server() -> Iterator[tuple[str, int]]:
-    """`python -m app.cli serve` on a free loopback port with a temp data dir: yields (base URL, pid)."""
+def run_server(**overrides: str) -> Iterator[tuple[str, int]]:
+    """`python -m app.cli serve` on a free loopback port with a temp data dir: yields (base URL, pid).
+
+    `overrides` are CALLBRIDGE_* settings without the prefix (`DATABASE_URL="postgresql+asyncpg://..."`).
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -146,7 +149,8 @@ def run_server() -> Iterator[tuple[str, int]]:
         drop = ("CALLBRIDGE_DATABASE_URL", "CALLBRIDGE_SECRET_KEY")  # embedded SQLite, generated secret
         env = {k: v for k, v in os.environ.items() if k not in drop}
         settings = {"PORT": str(port), "PUBLIC_URL": base_url, "API_KEYS": API_KEY, "LOG_LEVEL": "warning"}
-        env |= {f"CALLBRIDGE_{k}": v for k, v in {**settings, "DATA_DIR": f"{workdir}/data"}.items()}
+        settings |= {"DATA_DIR": f"{workdir}/data", **overrides}
+        env |= {f"CALLBRIDGE_{k}": v for k, v in settings.items()}
         log_path = Path(workdir) / "server.log"
         with log_path.open("wb") as log:
             cmd = [sys.executable, "-m", "app.cli", "serve"]

@@ -6,6 +6,8 @@ The scheduler (app/scheduler) dials them; this module only stores, shows and cha
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing, closing
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -15,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.agents import load_agent
+from app.api.batch_body import SpecSpool, spool_body
 from app.api.calls import severities_param
 from app.api.errors import json_object, validated
 from app.api.paging import page_params, page_response
@@ -90,12 +93,16 @@ def _call_view(row: ScheduledCallRow) -> dict[str, Any]:
     ).to_json()
 
 
-def _call_specs(body: ScheduledBatchCreate, template_medium: Medium | None) -> list[dict[str, Any]]:
-    """Each call validated and as stored; 400 for a call only the webhook could connect and none given,
-    or a webhook given where every call is dialled (Ultravox refuses it too)."""
-    specs: list[dict[str, Any]] = []
+async def _call_specs(
+    body: ScheduledBatchCreate,
+    calls: AsyncIterator[tuple[int, dict[str, Any]]],
+    template_medium: Medium | None,
+    specs: SpecSpool,
+) -> None:
+    """Each call validated and spooled as stored; 400 for a call only the webhook could connect and none
+    given, or a webhook given where every call is dialled (Ultravox refuses it too)."""
     all_dialled = True
-    for index, raw in enumerate(body.calls):
+    async for index, raw in calls:
         spec = _validated(ScheduledCallSpec, raw, f"calls.{index}: ")
         _check_hours_have_a_timezone(spec, body, index)
         if not is_dialled(spec.medium or template_medium):
@@ -113,7 +120,6 @@ def _call_specs(body: ScheduledBatchCreate, template_medium: Medium | None) -> l
             "webhookUrl is only for batches with calls that have no outgoing medium; "
             "every call here is dialled",
         )
-    return specs
 
 
 def _check_hours_have_a_timezone(spec: ScheduledCallSpec, body: ScheduledBatchCreate, index: int) -> None:
@@ -156,13 +162,38 @@ async def _batch_response(services: Services, row: ScheduledBatchRow) -> JSONRes
     return JSONResponse(_batch_view(row, await services.batches.live_calls(row.id)))
 
 
+async def _checked_body(
+    request: Request, services: Services, template_medium: Medium | None
+) -> tuple[ScheduledBatchCreate, SpecSpool, datetime]:
+    """The creation body spooled, then checked in full (the batch's fields, each call, the window): the
+    batch, its calls as stored, and the time they were found valid. 400 at the first problem.
+
+    The body has fully arrived before anything is checked (so no write transaction waits on an upload),
+    and only a piece of it (what ijson parses at once) is in memory as Python objects (see `batch_body`).
+    """
+    spooled = await spool_body(request)
+    specs = SpecSpool()
+    try:
+        scan = await spooled.scan()
+        body = _validated(ScheduledBatchCreate, scan.create_input())
+        async with aclosing(spooled.calls(scan)) as calls:
+            await _call_specs(body, calls, template_medium, specs)
+        now = utcnow()
+        _check_window_fits(services, body, len(specs), now)
+    except BaseException:
+        specs.close()
+        raise
+    finally:
+        spooled.close()
+    return body, specs, now
+
+
 async def create_batch(request: Request) -> Response:
+    """201 with the batch, stored in one transaction once all of it has been checked."""
     services = services_of(request)
     agent = await load_agent(services, request.path_params["agent_id"])
-    body = _validated(ScheduledBatchCreate, await json_object(request))
-    specs = _call_specs(body, CallTemplate.model_validate(agent.call_template).medium)
-    now = utcnow()
-    _check_window_fits(services, body, len(specs), now)
+    template_medium = CallTemplate.model_validate(agent.call_template).medium
+    body, specs, now = await _checked_body(request, services, template_medium)
     row = ScheduledBatchRow(
         id=str(uuid.uuid4()),
         agent_id=agent.id,
@@ -179,8 +210,8 @@ async def create_batch(request: Request) -> Response:
         timezone=body.timezone,
         calling_hours=body.calling_hours.to_json() if body.calling_hours else None,
     )
-    del body  # the raw calls: only the validated specs are kept until stored
-    row = await services.batches.create(row, specs)
+    with closing(specs):
+        row = await services.batches.create(row, specs)
     services.events.record_batch(
         row.id,
         "batch_created",
