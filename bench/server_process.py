@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -28,6 +28,9 @@ ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "bench-twilio-auth-token"
 PLIVO_AUTH_ID = "MA" + "0" * 18
 PLIVO_AUTH_TOKEN = "bench-plivo-auth-token"
+TELNYX_API_KEY = "bench"
+TELNYX_ACCOUNT_SID = "ACbench-telnyx"  # the TeXML account (its Calls list reconciles unknown dials)
+TELNYX_APPLICATION_SID = "1684641123236054244"  # the TeXML application outgoing calls are placed through
 TELNYX_KEY_SEED = bytes(range(32))  # the fake Telnyx's Ed25519 private key, the same in every process
 SAMPLE_S = 0.05
 
@@ -135,8 +138,11 @@ class ServerSampler:
 
 
 @contextlib.contextmanager
-def run_server() -> Iterator[tuple[str, int]]:
-    """`python -m app.cli serve` on a free loopback port with a temp data dir: yields (base URL, pid)."""
+def run_server(**env_overrides: str) -> Iterator[tuple[str, int]]:
+    """`python -m app.cli serve` on a free loopback port with a temp data dir: yields (base URL, pid).
+
+    `env_overrides` (CALLBRIDGE_DATABASE_URL, CALLBRIDGE_SCHEDULER_INTERVAL, ...) are set last.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -146,6 +152,7 @@ def run_server() -> Iterator[tuple[str, int]]:
         env = {k: v for k, v in os.environ.items() if k not in drop}
         settings = {"PORT": str(port), "PUBLIC_URL": base_url, "API_KEYS": API_KEY, "LOG_LEVEL": "warning"}
         env |= {f"CALLBRIDGE_{k}": v for k, v in {**settings, "DATA_DIR": f"{workdir}/data"}.items()}
+        env |= env_overrides
         log_path = Path(workdir) / "server.log"
         with log_path.open("wb") as log:
             cmd = [sys.executable, "-m", "app.cli", "serve"]
@@ -182,16 +189,27 @@ def report_server_errors(log_path: Path, limit: int = 80) -> None:
         print("\n".join(shown[:limit]), file=sys.stderr)
 
 
-async def setup(base_url: str) -> str:
-    """Import Twilio, Telnyx and Plivo credentials and create an echo agent; returns its id."""
+async def setup(base_url: str, api_base_urls: Mapping[str, str] | None = None) -> str:
+    """Import Twilio, Telnyx and Plivo credentials and create an echo agent; returns its id.
+
+    `api_base_urls`: each provider's REST API to dial through (the fake ones of app/simulator/*_api.py).
+    """
     public_key = telnyx_signing_key().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     configs = {
         "twilio": {"accountSid": ACCOUNT_SID, "authToken": AUTH_TOKEN},
-        "telnyx": {"apiKey": "bench", "publicKey": base64.b64encode(public_key).decode()},
+        "telnyx": {
+            "apiKey": TELNYX_API_KEY,
+            "publicKey": base64.b64encode(public_key).decode(),
+            "accountSid": TELNYX_ACCOUNT_SID,
+            "applicationSid": TELNYX_APPLICATION_SID,
+        },
         "plivo": {"authId": PLIVO_AUTH_ID, "authToken": PLIVO_AUTH_TOKEN},
     }
+    urls = api_base_urls or {}
     async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=10) as api:
         for provider, body in configs.items():
             body = {**body, "callCreationAllowAllAgents": True}
+            if provider in urls:
+                body["apiBaseUrl"] = urls[provider]
             (await api.post(f"/api/telephony_configs/{provider}", json=body)).raise_for_status()
         return (await api.post("/api/agents", json={"name": "load"})).raise_for_status().json()["agentId"]
