@@ -61,6 +61,8 @@ from app.simulator.twilio_api import FakeTwilioApi
 #: The PostgreSQL server of tests/conftest.py (trust auth); each run makes and drops a database of its own.
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 FROM = "+15550007777"
+#: Dials closer together than this are one burst (one scheduler tick's claim).
+BURST_GAP_S = 0.25
 
 
 def fake_apis(ring_s: float) -> dict[str, FakeProviderApi]:
@@ -226,6 +228,12 @@ def summarize(
             f"  dials {len(calls)} ({', '.join(f'{n} {len(a.calls)}' for n, a in apis.items())}) "
             f"in {span:.1f} s from the first to the last = {rate:.1f}/s = {rate * 60:.0f}/min"
         )
+        starts = bursts(created)
+        print(
+            f"  the dials came in {len(starts)} bursts (dials under {BURST_GAP_S} s apart): "
+            f"{len(created) / len(starts):.1f} dials each, one every "
+            f"{(starts[-1] - starts[0]) / max(len(starts) - 1, 1):.2f} s"
+        )
     most = most_live_at_once(calls)
     print(f"  most calls up at once at the fakes: {most} (maxConcurrency {args.max_concurrency})")
     if most > args.max_concurrency:
@@ -259,6 +267,11 @@ def summarize(
         f"  server RSS: {rss[0]:.1f} MiB after the POST, min {min(rss):.1f}, max {max(rss):.1f}, "
         f"last {rss[-1]:.1f} MiB; {(rss[-1] - rss[0]) / max(dialled, 1) * 1000:+.2f} MiB per 1,000 dials"
     )
+
+
+def bursts(times: list[float]) -> list[float]:
+    """The start of each run of (sorted) `times` less than BURST_GAP_S apart: one per scheduler tick."""
+    return [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] >= BURST_GAP_S]
 
 
 def main() -> None:
