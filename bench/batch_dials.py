@@ -63,6 +63,8 @@ POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 FROM = "+15550007777"
 #: Dials closer together than this are one burst (one scheduler tick's claim).
 BURST_GAP_S = 0.25
+#: RSS growth is counted from the first sample after this (imports, caches and pools warm up first).
+WARM_UP_S = 30.0
 
 
 def fake_apis(ring_s: float) -> dict[str, FakeProviderApi]:
@@ -265,8 +267,16 @@ def summarize(
     rss = [sample.rss_kib / 1024 for sample in samples]
     print(
         f"  server RSS: {rss[0]:.1f} MiB after the POST, min {min(rss):.1f}, max {max(rss):.1f}, "
-        f"last {rss[-1]:.1f} MiB; {(rss[-1] - rss[0]) / max(dialled, 1) * 1000:+.2f} MiB per 1,000 dials"
+        f"last {rss[-1]:.1f} MiB"
     )
+    warm = next((sample for sample in samples if sample.t >= WARM_UP_S), None)
+    if warm is not None and last.dials > warm.dials:
+        grown = (last.rss_kib - warm.rss_kib) / 1024
+        print(
+            f"  after the first {WARM_UP_S:.0f} s ({warm.rss_kib / 1024:.1f} MiB at {warm.dials} dials): "
+            f"{grown:+.1f} MiB over {last.dials - warm.dials} dials = "
+            f"{grown / (last.dials - warm.dials) * 1000:+.2f} MiB per 1,000 dials"
+        )
 
 
 def bursts(times: list[float]) -> list[float]:
