@@ -205,8 +205,14 @@ async def dial_batch(
         print_sample(samples[-1], samples[-2])
         progress = await asyncio.to_thread(fetch_progress, client, agent, batch["batchId"])
     bench_cpu = time.process_time() - bench_cpu
-    shown = await asyncio.to_thread(client.get, f"{batches_path(agent)}/{batch['batchId']}")
+    path = f"{batches_path(agent)}/{batch['batchId']}"
+    shown = await asyncio.to_thread(client.get, path)
     summarize(args, apis, samples, progress, shown.json(), posted, bench_cpu)
+    errors = await asyncio.to_thread(
+        client.get, f"{path}/scheduled_calls", params={"status": "ERROR", "pageSize": 10}
+    )
+    for call in errors.json()["results"]:
+        print(f"  ERROR: {call['medium']} attempts {call['attempts']} call {call['callId']}: {call['error']}")
 
 
 def summarize(
