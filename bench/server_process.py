@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,9 @@ ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "bench-twilio-auth-token"
 PLIVO_AUTH_ID = "MA" + "0" * 18
 PLIVO_AUTH_TOKEN = "bench-plivo-auth-token"
+TELNYX_API_KEY = "bench"
+TELNYX_ACCOUNT_SID = "ACbench-telnyx"  # the TeXML account (its Calls list reconciles unknown dials)
+TELNYX_APPLICATION_SID = "1684641123236054244"  # the TeXML application outgoing calls are placed through
 TELNYX_KEY_SEED = bytes(range(32))  # the fake Telnyx's Ed25519 private key, the same in every process
 SAMPLE_S = 0.05
 
@@ -189,16 +192,27 @@ def report_server_errors(log_path: Path, limit: int = 80) -> None:
         print("\n".join(shown[:limit]), file=sys.stderr)
 
 
-async def setup(base_url: str) -> str:
-    """Import Twilio, Telnyx and Plivo credentials and create an echo agent; returns its id."""
+async def setup(base_url: str, api_base_urls: Mapping[str, str] | None = None) -> str:
+    """Import Twilio, Telnyx and Plivo credentials and create an echo agent; returns its id.
+
+    `api_base_urls`: each provider's REST API to dial through (the fake ones of app/simulator/*_api.py).
+    """
     public_key = telnyx_signing_key().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     configs = {
         "twilio": {"accountSid": ACCOUNT_SID, "authToken": AUTH_TOKEN},
-        "telnyx": {"apiKey": "bench", "publicKey": base64.b64encode(public_key).decode()},
+        "telnyx": {
+            "apiKey": TELNYX_API_KEY,
+            "publicKey": base64.b64encode(public_key).decode(),
+            "accountSid": TELNYX_ACCOUNT_SID,
+            "applicationSid": TELNYX_APPLICATION_SID,
+        },
         "plivo": {"authId": PLIVO_AUTH_ID, "authToken": PLIVO_AUTH_TOKEN},
     }
+    urls = api_base_urls or {}
     async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=10) as api:
         for provider, body in configs.items():
             body = {**body, "callCreationAllowAllAgents": True}
+            if provider in urls:
+                body["apiBaseUrl"] = urls[provider]
             (await api.post(f"/api/telephony_configs/{provider}", json=body)).raise_for_status()
         return (await api.post("/api/agents", json={"name": "load"})).raise_for_status().json()["agentId"]

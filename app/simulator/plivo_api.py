@@ -116,6 +116,7 @@ class FakePlivoApi(FakeProviderApi):
         request_uuid = str(uuid.uuid4())
         call = self.dial(str(uuid.uuid4()), first(p, "to"), first(p, "from"), p, request_uuid=request_uuid)
         self.by_request[request_uuid] = call
+        await self.answer_late()
         return self.accepted("call fired", 201, request_uuid=request_uuid)
 
     async def list_calls(self, request: ApiRequest, path: dict[str, str]) -> Response:

@@ -2,10 +2,13 @@
 
 `FakeProviderApi` is the provider-independent engine: it serves the provider's REST routes (Starlette on
 uvicorn, in a background task), records every request, injects failures (`fail_next`), and runs each dialled
-call in its own task — initiated, ringing, then the queued outcome: `answer` fetches the call's XML, opens the
-media stream with the carrier machinery (`open_stream`) and plays `callee`; busy / no-answer / failed end
-the call without a stream. REST hang-ups, cancels and transfers act on that lifecycle. Status callbacks are
-form-encoded and signed by the provider module, and what callbridge answered each of them is recorded.
+call in its own task — initiated, ringing, then the queued outcome (`outcome` when none is queued): `answer`
+fetches the call's XML, opens the media stream with the carrier machinery (`open_stream`) and plays
+`callee`; busy / no-answer / failed end the call after `ring_seconds` without a stream, with the provider's
+final status callback as for a real unanswered call. `answer_delay` holds each create's answer back (the
+call is dialled first), as a slow provider does. REST hang-ups, cancels and transfers act on that
+lifecycle. Status callbacks are form-encoded and signed by the provider module, and what callbridge answered
+each of them is recorded.
 
 A provider module (`twilio_api`, `telnyx_api`, `plivo_api`) adds only what is the provider's own: routes,
 validation, response and error bodies, callback fields and signatures, XML fetching and status names.
@@ -17,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import math
 import socket
 import time
 from abc import ABC, abstractmethod
@@ -141,6 +145,7 @@ class FakeProviderApi(ABC):
         self.initiate_delay = 0.05  # between the create response and the first callback
         self.transfer_seconds = 0.1  # how long a transferred call stays up after its stream stopped
         self.answer_delay = 0.0  # between dialling a created call and answering the create request
+        self.outcome: Outcome = "answer"  # what a call does after ringing when no outcome is queued
         self.on_progress: Callable[[Progress], None] | None = None  # the stream's, once a second
         self.base_url = ""
         self.requests: list[ApiRequest] = []
@@ -200,7 +205,7 @@ class FakeProviderApi(ABC):
     # --- behaviour knobs -------------------------------------------------------------------------
 
     def queue_outcome(self, outcome: Outcome) -> None:
-        """What the next dialled call does after ringing (first in, first out; default `answer`)."""
+        """What the next dialled call does after ringing (first in, first out; then `outcome`)."""
         self._outcomes.append(outcome)
 
     def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
@@ -282,7 +287,7 @@ class FakeProviderApi(ABC):
 
     def dial(self, sid: str, to: str, from_: str, params: dict[str, Any], **ids: str) -> FakeCall:
         """Register a call the create request asked for and start ringing it (in the background)."""
-        outcome = self._outcomes.popleft() if self._outcomes else "answer"
+        outcome = self._outcomes.popleft() if self._outcomes else self.outcome
         call = FakeCall(sid=sid, to=to, from_=from_, params=params, outcome=outcome, ids=dict(ids))
         self.calls[sid] = call
         self.dials[to] += 1
@@ -290,6 +295,11 @@ class FakeProviderApi(ABC):
         self._dialled.put_nowait(call)
         self.spawn(self._lifecycle(call))
         return call
+
+    async def answer_late(self) -> None:
+        """Hold a create's answer back by `answer_delay` (after `dial`: the call is out already)."""
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
 
     def spawn(self, work: Awaitable[Any]) -> None:
         """Run `work` in the background, cancelled by `stop()`."""
@@ -460,6 +470,18 @@ class FakeProviderApi(ABC):
         if fetched.http_status != 200:
             raise WebhookRejected(fetched.http_status or 0, fetched.body)
         return fetched.body
+
+
+def most_live_at_once(calls: Iterable[FakeCall]) -> int:
+    """The most calls up at one moment (from their create and end times; a live call counts as up)."""
+    edges = sorted(
+        [(call.created_at, 1) for call in calls] + [(call.ended_at or math.inf, -1) for call in calls]
+    )
+    live = most = 0
+    for _, step in edges:
+        live += step
+        most = max(most, live)
+    return most
 
 
 DATE_FILTERS = ("StartTime", "StartTime>", "StartTime<", "EndTime", "EndTime>", "EndTime<")

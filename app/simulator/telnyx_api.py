@@ -137,6 +137,7 @@ class FakeTelnyxApi(FakeProviderApi):
         if refused is not None:
             return refused
         call = self._dial(request.params, first(request.params, "ApplicationSid"))
+        await self.answer_late()
         return JSONResponse({"from": call.from_, "to": call.to, "status": "queued"})
 
     async def list_calls(self, request: ApiRequest, path: dict[str, str]) -> Response:
@@ -189,6 +190,7 @@ class FakeTelnyxApi(FakeProviderApi):
         if refused is not None:
             return refused
         call = self._dial(request.params, path["connection_id"])
+        await self.answer_late()
         return JSONResponse({"call_sid": call.sid, "from": call.from_, "to": call.to, "status": "queued"})
 
     def _refusal(self, params: dict[str, Any], required: tuple[str, ...]) -> Response | None:

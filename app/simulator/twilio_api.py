@@ -11,7 +11,6 @@ that is not in progress it fails with 21220. Status callbacks go to `StatusCallb
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import http
 import xml.etree.ElementTree as ET
@@ -118,8 +117,7 @@ class FakeTwilioApi(FakeProviderApi):
         if not first(p, "From"):
             return self.error(400, "No 'From' number is specified", "21213")
         call = self.dial(self.twilio.new_call_id(), first(p, "To"), first(p, "From"), p)
-        if self.answer_delay:  # a slow answer: the call is dialled before callbridge hears of it
-            await asyncio.sleep(self.answer_delay)
+        await self.answer_late()
         return JSONResponse(self.resource(call), status_code=201)
 
     async def fetch(self, request: ApiRequest, path: dict[str, str]) -> Response:

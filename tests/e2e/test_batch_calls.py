@@ -13,7 +13,7 @@ import pytest
 from app.simulator.audio import speech_like
 from app.simulator.carrier import CallScript
 from app.simulator.plivo_api import FakePlivoApi
-from app.simulator.provider_api import FakeCall, FakeProviderApi
+from app.simulator.provider_api import FakeProviderApi, most_live_at_once
 from app.simulator.telnyx_api import FakeTelnyxApi
 from app.simulator.twilio_api import FakeTwilioApi
 from app.webhooks.signing import signature
@@ -108,19 +108,6 @@ async def scheduled_statuses(server: RunningServer, agent_id: str, batch_id: str
         path = f"/api/agents/{agent_id}/scheduled_batches/{batch_id}/scheduled_calls"
         page = (await api.get(path, params={"pageSize": 200})).json()
     return [call["status"] for call in page["results"]]
-
-
-def most_live_at_once(calls: list[FakeCall]) -> int:
-    """The most calls the provider had up at one moment (from their create and end times)."""
-    edges = sorted(
-        [(call.created_at, 1) for call in calls] + [(call.ended_at or call.created_at, -1) for call in calls],
-        key=lambda edge: (edge[0], edge[1]),
-    )
-    live = most = 0
-    for _, step in edges:
-        live += step
-        most = max(most, live)
-    return most
 
 
 async def test_a_batch_is_dialled_to_the_end_without_passing_its_concurrency(

@@ -1,8 +1,10 @@
-"""Exactly once under SIGKILL: real `callbridge serve` processes dial a batch through the fake Twilio API and
-are killed at random points (seeded) — while idle, right after a claim, in the middle of a dial request (the
-provider dialled, callbridge has not heard back), after the provider answered — and restarted on the same
-database. Seen from the provider: no number is ever dialled twice, and every scheduled call ends with a fate
-(SUCCESS with its one dial, or ERROR / EXPIRED) once the leases of the killed instances have run out."""
+"""Exactly once under SIGKILL: real `callbridge serve` processes dial a batch through the fake Twilio, Telnyx
+(TeXML) and Plivo APIs — its calls spread over the three by their medium, so each provider's reconciliation
+(its call list) settles the dials left unknown — and are killed at random points (seeded) — while idle,
+right after a claim, in the middle of a dial request (the provider dialled, callbridge has not heard back),
+after the provider answered — and restarted on the same database. Seen from the providers: no number is
+ever dialled twice, and every scheduled call ends with a fate (SUCCESS with its one dial, or ERROR / EXPIRED)
+once the leases of the killed instances have run out."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import os
 import random
 import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +25,19 @@ import pytest
 
 from app.simulator.audio import speech_like
 from app.simulator.carrier import CallScript
+from app.simulator.plivo_api import FakePlivoApi
+from app.simulator.provider_api import FakeProviderApi
+from app.simulator.telnyx_api import FakeTelnyxApi
 from app.simulator.twilio_api import FakeTwilioApi
 from tests.conftest import (
+    PLIVO_AUTH_ID,
+    PLIVO_AUTH_TOKEN,
+    PLIVO_CONFIG,
     POSTGRES_URL,
+    TELNYX_ACCOUNT_SID,
+    TELNYX_API_KEY,
+    TELNYX_CONFIG,
+    TELNYX_KEY,
     TWILIO_ACCOUNT_SID,
     TWILIO_AUTH_TOKEN,
     TWILIO_CONFIG,
@@ -34,6 +47,7 @@ from tests.conftest import (
     run_server,
     wait_for,
 )
+from tests.e2e.conftest import TELNYX_APPLICATION_SID
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +64,10 @@ ENV = {
     "CALLBRIDGE_SECRET_KEY": "batch-crash-test-secret-key",
 }
 FINAL = {"SUCCESS", "ERROR", "EXPIRED"}
+#: Call i of a batch is dialled through PROVIDERS[i % 3].
+PROVIDERS = ("twilio", "telnyx", "plivo")
+#: How long each fake holds back its answer to a create (the call is dialled at once).
+ANSWER_DELAY_S = 0.3
 #: The kills' seed (CALLBRIDGE_CRASH_SEED runs other kill points).
 SEED = int(os.environ.get("CALLBRIDGE_CRASH_SEED", "144"))
 
@@ -89,53 +107,81 @@ class Instance:
             await asyncio.to_thread(self._context.__exit__, None, None, None)
             self.server = self._context = None
 
-    def reconciled(self) -> list[str]:
-        """What each reconciliation of an unknown dial found (from the instances' logs)."""
-        return [m.group(1) for log in self.logs for m in re.finditer(r"dial left unknown: (\w+)", log)]
+    def reconciled(self) -> list[tuple[str, str]]:
+        """What each reconciliation of an unknown dial found, and how (from the instances' logs)."""
+        found = r"dial left unknown: (\w+) \((.*)\)$"
+        return [m.groups() for log in self.logs for m in re.finditer(found, log, re.MULTILINE)]
+
+
+class Providers(dict[str, FakeProviderApi]):
+    """The three fake provider APIs by name, and the dials made through all of them."""
+
+    @property
+    def dials(self) -> Counter[str]:
+        """Calls dialled to each number, through any of the providers."""
+        return sum((api.dials for api in self.values()), Counter())
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """Each provider's callbridge config, calling its fake (Telnyx's with its TeXML accountSid, which
+        its reconciliation lists calls of)."""
+        telnyx = {**TELNYX_CONFIG, "applicationSid": TELNYX_APPLICATION_SID}
+        given = {"twilio": TWILIO_CONFIG, "telnyx": telnyx, "plivo": PLIVO_CONFIG}
+        return {name: {**given[name], "apiBaseUrl": api.base_url} for name, api in self.items()}
 
 
 @pytest.fixture
-async def twilio_api() -> AsyncIterator[FakeTwilioApi]:
-    """The provider: short calls, and a slow answer to each create (the dial is made at once), so kills
+async def provider_apis() -> AsyncIterator[Providers]:
+    """The providers: short calls, and a slow answer to each create (the dial is made at once), so kills
     often fall inside a dial request."""
-    api = FakeTwilioApi(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)
-    api.callee = CallScript(audio=speech_like(0.3, 8000), tail_seconds=0.2)
-    api.answer_delay = 0.3
-    await api.start()
-    yield api
-    await api.stop()
+    apis = Providers(
+        twilio=FakeTwilioApi(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN),
+        telnyx=FakeTelnyxApi(TELNYX_API_KEY, TELNYX_KEY, account_sid=TELNYX_ACCOUNT_SID),
+        plivo=FakePlivoApi(PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN),
+    )
+    for api in apis.values():
+        api.callee = CallScript(audio=speech_like(0.3, 8000), tail_seconds=0.2)
+        api.answer_delay = ANSWER_DELAY_S
+        await api.start()
+    yield apis
+    for api in apis.values():
+        await api.stop()
 
 
-async def start_batch(server: RunningServer, api: FakeTwilioApi, numbers: list[str]) -> tuple[str, str]:
-    """Import the fake's config, make an agent and post the batch; (agent id, batch id)."""
-    await import_config(server, "twilio", {**TWILIO_CONFIG, "apiBaseUrl": api.base_url})
+async def start_batch(server: RunningServer, apis: Providers, numbers: list[str]) -> tuple[str, str]:
+    """Import the fakes' configs, make an agent and post the batch; (agent id, batch id)."""
+    for name, config in apis.configs().items():
+        await import_config(server, name, config)
     async with server.api() as client:
         response = await client.post("/api/agents", json={"name": "crash", "callTemplate": {}})
         agent = response.json()["agentId"]
-        calls = [{"medium": {"twilio": {"outgoing": {"to": to, "from": FROM}}}} for to in numbers]
+        calls = [
+            {"medium": {PROVIDERS[i % len(PROVIDERS)]: {"outgoing": {"to": to, "from": FROM}}}}
+            for i, to in enumerate(numbers)
+        ]
         body = {"calls": calls, "callsPerMinute": CALLS_PER_MINUTE}
         response = await client.post(f"/api/agents/{agent}/scheduled_batches", json=body)
         assert response.status_code == 201, response.text
         return agent, response.json()["batchId"]
 
 
-async def kill_at(rng: random.Random, api: FakeTwilioApi, instance: Instance) -> str:
-    """Kill `instance` at a random point: after a random while, or the moment a dial request arrives."""
+async def kill_at(rng: random.Random, apis: Providers, instance: Instance) -> str:
+    """Kill `instance` at a random point: after a random while, or the moment a dial request arrives (at
+    any of the providers)."""
     point = rng.choice(["anytime", "mid-request", "after-answer"])
     if point == "anytime":
         await asyncio.sleep(rng.uniform(0.1, 1.5))
     else:
-        before = sum(api.dials.values())
+        before = apis.dials.total()
         with contextlib.suppress(AssertionError):  # the batch may have no dial left to make
-            await wait_for(lambda: _more(api, before), within=3, interval=0.01)
+            await wait_for(lambda: _more(apis, before), within=3, interval=0.01)
         if point == "after-answer":
-            await asyncio.sleep(api.answer_delay + rng.uniform(0.0, 0.1))
+            await asyncio.sleep(ANSWER_DELAY_S + rng.uniform(0.0, 0.1))
     await instance.kill()
     return point
 
 
-async def _more(api: FakeTwilioApi, than: int) -> bool:
-    return sum(api.dials.values()) > than
+async def _more(apis: Providers, than: int) -> bool:
+    return apis.dials.total() > than
 
 
 async def fates(server: RunningServer, agent: str, batch: str) -> list[dict[str, Any]]:
@@ -154,48 +200,53 @@ def numbers_of(run: str) -> list[str]:
     return [f"{prefix}{n:04d}" for n in range(CALLS)]
 
 
-def check(calls: list[dict[str, Any]], api: FakeTwilioApi, numbers: list[str]) -> None:
-    """No number dialled twice; SUCCESS exactly when it was dialled (ERROR "outcome unknown" at most once)."""
-    assert max(api.dials[number] for number in numbers) <= 1, {
-        n: api.dials[n] for n in numbers if api.dials[n] > 1
-    }
+def check(calls: list[dict[str, Any]], apis: Providers, numbers: list[str]) -> None:
+    """No number dialled twice (through any provider); SUCCESS exactly when it was dialled, through the
+    provider of its medium (ERROR "outcome unknown" at most once)."""
+    dials = apis.dials
+    assert max(dials[number] for number in numbers) <= 1, {n: dials[n] for n in numbers if dials[n] > 1}
     for call in calls:
-        to = call["medium"]["twilio"]["outgoing"]["to"]
+        ((provider, medium),) = call["medium"].items()
+        to = medium["outgoing"]["to"]
         if call["status"] == "SUCCESS":
-            assert api.dials[to] == 1, (to, call)
+            assert apis[provider].dials[to] == 1, (to, call)
         elif call["status"] == "EXPIRED":
-            assert api.dials[to] == 0, (to, call)
+            assert dials[to] == 0, (to, call)
 
 
 def report(
-    label: str, points: list[str], instances: list[Instance], api: FakeTwilioApi, calls: list[dict]
+    label: str, points: list[str], instances: list[Instance], apis: Providers, calls: list[dict]
 ) -> None:
-    found = [outcome for instance in instances for outcome in instance.reconciled()]
+    found = [settled for instance in instances for settled in instance.reconciled()]
+    outcomes = Counter(outcome for outcome, _ in found)
+    # "{provider} lists call ..." / "{provider} lists no call ...": settled by that provider's call list
+    listed = Counter(f"{how.split()[0]} {outcome}" for outcome, how in found if how.split()[0] in PROVIDERS)
     statuses = {s: sum(1 for c in calls if c["status"] == s) for s in FINAL}
+    dials = {name: api.dials.total() for name, api in apis.items()}
     print(
-        f"\n{label}: kills at {points}; reconciled {len(found)} unknown dials: "
-        f"{ {o: found.count(o) for o in set(found)} }; fates {statuses}; dials {sum(api.dials.values())}"
+        f"\n{label}: kills at {points}; reconciled {len(found)} unknown dials: {dict(outcomes)}, "
+        f"by a provider's call list {dict(listed)}; fates {statuses}; dials {dials}"
     )
 
 
 async def test_an_instance_killed_mid_batch_and_restarted_dials_no_one_twice(
-    tmp_path: Path, twilio_api: FakeTwilioApi
+    tmp_path: Path, provider_apis: Providers
 ) -> None:
     rng = random.Random(SEED)
     instance = Instance(tmp_path, {**ENV, "CALLBRIDGE_DATA_DIR": str(tmp_path / "data")}, "sqlite")
     numbers = numbers_of("sqlite")
     server = await instance.start()
     try:
-        agent, batch = await start_batch(server, twilio_api, numbers)
+        agent, batch = await start_batch(server, provider_apis, numbers)
         points = []
         for _ in range(KILLS):
-            points.append(await kill_at(rng, twilio_api, instance))
+            points.append(await kill_at(rng, provider_apis, instance))
             server = await instance.start()
         calls = await wait_for(lambda: all_final(server, agent, batch), within=30, interval=0.25)
     finally:
         await instance.stop()
-    report("sqlite", points, [instance], twilio_api, calls)
-    check(calls, twilio_api, numbers)
+    report("sqlite", points, [instance], provider_apis, calls)
+    check(calls, provider_apis, numbers)
 
 
 @pytest.fixture
@@ -221,7 +272,7 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.mark.postgres
 async def test_two_instances_sharing_a_batch_one_killed_again_and_again_dial_no_one_twice(
-    tmp_path: Path, twilio_api: FakeTwilioApi, postgres_url: str
+    tmp_path: Path, provider_apis: Providers, postgres_url: str
 ) -> None:
     rng = random.Random(SEED + 1)
     env = {**ENV, "CALLBRIDGE_DATABASE_URL": postgres_url}
@@ -231,14 +282,14 @@ async def test_two_instances_sharing_a_batch_one_killed_again_and_again_dial_no_
     server = await steady.start()
     await killed.start()
     try:
-        agent, batch = await start_batch(server, twilio_api, numbers)
+        agent, batch = await start_batch(server, provider_apis, numbers)
         points = []
         for _ in range(KILLS):
-            points.append(await kill_at(rng, twilio_api, killed))
+            points.append(await kill_at(rng, provider_apis, killed))
             await killed.start()
         calls = await wait_for(lambda: all_final(server, agent, batch), within=30, interval=0.25)
     finally:
         await killed.stop()
         await steady.stop()
-    report("postgres", points, [steady, killed], twilio_api, calls)
-    check(calls, twilio_api, numbers)
+    report("postgres", points, [steady, killed], provider_apis, calls)
+    check(calls, provider_apis, numbers)

@@ -164,22 +164,38 @@ async def started(fake: FakeProviderApi) -> AsyncIterator[Any]:
     await fake.stop()
 
 
+#: Each fake as these tests make it.
+FAKES: dict[str, Callable[[], FakeProviderApi]] = {
+    "twilio": lambda: FakeTwilioApi(TWILIO_SID, TWILIO_TOKEN),
+    "telnyx": lambda: FakeTelnyxApi(
+        TELNYX_KEY, Ed25519PrivateKey.from_private_bytes(b"k" * 32), account_sid="acct-1"
+    ),
+    "plivo": lambda: FakePlivoApi(PLIVO_ID, PLIVO_TOKEN),
+}
+
+
 @pytest.fixture
 async def twilio() -> AsyncIterator[FakeTwilioApi]:
-    async for fake in started(FakeTwilioApi(TWILIO_SID, TWILIO_TOKEN)):
+    async for fake in started(FAKES["twilio"]()):
         yield fake
 
 
 @pytest.fixture
 async def telnyx() -> AsyncIterator[FakeTelnyxApi]:
-    key = Ed25519PrivateKey.from_private_bytes(b"k" * 32)
-    async for fake in started(FakeTelnyxApi(TELNYX_KEY, key, account_sid="acct-1")):
+    async for fake in started(FAKES["telnyx"]()):
         yield fake
 
 
 @pytest.fixture
 async def plivo() -> AsyncIterator[FakePlivoApi]:
-    async for fake in started(FakePlivoApi(PLIVO_ID, PLIVO_TOKEN)):
+    async for fake in started(FAKES["plivo"]()):
+        yield fake
+
+
+@pytest.fixture(params=list(FAKES))
+async def any_fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeProviderApi]:
+    """Each of the three fakes in turn."""
+    async for fake in started(FAKES[request.param]()):
         yield fake
 
 
@@ -776,6 +792,33 @@ def test_outbound_options_parse_with_the_default_api_port() -> None:
         8010,
     )
     check_outbound_args(args)
+
+
+# --- every provider -------------------------------------------------------------------------------
+
+
+def create_request(fake: FakeProviderApi, bridge: Bridge) -> tuple[httpx.AsyncClient, str, dict[str, Any]]:
+    """(client, path, httpx keyword arguments) of a call create on `fake`."""
+    if isinstance(fake, FakeTwilioApi):
+        return twilio_client(fake), f"{CALLS}.json", {"data": twilio_dial(bridge, "completed")}
+    if isinstance(fake, FakeTelnyxApi):
+        return telnyx_client(fake), TEXML_CALLS, {"json": telnyx_dial(bridge)}
+    assert isinstance(fake, FakePlivoApi)
+    return plivo_client(fake), PLIVO_CALLS, {"json": plivo_dial(bridge)}
+
+
+async def test_a_slow_answer_dials_first_and_the_default_outcome_ends_each_call(
+    any_fake: FakeProviderApi, bridge: Bridge
+) -> None:
+    fake = any_fake
+    fake.outcome, fake.answer_delay = "busy", 0.5
+    client, path, body = create_request(fake, bridge)
+    async with client:
+        creating = asyncio.create_task(client.post(path, **body))
+        call = await fake.wait_for_call()
+        assert not creating.done() and fake.dials[call.to] == 1  # dialled before the answer
+        assert (await creating).status_code in (200, 201)
+    assert (await ended(call)).end_status == "busy" and call.report is None
 
 
 def test_outbound_refuses_exotel() -> None:
