@@ -60,3 +60,8 @@ class ProviderFailed(ServiceError):
     """The telephony provider refused or could not take a request (its answer is in `detail`)."""
 
     status = 502
+
+
+class ProviderOutcomeUnknown(ProviderFailed):
+    """A request that must not be repeated (a dial) went out and got no answer or a 5xx: the provider may
+    or may not have acted on it. A scheduled call's dial is then settled from the provider's call list."""

@@ -36,7 +36,8 @@ SIP_REQUESTS_LIMITED = Counter(
 )
 BATCH_DIALS = Counter(
     "callbridge_batch_dials",
-    "Scheduled calls the scheduler placed, by outcome: dialled, refused (ERROR), put_back (429, no slot)",
+    "Scheduled calls the scheduler placed, by outcome: dialled, refused (ERROR), put_back (429, no slot), "
+    "unknown (no clear answer: settled from the provider's call list later)",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -18,7 +18,7 @@ import httpx
 
 from app.calls.service import CallService
 from app.cluster.registry import CallRegistry
-from app.errors import InvalidInput, ProviderFailed, ServiceError, TooManyRequests
+from app.errors import InvalidInput, ProviderFailed, ProviderOutcomeUnknown, ServiceError, TooManyRequests
 from app.providers import get_provider
 from app.providers.base import IncomingCall, WebhookProvider
 from app.providers.control import (
@@ -363,6 +363,8 @@ def _api_error(exc: ProviderApiError, detail: str) -> ServiceError:
         return TooManyRequests(
             "provider_rate_limited", detail, retry_after_s=math.ceil(exc.retry_after_s or 1)
         )
+    if exc.outcome_unknown:
+        return ProviderOutcomeUnknown("provider_outcome_unknown", detail)
     if exc.temporary:
         return ProviderFailed("provider_unavailable", detail)
     return InvalidInput("provider_rejected", detail)

@@ -45,6 +45,8 @@ class ProviderApiError(Exception):
         code: str | None,
         message: str,
         retry_after_s: float | None = None,
+        *,
+        outcome_unknown: bool = False,
     ) -> None:
         where = f"HTTP {status}" if status is not None else "no answer"
         detail = f"{provider} {action} failed ({where}" + (f", code {code}" if code else "") + f"): {message}"
@@ -55,6 +57,9 @@ class ProviderApiError(Exception):
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+        #: A request that must not be repeated went out and got no answer, or a 5xx: whether the provider
+        #: acted on it is unknown (a dial may have been placed).
+        self.outcome_unknown = outcome_unknown
 
     @property
     def detail(self) -> str:
@@ -146,7 +151,10 @@ class ProviderHttp:
                 failure = ProviderApiError(self.provider, action, None, None, f"cannot connect: {exc}")
                 wait = None
             except httpx.TransportError as exc:
-                failure = ProviderApiError(self.provider, action, None, None, f"{type(exc).__name__}: {exc}")
+                detail = f"{type(exc).__name__}: {exc}"
+                failure = ProviderApiError(
+                    self.provider, action, None, None, detail, outcome_unknown=not repeatable
+                )
                 if not repeatable:
                     raise failure from None
                 wait = None
@@ -155,8 +163,17 @@ class ProviderHttp:
                     return response
                 code, message = self.parse_error(response)
                 wait = retry_after_seconds(response.headers.get("retry-after"))
-                failure = ProviderApiError(self.provider, action, response.status_code, code, message, wait)
-                retryable = response.status_code == 429 or (response.status_code >= 500 and repeatable)
+                server_error = response.status_code >= 500
+                failure = ProviderApiError(
+                    self.provider,
+                    action,
+                    response.status_code,
+                    code,
+                    message,
+                    wait,
+                    outcome_unknown=server_error and not repeatable,
+                )
+                retryable = response.status_code == 429 or (server_error and repeatable)
                 if not retryable:
                     raise failure
             if attempt == policy.attempts:

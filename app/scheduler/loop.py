@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from app.errors import RetryLater, ServiceError
+from app.errors import ProviderOutcomeUnknown, RetryLater, ServiceError
 from app.metrics import BATCH_DIALS, BATCH_QUEUE_DEPTH, BATCH_UNKNOWN_DIALS
 from app.providers.control import LegState
 from app.scheduler.calling_hours import TimezoneRequired, hours_of
@@ -144,8 +144,14 @@ class Scheduler:
         await asyncio.gather(*self._hooks, return_exceptions=True)
 
     async def _tick_forever(self) -> None:
+        """Tick every scheduler_interval from one tick's start to the next (a tick waits for its dials:
+        sleeping a whole interval after it made a batch dial at most maxConcurrency per interval + tick)."""
+        loop = asyncio.get_running_loop()
+        interval = self.settings.scheduler_interval
+        started = loop.time()
         while True:
-            await asyncio.sleep(self.settings.scheduler_interval)
+            await asyncio.sleep(max(0.0, started + interval - loop.time()))
+            started = loop.time()
             try:
                 await self.tick()
             except Exception:
@@ -317,6 +323,19 @@ class Scheduler:
                 + (", the batch's pace halved" if exc.code == PROVIDER_RATE_LIMITED else ""),
                 EventSeverity.WARNING if exc.code == PROVIDER_RATE_LIMITED else EventSeverity.INFO,
                 {"code": exc.code, "until": at.isoformat()},
+                scheduled_call_id=scheduled.id,
+            )
+        except ProviderOutcomeUnknown as exc:
+            # The dial stays recorded `dialling`: once its lease ends it is claimed again and settled from
+            # the provider's call list (as a crash's would be), never dialled twice.
+            BATCH_DIALS.labels("unknown").inc()
+            log.warning("batch %s: call %s, dial outcome unknown: %s", batch.id, scheduled.id, exc.detail)
+            self.record(
+                batch.id,
+                "dial_outcome_unknown",
+                f"the provider gave no clear answer ({exc.detail}); the dial is settled from its call list "
+                "once the claim's lease ends",
+                EventSeverity.WARNING,
                 scheduled_call_id=scheduled.id,
             )
         except ServiceError as exc:

@@ -196,7 +196,7 @@ async def test_a_provider_500_ends_only_that_call_with_a_clear_error(
     live_call = await fake.wait_for_call()
     fake.fail_next(500)
     response = await dial(server, agent, outgoing(fake.provider))
-    assert response.status_code == 502 and response.json()["code"] == "provider_unavailable"
+    assert response.status_code == 502 and response.json()["code"] == "provider_outcome_unknown"
     assert "500" in response.json()["detail"]
     async with server.api() as api:
         failed = (await api.get("/api/calls?pageSize=1")).json()["results"][0]

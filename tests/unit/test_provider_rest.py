@@ -60,6 +60,7 @@ async def test_a_5xx_on_a_dial_is_not_retried_because_it_may_have_dialled() -> N
         await http(client).send("create call", "POST", "/Calls.json", form={}, repeatable=False)
     assert len(times) == 1
     assert failure.value.status == 500 and failure.value.code == "20500" and failure.value.temporary
+    assert failure.value.outcome_unknown
 
 
 async def test_a_connection_refused_is_retried_even_for_a_dial() -> None:
@@ -73,6 +74,21 @@ async def test_a_read_timeout_on_a_dial_is_not_retried() -> None:
     with pytest.raises(ProviderApiError) as failure:
         await http(client).send("create call", "POST", "/Calls.json", form={}, repeatable=False)
     assert len(times) == 1 and failure.value.status is None
+    assert failure.value.outcome_unknown  # it may have dialled
+
+
+async def test_a_connection_lost_after_sending_a_dial_leaves_its_outcome_unknown() -> None:
+    client, times = scripted(httpx.ReadError(""))
+    with pytest.raises(ProviderApiError) as failure:
+        await http(client).send("create call", "POST", "/Calls.json", form={}, repeatable=False)
+    assert len(times) == 1 and failure.value.outcome_unknown
+
+
+async def test_a_4xx_on_a_dial_is_a_known_refusal() -> None:
+    client, _ = scripted(httpx.Response(400, json={"code": 21211, "message": "Invalid 'To'"}))
+    with pytest.raises(ProviderApiError) as failure:
+        await http(client).send("create call", "POST", "/Calls.json", form={}, repeatable=False)
+    assert not failure.value.outcome_unknown
 
 
 async def test_a_4xx_is_a_refusal_and_is_not_retried() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.errors import InvalidInput, TooManyRequests
+from app.errors import InvalidInput, ProviderOutcomeUnknown, TooManyRequests
 from app.metrics import REGISTRY
 from app.providers.control import LegState
 from app.scheduler.loop import Scheduler
@@ -349,6 +349,26 @@ async def test_an_unknown_dial_that_never_went_out_expires_once_the_window_ended
     scheduled = await left_dialling(w, window_end=T0 + timedelta(seconds=1))
     await w.run(2)
     assert w.placer.placed == [] and scheduled.status == "EXPIRED"
+
+
+async def test_a_dial_without_a_clear_answer_is_left_dialling_for_reconciliation(tmp_path: Path) -> None:
+    w = world(tmp_path, batch_lease=LEASE)
+    [scheduled] = w.store.add(FakeBatch("b"), 1, T0)
+    w.placer.failures.append(ProviderOutcomeUnknown("provider_outcome_unknown", "ReadError"))
+    await w.scheduler.tick()
+    assert (scheduled.status, scheduled.dial_state, scheduled.attempts) == ("PENDING", "dialling", 1)
+
+
+async def test_a_dial_without_a_clear_answer_that_never_went_out_is_dialled_once_after_the_lease(
+    tmp_path: Path,
+) -> None:
+    reconciler = FakeReconciler(Reconciliation(Settled.NOT_DIALLED, "not in the provider's list"))
+    w = world(tmp_path, reconciler, batch_lease=LEASE)
+    [scheduled] = w.store.add(FakeBatch("b"), 1, T0)
+    w.placer.failures.append(ProviderOutcomeUnknown("provider_outcome_unknown", "ReadError"))
+    await w.run(int(LEASE) + 2)
+    assert reconciler.asked == [scheduled.id]
+    assert w.placer.placed == [(scheduled.id, "call-0")] and scheduled.status == "SUCCESS"
 
 
 def metric(name: str, outcome: str) -> float:
