@@ -52,6 +52,8 @@ class _Step(enum.Enum):
 
 _SEND, _PACE, _PAUSE, _IDLE = _Step.SEND, _Step.PACE, _Step.PAUSE, _Step.IDLE
 _CLEAR, _MARK, _SEGMENT_END = _Step.CLEAR, _Step.MARK, _Step.SEGMENT_END
+#: The steps that only wait: on the media clock's path, the clock takes them.
+_WAITS = frozenset((_PACE, _PAUSE, _IDLE))
 
 
 def _cannot_send_now(payload: bytes) -> bool:
@@ -105,7 +107,7 @@ class Playout:
         # The media clock's path (`run` takes it when the sink has `send_audio_now`).
         self._media_clock: MediaClock | None = None
         self._send_now: Callable[[bytes], bool] = _cannot_send_now
-        self._handback: asyncio.Future[None] | None = None
+        self._handback: asyncio.Future[_Step] | None = None
         self.frames_sent = 0
 
     @property
@@ -182,9 +184,12 @@ class Playout:
                 self._media_clock = None
 
     async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        clock = self._media_clock
         while True:
             self._wake.clear()  # what set it before is seen by the step below
             step = self._next_step(loop.time())
+            if clock is not None and step in _WAITS:
+                step = await self._park(clock, loop, step)  # the step the clock could not take
             if step is _SEND:
                 frame = self._frames.popleft()
                 await self._sink.send_audio(frame)
@@ -197,8 +202,6 @@ class Playout:
                 await self._send_mark()
                 if self._on_segment_end is not None:
                     await self._on_segment_end()
-            elif self._media_clock is not None:
-                await self._park(self._media_clock, loop, step)
             elif step is _PACE:
                 await asyncio.sleep(self._due_at - loop.time())
             else:
@@ -247,12 +250,13 @@ class Playout:
 
     # --- the media clock's path ------------------------------------------------------------------
 
-    async def _park(self, clock: MediaClock, loop: asyncio.AbstractEventLoop, step: _Step) -> None:
-        """Let the clock drive this playout until a step needs this task."""
+    async def _park(self, clock: MediaClock, loop: asyncio.AbstractEventLoop, step: _Step) -> _Step:
+        """Let the clock drive this playout until a step needs this task; returns that step (decided
+        already: deciding again could differ, as ending a pause is done by deciding it)."""
         self._handback = handback = loop.create_future()
         clock.park(self, math.inf if step is _IDLE else self._due_at)
         try:
-            await handback
+            return await handback
         finally:
             self._handback = None
 
@@ -266,7 +270,8 @@ class Playout:
                 if step is _SEND:
                     frame = self._frames[0]
                     if not self._send_now(frame):  # the task's send waits for the sink, or raises
-                        break
+                        self._hand_back(step)
+                        return None
                     self._frames.popleft()
                     self._frame_sent(now, frame)
                 elif step is _PACE or step is _PAUSE:
@@ -276,20 +281,19 @@ class Playout:
                 elif step is _MARK and not self._rules.marks:
                     self._take_mark()  # no I/O: nothing to send
                 else:
-                    break
-        except BaseException as exc:  # a failure belongs to this call, not to the clock's other calls
+                    self._hand_back(step)
+                    return None
+        except Exception as exc:  # a failure belongs to this call, not to the clock's other calls
             self._hand_back(exc)
             return None
-        self._hand_back(None)
-        return None
 
-    def _hand_back(self, exc: BaseException | None) -> None:
+    def _hand_back(self, outcome: _Step | Exception) -> None:
         handback = self._handback
         if handback is not None and not handback.done():
-            if exc is None:
-                handback.set_result(None)
+            if isinstance(outcome, Exception):
+                handback.set_exception(outcome)
             else:
-                handback.set_exception(exc)
+                handback.set_result(outcome)
 
     def _gap_timer_fired(self) -> None:
         self._gap_timer = None
