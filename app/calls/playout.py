@@ -169,7 +169,6 @@ class Playout:
         With a sink that can write at once (`send_audio_now`), this task sleeps on the loop's media clock
         whenever nothing needs awaiting, and the clock sends the frames (`serve`)."""
         loop = asyncio.get_running_loop()
-        self._loop = loop
         send_now = getattr(self._sink, "send_audio_now", None)
         if send_now is not None:
             self._send_now = send_now
@@ -190,6 +189,8 @@ class Playout:
             step = self._next_step(loop.time())
             if clock is not None and step in _WAITS:
                 step = await self._park(clock, loop, step)  # the step the clock could not take
+                if step is not _SEGMENT_END:  # deciding again gives it, or what came since (a clear)
+                    continue
             if step is _SEND:
                 frame = self._frames.popleft()
                 await self._sink.send_audio(frame)
@@ -251,8 +252,8 @@ class Playout:
     # --- the media clock's path ------------------------------------------------------------------
 
     async def _park(self, clock: MediaClock, loop: asyncio.AbstractEventLoop, step: _Step) -> _Step:
-        """Let the clock drive this playout until a step needs this task; returns that step (decided
-        already: deciding again could differ, as ending a pause is done by deciding it)."""
+        """Let the clock drive this playout until a step needs this task; returns that step (a segment's
+        end must be taken as handed back: deciding it is what ends the pause)."""
         self._handback = handback = loop.create_future()
         clock.park(self, math.inf if step is _IDLE else self._due_at)
         try:
