@@ -284,3 +284,22 @@ async def test_a_sink_failing_inside_the_clock_ends_only_its_own_playout() -> No
             await asyncio.wait_for(broken_task, 2)
         await wait_for(lambda: _done_after(healthy, "mark"), within=2)
     assert media_sizes(healthy) == [160] * 5
+
+
+async def test_the_end_of_a_segment_on_the_clock_calls_on_segment_end_after_its_mark() -> None:
+    socket = ImmediateSocket()
+    framing = TwilioFraming()
+    framing.decode(orjson.dumps(START))
+    stream = FramedStream(socket, framing)
+    ended = asyncio.Event()
+    seen_at_end: list[list[str]] = []
+
+    async def segment_ended() -> None:
+        seen_at_end.append(socket.events())
+        ended.set()
+
+    playout = Playout(stream, PCMU_8K, stream.rules, lead_ms=60, on_segment_end=segment_ended)
+    async with running(playout):
+        playout.enqueue(b"\x01" * 320)
+        await asyncio.wait_for(ended.wait(), 2)
+    assert seen_at_end == [["media", "media", "mark"]]
