@@ -95,13 +95,23 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
         """Send one whole message (text for `str`); raises TransportClosed once the connection is closed."""
         if not self.writable.is_set():
             await self.writable.wait()
+        if not self._write(message):
+            raise TransportClosed(f"closed with code {self._closed_with or ABNORMAL_CLOSURE}")
+
+    def send_message_now(self, message: str | bytes) -> bool:
+        """Write one whole message at once if the connection takes it now; False (nothing written) when
+        writing is paused or the connection is closed, where `send_message` waits or raises."""
+        return self.writable.is_set() and self._write(message)
+
+    def _write(self, message: str | bytes) -> bool:
         closed = self.close_sent or self.disconnected or self._closed_with is not None
         if closed or self.transport.is_closing():
-            raise TransportClosed(f"closed with code {self._closed_with or ABNORMAL_CLOSURE}")
+            return False
         if type(message) is str:
             self.transport.write(encode_frame(_TEXT, message.encode()))
         else:
             self.transport.write(encode_frame(_BINARY, message))  # type: ignore[arg-type]
+        return True
 
     # --- uvicorn's side ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -22,6 +23,9 @@ class WebSocketMessages:
     go straight between the socket and the call, past ASGI; under any other ASGI server, through ASGI.
     """
 
+    #: Writes one message at once, False when it cannot now (the direct path only; None elsewhere).
+    send_now: Callable[[str | bytes], bool] | None = None
+
     def __init__(self, websocket: WebSocket, max_message_bytes: int | None = None) -> None:
         self.websocket = websocket
         self.max_message_bytes = max_message_bytes
@@ -31,6 +35,7 @@ class WebSocketMessages:
             direct.use_direct(max_message_bytes)
             self.receive = direct.receive_message  # type: ignore[method-assign]
             self.send = direct.send_message  # type: ignore[method-assign]  # one write per message: no lock
+            self.send_now = direct.send_message_now
 
     async def receive(self) -> str | bytes:
         payload = await self._receive_message()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from app.calls.transport import BadMessage, CallDataChannel, TransportEvent
@@ -54,6 +55,11 @@ class FramedStream:
         self._send_message = socket.send
         self._decode = framing.decode
         self._encode_audio = framing.encode_audio
+        self._send_now: Callable[[str | bytes], bool] | None = getattr(socket, "send_now", None)
+        #: The playout's synchronous path (`AudioSink`), when the socket can write at once.
+        self.send_audio_now: Callable[[bytes], bool] | None = (
+            self._send_audio_now if self._send_now is not None else None
+        )
 
     def opening(self) -> StreamStart | None:
         return self.framing.opening()
@@ -67,6 +73,9 @@ class FramedStream:
 
     async def send_audio(self, payload: bytes) -> None:
         await self._send_message(self._encode_audio(payload))
+
+    def _send_audio_now(self, payload: bytes) -> bool:
+        return self._send_now(self._encode_audio(payload))  # type: ignore[misc]  # set with this method
 
     async def send_mark(self, name: str) -> None:
         await self._send_message(self.framing.encode_mark(name))

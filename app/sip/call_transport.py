@@ -181,13 +181,20 @@ class SipCallTransport:
         return None  # woken for a signal: it is returned by the next call
 
     async def send_audio(self, payload: bytes) -> None:
+        if not self.send_audio_now(payload):
+            raise TransportClosed("the SIP call is over" if self._closed else "the RTP stream closed")
+
+    def send_audio_now(self, payload: bytes) -> bool:
+        """`send_audio` without awaiting (the playout's media clock path); False once the call is over,
+        where `send_audio` raises TransportClosed."""
         if self._closed:
-            raise TransportClosed("the SIP call is over")
+            return False
         self._last_audio_at = self._clock()
         try:
             self._rtp.send_audio(self._codec.encode(payload) if self._codec else payload)
         except RtpClosed:  # the far end's BYE closed the stream under the playout
-            raise TransportClosed("the RTP stream closed") from None
+            return False
+        return True
 
     async def send_mark(self, name: str) -> None:
         """RTP has no marks (the rules say so); never called."""
