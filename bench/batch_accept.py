@@ -18,13 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import re
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import bench_frames as bf
@@ -32,11 +29,8 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_process import API_KEY, ServerSampler, run_server
+from server_process import API_KEY, POSTGRES_URL, ServerSampler, run_server, scratch_postgres
 
-POSTGRES_URL = os.environ.get(
-    "CALLBRIDGE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 PING_EVERY_S = 0.02
 LAG_BUCKET = re.compile(r'^callbridge_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
 LAG_MAX = re.compile(r"^callbridge_event_loop_lag_max_seconds (\S+)$", re.M)
@@ -132,28 +126,6 @@ async def accept(base_url: str, pid: int, calls: int) -> None:
     )
 
 
-@contextlib.contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new database on the test PostgreSQL server (POSTGRES_URL's), dropped afterwards: its URL."""
-    import asyncpg
-
-    admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"callbridge_bench_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 def app_checkout() -> str:
     """Where the server's `app` package comes from (this interpreter's install)."""
     found = subprocess.run(
@@ -176,7 +148,7 @@ def main() -> None:
     )
     print(f"server code: {app_checkout()}")
     with contextlib.ExitStack() as stack:
-        overrides = {"DATABASE_URL": stack.enter_context(fresh_postgres_database())} if args.postgres else {}
+        overrides = {"DATABASE_URL": stack.enter_context(scratch_postgres())} if args.postgres else {}
         base_url, pid = stack.enter_context(run_server(**overrides))
         asyncio.run(accept(base_url, pid, args.calls))
 

@@ -24,7 +24,6 @@ import contextlib
 import os
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import bench_frames as bf
 import httpx
 
@@ -43,9 +41,11 @@ from server_process import (
     AUTH_TOKEN,
     PLIVO_AUTH_ID,
     PLIVO_AUTH_TOKEN,
+    POSTGRES_URL,
     TELNYX_ACCOUNT_SID,
     TELNYX_API_KEY,
     run_server,
+    scratch_postgres,
     setup,
     telnyx_signing_key,
     tree_cpu_seconds,
@@ -59,7 +59,6 @@ from app.simulator.telnyx_api import FakeTelnyxApi
 from app.simulator.twilio_api import FakeTwilioApi
 
 #: The PostgreSQL server of tests/conftest.py (trust auth); each run makes and drops a database of its own.
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 FROM = "+15550007777"
 #: Dials closer together than this are one burst (one scheduler tick's claim).
 BURST_GAP_S = 0.25
@@ -86,20 +85,6 @@ def batch_calls(n: int, providers: list[str]) -> list[dict[str, Any]]:
         {"medium": {providers[i % len(providers)]: {"outgoing": {"to": f"+1444{i:07d}", "from": FROM}}}}
         for i in range(n)
     ]
-
-
-@contextlib.asynccontextmanager
-async def scratch_postgres() -> AsyncIterator[str]:
-    """A new, empty PostgreSQL database on POSTGRES_URL's server (dropped afterwards): its URL."""
-    admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"callbridge_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @contextlib.asynccontextmanager
@@ -164,7 +149,7 @@ async def run(args: argparse.Namespace) -> None:
     env = {} if args.scheduler_interval is None else {"SCHEDULER_INTERVAL": str(args.scheduler_interval)}
     async with contextlib.AsyncExitStack() as stack:
         if args.postgres:
-            env["DATABASE_URL"] = await stack.enter_async_context(scratch_postgres())
+            env["DATABASE_URL"] = stack.enter_context(scratch_postgres())
         await stack.enter_async_context(started(apis))
         base_url, pid = stack.enter_context(run_server(**env))
         agent = await setup(base_url, {name: api.base_url for name, api in apis.items()})

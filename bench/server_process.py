@@ -7,6 +7,7 @@ server might start is counted too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -17,9 +18,12 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import asyncpg
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -216,3 +220,33 @@ async def setup(base_url: str, api_base_urls: Mapping[str, str] | None = None) -
                 body["apiBaseUrl"] = urls[provider]
             (await api.post(f"/api/telephony_configs/{provider}", json=body)).raise_for_status()
         return (await api.post("/api/agents", json={"name": "load"})).raise_for_status().json()["agentId"]
+
+
+#: The test PostgreSQL server (trust auth), as the tests use it.
+POSTGRES_URL = os.environ.get(
+    "CALLBRIDGE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+@contextlib.contextmanager
+def scratch_postgres(prefix: str = "callbridge_bench") -> Iterator[str]:
+    """A new, empty database on POSTGRES_URL's server, dropped afterwards: its URL. Usable inside a
+    running event loop too (the admin statements run on a thread of their own)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin(sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
