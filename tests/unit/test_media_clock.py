@@ -21,18 +21,9 @@ from app.providers.twilio import TwilioFraming
 from tests.conftest import TWILIO_START as START
 from tests.conftest import wait_for
 from tests.unit.scripted_stream import ScriptedSocket
+from tests.unit.sip.fake_clock import FakeTimer
 
 # --- the clock alone, on a loop whose time the test moves ---------------------------------------------
-
-
-class _Handle:
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
-        self.when = when
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class ManualLoop:
@@ -40,23 +31,23 @@ class ManualLoop:
 
     def __init__(self) -> None:
         self.now = 100.0
-        self.timers: list[_Handle] = []
-        self.soon: list[_Handle] = []
+        self.timers: list[FakeTimer] = []
+        self.soon: list[FakeTimer] = []
 
     def time(self) -> float:
         return self.now
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> _Handle:
-        handle = _Handle(when, callback)
+    def call_at(self, when: float, callback: Callable[[], None]) -> FakeTimer:
+        handle = FakeTimer(when, callback)
         self.timers.append(handle)
         return handle
 
-    def call_soon(self, callback: Callable[[], None]) -> _Handle:
-        handle = _Handle(self.now, callback)
+    def call_soon(self, callback: Callable[[], None]) -> FakeTimer:
+        handle = FakeTimer(self.now, callback)
         self.soon.append(handle)
         return handle
 
-    def live_timers(self) -> list[_Handle]:
+    def live_timers(self) -> list[FakeTimer]:
         return [t for t in self.timers if not t.cancelled]
 
     def run_next_timer(self) -> None:
