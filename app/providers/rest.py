@@ -188,7 +188,8 @@ class ProviderHttp:
     async def send_for_object(
         self, action: str, method: str, path: str, **request: Unpack[RequestBody]
     ) -> dict[str, Any]:
-        """`send`, and the answer's JSON object; an answer that is not one is a ProviderApiError."""
+        """`send`, and the answer's JSON object; an answer that is not one is a ProviderApiError (whose
+        outcome is unknown for a request that must not be repeated: the provider took it, as what)."""
         response = await self.send(action, method, path, **request)
         body = json_body(response)
         if not isinstance(body, dict):
@@ -199,6 +200,7 @@ class ProviderHttp:
                 response.status_code,
                 None,
                 f"the answer is {what}, not the JSON object the API documents: {response.text[:200]!r}",
+                outcome_unknown=not request.get("repeatable", True),
             )
         return body
 

@@ -182,3 +182,11 @@ async def test_a_dial_answered_with_anything_but_a_json_object_is_a_provider_err
     with pytest.raises(ProviderApiError, match="not the JSON object") as raised:
         await control.dial(DIAL)
     assert raised.value.provider == control.provider and raised.value.temporary
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["twilio", "telnyx", "plivo"])
+async def test_a_dial_taken_with_an_unreadable_answer_leaves_its_outcome_unknown(index: int) -> None:
+    client, _ = scripted(httpx.Response(201, content=b"<html>ok</html>"))
+    with pytest.raises(ProviderApiError) as raised:
+        await _controls(client)[index].dial(DIAL)
+    assert raised.value.outcome_unknown
