@@ -22,6 +22,7 @@ from app.api.calls import severities_param
 from app.api.errors import json_object, validated
 from app.api.paging import page_params, page_response
 from app.errors import InvalidInput, NotFound
+from app.scheduler.calling_hours import TimezoneRequired, calling_hours_and_zone
 from app.schemas.agents import CallTemplate
 from app.schemas.batches import (
     BATCH_ERROR_CODES,
@@ -124,12 +125,14 @@ async def _call_specs(
 
 def _check_hours_have_a_timezone(spec: ScheduledCallSpec, body: ScheduledBatchCreate, index: int) -> None:
     """400 `timezone_required` for a call with calling hours and no timezone (its own or the batch's)."""
-    if (spec.calling_hours or body.calling_hours) and not (spec.timezone or body.timezone):
+    try:
+        calling_hours_and_zone(spec.calling_hours, spec.timezone, body.calling_hours, body.timezone)
+    except TimezoneRequired:
         raise InvalidInput(
             "timezone_required",
             f"calls.{index}: callingHours need a timezone (an IANA name such as America/New_York): "
             "give the call or the batch a timezone",
-        )
+        ) from None
 
 
 def _check_window_fits(services: Services, body: ScheduledBatchCreate, calls: int, now: datetime) -> None:

@@ -40,15 +40,27 @@ class TimezoneRequired(ValueError):
     """Calling hours apply to a call that has no timezone, nor its batch."""
 
 
+def calling_hours_and_zone(
+    call_hours: Any, call_zone: str | None, batch_hours: Any, batch_zone: str | None
+) -> tuple[Any, str] | None:
+    """The hours and timezone a call is dialled by: its own where it has them, else its batch's (None: any
+    time of day). TimezoneRequired when there are hours and no timezone. The one place the rule lives: the
+    API checks a batch with it, the scheduler dials by it."""
+    hours = call_hours or batch_hours
+    if hours is None:
+        return None
+    zone = call_zone or batch_zone
+    if zone is None:
+        raise TimezoneRequired("callingHours need a timezone: on the call or on the batch")
+    return hours, zone
+
+
 def hours_of(
     spec: Mapping[str, Any], batch_hours: Mapping[str, Any] | None, batch_zone: str | None
 ) -> LocalHours | None:
     """The calling hours of a stored call spec in its batch (None: any time of day)."""
-    raw = spec.get("callingHours") or batch_hours
-    if raw is None:
+    chosen = calling_hours_and_zone(spec.get("callingHours"), spec.get("timezone"), batch_hours, batch_zone)
+    if chosen is None:
         return None
-    zone = spec.get("timezone") or batch_zone
-    if zone is None:
-        raise TimezoneRequired("callingHours need a timezone: on the call or on the batch")
-    hours = CallingHours.model_validate(raw)
-    return LocalHours(hours.start, hours.end, ZoneInfo(zone))
+    hours = CallingHours.model_validate(chosen[0])
+    return LocalHours(hours.start, hours.end, ZoneInfo(chosen[1]))
