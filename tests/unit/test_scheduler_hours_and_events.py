@@ -56,9 +56,10 @@ async def test_the_batch_s_hours_apply_to_calls_without_their_own(w: World) -> N
 
 
 async def test_a_call_put_back_for_its_hours_gives_its_dial_back_to_the_pace(w: World) -> None:
-    add_new_york_call(w, calls_per_minute=60)
-    [other] = w.store.add(FakeBatch("b", calls_per_minute=60), 1, T0)  # replaces the batch, keeps the call
-    await w.scheduler.tick()
+    new_york, other = w.store.add(FakeBatch("b", calls_per_minute=60), 2, T0)  # a pace of one dial a second
+    new_york.spec = dict(NEW_YORK_HOURS)
+    await w.scheduler.tick()  # claims the New York call with the one dial there is, and puts it back
+    await w.scheduler.tick()  # the same instant: only the dial given back lets the other call go
     assert w.placer.placed == [(other.id, "call-0")]
 
 
@@ -70,6 +71,14 @@ async def test_a_retry_whose_backoff_ends_after_hours_waits_for_the_next_opening
         ended_call(w, scheduled.id, "call-0", LegState.NO_ANSWER), EndReason.UNJOINED
     )
     assert scheduled.next_attempt_at == OPENS + timedelta(days=1)
+
+
+async def test_a_call_whose_hours_open_only_after_the_window_expires_at_its_end(w: World) -> None:
+    scheduled = add_new_york_call(w, window_end=T0 + timedelta(hours=1))  # the window ends 05:00 in New York
+    await w.scheduler.tick()
+    w.clock.now = T0 + timedelta(hours=1)
+    await w.scheduler.tick()
+    assert scheduled.status == "EXPIRED" and w.placer.placed == []
 
 
 async def test_a_call_stored_with_hours_and_no_timezone_ends_error(w: World) -> None:
@@ -142,5 +151,5 @@ async def test_a_retry_is_a_batch_event(w: World) -> None:
 async def test_the_queue_depth_gauge_counts_calls_still_to_dial(w: World) -> None:
     w.store.add(FakeBatch("b", max_concurrency=2), 5, T0)
     await w.scheduler.tick()
-    depth = {s: REGISTRY.get_sample_value("callbridge_batch_queue_depth", {"status": s}) for s in ("FUTURE",)}
-    assert depth == {"FUTURE": 3}
+    assert REGISTRY.get_sample_value("callbridge_batch_queue_depth", {"status": "FUTURE"}) == 3
+    assert REGISTRY.get_sample_value("callbridge_batch_queue_depth", {"status": "PENDING"}) == 0
