@@ -11,7 +11,6 @@ Routes that do not ask keep uvicorn's behaviour unchanged.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,6 +28,7 @@ from app.api.websocket_frames import (
     encode_frame,
 )
 from app.calls.transport import MessageTooLarge, TransportClosed
+from app.handoff import HandleNow, Handoff
 
 #: The ASGI scope extension under which a connection offers its direct path.
 DIRECT_MESSAGES = "callbridge.direct_messages"
@@ -56,8 +56,8 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
         self._wants_direct = False
         self._direct = False
         self._parser = FrameParser(config.ws_max_size)
-        self._inbox: deque[str | bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        #: Whole messages for the route, or what its `handle_messages_now` handler made of them.
+        self._inbox: Handoff[object] = Handoff()
         self._closed_with: int | None = None
         self._max_message_bytes = config.ws_max_size
 
@@ -71,21 +71,16 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
             self._max_message_bytes = max_message_bytes
             self._parser = FrameParser(max_message_bytes)
 
-    async def receive_message(self) -> str | bytes:
-        """The next whole message. Raises MessageTooLarge after a message over the limit, TransportClosed
-        once the connection is closed otherwise."""
-        while not self._inbox:
-            if self._closed_with == MESSAGE_TOO_BIG:
-                limit = self._max_message_bytes
-                raise MessageTooLarge(f"the far end sent a message over this stream's {limit}-byte limit")
-            if self._closed_with is not None:
-                raise TransportClosed(f"closed with code {self._closed_with}")
-            self._waiter = self.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        message = self._inbox.popleft()
+    def handle_messages_now(self, handler: HandleNow[object] | None) -> None:
+        """Give each message to `handler` in `data_received` while the route waits in `receive_message`
+        with nothing queued (no task wake-up); what it returns instead of None is queued for the route."""
+        self._inbox.handle_now(handler)
+
+    async def receive_message(self) -> Any:
+        """The next whole message (or what the `handle_messages_now` handler queued). Raises
+        MessageTooLarge after a message over the limit, TransportClosed once the connection is closed
+        otherwise."""
+        message = await self._inbox.get()
         if self.read_paused and len(self._inbox) < INBOX_HIGH_WATER // 2:
             self.read_paused = False
             self.transport.resume_reading()
@@ -163,8 +158,7 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
     def _deliver(self, message: str | bytes) -> None:
         if self.close_sent or self._closed_with is not None:
             return  # past our close: read on only until the peer's close arrives
-        self._inbox.append(message)
-        self._wake()
+        self._inbox.put(message)
         if not self.read_paused and len(self._inbox) >= INBOX_HIGH_WATER:
             self.read_paused = True
             self.transport.pause_reading()
@@ -198,9 +192,10 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
     def _closed(self, code: int) -> None:
         if self._closed_with is None:
             self._closed_with = code
-        self._wake()
+            self._inbox.end(self._closed_error)
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _closed_error(self) -> TransportClosed:
+        if self._closed_with == MESSAGE_TOO_BIG:
+            limit = self._max_message_bytes
+            return MessageTooLarge(f"the far end sent a message over this stream's {limit}-byte limit")
+        return TransportClosed(f"closed with code {self._closed_with}")

@@ -11,6 +11,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from app.api.websocket_frames import MESSAGE_TOO_BIG
 from app.api.websocket_protocol import DIRECT_MESSAGES
 from app.calls.transport import MessageTooLarge, TransportClosed
+from app.handoff import HandleNow
 
 
 class WebSocketMessages:
@@ -25,6 +26,9 @@ class WebSocketMessages:
 
     #: Writes one message at once, False when it cannot now (the direct path only; None elsewhere).
     send_now: Callable[[str | bytes], bool] | None = None
+    #: Hands messages to a synchronous handler as they arrive (the direct path only; None elsewhere):
+    #: see `DirectMessagesProtocol.handle_messages_now`.
+    handle_messages_now: Callable[[HandleNow[object] | None], None] | None = None
 
     def __init__(self, websocket: WebSocket, max_message_bytes: int | None = None) -> None:
         self.websocket = websocket
@@ -36,6 +40,7 @@ class WebSocketMessages:
             self.receive = direct.receive_message  # type: ignore[method-assign]
             self.send = direct.send_message  # type: ignore[method-assign]  # one write per message: no lock
             self.send_now = direct.send_message_now
+            self.handle_messages_now = direct.handle_messages_now
 
     async def receive(self) -> str | bytes:
         payload = await self._receive_message()

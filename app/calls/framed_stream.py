@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from app.calls.transport import BadMessage, CallDataChannel, TransportEvent
+from app.handoff import HandleNow
 from app.providers.base import DataChannelFraming, FrameError, StreamFraming, StreamStart
 
 
@@ -60,16 +61,34 @@ class FramedStream:
         self.send_audio_now: Callable[[bytes], bool] | None = (
             self._send_audio_now if self._send_now is not None else None
         )
+        self._handle_messages_now = getattr(socket, "handle_messages_now", None)
+        #: Events as they arrive, to a synchronous handler (`EventsNow`), when the socket can hand them.
+        self.handle_events_now: Callable[[HandleNow[TransportEvent]], None] | None = (
+            self._handle_events_now if self._handle_messages_now is not None else None
+        )
 
     def opening(self) -> StreamStart | None:
         return self.framing.opening()
 
     async def receive(self) -> TransportEvent | None:
         message = await self._receive_message()
+        if type(message) is not str and type(message) is not bytes:
+            return message  # type: ignore[return-value]  # decoded already, by `_event_now`
+        return self._event_of(message)
+
+    def _event_of(self, message: str | bytes) -> TransportEvent | None:
         try:
             return self._decode(message)
         except FrameError as exc:
             return BadMessage(str(exc))
+
+    def _handle_events_now(self, handler: HandleNow[TransportEvent]) -> None:
+        def event_now(message: object) -> object | None:
+            # Only called with nothing queued, so every earlier message is decoded: the order holds.
+            event = self._event_of(message)  # type: ignore[arg-type]  # the socket's own messages
+            return None if event is None else handler(event)
+
+        self._handle_messages_now(event_now)  # type: ignore[misc]  # set with this method
 
     async def send_audio(self, payload: bytes) -> None:
         await self._send_message(self._encode_audio(payload))

@@ -23,7 +23,13 @@ from app.calls.ending import CallEnding
 from app.calls.playout import DEFAULT_MAX_QUEUED_MS
 from app.calls.service import CallService
 from app.calls.timing import ConversationTiming, TimingPlan
-from app.calls.transport import BadMessage, CallTransport, MessageTooLarge, TransportClosed
+from app.calls.transport import (
+    BadMessage,
+    CallTransport,
+    MessageTooLarge,
+    TransportClosed,
+    TransportEvent,
+)
 from app.media.codecs import MediaError
 from app.metrics import ACTIVE_SESSIONS, FRAMES_IN, FRAMES_OUT
 from app.pipeline.base import (
@@ -35,6 +41,7 @@ from app.pipeline.base import (
     HangUp,
     Pipeline,
     PipelineError,
+    PipelineEvent,
     PlayDtmf,
     Transcript,
 )
@@ -339,22 +346,47 @@ class CallSession:
 
     async def _receive_loop(self) -> None:
         receive, handlers, ending = self.transport.receive, self._stream_handlers, self.ending
+        self._take_caller_audio_now()
         while not ending.over:
             event = await receive()
             if event is not None:
                 await handlers[type(event)](event)
 
+    def _take_caller_audio_now(self) -> None:
+        """When both the transport and the agent can, caller audio goes from the socket's callback to the
+        agent as it arrives, with no task woken for it (the rest still comes through `receive`)."""
+        handle_events_now = getattr(self.transport, "handle_events_now", None)
+        send_audio_now = self.pipeline.send_audio_now
+        if handle_events_now is None or send_audio_now is None:
+            return
+
+        def caller_audio_now(event: TransportEvent) -> TransportEvent | None:
+            if type(event) is not StreamAudio or self.ending.over:
+                return event
+            audio = self._caller_audio_in(event)
+            if audio is not None:
+                send_audio_now(audio)
+            return None
+
+        handle_events_now(caller_audio_now)
+
     async def _caller_audio(self, event: StreamAudio) -> None:
+        audio = self._caller_audio_in(event)
+        if audio is not None:
+            await self.pipeline.send_audio(audio)
+
+    def _caller_audio_in(self, event: StreamAudio) -> bytes | None:
+        """The caller's audio in the agent's format, speech watched; None (recorded) when undecodable."""
         assert self.media is not None and self._timing is not None
         try:
             audio = self.media.from_caller(event.payload)
         except MediaError as exc:
             self.record.bad_message(str(exc))
-            return
+            return None
         speaking = self.media.caller_speaking(event.payload)
         if speaking is not None:
             self._timing.caller_speaking(speaking)
-        await self.pipeline.send_audio(audio)
+        return audio
 
     async def _caller_dtmf(self, event: StreamDtmf) -> None:
         assert self._timing is not None
@@ -418,6 +450,7 @@ class CallSession:
 
     async def _agent_loop(self) -> None:
         handlers = self._agent_handlers
+        self.pipeline.handle_events_now(self._agent_audio_now)
         try:
             async for event in self.pipeline.events():
                 await handlers[type(event)](event)
@@ -428,7 +461,22 @@ class CallSession:
             return
         self.ending.finish(EndReason.AGENT_HANGUP, "the agent ended the conversation")
 
+    def _agent_audio_now(self, event: PipelineEvent) -> PipelineEvent | None:
+        """Agent audio queued for the caller as the agent makes it, when no state message must be sent
+        first (that needs awaiting); everything else goes to the agent loop."""
+        state_to_send = self._agent_state != "speaking" and self.transport.data is not None
+        if type(event) is not AgentAudio or self.ending.over or state_to_send:
+            return event
+        self._agent_audio_in(event)
+        self._agent_state = "speaking"
+        return None
+
     async def _agent_audio(self, event: AgentAudio) -> None:
+        self._agent_audio_in(event)
+        if self._agent_state != "speaking":
+            await self._send_state("speaking")
+
+    def _agent_audio_in(self, event: AgentAudio) -> None:
         assert self.media is not None and self._timing is not None
         dropped_ms = self.media.to_caller(event.audio)
         if dropped_ms:
@@ -436,8 +484,6 @@ class CallSession:
         elif self.media.playout.queued_ms < self.settings.max_queued_agent_audio_ms / 2:
             self._dropping_agent_audio = False  # well below the limit again: a new spell is reported anew
         self._timing.agent_audio()
-        if self._agent_state != "speaking":
-            await self._send_state("speaking")
 
     def _agent_audio_dropped(self, dropped_ms: float) -> None:
         """The agent runs so far ahead of real time that its audio no longer fits: recorded once per spell."""

@@ -43,7 +43,11 @@ class CallDataChannel(Protocol):
 
 
 class CallTransport(Protocol):
-    """One call's far end. Every method raises TransportClosed once the far end is gone."""
+    """One call's far end. Every method raises TransportClosed once the far end is gone.
+
+    A transport that can hand events over as they arrive, without waking the task waiting in `receive`,
+    also has `handle_events_now(handler)` (`app.handoff.HandleNow`): while that task waits with nothing
+    queued, each event goes to `handler`, and what it passes back is what `receive` returns next."""
 
     #: How the far end takes agent audio (chunks, padding, marks, lead).
     rules: OutboundRules

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.handoff import HandleNow
 from app.media.formats import AudioFormat
 
 
@@ -87,6 +88,9 @@ class Pipeline(ABC):
 
     #: Formats the agent can take, best first; None = any (the stream's own format).
     accepted_formats: Sequence[AudioFormat] | None = None
+    #: Takes caller audio without awaiting, for a pipeline that can: the bridge then hands each frame
+    #: over as it arrives instead of waking a task for it. None: `send_audio` only.
+    send_audio_now: Callable[[bytes], None] | None = None
 
     @abstractmethod
     async def start(self, info: CallInfo, audio_format: AudioFormat) -> None:
@@ -113,6 +117,11 @@ class Pipeline(ABC):
         `text`: say exactly this; `prompt`: respond following this instruction; neither: start the
         conversation as the agent sees fit. False when the agent cannot be asked.
         """
+        return False
+
+    def handle_events_now(self, handler: HandleNow[PipelineEvent]) -> bool:
+        """Give each event to `handler` as it is made while `events()` waits with nothing queued (what
+        it passes back is yielded next). False when this pipeline cannot (the default)."""
         return False
 
     @abstractmethod

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.handoff import HandleNow, Handoff
 from app.media.formats import AudioFormat, pcm16
 from app.pipeline.base import AgentAudio, AgentClear, CallInfo, HangUp, Pipeline, PipelineEvent
 from app.schemas.durations import Duration
@@ -41,7 +42,7 @@ class EchoPipeline(Pipeline):
     def __init__(self, options: EchoOptions) -> None:
         self.options = options
         self.accepted_formats = (pcm16(options.sample_rate),) if options.sample_rate else None
-        self._out: asyncio.Queue[PipelineEvent | object] = asyncio.Queue()
+        self._out: Handoff[PipelineEvent | object] = Handoff()
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._wakeup = asyncio.Event()
         self._releaser: asyncio.Task[None] | None = None
@@ -51,11 +52,18 @@ class EchoPipeline(Pipeline):
             self._releaser = asyncio.create_task(self._release_delayed(), name=f"echo-delay-{info.call_id}")
 
     async def send_audio(self, audio: bytes) -> None:
+        self.send_audio_now(audio)
+
+    def send_audio_now(self, audio: bytes) -> None:  # type: ignore[override]  # a method, not None
         if self._releaser is None:
-            self._out.put_nowait(AgentAudio(audio))
+            self._out.put(AgentAudio(audio))
             return
         self._delayed.append((asyncio.get_running_loop().time() + self.options.delay, audio))
         self._wakeup.set()
+
+    def handle_events_now(self, handler: HandleNow[PipelineEvent]) -> bool:
+        self._out.handle_now(handler)  # type: ignore[arg-type]  # the end marker passes through it
+        return True
 
     async def _release_delayed(self) -> None:
         loop = asyncio.get_running_loop()
@@ -70,14 +78,14 @@ class EchoPipeline(Pipeline):
                 await asyncio.sleep(wait)
                 continue
             self._delayed.popleft()
-            self._out.put_nowait(AgentAudio(audio))
+            self._out.put(AgentAudio(audio))
 
     async def send_dtmf(self, digit: str) -> None:
         if self.options.hang_up_on_digit and digit == self.options.hang_up_on_digit:
-            self._out.put_nowait(HangUp(f"caller pressed {digit}"))
+            self._out.put(HangUp(f"caller pressed {digit}"))
         elif self.options.clear_on_dtmf:
             self._delayed.clear()
-            self._out.put_nowait(AgentClear())
+            self._out.put(AgentClear())
 
     async def events(self) -> AsyncIterator[PipelineEvent]:
         while True:
@@ -93,4 +101,4 @@ class EchoPipeline(Pipeline):
                 await self._releaser
             self._releaser = None
         self._delayed.clear()
-        self._out.put_nowait(_CLOSED)
+        self._out.put(_CLOSED)

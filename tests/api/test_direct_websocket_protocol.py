@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -58,10 +58,10 @@ class EchoServer:
     route: EchoRoute
 
 
-@pytest.fixture
-async def echo_server() -> AsyncIterator[EchoServer]:
-    route = EchoRoute()
-    app = Starlette(routes=[WebSocketRoute("/echo", route.serve)])
+@contextlib.asynccontextmanager
+async def serving(route: Callable[[WebSocket], Awaitable[None]]) -> AsyncIterator[tuple[str, int]]:
+    """uvicorn as `serve` runs it, with `route` at /echo; yields the route's URL and the port."""
+    app = Starlette(routes=[WebSocketRoute("/echo", route)])
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -74,15 +74,22 @@ async def echo_server() -> AsyncIterator[EchoServer]:
         lifespan="off",
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
+    running = asyncio.create_task(server.serve())
 
     async def started() -> bool:
         return server.started
 
     await wait_for(started)
-    yield EchoServer(f"ws://127.0.0.1:{port}/echo", port, route)
+    yield f"ws://127.0.0.1:{port}/echo", port
     server.should_exit = True
-    await serving
+    await running
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[EchoServer]:
+    route = EchoRoute()
+    async with serving(route.serve) as (url, port):
+        yield EchoServer(url, port, route)
 
 
 async def next_ending(server: EchoServer) -> str:
@@ -183,3 +190,52 @@ async def test_messages_pipelined_in_one_write_all_come_back_in_order(echo_serve
     with contextlib.suppress(OSError):
         writer.close()
     await next_ending(echo_server)
+
+
+@dataclass
+class HandlingRoute:
+    """Answers "ping" from the socket's callback (never through `receive`); anything else is queued for
+    `receive`, which records it; "fail" makes the handler raise."""
+
+    received: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+
+    async def serve(self, websocket: WebSocket) -> None:
+        messages = WebSocketMessages(websocket, ROUTE_LIMIT)
+        await websocket.accept()
+        assert messages.handle_messages_now is not None and messages.send_now is not None
+        send_now = messages.send_now
+
+        def handle(message: object) -> object | None:
+            if message == "fail":
+                raise ValueError("the handler failed")
+            if message == "ping":
+                send_now("pong")
+                return None
+            return message
+
+        messages.handle_messages_now(handle)
+        try:
+            while True:
+                await self.received.put(await messages.receive())
+        except ValueError as exc:
+            await self.received.put(f"raised: {exc}")
+        except TransportClosed:
+            pass
+
+
+async def test_a_message_handled_now_is_answered_without_the_routes_receive() -> None:
+    route = HandlingRoute()
+    async with serving(route.serve) as (url, _), websockets.connect(url, compression=None) as ws:
+        for _ in range(3):
+            await ws.send("ping")
+            assert await asyncio.wait_for(ws.recv(), 5) == "pong"
+        await ws.send("other")
+        assert await asyncio.wait_for(route.received.get(), 5) == "other"
+    assert route.received.empty()
+
+
+async def test_a_handler_failure_is_raised_by_the_routes_next_receive() -> None:
+    route = HandlingRoute()
+    async with serving(route.serve) as (url, _), websockets.connect(url, compression=None) as ws:
+        await ws.send("fail")
+        assert await asyncio.wait_for(route.received.get(), 5) == "raised: the handler failed"

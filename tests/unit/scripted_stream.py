@@ -9,6 +9,7 @@ import orjson
 
 from app.calls.framed_stream import FramedStream
 from app.calls.transport import TransportClosed
+from app.handoff import HandleNow, Handoff
 from app.providers.base import StreamFraming
 from app.providers.twilio import TwilioFraming
 
@@ -43,3 +44,42 @@ class ScriptedSocket:
 def scripted_stream(messages: list[dict], framing: StreamFraming | None = None) -> FramedStream:
     """A Twilio stream (by default) that plays `messages`; `.socket` holds what callbridge sent."""
     return FramedStream(ScriptedSocket(messages), framing or TwilioFraming())
+
+
+class HandingSocket:
+    """A socket that hands messages over as the direct WebSocket path does (`handle_messages_now`):
+    `deliver` plays the part of `data_received`; counts what reached `receive`."""
+
+    def __init__(self) -> None:
+        self._inbox: Handoff[object] = Handoff()
+        self.sent: list[dict] = []
+        self.received = 0  # messages (or events) the session's task took through `receive`
+
+    @property
+    def idle(self) -> bool:
+        """The session's task waits for a message with none queued: the next one is handed over now."""
+        return self._inbox.idle
+
+    def deliver(self, message: dict) -> None:
+        self._inbox.put(orjson.dumps(message).decode())
+
+    def handle_messages_now(self, handler: HandleNow[object] | None) -> None:
+        self._inbox.handle_now(handler)
+
+    async def receive(self) -> object:
+        item = await self._inbox.get()
+        self.received += 1
+        return item
+
+    async def send(self, message: str | bytes) -> None:
+        self.sent.append(orjson.loads(message))
+
+    def send_now(self, message: str | bytes) -> bool:
+        self.sent.append(orjson.loads(message))
+        return True
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self._inbox.end(lambda: TransportClosed("closed"))
+
+    def audio(self) -> bytes:
+        return b"".join(base64.b64decode(m["media"]["payload"]) for m in self.sent if m["event"] == "media")
