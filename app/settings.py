@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     max_medium_message_bytes: int = Field(default=256 * 2**10, ge=1024)
     # SIGTERM/SIGINT: how long live calls get to end before they are ended (s).
     drain_timeout: float = Field(default=30.0, ge=0)
+    # Several instances (issue 15): Redis holds which instance holds each live call and carries control
+    # between them (empty: one instance, in process). An instance renews its lease on its calls every
+    # third of `cluster_lease` (s); another ends them (system_error) once it has stopped for that long.
+    redis_url: str = ""
+    # Where under Redis this service's keys live (several services can share one Redis).
+    redis_prefix: str = "callbridge"
+    cluster_lease: float = Field(default=10.0, ge=1)
     # SIP (ARCHITECTURE §3.1): where to listen (`udp|tcp|tls:HOST:PORT`, comma-separated; empty: no SIP), the
     # host put in Via/Contact/SDP, the RTP port range, silence on the wire that ends a call (s), and the
     # codecs offered and accepted, best first.
@@ -73,11 +80,6 @@ class Settings(BaseSettings):
     # TLS (issue 12, part TLS): the certificate chain and key (PEM files) a `tls:HOST:PORT` listen presents.
     sip_tls_cert: str = ""
     sip_tls_key: str = ""
-    # Scheduled batches without their own callsPerMinute are dialled (and their windows checked) at this pace.
-    batch_calls_per_minute: float = Field(default=60.0, gt=0)
-    # How long an instance's claim holds a scheduled call (s): another instance may take it over (and
-    # reconcile a dial left unknown) only after it ends, so it must outlast the longest dial request.
-    batch_lease: float = Field(default=60.0, gt=0)
     # SIP part 2, FB: how long the fallback handler has to answer (s; then 480); and per source address,
     # the out-of-dialog INVITEs, and other out-of-dialog requests (REGISTER, OPTIONS...), taken per second
     # and in a burst before more are refused (503 + Retry-After; dropped from a source not allowed).
