@@ -56,6 +56,12 @@ class Unavailable(RetryLater):
     status = 503
 
 
+class ControlTimedOut(ServiceError):
+    """The instance holding a call did not answer a control request in time: 504."""
+
+    status = 504
+
+
 class ProviderFailed(ServiceError):
     """The telephony provider refused or could not take a request (its answer is in `detail`)."""
 

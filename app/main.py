@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The callbridge ASGI app. Services start (database migrated) in the lifespan."""
     settings = settings or Settings()
     services = Services.build(settings)
+    services.control_handler = functools.partial(calls.control_call, services)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -59,3 +59,18 @@ BATCH_UNKNOWN_DIALS = Counter(
     ["outcome"],  # dialled (recorded), not_dialled (dialled now), unknown (ERROR "outcome unknown")
     registry=REGISTRY,
 )
+CLUSTER_AVAILABLE = Gauge(
+    "callbridge_cluster_available",
+    "1 while the cluster's Redis (CALLBRIDGE_REDIS_URL) answers; 0 while it does not (new calls refused)",
+    registry=REGISTRY,
+)
+CLUSTER_CONTROL_FORWARDED = Counter(
+    "callbridge_cluster_control_forwarded",
+    "Control requests (hang up, transfer, DTMF, text) sent to the instance holding the call",
+    registry=REGISTRY,
+)
+CLUSTER_CALLS_REAPED = Counter(
+    "callbridge_cluster_calls_reaped",
+    "Calls ended here because the instance holding them stopped renewing its lease",
+    registry=REGISTRY,
+)

@@ -13,7 +13,9 @@ from app.calls.join_tokens import JoinTokens
 from app.calls.legs import ProviderLegs
 from app.calls.service import CallService
 from app.calls.session import CallSession, SessionSettings
-from app.cluster.local import LocalCallRegistry
+from app.cluster.base import Cluster, ControlHandler, ControlReply
+from app.cluster.local import LocalCluster
+from app.cluster.redis_cluster import RedisCluster
 from app.cluster.registry import CallRegistry
 from app.events.log import CallEventLog
 from app.pipeline import build_pipeline
@@ -57,6 +59,8 @@ class Services:
     events: CallEventLog
     calls: CallService
     sessions: CallRegistry[CallSession]
+    #: The instances of this service (one, in process, unless CALLBRIDGE_REDIS_URL is set).
+    cluster: Cluster
     session_settings: SessionSettings
     legs: ProviderLegs
     pipeline_secrets: PipelineSecrets
@@ -76,6 +80,8 @@ class Services:
     sip: SipService | None = None
     #: Set by `drain`: new calls are refused (readyz 503, webhooks hang up, the API answers 503).
     draining: bool = False
+    #: Acts on a call held here for another instance (set by the app: it is the API's data message).
+    control_handler: ControlHandler | None = None
     _sweeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -89,7 +95,12 @@ class Services:
         events = CallEventLog(event_repo)
         telephony_configs = TelephonyConfigRepository(db, box)
         calls = CallService(settings, calls_repo, events, JoinTokens(master))
-        sessions: CallRegistry[CallSession] = LocalCallRegistry()
+        cluster: Cluster = (
+            RedisCluster(settings.redis_url, settings.cluster_lease, prefix=settings.redis_prefix)
+            if settings.redis_url
+            else LocalCluster()
+        )
+        sessions: CallRegistry[CallSession] = cluster.registry
         return cls(
             settings=settings,
             db=db,
@@ -101,6 +112,7 @@ class Services:
             events=events,
             calls=calls,
             sessions=sessions,
+            cluster=cluster,
             session_settings=SessionSettings(playout_lead_ms=settings.playout_lead_ms),
             legs=ProviderLegs(settings, calls, calls_repo, telephony_configs, sessions),
             pipeline_secrets=pipeline_secrets,
@@ -118,6 +130,7 @@ class Services:
             self.sip = SipService(self.settings, self)
             await self.sip.start()
         await self.events.start()
+        await self.cluster.start(self._control, self._end_orphaned)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="unjoined-call-sweeper")
         self.scheduler = Scheduler.of(self)
         await self.scheduler.start()
@@ -131,6 +144,7 @@ class Services:
             await self.scheduler.stop()
         if self.sip is not None:
             await self.sip.stop()
+        await self.cluster.stop()
         await self.legs.stop()
         await self.events.stop()
         await self.db.dispose()
@@ -159,6 +173,19 @@ class Services:
         while len(self.sessions) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return not len(self.sessions)
+
+    async def _control(self, call_id: str, body: bytes) -> ControlReply:
+        if self.control_handler is None:  # the app always sets one
+            raise RuntimeError("control request without a control handler")
+        return await self.control_handler(call_id, body)
+
+    async def _end_orphaned(self, call_id: str, holder: str) -> None:
+        """End a call whose instance died (its provider leg is hung up by the end, as for any other)."""
+        row = await self.calls_repo.get(call_id)
+        if row is None or row.ended is not None:
+            return
+        text = f"the instance holding the call ({holder}) stopped renewing its lease"
+        await self.calls.end(row, EndReason.SYSTEM_ERROR, text)
 
     def build_pipeline(self, call: CallRow) -> Pipeline:
         """The agent pipeline of a call going live: its stored spec, with the secrets opened only now."""

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,27 @@ async def _postgres_problem() -> str | None:
     return None
 
 
+#: The Redis the cluster tests use (each test under keys of its own).
+REDIS_URL = os.environ.get("CALLBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def require_redis() -> None:
+    """Skip, or with CALLBRIDGE_REQUIRE_REDIS fail, unless Redis answers at REDIS_URL."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        problem = f"Redis is not reachable at {REDIS_URL} ({exc})"
+        if os.environ.get("CALLBRIDGE_REQUIRE_REDIS"):
+            pytest.fail(f"Redis is required (CALLBRIDGE_REQUIRE_REDIS) but {problem}")
+        pytest.skip(problem)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated, empty database: a SQLite file, and PostgreSQL in a schema of its own."""
@@ -202,8 +223,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def run_server(workdir: Path, **env_overrides: str) -> Iterator[RunningServer]:
-    """`callbridge serve` in a subprocess on a free loopback port (SQLite unless the env says otherwise)."""
+def run_server(
+    workdir: Path, serve_args: Sequence[str] = (), **env_overrides: str
+) -> Iterator[RunningServer]:
+    """`callbridge serve [serve_args]` in a subprocess on a free loopback port (SQLite unless the env says
+    otherwise)."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {
@@ -221,7 +245,7 @@ def run_server(workdir: Path, **env_overrides: str) -> Iterator[RunningServer]:
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve"],
+            [sys.executable, "-m", "app.cli", "serve", *serve_args],
             cwd=workdir,
             env=env,
             stdout=log,

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.calls.service import Creation
-from app.calls.start import CreateCall, create_and_dial, refuse_if_draining
+from app.calls.start import CreateCall, create_and_dial, refuse_if_not_taking_calls
 from app.errors import InvalidInput
 from app.schemas.media import Medium
 from app.services import Services
@@ -28,7 +28,7 @@ async def start_call(
 
     201 with the call; a replayed key answers the same call with `Idempotent-Replayed: true`.
     """
-    refuse_if_draining(services)  # before the key is checked or the body read
+    refuse_if_not_taking_calls(services)  # before the key is checked or the body read
     key = idempotency_key(request)
     creation = Creation(idempotency_key=key, fingerprint=await fingerprint(request) if key else None)
     row, created = await create_and_dial(services, medium, agent_id, create, creation)

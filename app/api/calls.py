@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
+import orjson
 from pydantic import RootModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.call_start import start_call
-from app.api.errors import parse_body
+from app.api.errors import error_body, parse_body, validated
 from app.api.paging import page_params, page_response
-from app.errors import CallNotActive, InvalidInput, NotFound, ProviderFailed
+from app.cluster.base import ControlReply
+from app.errors import CallNotActive, InvalidInput, NotFound, ProviderFailed, ServiceError
 from app.media.dtmf import DtmfTiming
 from app.schemas.calls import CallEvent, EndReason, EventSeverity, SipLogEntry, StartCallRequest
 from app.schemas.data_messages import (
@@ -23,8 +25,8 @@ from app.schemas.data_messages import (
     PlayDtmfMessage,
     UserTextMessage,
 )
-from app.services import services_of
-from app.store.tables import CallEventRow, SipMessageRow
+from app.services import Services, services_of
+from app.store.tables import CallEventRow, CallRow, SipMessageRow
 
 
 async def create_call(request: Request) -> Response:
@@ -111,16 +113,45 @@ async def list_sip_logs(request: Request) -> Response:
 
 
 async def send_data_message(request: Request) -> Response:
-    """Act on a live call: hang up, transfer, DTMF, or text for the agent. 204; 422 when not live."""
+    """Act on a live call: hang up, transfer, DTMF, or text for the agent. 204; 422 when not live.
+
+    A call whose session another instance holds is acted on there (its answer is this one's)."""
     services = services_of(request)
     call_id = request.path_params["call_id"]
     row = await services.calls_repo.get(call_id)
     if row is None:
         raise NotFound("call_not_found", f"no call with id {call_id}")
     body = await parse_body(request, DataMessageRequest)
-    message = body.root
     if row.ended is not None:
         raise CallNotActive("call_not_active", f"call {call_id} has ended")
+    if services.sessions.get(call_id) is None:
+        forwarded = orjson.dumps(body.model_dump(mode="json", by_alias=True, exclude_unset=True))
+        reply = await services.cluster.forward(call_id, forwarded)
+        if reply is not None:
+            media_type = "application/json" if reply.body else None
+            return Response(reply.body, reply.status, headers=reply.headers, media_type=media_type)
+    await act_on_call(services, row, body.root)
+    return Response(status_code=204)
+
+
+async def control_call(services: Services, call_id: str, body: bytes) -> ControlReply:
+    """A data message another instance forwarded for a call held here: acted on as if it came here."""
+    try:
+        row = await services.calls_repo.get(call_id)
+        if row is None:
+            raise NotFound("call_not_found", f"no call with id {call_id}")
+        message = validated(DataMessageRequest, orjson.loads(body)).root
+        if row.ended is not None:
+            raise CallNotActive("call_not_active", f"call {call_id} has ended")
+        await act_on_call(services, row, message)
+    except ServiceError as exc:
+        return ControlReply(exc.status, orjson.dumps(error_body(exc.code, exc.detail)), exc.headers)
+    return ControlReply(204)
+
+
+async def act_on_call(services: Services, row: CallRow, message: DataMessage) -> None:
+    """Carry out a data message on a call that has not ended, on this instance; raises what refuses it."""
+    call_id = row.id
     session = services.sessions.get(call_id)
     actions = session.actions if session is not None and session.joined else None
     if isinstance(message, HangUpMessage):
@@ -136,7 +167,7 @@ async def send_data_message(request: Request) -> Response:
                 session.finish(EndReason.UNJOINED, text)
         else:  # live elsewhere: ending it hangs up the provider leg, which closes that stream
             await services.calls.end(row, EndReason.AGENT_HANGUP, text)
-        return Response(status_code=204)
+        return
     if actions is None:
         raise CallNotActive("call_not_active", f"call {call_id} is not joined (yet): nothing to act on")
     if isinstance(message, ColdTransferMessage):
@@ -155,7 +186,6 @@ async def send_data_message(request: Request) -> Response:
         await _agent_took(actions.send_user_text(message.text))
     elif isinstance(message, ForcedAgentMessage):
         await _agent_took(actions.speak(message.content))
-    return Response(status_code=204)
 
 
 async def _agent_took(delivered: Awaitable[bool]) -> None:

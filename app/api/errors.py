@@ -30,10 +30,15 @@ _HTTP_CODES = {
 }
 
 
+def error_body(code: str, detail: str) -> dict[str, str]:
+    """Every error's JSON body."""
+    return {"detail": detail, "code": code}
+
+
 def error_response(
     status: int, code: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, detail), status_code=status, headers=headers)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -1,4 +1,4 @@
-"""`/healthz` (alive), `/readyz` (database reachable and not draining), `/metrics` (Prometheus)."""
+"""`/healthz` (alive), `/readyz` (database and the cluster's Redis reachable, not draining), `/metrics`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ async def readyz(request: Request) -> Response:
     services = services_of(request)
     if services.draining:  # shutting down: load balancers send new calls elsewhere
         return JSONResponse({"status": "draining", "activeSessions": len(services.sessions)}, status_code=503)
+    if not services.cluster.available:
+        return JSONResponse({"status": "unavailable", "detail": "redis: unreachable"}, status_code=503)
     try:
         await services.db.ping()
     except Exception as exc:

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.calls.service import CallOrigin, Creation
+from app.calls.start import refuse_if_not_taking_calls
 from app.calls.templates import map_request_context
 from app.errors import Forbidden, InvalidInput, NotFound
 from app.metrics import WEBHOOKS
@@ -80,6 +81,7 @@ async def telephony_xml(request: Request) -> Response:
         if services.draining:
             outcome = "draining"
             return Response(provider.hangup_xml(), media_type="text/xml")
+        refuse_if_not_taking_calls(services)  # Redis unreachable: 503, so the provider tries its fallback
         agent_id = request.path_params["agent_id"]
         agent = await services.agents.get(agent_id)
         if agent is None:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from app.calls.service import Creation
+from app.cluster.base import cluster_unavailable
 from app.errors import InvalidInput, Unavailable
 from app.schemas.media import Medium
 from app.sip.outgoing import SipDialPlan
@@ -32,9 +33,10 @@ async def create_and_dial(
     """Create the call and, when it was created and its medium is outgoing, dial it.
 
     Returns (the call, created); False when an idempotency key found an earlier call (not dialled again).
-    Refused (503) while draining; a dial the provider refused ends the call and raises its error.
+    Refused (503) while draining or without the cluster's Redis; a dial the provider refused ends the call
+    and raises its error.
     """
-    refuse_if_draining(services)
+    refuse_if_not_taking_calls(services)
     creation = creation or Creation()
     sip_plan = _sip_plan(services, medium)
     plan = None if sip_plan else await services.legs.plan_dial(medium, agent_id)
@@ -52,8 +54,10 @@ async def create_and_dial(
     return row, created
 
 
-def refuse_if_draining(services: Services) -> None:
-    """503 with Retry-After while the service drains."""
+def refuse_if_not_taking_calls(services: Services) -> None:
+    """503 with Retry-After while the service drains, or while the cluster's Redis cannot be reached."""
+    if not services.cluster.available:
+        raise cluster_unavailable()
     if services.draining:
         raise Unavailable(
             "draining",

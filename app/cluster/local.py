@@ -1,9 +1,11 @@
-"""In-process registry of the live call sessions this instance holds (the embedded default)."""
+"""One instance on its own (the embedded default): the in-process call registry and cluster."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from app.cluster.base import ControlHandler, ControlReply, OrphanHandler
 
 S = TypeVar("S")
 
@@ -36,3 +38,22 @@ class LocalCallRegistry(Generic[S]):
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+class LocalCluster:
+    """`base.Cluster` for one instance: every call is held here and nothing needs forwarding."""
+
+    instance_id = "local"
+    available = True
+
+    def __init__(self) -> None:
+        self.registry: LocalCallRegistry[Any] = LocalCallRegistry()
+
+    async def start(self, control: ControlHandler, orphaned: OrphanHandler) -> None:
+        """Nothing to start: no other instance sends control or dies holding calls."""
+
+    async def stop(self) -> None:
+        """Nothing to leave."""
+
+    async def forward(self, call_id: str, body: bytes) -> ControlReply | None:
+        return None

@@ -128,6 +128,8 @@ class IncomingCalls:
         services = self._services
         if services.draining:
             return _retry_later(request, "Service Unavailable (shutting down)")
+        if not services.cluster.available:
+            return _retry_later(request, "Service Unavailable (cluster state unreachable)")
         policy = services.sip_policy.current()
         route: Route | None = None
         agent_id = policy.route(self._called_user(request))

@@ -6,31 +6,19 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from starlette.testclient import TestClient
-from twilio.request_validator import RequestValidator
 
-from tests.conftest import TWILIO_AUTH_TOKEN, TWILIO_CONFIG
-
-PUBLIC = "https://bridge.example.com"
-WEBHOOK = {"CallSid": "CA" + "1" * 32, "From": "+15551230000", "To": "+15559870000", "CallStatus": "ringing"}
+from tests.api.refused_calls import post_webhook, twilio_agent
 
 
 @pytest.fixture
 def agent_id(client: TestClient) -> str:
-    config = {**TWILIO_CONFIG, "callCreationAllowAllAgents": True}
-    assert client.post("/api/telephony_configs/twilio", json=config).status_code == 201
-    return client.post("/api/agents", json={"name": "a", "callTemplate": {}}).json()["agentId"]
+    return twilio_agent(client)
 
 
 @pytest.fixture
 def draining(client: TestClient) -> TestClient:
     client.app.state.services.draining = True  # type: ignore[attr-defined]
     return client
-
-
-def post_webhook(client: TestClient, agent_id: str, signature: str | None = None):  # type: ignore[no-untyped-def]
-    path = f"/api/agents/{agent_id}/telephony_xml"
-    signature = signature or RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(PUBLIC + path, WEBHOOK)
-    return client.post(path, data=WEBHOOK, headers={"X-Twilio-Signature": signature})
 
 
 def test_readyz_is_503_while_draining(draining: TestClient) -> None:

@@ -3,9 +3,12 @@ and fake provider REST APIs for the calls it dials."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from app.simulator.plivo_api import FakePlivoApi
@@ -17,6 +20,7 @@ from tests.conftest import (
     PLIVO_AUTH_ID,
     PLIVO_AUTH_TOKEN,
     PLIVO_CONFIG,
+    POSTGRES_URL,
     TELNYX_ACCOUNT_SID,
     TELNYX_API_KEY,
     TELNYX_CONFIG,
@@ -25,6 +29,7 @@ from tests.conftest import (
     TWILIO_AUTH_TOKEN,
     TWILIO_CONFIG,
     RunningServer,
+    require_postgres,
     run_server,
 )
 
@@ -90,3 +95,24 @@ def provider_apis(
 def twilio(server: RunningServer, telephony_configs: dict[str, dict[str, Any]]) -> FakeTwilio:
     """A fake Twilio calling the e2e server with the credentials imported there."""
     return FakeTwilio(server.base_url, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for several instances (dropped afterwards)."""
+    asyncio.run(require_postgres())
+    admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"callbridge_crash_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

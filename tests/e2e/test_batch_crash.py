@@ -12,15 +12,11 @@ import asyncio
 import contextlib
 import os
 import random
-import re
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from app.simulator.audio import speech_like
@@ -33,7 +29,6 @@ from tests.conftest import (
     PLIVO_AUTH_ID,
     PLIVO_AUTH_TOKEN,
     PLIVO_CONFIG,
-    POSTGRES_URL,
     TELNYX_ACCOUNT_SID,
     TELNYX_API_KEY,
     TELNYX_CONFIG,
@@ -43,11 +38,10 @@ from tests.conftest import (
     TWILIO_CONFIG,
     RunningServer,
     import_config,
-    require_postgres,
-    run_server,
     wait_for,
 )
 from tests.e2e.conftest import TELNYX_APPLICATION_SID
+from tests.e2e.instances import Instance
 
 pytestmark = pytest.mark.slow
 
@@ -70,47 +64,6 @@ PROVIDERS = ("twilio", "telnyx", "plivo")
 ANSWER_DELAY_S = 0.3
 #: The kills' seed (CALLBRIDGE_CRASH_SEED runs other kill points).
 SEED = int(os.environ.get("CALLBRIDGE_CRASH_SEED", "144"))
-
-
-@dataclass
-class Instance:
-    """One `callbridge serve` on the shared database, killed and restarted (a new process, port and log)."""
-
-    root: Path
-    env: dict[str, str]
-    name: str
-    server: RunningServer | None = None
-    runs: int = 0
-    logs: list[str] = field(default_factory=list)
-    _context: contextlib.AbstractContextManager[RunningServer] | None = None
-
-    async def start(self) -> RunningServer:
-        self.runs += 1
-        workdir = self.root / f"{self.name}-run{self.runs}"
-        workdir.mkdir(parents=True)
-        self._context = run_server(workdir, **self.env)
-        self.server = await asyncio.to_thread(self._context.__enter__)  # the fake API keeps answering
-        return self.server
-
-    async def kill(self) -> None:
-        """SIGKILL: no drain, no cleanup; the claims it held stay until their leases end."""
-        assert self.server is not None and self._context is not None
-        self.server.process.kill()
-        await asyncio.to_thread(self.server.process.wait)
-        self.logs.append(self.server.log())
-        await asyncio.to_thread(self._context.__exit__, None, None, None)
-        self.server = self._context = None
-
-    async def stop(self) -> None:
-        if self.server is not None and self._context is not None:
-            self.logs.append(self.server.log())
-            await asyncio.to_thread(self._context.__exit__, None, None, None)
-            self.server = self._context = None
-
-    def reconciled(self) -> list[tuple[str, str]]:
-        """What each reconciliation of an unknown dial found, and how (from the instances' logs)."""
-        found = r"dial left unknown: (\w+) \((.*)\)$"
-        return [m.groups() for log in self.logs for m in re.finditer(found, log, re.MULTILINE)]
 
 
 class Providers(dict[str, FakeProviderApi]):
@@ -249,33 +202,12 @@ async def test_an_instance_killed_mid_batch_and_restarted_dials_no_one_twice(
     check(calls, provider_apis, numbers)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for the two instances (dropped afterwards)."""
-    asyncio.run(require_postgres())
-    admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"callbridge_crash_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.mark.postgres
 async def test_two_instances_sharing_a_batch_one_killed_again_and_again_dial_no_one_twice(
-    tmp_path: Path, provider_apis: Providers, postgres_url: str
+    tmp_path: Path, provider_apis: Providers, fresh_postgres_url: str
 ) -> None:
     rng = random.Random(SEED + 1)
-    env = {**ENV, "CALLBRIDGE_DATABASE_URL": postgres_url}
+    env = {**ENV, "CALLBRIDGE_DATABASE_URL": fresh_postgres_url}
     steady = Instance(tmp_path, env, "steady")
     killed = Instance(tmp_path, env, "killed")
     numbers = numbers_of("postgres")
