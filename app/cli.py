@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import secrets
+import socket
 import string
 import sys
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     given = (("host", args.host), ("port", args.port), ("sip_listen", args.sip))
     settings = Settings(**{k: v for k, v in given if v is not None})
+    from app.workers import workers_problem
+
+    problem = workers_problem(settings, args.workers)
+    if problem is not None:
+        print(f"callbridge: {problem}", file=sys.stderr)
+        return 2
     if settings.sip_listen:
         from app.sip.service import check_sip_settings
 
@@ -64,6 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     on_database(_nothing_more)  # migrated before serving: an unreachable database is one clear line
+    if args.workers > 1:
+        from app.workers import WorkerSupervisor, listening_socket
+
+        return WorkerSupervisor(listening_socket(settings.host, settings.port), args.workers).run()
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -77,7 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
     )
     server = DrainingServer(config, app.state.services)
-    server.run()
+    # A worker of `--workers` accepts on the socket its supervisor bound (inherited by descriptor).
+    server.run(sockets=[socket.socket(fileno=args.fd)] if args.fd is not None else None)
     return 0 if server.started else 1
 
 
@@ -183,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LISTEN",
         help="SIP listen addresses, e.g. udp:0.0.0.0:5060,tcp:0.0.0.0:5060 (default: CALLBRIDGE_SIP_LISTEN)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port, each a cluster instance (needs CALLBRIDGE_REDIS_URL; no SIP)",
+    )
+    serve.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's inherited socket
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
