@@ -135,6 +135,8 @@ class RedisCluster:
         self._missing_since: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._handling: set[asyncio.Task[None]] = set()
+        #: Set while this instance is subscribed to its control and reply channels.
+        self._listening = asyncio.Event()
 
     @property
     def available(self) -> bool:
@@ -147,7 +149,6 @@ class RedisCluster:
         await self._renew()
         if not self._available:
             log.warning("cluster: Redis cannot be reached; new calls are refused until it can")
-        log.info("cluster: instance %s (lease %gs)", self.instance_id, self.lease_s)
         for name, loop in (
             ("renew", self._renew_forever),
             ("write", self._write_forever),
@@ -155,6 +156,9 @@ class RedisCluster:
             ("reap", self._reap_forever),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=f"cluster-{name}"))
+        if self._available:  # answers to this instance's first requests must find it listening
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listening.wait(), REDIS_TIMEOUT_S)
 
     async def stop(self) -> None:
         await self._write_unwritten()  # the drain's releases
@@ -177,8 +181,10 @@ class RedisCluster:
 
     def _set_available(self, available: bool, problem: BaseException | None = None) -> None:
         if available != self._available:
-            if available:
+            if available and self._joined:
                 log.warning("cluster: Redis reachable again; taking new calls")
+            elif available:
+                log.info("cluster: joined through Redis as instance %s", self.instance_id)
             else:
                 log.warning("cluster: Redis unreachable (%s); refusing new calls, live calls go on", problem)
         self._available = available
@@ -206,8 +212,8 @@ class RedisCluster:
             self._write_again()
         elif not self._available and self._joined:
             self._write_again()
-        self._joined = True
         self._set_available(True)
+        self._joined = True
 
     def _write_again(self) -> None:
         for call_id in self.registry.call_ids():
@@ -291,6 +297,7 @@ class RedisCluster:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(control, reply)
+                self._listening.set()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
@@ -298,6 +305,7 @@ class RedisCluster:
             except (RedisError, OSError) as exc:
                 self._set_available(False, exc)
             finally:
+                self._listening.clear()
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
             await asyncio.sleep(RETRY_S)

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from app.cluster.base import ControlReply
 from app.cluster.redis_cluster import RedisCluster
-from app.errors import Unavailable
+from app.errors import ControlTimedOut, Unavailable
 from tests.cluster.tcp_proxy import CuttableProxy
 from tests.conftest import REDIS_URL, require_redis, wait_for
 
@@ -245,3 +245,27 @@ async def test_an_outage_of_redis_itself_is_not_taken_for_the_death_of_an_instan
     await b.cluster.reap_dead()
     assert b.orphaned == []
     assert await cluster.holder("call-1") == "a"
+
+
+async def test_control_reaches_an_instance_again_once_its_link_to_redis_is_back(cluster: Cluster) -> None:
+    link = await cluster.proxy()
+    a = await cluster.instance("a", through=link)
+    b = await cluster.instance("b")
+    a.cluster.registry.claim("call-1", object())
+    await wait_for(lambda: cluster.holder("call-1"))
+    await link.cut()
+
+    async def unavailable() -> bool:
+        return not a.cluster.available
+
+    await wait_for(unavailable)
+    await link.restore()
+
+    async def answered() -> bool:
+        try:
+            return await b.cluster.forward("call-1", b"{}") == ControlReply(204)
+        except ControlTimedOut:
+            return False
+
+    await wait_for(answered, within=20)
+    assert a.controlled
