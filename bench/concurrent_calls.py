@@ -43,6 +43,7 @@ from server_process import (
     PLIVO_AUTH_ID,
     PLIVO_AUTH_TOKEN,
     ServerSampler,
+    cluster_settings,
     event_loop_of,
     run_server,
     setup,
@@ -722,7 +723,15 @@ def main(args: argparse.Namespace) -> None:
     print(f"each call: {args.seconds:g} s speech_like at {rate} Hz + {TAIL_S:g} s silence, real time, 20 ms")
     print(f"media stream permessage-deflate offered: {'yes' if args.deflate else 'no'}")
     print(f"starts spread over {STAGGER_S:g} s; at most {CALLS_PER_WORKER} calls per worker by default\n")
-    with run_server() as (base, pid):
+    with contextlib.ExitStack() as stack:
+        if args.cluster or args.server_workers > 1:  # one process tree: the supervisor and its workers
+            settings = stack.enter_context(cluster_settings())
+            print(f"server: --workers {args.server_workers} on PostgreSQL and Redis")
+            workers = ("--workers", str(args.server_workers)) if args.server_workers > 1 else ()
+            serving = run_server(workers, **settings)
+        else:
+            serving = run_server()
+        base, pid = stack.enter_context(serving)
         agent = asyncio.run(setup(base))
         warm = WorkerSpec(0, args.kind, base, agent, 1.0, calls=((1, 0.0),))
         run_workers([warm])  # imports, DB, first connections
@@ -747,6 +756,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calls", default="50,100,200,400", help="comma-separated numbers of calls at once")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of caller audio per call")
     parser.add_argument("--workers", type=int, default=0, help=f"default: ≤ {CALLS_PER_WORKER} calls each")
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="serve --workers N (N > 1: on PostgreSQL and Redis)"
+    )
+    parser.add_argument("--cluster", action="store_true", help="on PostgreSQL and Redis even with one worker")
     parser.add_argument("--soak", type=float, default=0.0, help="minutes of churn instead of --calls")
     parser.add_argument("--concurrency", type=int, default=40, help="calls up at once in the soak")
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy seconds mid-level (0: none)")

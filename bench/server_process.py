@@ -143,8 +143,9 @@ class ServerSampler:
 
 
 @contextlib.contextmanager
-def run_server(**overrides: str) -> Iterator[tuple[str, int]]:
-    """`python -m app.cli serve` on a free loopback port with a temp data dir: yields (base URL, pid).
+def run_server(serve_args: tuple[str, ...] = (), **overrides: str) -> Iterator[tuple[str, int]]:
+    """`python -m app.cli serve [serve_args]` on a free loopback port with a temp data dir: yields (base
+    URL, pid).
 
     `overrides` are CALLBRIDGE_* settings without the prefix (`DATABASE_URL="postgresql+asyncpg://..."`).
     """
@@ -160,7 +161,7 @@ def run_server(**overrides: str) -> Iterator[tuple[str, int]]:
         env |= {f"CALLBRIDGE_{k}": v for k, v in settings.items()}
         log_path = Path(workdir) / "server.log"
         with log_path.open("wb") as log:
-            cmd = [sys.executable, "-m", "app.cli", "serve"]
+            cmd = [sys.executable, "-m", "app.cli", "serve", *serve_args]
             process = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 30
@@ -226,6 +227,22 @@ async def setup(base_url: str, api_base_urls: Mapping[str, str] | None = None) -
 POSTGRES_URL = os.environ.get(
     "CALLBRIDGE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+
+
+#: The Redis the cluster benchmarks use (each run under a prefix of its own).
+REDIS_URL = os.environ.get("CALLBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@contextlib.contextmanager
+def cluster_settings() -> Iterator[dict[str, str]]:
+    """Settings for several instances (or workers) sharing a scratch PostgreSQL database and Redis."""
+    with scratch_postgres() as database_url:
+        yield {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": REDIS_URL,
+            "REDIS_PREFIX": f"cbbench-{uuid.uuid4().hex[:8]}",
+            "SECRET_KEY": "bench-cluster-secret-key",
+        }
 
 
 @contextlib.contextmanager
