@@ -83,7 +83,7 @@ class Scheduler:
         leg_of: LegOf,
         *,
         now: Callable[[], datetime] = utcnow,
-        draining: Callable[[], bool] = lambda: False,
+        refusing_calls: Callable[[], bool] = lambda: False,
         owner: str | None = None,
         reconcile: Reconcile = cannot_reconcile,
         record: RecordBatchEvent = ignore_batch_event,
@@ -94,7 +94,8 @@ class Scheduler:
         self.live_count = live_count
         self.leg_of = leg_of
         self.now = now
-        self.draining = draining
+        #: True while the service takes no new calls (draining, or the cluster's Redis unreachable).
+        self.refusing_calls = refusing_calls
         self.reconcile = reconcile
         self.record = record
         self._queue_counted: datetime | None = None
@@ -119,7 +120,7 @@ class Scheduler:
             functools.partial(place_call, services),
             services.calls_repo.live_count,
             leg_of,
-            draining=lambda: services.draining,
+            refusing_calls=lambda: services.draining or not services.cluster.available,
             reconcile=functools.partial(reconcile_call, services),
             record=services.events.record_batch,
             **options,
@@ -159,7 +160,7 @@ class Scheduler:
 
     async def tick(self) -> int:
         """One pass over the active batches; returns how many calls it placed (dialled or refused)."""
-        if self.draining():
+        if self.refusing_calls():
             return 0
         now = self.now()
         batches = await self.store.active_batches(now)

@@ -391,3 +391,13 @@ async def test_an_unknown_dial_is_counted_by_what_reconciling_it_found(tmp_path:
     await left_dialling(w)
     await w.scheduler.tick()
     assert metric("callbridge_batch_unknown_dials", "dialled") == before + 1
+
+
+async def test_nothing_is_dialled_while_the_service_refuses_calls(w: World) -> None:
+    refusing = True
+    w.scheduler.refusing_calls = lambda: refusing  # draining, or the cluster's Redis unreachable
+    w.store.add(FakeBatch("b"), 3, T0)
+    assert await w.scheduler.tick() == 0
+    assert w.placer.dial_states == []
+    refusing = False
+    assert await w.scheduler.tick() == 3
