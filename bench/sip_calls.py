@@ -385,6 +385,10 @@ def main(levels: list[int], seconds: float, kinds: list[tuple[str, str]]) -> Non
     sip_port = free_udp_port()
     os.environ["CALLBRIDGE_SIP_LISTEN"] = f"udp:{HOST}:{sip_port}"
     os.environ["CALLBRIDGE_RTP_PORTS"] = SERVER_RTP_PORTS
+    # Every phone calls from one address: the per-source INVITE limit (10/s, a burst of 20) would refuse
+    # most of a level's set-up burst with 503.
+    os.environ.setdefault("CALLBRIDGE_SIP_INVITE_RATE", "1000")
+    os.environ.setdefault("CALLBRIDGE_SIP_INVITE_BURST", "1000")
     with run_server() as (base_url, pid):
         agent_id = asyncio.run(setup(base_url))
         allow_sip(base_url)
