@@ -38,6 +38,7 @@ from app.store.repositories import (
 )
 from app.store.secret_box import SecretBox, load_master_secret
 from app.store.tables import CallRow
+from app.webhooks.events import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class Services:
     #: Set by `drain`: new calls are refused (readyz 503, webhooks hang up, the API answers 503).
     draining: bool = False
     _sweeper: asyncio.Task[None] | None = None
+    #: Webhooks and call callbacks: their repositories and this instance's delivery loop (started with it).
+    webhooks: Webhooks | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -113,6 +116,7 @@ class Services:
 
     async def start(self) -> None:
         await self.db.migrate(master_secret=self.master_secret)
+        self.webhooks = await Webhooks.start_for(self)
         await self.sip_policy.load()
         if self.settings.sip_listen:
             self.sip = SipService(self.settings, self)
@@ -133,6 +137,8 @@ class Services:
             await self.sip.stop()
         await self.legs.stop()
         await self.events.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.db.dispose()
 
     async def drain(self, timeout_s: float) -> None:

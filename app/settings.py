@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     max_medium_message_bytes: int = Field(default=256 * 2**10, ge=1024)
     # SIGTERM/SIGINT: how long live calls get to end before they are ended (s).
     drain_timeout: float = Field(default=30.0, ge=0)
+    # Webhooks and call callbacks: the wait before a failed delivery's first retry (s; each next one
+    # doubles it, 10 retries in all), and how long the receiver has to answer each attempt (s).
+    webhook_retry_base_s: float = Field(default=30.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
     # SIP (ARCHITECTURE §3.1): where to listen (`udp|tcp|tls:HOST:PORT`, comma-separated; empty: no SIP), the
     # host put in Via/Contact/SDP, the RTP port range, silence on the wire that ends a call (s), and the
     # codecs offered and accepted, best first.
