@@ -119,7 +119,9 @@ def test_an_unknown_agent_is_refused(client: TestClient) -> None:
         ({"url": URL, "events": ["call.ended"], "colour": "red"}, "invalid_request"),
     ],
 )
-def test_a_bad_field_is_refused_with_its_own_code(client: TestClient, body: dict[str, Any], code: str) -> None:
+def test_a_bad_field_is_refused_with_its_own_code(
+    client: TestClient, body: dict[str, Any], code: str
+) -> None:
     assert refused(client, body)["code"] == code
 
 

@@ -21,11 +21,11 @@ async def tables(db: Database) -> set[str]:
 
 
 async def test_a_migrated_database_has_webhooks_and_their_outbox(database: Database) -> None:
-    assert TABLES <= await tables(database)
+    assert await tables(database) >= TABLES
 
 
 async def test_the_migration_downgrades_and_upgrades_again(database: Database) -> None:
     await _alembic(database, command.downgrade, "0010")
     assert not TABLES & await tables(database)
     await database.migrate()
-    assert TABLES <= await tables(database)
+    assert await tables(database) >= TABLES
