@@ -28,6 +28,8 @@ MAX_IN_FLIGHT = 32
 POLL_S = 2.0
 #: A claim outlasts the attempt's timeout by this much before another instance may take the row over.
 LEASE_MARGIN_S = 30.0
+#: How long `stop` waits for a claim under way to finish.
+STOP_GRACE_S = 5.0
 
 
 def retry_delay(failed_attempts: int, base_s: float) -> float | None:
@@ -61,6 +63,7 @@ class WebhookOutbox:
         self._in_flight: dict[asyncio.Task[None], str] = {}
         self._loop: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """Look for due rows now (a row was just written, or an attempt finished)."""
@@ -73,9 +76,13 @@ class WebhookOutbox:
     async def stop(self) -> None:
         """Stop the loop; attempts under way are abandoned and their rows released (due again at once)."""
         if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            # Not cancelled mid-claim: rows it leased would wait out their lease instead of being released.
+            self._stopping = True
+            self.wake()
+            try:
+                await asyncio.wait_for(self._loop, STOP_GRACE_S)
+            except TimeoutError:
+                log.warning("the webhook outbox did not stop within %g s", STOP_GRACE_S)
         interrupted = list(self._in_flight.values())
         for task in list(self._in_flight):
             task.cancel()
@@ -88,7 +95,7 @@ class WebhookOutbox:
             await self._http.aclose()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 timeout = await self._claim_and_send()
