@@ -112,8 +112,14 @@ class WebhookRepository:
         return row
 
     async def delete(self, webhook_id: str) -> bool:
+        """Delete the webhook and what it has still to deliver (delivered and failed rows stay)."""
         async with self.db.session.begin() as session:
             result = await session.execute(delete(WebhookRow).where(WebhookRow.id == webhook_id))
+            await session.execute(
+                delete(WebhookDeliveryRow).where(
+                    WebhookDeliveryRow.webhook_id == webhook_id, WebhookDeliveryRow.status == PENDING
+                )
+            )
         return bool(result.rowcount)
 
     async def record_outcome(self, webhook_id: str, failure: str | None, now: datetime) -> None:

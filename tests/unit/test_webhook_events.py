@@ -161,3 +161,11 @@ async def test_no_webhook_and_no_callback_queue_nothing(services: Services) -> N
     row = await call(services)
     await run_through(services, row)
     assert await queued(services, row.id) == []
+
+
+async def test_deleting_a_webhook_drops_what_it_had_still_to_deliver(services: Services) -> None:
+    webhook = await add_webhook(services, ["call.started"])
+    row = await call(services)
+    assert services.webhooks is not None
+    assert await services.webhooks.repository.delete(webhook)
+    assert await queued(services, row.id) == []
