@@ -280,3 +280,26 @@ async def test_a_webhook_remembers_its_last_ten_failures(webhooks: WebhookReposi
     assert row is not None and [f["failure"] for f in row.recent_failures] == [
         f"failure {n}" for n in range(2, 12)
     ]
+
+
+async def test_two_instances_on_one_database_deliver_each_row_once(
+    make_outbox: Callable[..., WebhookOutbox],
+    receiver: WebhookReceiver,
+    clock: Clock,
+    deliveries: DeliveryRepository,
+) -> None:
+    first, second = await make_outbox(), await make_outbox()
+    destinations = [Destination(receiver.url, ["s"])]
+    for n in range(20):
+        await deliveries.enqueue(f"c{n}", "call.ended", orjson.dumps({"n": n}), destinations, clock())
+        first.wake()
+        second.wake()
+    got = [orjson.loads((await asyncio.wait_for(receiver.received.get(), 10))[1])["n"] for _ in range(20)]
+    assert sorted(got) == list(range(20))
+
+    async def all_delivered() -> bool:
+        rows = [row for n in range(20) for row in await deliveries.of_call(f"c{n}")]
+        return all(row.status == DELIVERED for row in rows)
+
+    await wait_for(all_delivered)
+    assert receiver.received.empty()
