@@ -125,7 +125,14 @@ class WebhookRepository:
     async def record_outcome(self, webhook_id: str, failure: str | None, now: datetime) -> None:
         """A delivery's outcome: a failure is remembered (the last few) and makes the webhook unhealthy; a
         success makes it normal again."""
-        status = WebhookStatus.NORMAL if failure is None else WebhookStatus.UNHEALTHY
+        if failure is None:  # the common case writes only when the status changes
+            async with self.db.session.begin() as session:
+                await session.execute(
+                    update(WebhookRow)
+                    .where(WebhookRow.id == webhook_id, WebhookRow.status != WebhookStatus.NORMAL.value)
+                    .values(status=WebhookStatus.NORMAL.value, last_status_change=now)
+                )
+            return
         async with self.db.session.begin() as session:
             await _write_lock_on_sqlite(session)
             query = select(WebhookRow).where(WebhookRow.id == webhook_id)
@@ -134,11 +141,10 @@ class WebhookRepository:
             row = await session.scalar(query)
             if row is None:
                 return
-            if failure is not None:
-                entry = {"timestamp": now.isoformat(), "failure": failure}
-                row.recent_failures = [*row.recent_failures, entry][-RECENT_FAILURES:]
-            if row.status != status:
-                row.status, row.last_status_change = status.value, now
+            entry = {"timestamp": now.isoformat(), "failure": failure}
+            row.recent_failures = [*row.recent_failures, entry][-RECENT_FAILURES:]
+            if row.status != WebhookStatus.UNHEALTHY.value:
+                row.status, row.last_status_change = WebhookStatus.UNHEALTHY.value, now
 
 
 class DeliveryRepository:
@@ -192,6 +198,9 @@ class DeliveryRepository:
             .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.seq)
             .limit(limit)
         )
+        async with self.db.session() as session:  # most wakes find nothing: no write transaction then
+            if await session.scalar(query.with_only_columns(WebhookDeliveryRow.seq).limit(1)) is None:
+                return []
         if self.db.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
         async with self.db.session.begin() as session:
