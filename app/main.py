@@ -20,6 +20,7 @@ from app.api import (
     sip,
     sip_registrations,
     telephony_configs,
+    webhooks,
 )
 from app.api.auth import ApiKeyMiddleware
 from app.api.body_limit import BodyLimit, BodyLimitMiddleware, RouteBodyLimits
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 *telephony_configs.ROUTES,
                 *sip.ROUTES,
                 *sip_registrations.ROUTES,
+                *webhooks.ROUTES,
             ],
             middleware=[Middleware(ApiKeyMiddleware)],
         ),

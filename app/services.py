@@ -40,6 +40,7 @@ from app.store.repositories import (
 )
 from app.store.secret_box import SecretBox, load_master_secret
 from app.store.tables import CallRow
+from app.webhooks.events import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Services:
     #: Acts on a call held here for another instance (set by the app: it is the API's data message).
     control_handler: ControlHandler | None = None
     _sweeper: asyncio.Task[None] | None = None
+    #: Webhooks and call callbacks: their repositories and this instance's delivery loop (started with it).
+    webhooks: Webhooks | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -125,6 +128,7 @@ class Services:
 
     async def start(self) -> None:
         await self.db.migrate(master_secret=self.master_secret)
+        self.webhooks = await Webhooks.start_for(self)
         await self.sip_policy.load()
         if self.settings.sip_listen:
             self.sip = SipService(self.settings, self)
@@ -147,6 +151,8 @@ class Services:
         await self.cluster.stop()
         await self.legs.stop()
         await self.events.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.db.dispose()
 
     async def drain(self, timeout_s: float) -> None:

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # Where under Redis this service's keys live (several services can share one Redis).
     redis_prefix: str = "callbridge"
     cluster_lease: float = Field(default=10.0, ge=1)
+    # Webhooks and call callbacks: the wait before a failed delivery's first retry (s; each next one
+    # doubles it, 10 retries in all), and how long the receiver has to answer each attempt (s).
+    webhook_retry_base_s: float = Field(default=30.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
     # SIP (ARCHITECTURE §3.1): where to listen (`udp|tcp|tls:HOST:PORT`, comma-separated; empty: no SIP), the
     # host put in Via/Contact/SDP, the RTP port range, silence on the wire that ends a call (s), and the
     # codecs offered and accepted, best first.

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import time
 
 
 class WebhookReceiver:
@@ -47,3 +50,14 @@ class WebhookReceiver:
                 )
                 await writer.drain()
         writer.close()
+
+
+def signature_verifies(secret: str, headers: dict[str, str], body: bytes, max_age_s: float = 300) -> bool:
+    """A receiver's check, as the README's snippet does it: a fresh timestamp and any one signature of the
+    comma-separated header matching HMAC-SHA256(secret, body + timestamp)."""
+    timestamp = headers["x-callbridge-webhook-timestamp"]
+    if abs(time.time() - int(timestamp)) > max_age_s:
+        return False
+    expected = hmac.new(secret.encode(), body + timestamp.encode(), hashlib.sha256).hexdigest()
+    signatures = headers["x-callbridge-webhook-signature"].split(",")
+    return any(hmac.compare_digest(signature.strip(), expected) for signature in signatures)

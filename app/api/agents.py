@@ -17,6 +17,7 @@ from app.errors import InvalidInput, NotFound
 from app.pipeline.secret_options import public_pipeline_spec
 from app.schemas.agents import Agent, AgentCreate, AgentStatistics, AgentUpdate, CallTemplate, CallTemplateOut
 from app.schemas.calls import StartAgentCallRequest
+from app.schemas.webhooks import public_callbacks
 from app.services import Services, services_of
 from app.store.tables import AgentRow, utcnow
 
@@ -33,6 +34,8 @@ def agent_view(row: AgentRow, calls: int) -> dict[str, Any]:
         statistics=AgentStatistics(calls=calls),
     ).to_json()
     view["callTemplate"]["pipeline"] = public_pipeline_spec(view["callTemplate"]["pipeline"])
+    if "callbacks" in view["callTemplate"]:
+        view["callTemplate"]["callbacks"] = public_callbacks(view["callTemplate"]["callbacks"])
     return view
 
 

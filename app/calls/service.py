@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from app.calls.join_tokens import JoinTokens
 from app.calls.templates import merge_context, render, validate_context
@@ -18,6 +18,7 @@ from app.metrics import CALLS_CREATED, CALLS_ENDED
 from app.providers import get_provider
 from app.providers.base import IncomingCall
 from app.schemas.agents import CallTemplate
+from app.schemas.base import ApiModel
 from app.schemas.call_definition import CallDefinition
 from app.schemas.calls import (
     Call,
@@ -34,9 +35,11 @@ from app.schemas.media import (
     UserFirst,
     default_first_speaker,
 )
+from app.schemas.webhooks import WebhookEvent, public_callbacks
 from app.settings import Settings
 from app.store.repositories import CallLimitReached, CallRepository
 from app.store.tables import AgentRow, CallRow, utcnow
+from app.webhooks.callbacks import merged_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,12 @@ FULL_RETRY_AFTER_S = 5
 
 #: Called once a call has ended (with the row as the ender saw it and the reason).
 EndedHook = Callable[[CallRow, EndReason], None]
+
+
+class CallEventSink(Protocol):
+    """Told of each webhook event of a call as it happens (`app.webhooks.events` queues its deliveries)."""
+
+    async def call_event(self, event: WebhookEvent, row: CallRow) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +95,9 @@ class CallService:
         self.events = events
         self.tokens = tokens
         self.ended_hooks: list[EndedHook] = []
+        self.event_sinks: list[CallEventSink] = []
+        #: Calls whose billing becomes final after their end (SIP calls running here: `billing_final`).
+        self._billing_deferred: set[str] = set()
 
     # --- creation -----------------------------------------------------------------------------
 
@@ -119,6 +131,7 @@ class CallService:
             template_context=context,
             request_context=origin.request_context if origin else None,
             metadata=request.metadata,
+            callbacks=merged_callbacks(_json_or_none(template.callbacks), _json_or_none(request.callbacks)),
         )
         return await self._create(agent.id, medium, definition, creation)
 
@@ -138,6 +151,7 @@ class CallService:
             max_duration=request.max_duration,
             pipeline=request.pipeline,
             metadata=request.metadata,
+            callbacks=_json_or_none(request.callbacks),
         )
         return await self._create(None, request.medium, definition, creation)
 
@@ -189,6 +203,7 @@ class CallService:
         CALLS_CREATED.labels(medium.kind).inc()
         text = f"call created by {origin.provider} webhook" if origin else "call created"
         self.events.record(row.id, row.created, "created", text, EventSeverity.DEBUG)
+        await self._publish(WebhookEvent.STARTED, row)
         return row, True
 
     async def _add_within_capacity(self, row: CallRow) -> tuple[CallRow, bool]:
@@ -233,13 +248,17 @@ class CallService:
             sip_details=SipDetails(billed_duration=sip_billed_seconds(row))
             if row.medium_kind == "sip"
             else None,
+            callbacks=public_callbacks(d.callbacks),
         )
 
     # --- joining and ending -------------------------------------------------------------------
 
     async def mark_joined(self, row: CallRow, stream_id: str, provider_call_id: str | None) -> bool:
         """Record that a stream joined the call; False when it was already joined or has ended."""
-        return await self.calls.mark_joined(row.id, utcnow(), stream_id, provider_call_id)
+        joined = await self.calls.mark_joined(row.id, utcnow(), stream_id, provider_call_id)
+        if joined:
+            await self._publish(WebhookEvent.JOINED, row)
+        return joined
 
     async def end(self, row: CallRow, reason: EndReason, text: str) -> bool:
         """End the call once (the first reason wins); records the `ended` event. True if this ended it."""
@@ -256,7 +275,28 @@ class CallService:
                 hook(row, reason)
             except Exception:  # a hook's failure must not undo or hide the end
                 log.exception("call %s: an end-of-call hook failed", row.id)
+        await self._publish(WebhookEvent.ENDED, row)
+        if row.id not in self._billing_deferred:
+            await self._publish(WebhookEvent.BILLED, row)
         return True
+
+    def defer_billing(self, call_id: str) -> None:
+        """The call's billing is final only at `billing_final` (a SIP leg and bridge outlive its end)."""
+        self._billing_deferred.add(call_id)
+
+    async def billing_final(self, row: CallRow) -> None:
+        """A deferred call's billing is final: `call.billed` (if the call has ended)."""
+        self._billing_deferred.discard(row.id)
+        current = await self.calls.get(row.id)
+        if current is not None and current.ended is not None:
+            await self._publish(WebhookEvent.BILLED, current)
+
+    async def _publish(self, event: WebhookEvent, row: CallRow) -> None:
+        for sink in self.event_sinks:
+            try:
+                await sink.call_event(event, row)
+            except Exception:  # the call goes on; only its webhooks miss this event
+                log.exception("call %s: %s could not be queued for its webhooks", row.id, event)
 
     async def sweep_unjoined(self) -> int:
         """End every call whose join deadline passed with endReason `unjoined`."""
@@ -280,6 +320,10 @@ def sip_billed_seconds(row: CallRow) -> float:
     callbridge sends it) to its end, which a bridged transfer keeps up after the call ended, plus the
     transfers' second legs (`app.sip.transfer`)."""
     return billed_seconds(row.created, row.sip_ended or row.ended) + (row.sip_transfer_billed or 0.0)
+
+
+def _json_or_none(model: ApiModel | None) -> dict[str, Any] | None:
+    return None if model is None else model.to_json()
 
 
 def _given_or(value: float | None, default: float) -> float:

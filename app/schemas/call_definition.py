@@ -28,6 +28,8 @@ class CallDefinition(BaseModel):
     template_context: dict[str, Any] = Field(default_factory=dict)
     request_context: dict[str, Any] | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    #: `{joined?, ended?, billed?}`, each `{url, secrets}`, secrets sealed (app.webhooks.callbacks).
+    callbacks: dict[str, Any] | None = None
     #: The public medium, `{kind: options}`.
     medium: dict[str, Any] = Field(default_factory=dict)
     #: The provider's stream options chosen by its telephony config (codec, byte order), for the framing.

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field
 from app.schemas.base import ApiModel
 from app.schemas.durations import Duration, PositiveDuration
 from app.schemas.media import CallSettings, FirstSpeakerSettings, Medium
+from app.schemas.webhooks import Callbacks
 
 RESERVED_METADATA_PREFIX = "callbridge."
 
@@ -45,6 +46,8 @@ class StartAgentCallRequest(ApiModel):
     join_timeout: PositiveDuration | None = None
     max_duration: PositiveDuration | None = None
     first_speaker_settings: FirstSpeakerSettings | None = None
+    #: Replaces the template's callbacks (each of joined/ended/billed given here wins over the template's).
+    callbacks: Callbacks | None = None
 
 
 class StartCallRequest(CallSettings):
@@ -81,6 +84,8 @@ class Call(ApiModel):
     billed_duration: Duration
     #: SIP calls only (null for the others).
     sip_details: SipDetails | None = None
+    #: The call's callbacks, each secret shown as its prefix (`secretPrefixes`).
+    callbacks: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         # Lifecycle fields are always present (null until they happen), as in Ultravox.

@@ -8,6 +8,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from app.schemas.base import ApiModel
 from app.schemas.durations import Duration, PositiveDuration
+from app.schemas.webhooks import Callbacks
 
 
 class Outgoing(ApiModel):
@@ -189,3 +190,5 @@ class CallSettings(ApiModel):
     max_duration: PositiveDuration = 3600.0
     medium: Medium | None = None
     pipeline: PipelineSpec = Field(default_factory=default_pipeline)
+    #: Where the call's own joined/ended/billed events are POSTed (signed like webhooks).
+    callbacks: Callbacks | None = None

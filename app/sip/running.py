@@ -48,7 +48,15 @@ class SipCallRunner:
                 wait.cancel()
 
     async def run(self, row: CallRow, leg: SipLeg, rtp: RtpSession, negotiated: Negotiated) -> None:
-        """Run the call's session to its end, then the bridge a transfer made of it, if any."""
+        """Run the call's session to its end, then the bridge a transfer made of it, if any; the call's
+        billing is final (`call.billed`) only once both are over."""
+        self._services.calls.defer_billing(row.id)
+        try:
+            await self._run(row, leg, rtp, negotiated)
+        finally:
+            await self._services.calls.billing_final(row)
+
+    async def _run(self, row: CallRow, leg: SipLeg, rtp: RtpSession, negotiated: Negotiated) -> None:
         services = self._services
         transport = SipCallTransport(leg, rtp, negotiated, self._media.rtp_timeout_s)
         leg.listen(transport)

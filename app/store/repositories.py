@@ -39,6 +39,7 @@ from app.store.tables import (
     TelephonyConfigRow,
     utcnow,
 )
+from app.webhooks.callbacks import plaintext_callback_secrets, seal_callbacks
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -66,12 +67,26 @@ def sealed_pipeline(secrets: PipelineSecrets | None, spec: dict[str, Any], owner
     return spec
 
 
+def sealed_callbacks(
+    secrets: PipelineSecrets | None, callbacks: dict[str, Any] | None, owner: str
+) -> dict[str, Any] | None:
+    """Callbacks as stored: their secrets sealed for `owner` (refused in plaintext without a SecretBox)."""
+    if secrets is not None:
+        return seal_callbacks(secrets.box, callbacks, owner)
+    if plaintext_callback_secrets(callbacks):
+        raise ValueError("no SecretBox to seal the callbacks' secrets")
+    return callbacks
+
+
 def _with_sealed_pipeline(
     secrets: PipelineSecrets | None, template: dict[str, Any], owner: str
 ) -> dict[str, Any]:
-    if "pipeline" not in template:
-        return template
-    return {**template, "pipeline": sealed_pipeline(secrets, template["pipeline"], owner)}
+    sealed = dict(template)
+    if "pipeline" in template:
+        sealed["pipeline"] = sealed_pipeline(secrets, template["pipeline"], owner)
+    if template.get("callbacks") is not None:
+        sealed["callbacks"] = sealed_callbacks(secrets, template["callbacks"], owner)
+    return sealed
 
 
 class AgentRepository:
@@ -148,7 +163,8 @@ class CallRepository:
     def _seal(self, row: CallRow) -> None:
         owner = call_owner(row.id, row.agent_id)
         pipeline = sealed_pipeline(self.pipeline_secrets, row.definition.pipeline, owner)
-        row.definition = row.definition.model_copy(update={"pipeline": pipeline})
+        callbacks = sealed_callbacks(self.pipeline_secrets, row.definition.callbacks, owner)
+        row.definition = row.definition.model_copy(update={"pipeline": pipeline, "callbacks": callbacks})
 
     async def get(self, call_id: str) -> CallRow | None:
         async with self.db.session() as session:

@@ -286,3 +286,48 @@ class SipRegistrationRow(Base):
     successful: Mapped[bool | None] = mapped_column(Boolean)
     last_error: Mapped[str | None] = mapped_column(String(200))
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class WebhookRow(Base):
+    """An account webhook (`/api/webhooks`): where call events go, and how its deliveries are faring."""
+
+    __tablename__ = "webhooks"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True, index=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime)
+    url: Mapped[str] = mapped_column(String(200))
+    events: Mapped[list[str]] = mapped_column(Json)
+    agent_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("agents.id", ondelete="CASCADE"))
+    secrets: Mapped[list[str]] = mapped_column(Json)  # SecretBox tokens
+    status: Mapped[str] = mapped_column(String(16), default="normal")  # normal | unhealthy
+    last_status_change: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    recent_failures: Mapped[list[dict[str, str]]] = mapped_column(Json)  # [{timestamp, failure}], newest last
+
+
+class WebhookDeliveryRow(Base):
+    """The outbox: one event for one destination (a webhook or a call's callback), kept until delivered.
+
+    Written when the event happens, before anything is sent; an instance claims a due row under a lease,
+    POSTs it and marks it delivered, or schedules the next attempt (`failed` once the retries ran out).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    webhook_id: Mapped[str | None] = mapped_column(String(36), index=True)  # None: a call's callback
+    call_id: Mapped[str] = mapped_column(String(36), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(200))
+    secrets: Mapped[list[str]] = mapped_column(Json)  # SecretBox tokens bound to this delivery
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON that is signed and sent
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(UtcDateTime)
+    delivered: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -187,11 +187,16 @@ async def hang_up(server: RunningServer, call_id: str) -> None:
         assert response.status_code == 204, response.text
 
 
-async def dial_out(server: RunningServer, to: str, **extra: object) -> dict[str, Any]:
-    """`POST /api/calls` with a SIP outgoing medium (echo pipeline); the created call."""
+async def dial_out(
+    server: RunningServer, to: str, *, call: dict[str, Any] | None = None, **extra: object
+) -> dict[str, Any]:
+    """`POST /api/calls` with a SIP outgoing medium (echo pipeline; `extra` outgoing fields, `call` other
+    fields of the request); the created call."""
     outgoing = {"to": to, "from": f"sip:agent@{HOST}", **extra}
     async with server.api() as api:
-        response = await api.post("/api/calls", json={"medium": {"sip": {"outgoing": outgoing}}})
+        response = await api.post(
+            "/api/calls", json={"medium": {"sip": {"outgoing": outgoing}}, **(call or {})}
+        )
     assert response.status_code == 201, response.text
     return response.json()
 

@@ -6,9 +6,11 @@ callbridge dials the first leg (an outgoing call to the peer) and the transfer g
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from app.simulator.audio import measure_round_trip
@@ -31,6 +33,7 @@ from tests.sip_peers.baresip import BaresipOptions, baresip
 from tests.sip_peers.ctrl_tcp import CALL_CLOSED, CALL_ESTABLISHED
 from tests.sip_peers.ports import HOST, free_sip_port
 from tests.sip_peers.sipp import SippOptions, sipp
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -155,6 +158,31 @@ async def test_a_refused_refer_with_fallback_to_bridge_bridges_the_caller_to_the
     # Both legs bill: the target's from its INVITE, the caller's until the bridge ended.
     billed = seconds((await get_call(sip.server, call_id))["sipDetails"]["billedDuration"])
     assert billed >= seconds(call["billedDuration"]) + 6
+
+
+async def test_a_bridged_calls_billed_callback_comes_once_the_bridge_ended_with_the_final_billing(
+    sip: SipServer, tmp_path: Path
+) -> None:
+    callee = SippOptions("uas_refer_refuse.xml", rtp_echo=True, timeout=40)
+    desk = SippOptions("uas_answer_then_bye.xml", rtp_echo=True, timeout=40, extra=("-d", "2000"))
+    async with WebhookReceiver() as receiver:
+        callbacks = {"ended": {"url": receiver.url}, "billed": {"url": receiver.url}}
+        async with sipp(callee, tmp_path / "callee") as caller_run, sipp(desk, tmp_path / "desk") as desk_run:
+            created = await dial_out(sip.server, f"sip:bot@{callee.address}", call={"callbacks": callbacks})
+            call_id = created["callId"]
+            await joined(sip.server, call_id)
+            target = f"sip:desk@{desk.address}"
+            status, body = await cold_transfer(
+                sip.server, call_id, target=target, fallbackToBridge=True, extraHeaders=NOTE
+            )
+            assert status == 204, body
+            assert_ok(await desk_run.result())
+            assert_ok(await caller_run.result())
+        sent = [orjson.loads((await asyncio.wait_for(receiver.received.get(), 20))[1]) for _ in range(2)]
+    assert [body["event"] for body in sent] == ["call.ended", "call.billed"]
+    at_end, billed = (body["call"]["sipDetails"]["billedDuration"] for body in sent)
+    assert sent[1]["call"]["sipDetails"] == (await get_call(sip.server, call_id))["sipDetails"]
+    assert seconds(billed) > seconds(at_end)  # the bridge and the second leg came after the agent's end
 
 
 async def bridge_ended(server: RunningServer, call_id: str) -> list[str] | None:
