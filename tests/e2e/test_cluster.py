@@ -32,7 +32,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.e2e.instances import Instance
-from tests.e2e.test_outbound_calls import finished, hang_up_requests, joined, send
+from tests.e2e.test_outbound_calls import finished, hung_up, joined, send
 from tests.goertzel import detect_dtmf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -124,7 +124,7 @@ async def test_a_hang_up_sent_to_the_other_instance_is_carried_out_by_the_holder
     call_id, call = await pair.live_call_on_a(long_callee())
     assert (await send(pair.on_b, call_id, {"type": "hang_up"})).status_code == 204
     await finished(call)
-    assert hang_up_requests(pair.api, call)
+    assert await hung_up(pair.api, call)
     assert (await ended(pair.on_b, call_id))["endReason"] == "agent_hangup"
     assert await forwarded(pair.on_b) == 1
 
@@ -197,11 +197,7 @@ async def test_sigkill_has_the_other_instance_end_the_calls_and_hang_up_their_le
     await pair.a.kill()
     done = await ended(server_b, call_id, within=LEASE_S * 4 + 10)
     assert done["endReason"] == "system_error"
-
-    async def hung_up() -> list[str]:
-        return hang_up_requests(pair.api, call)
-
-    await wait_for(hung_up)
+    assert await hung_up(pair.api, call)
     assert any("stopped renewing its lease" in e["text"] for e in await events_of(server_b, call_id))
 
 

@@ -80,6 +80,16 @@ def hang_up_requests(fake: FakeProviderApi, call: FakeCall) -> list[str]:
     return found
 
 
+async def hung_up(fake: FakeProviderApi, call: FakeCall) -> list[str]:
+    """The hang-up requests for `call`, once there is one: the provider may end the call when its stream
+    closes, before callbridge's request to end the leg arrives."""
+
+    async def sent() -> list[str]:
+        return hang_up_requests(fake, call)
+
+    return await wait_for(sent)
+
+
 def long_callee(fake: FakeProviderApi, seconds: float = 6.0) -> None:
     fake.callee = CallScript(audio=speech_like(seconds, 8000), tail_seconds=1.0)
 
@@ -254,7 +264,7 @@ async def test_hang_up_through_the_api_ends_the_provider_leg(
     await joined(server, created["callId"])
     assert (await send(server, created["callId"], {"type": "hang_up"})).status_code == 204
     await finished(call)
-    assert hang_up_requests(fake, call) and call.end_status == "completed"
+    assert await hung_up(fake, call) and call.end_status == "completed"
     assert (await ended(server, created["callId"]))["endReason"] == "agent_hangup"
 
 
@@ -265,7 +275,7 @@ async def test_the_agents_hang_up_ends_the_provider_leg(
     fake.callee = CallScript(audio=speech_like(6.0, 8000), dtmf=[(1.0, "9")])
     created = await dial_ok(server, agent, fake.provider)
     call = await finished(await fake.wait_for_call())
-    assert hang_up_requests(fake, call)
+    assert await hung_up(fake, call)
     assert (await ended(server, created["callId"]))["endReason"] == "agent_hangup"
 
 
@@ -279,7 +289,7 @@ async def test_hanging_up_a_ringing_call_cancels_it(
         call = await fake.wait_for_call()
         assert (await send(server, created["callId"], {"type": "hang_up"})).status_code == 204
         await finished(call)
-        assert call.report is None and call.hangups >= 1 and hang_up_requests(fake, call)
+        assert call.report is None and call.hangups >= 1 and await hung_up(fake, call)
     finally:
         fake.ring_seconds = 0.1
     assert (await ended(server, created["callId"]))["endReason"] == "unjoined"
