@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -21,17 +20,15 @@ from twilio.request_validator import RequestValidator
 from app.main import create_app
 from tests.conftest import (
     API_KEY,
-    POSTGRES_URL,
     TWILIO_ACCOUNT_SID,
     TWILIO_AUTH_TOKEN,
+    fresh_postgres_database,
     make_settings,
-    require_postgres,
 )
 
 CAP = 4
 BURST = 10
 PUBLIC = "https://bridge.example.com"
-ADMIN_DSN = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -40,15 +37,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'capped.db'}"
         return
-    await require_postgres()
-    name = f"cb_cap_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,12 +3,9 @@ and fake provider REST APIs for the calls it dials."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 
 from app.simulator.plivo_api import FakePlivoApi
@@ -20,7 +17,6 @@ from tests.conftest import (
     PLIVO_AUTH_ID,
     PLIVO_AUTH_TOKEN,
     PLIVO_CONFIG,
-    POSTGRES_URL,
     TELNYX_ACCOUNT_SID,
     TELNYX_API_KEY,
     TELNYX_CONFIG,
@@ -29,7 +25,7 @@ from tests.conftest import (
     TWILIO_AUTH_TOKEN,
     TWILIO_CONFIG,
     RunningServer,
-    require_postgres,
+    fresh_postgres_database,
     run_server,
 )
 
@@ -98,21 +94,7 @@ def twilio(server: RunningServer, telephony_configs: dict[str, dict[str, Any]]) 
 
 
 @pytest.fixture
-def fresh_postgres_url() -> Iterator[str]:
+async def fresh_postgres_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database for several instances (dropped afterwards)."""
-    asyncio.run(require_postgres())
-    admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"callbridge_crash_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    async with fresh_postgres_database() as url:
+        yield url

@@ -2,50 +2,30 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from app.simulator.audio import speech_like
 from app.simulator.twilio import CallScript, FakeTwilio
 from tests.conftest import (
-    POSTGRES_URL,
     TWILIO_ACCOUNT_SID,
     TWILIO_AUTH_TOKEN,
     RunningServer,
-    require_postgres,
+    fresh_postgres_database,
     run_server,
     wait_for,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-ADMIN_DSN = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
 
 
 @pytest.fixture(scope="module")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    import asyncio
-
-    asyncio.run(require_postgres())
-    name = f"callbridge_e2e_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(ADMIN_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
+async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
+    async with fresh_postgres_database() as url:
         with run_server(Path(tmp_path_factory.mktemp("pg-server")), CALLBRIDGE_DATABASE_URL=url) as running:
             yield running
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def test_a_call_runs_end_to_end_on_postgresql(postgres_server: RunningServer) -> None:
