@@ -11,14 +11,17 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from app.simulator.audio import speech_like
 from app.simulator.carrier import CallScript
 from app.simulator.provider_api import FakeCall
 from app.simulator.twilio_api import FakeTwilioApi
+from tests.cluster.tcp_proxy import CuttableProxy
 from tests.conftest import (
     REDIS_URL,
     TWILIO_ACCOUNT_SID,
@@ -50,6 +53,9 @@ class Pair:
     b: Instance
     api: FakeTwilioApi
     agent_id: str
+    #: The instances' only way to Redis (cut it: Redis is gone for both).
+    redis_link: CuttableProxy
+    prefix: str
 
     @property
     def on_a(self) -> RunningServer:
@@ -82,11 +88,15 @@ async def pair(tmp_path: Path, fresh_postgres_url: str) -> AsyncIterator[Pair]:
     await require_redis()
     api = FakeTwilioApi(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)
     await api.start()
+    target = urlsplit(REDIS_URL)
+    link = CuttableProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    await link.start()
+    prefix = f"cbtest-{uuid.uuid4().hex[:10]}"
     env = {
         "CALLBRIDGE_DATABASE_URL": fresh_postgres_url,
         "CALLBRIDGE_SECRET_KEY": "cluster-test-secret-key",
-        "CALLBRIDGE_REDIS_URL": REDIS_URL,
-        "CALLBRIDGE_REDIS_PREFIX": f"cbtest-{uuid.uuid4().hex[:10]}",
+        "CALLBRIDGE_REDIS_URL": link.url,
+        "CALLBRIDGE_REDIS_PREFIX": prefix,
         "CALLBRIDGE_CLUSTER_LEASE": str(LEASE_S),
         "CALLBRIDGE_MAX_CONCURRENT_CALLS": str(LIMIT),
         "CALLBRIDGE_DRAIN_TIMEOUT": "15",
@@ -99,10 +109,11 @@ async def pair(tmp_path: Path, fresh_postgres_url: str) -> AsyncIterator[Pair]:
         await import_config(a.server, "twilio", {**TWILIO_CONFIG, "apiBaseUrl": api.base_url})
         async with a.server.api() as client:
             agent = await client.post("/api/agents", json={"name": "cluster", "callTemplate": {}})
-        yield Pair(a, b, api, agent.json()["agentId"])
+        yield Pair(a, b, api, agent.json()["agentId"], link, prefix)
     finally:
         await a.stop()
         await b.stop()
+        await link.stop()
         await api.stop()
 
 
@@ -124,7 +135,7 @@ async def test_a_hang_up_sent_to_the_other_instance_is_carried_out_by_the_holder
     call_id, call = await pair.live_call_on_a(long_callee())
     assert (await send(pair.on_b, call_id, {"type": "hang_up"})).status_code == 204
     await finished(call)
-    assert await hung_up(pair.api, call)
+    assert call.end_status == "completed"
     assert (await ended(pair.on_b, call_id))["endReason"] == "agent_hangup"
     assert await forwarded(pair.on_b) == 1
 
@@ -204,3 +215,40 @@ async def test_sigkill_has_the_other_instance_end_the_calls_and_hang_up_their_le
 async def test_a_call_id_unknown_to_every_instance_is_refused_as_usual(pair: Pair) -> None:
     response = await send(pair.on_b, "no-such-call", {"type": "hang_up"})
     assert response.status_code == 404
+
+
+async def ready(server: RunningServer) -> int:
+    async with server.api() as client:
+        return (await client.get("/readyz")).status_code
+
+
+async def test_a_redis_outage_ends_no_live_call_and_refuses_new_calls_until_redis_is_back(pair: Pair) -> None:
+    call_id, call = await pair.live_call_on_a(long_callee(6.0))
+    await pair.redis_link.cut()
+
+    async def refusing() -> bool:
+        return await ready(pair.on_a) == 503 and await ready(pair.on_b) == 503
+
+    await wait_for(refusing)
+    response = await pair.dial(pair.on_b)
+    assert response.status_code == 503 and response.json()["code"] == "cluster_unavailable"
+    redis = Redis.from_url(REDIS_URL)
+    try:
+
+        async def leases_lapsed() -> bool:  # longer than a lease without Redis
+            keys = [k async for k in redis.scan_iter(match=f"{pair.prefix}:instance:*")]
+            return not [k for k in keys if k.count(b":") == 2]
+
+        await wait_for(leases_lapsed)
+    finally:
+        await redis.aclose()
+    await pair.redis_link.restore()
+
+    async def taking_calls() -> bool:
+        return await ready(pair.on_a) == 200 and await ready(pair.on_b) == 200
+
+    await wait_for(taking_calls)
+    await finished(call)
+    assert (await ended(pair.on_b, call_id))["endReason"] == "hangup"  # the callee's own end, as scripted
+    pair.api.callee = long_callee(1.0)
+    assert (await pair.dial(pair.on_b)).status_code == 201
