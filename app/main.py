@@ -14,9 +14,9 @@ from app.api import (
     agents,
     batches,
     calls,
+    docs,
     health,
     incoming,
-    openapi,
     provider_callbacks,
     sip,
     sip_registrations,
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         *health.ROUTES,
-        *openapi.ROUTES,  # the spec and its docs page: public, like the health routes
+        *docs.ROUTES,  # the spec and its docs page: public, like the health routes
         # Provider-facing routes come before the API mount: they authenticate by provider signature.
         *incoming.ROUTES,
         *provider_callbacks.ROUTES,

@@ -1,5 +1,4 @@
-"""`GET /openapi.json`: OpenAPI 3.1 built from the app's routes and their `RouteDoc`s; `GET /docs`: Swagger UI
-on it, its assets served from the `openapi-ui-bundles` package (no CDN).
+"""The OpenAPI 3.1 document of the app, built from its routes and their `RouteDoc`s (served by `docs`).
 
 The component schemas are the pydantic models the handlers validate with (camelCase aliases, as on the
 wire), so the spec cannot drift from what the API accepts.
@@ -13,14 +12,10 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
-from openapi_ui_bundles import swagger_ui
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, models_json_schema
 from pydantic_core import CoreSchema, core_schema
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount
-from starlette.staticfiles import StaticFiles
 
 from app.api.auth import ApiKeyMiddleware
 from app.api.route_doc import DocMount, DocRoute, DocWebSocketRoute, Param, RouteDoc, Schema
@@ -190,6 +185,8 @@ def _operation(op: Operation, schema_of: SchemaOf) -> dict[str, Any]:
         "parameters": params,
         "security": [{"apiKey": []}] if op.api_key else [],
     }
+    if doc.signed:
+        spec["x-provider-signature"] = True
     errors = [*doc.errors, *(_KEY_ERRORS if op.api_key else ()), *(_SIGNED_ERRORS if doc.signed else ())]
     errors += _PAGE_ERRORS if doc.paged else ()
     if doc.body is not None or (doc.signed and op.method == "post"):
@@ -250,93 +247,3 @@ def _errors(errors: list[tuple[int, str]]) -> dict[str, Any]:
         }
         for status, found in sorted(codes.items())
     }
-
-
-DOCS_ASSETS = "/docs/assets"
-DOCS_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>callbridge API</title>
-  <link rel="stylesheet" href="{assets}/swagger-ui.css">
-  <link rel="icon" type="image/png" href="{assets}/favicon-32x32.png">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="{assets}/swagger-ui-bundle.js"></script>
-  <script src="{assets}/swagger-ui-standalone-preset.js"></script>
-  <script src="{assets}/init.js"></script>
-</body>
-</html>
-"""
-#: Served as a file (not inline) so the page needs no inline script.
-DOCS_INIT = """window.ui = SwaggerUIBundle({
-  url: "/openapi.json",
-  dom_id: "#swagger-ui",
-  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-  layout: "StandaloneLayout",
-  persistAuthorization: true,
-});
-"""
-
-
-async def openapi_json(request: Request) -> Response:
-    """The spec of the app serving the request (built once, then kept)."""
-    spec = getattr(request.app.state, "openapi", None)
-    if spec is None:
-        spec = request.app.state.openapi = build_spec(request.app.routes)
-    return JSONResponse(spec)
-
-
-async def docs_page(request: Request) -> Response:
-    return HTMLResponse(DOCS_PAGE.format(assets=DOCS_ASSETS))
-
-
-async def docs_init(request: Request) -> Response:
-    return Response(DOCS_INIT, media_type="text/javascript")
-
-
-_PUBLIC = "Public: no API key."
-ROUTES = [
-    DocRoute(
-        "/openapi.json",
-        openapi_json,
-        methods=["GET"],
-        doc=RouteDoc("This API's OpenAPI 3.1 description", "docs", _PUBLIC, response={"type": "object"}),
-    ),
-    DocRoute(
-        "/docs",
-        docs_page,
-        methods=["GET"],
-        doc=RouteDoc(
-            "Swagger UI on /openapi.json",
-            "docs",
-            _PUBLIC,
-            response={"type": "string"},
-            media_type="text/html",
-        ),
-    ),
-    DocRoute(
-        DOCS_ASSETS + "/init.js",
-        docs_init,
-        methods=["GET"],
-        doc=RouteDoc(
-            "The docs page's start-up script",
-            "docs",
-            _PUBLIC,
-            response={"type": "string"},
-            media_type="text/javascript",
-        ),
-    ),
-    DocMount(
-        DOCS_ASSETS,
-        StaticFiles(directory=swagger_ui.static_path),
-        name="docs_assets",
-        doc=RouteDoc(
-            "Swagger UI's files (from the openapi-ui-bundles package)",
-            "docs",
-            _PUBLIC,
-            errors=((404, "not_found"),),
-        ),
-    ),
-]
