@@ -361,7 +361,7 @@ ROUTES = [
         doc=RouteDoc(
             "Create a scheduled batch",
             "batches",
-            f"Each of `calls` is a ScheduledCallSpec. Bodies up to {BATCH_MAX_BODY_BYTES // 2**20} MiB.",
+            f"Bodies up to {BATCH_MAX_BODY_BYTES // 2**20} MiB; each call is checked on its own.",
             body=ScheduledBatchCreate,
             example=CREATE_BATCH_EXAMPLE,
             response=ScheduledBatch,
