@@ -202,14 +202,17 @@ class Resources:
 
 
 @pytest.mark.parametrize(("method", "path"), EXAMPLES, ids=[f"{m} {p}" for m, p in EXAMPLES])
-def test_a_request_body_example_is_accepted_and_answered_as_documented(
+def test_a_body_example_fits_its_schema_and_is_answered_as_documented(
     client: TestClient, method: str, path: str
 ) -> None:
     spec = spec_of(client)
     resources = Resources(client, spec)
     if method == "patch" and path == "/api/telephony_configs/{provider}":
         resources.create("post", path, "created")  # there must be credentials to change
-    response = client.request(method, resources.url(path), json=resources.example(method, path))
+    example = resources.example(method, path)
+    body_schema = spec["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    resolve(spec, body_schema).validate(example)
+    response = client.request(method, resources.url(path), json=example)
     assert 200 <= response.status_code < 300, response.text
     success = spec["paths"][path][method]["responses"][str(response.status_code)]
     if "content" in success:
