@@ -16,8 +16,8 @@ from app.sip.config import sip_domain
 
 
 def _view(services: Services, config: SipConfigFields, *, with_secrets: bool = False) -> Response:
-    shown = SipConfig(**dict(config), domain=sip_domain(services.settings))
-    return JSONResponse(shown.to_json(with_secrets=with_secrets))
+    shown = SipConfig.shown(config, sip_domain(services.settings), with_secrets=with_secrets)
+    return JSONResponse(shown.to_json())
 
 
 def _parse_update(data: dict[str, object]) -> SipConfigUpdate:

@@ -240,3 +240,16 @@ def test_docs_page_renders_the_spec_with_swagger_ui(client: TestClient) -> None:
 def test_a_missing_docs_asset_is_a_404_in_the_error_shape(client: TestClient) -> None:
     response = anonymous(client).get("/docs/assets/no-such-file.js")
     assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_the_sip_config_with_a_fallback_handler_is_answered_as_documented(client: TestClient) -> None:
+    spec = spec_of(client)
+    ops = spec["paths"]["/api/sip"]
+    patched = client.patch("/api/sip", json={"fallbackHandler": {"url": "https://example.com/sip"}})
+    shown = client.get("/api/sip")
+    assert patched.status_code == 200 and "secrets" in patched.json()["fallbackHandler"]
+    assert "secrets" not in shown.json()["fallbackHandler"]
+    for method, response in (("patch", patched), ("get", shown)):
+        resolve(spec, ops[method]["responses"]["200"]["content"]["application/json"]["schema"]).validate(
+            response.json()
+        )
