@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from app.api.errors import describe_validation_error, json_object
 from app.api.route_doc import DocRoute, RouteDoc
 from app.errors import Conflict, InvalidInput, NotFound
-from app.schemas.telephony import CONFIG_MODELS, TelephonyConfigBase
+from app.schemas.telephony import CONFIG_MODELS, SECRET_PREFIX_LENGTH, TelephonyConfigBase
 from app.services import Services, services_of
 from app.store.tables import TelephonyConfigRow
 
@@ -88,17 +88,25 @@ async def delete_config(request: Request) -> Response:
 _PATH = "/telephony_configs/{provider}"
 _MODELS = tuple(CONFIG_MODELS.values())
 _PROVIDERS = ", ".join(f"`{name}`: {model.__name__}" for name, model in CONFIG_MODELS.items())
-#: The response: the config's fields with each secret replaced by `<name>Prefix` (its first characters).
-_VIEW = {
-    "type": "object",
-    "description": "The config's fields; each secret field shows only as `<name>Prefix`.",
-    "required": ["created", "updated"],
-    "properties": {
-        "created": {"type": "string", "format": "date-time"},
-        "updated": {"type": "string", "format": "date-time"},
-    },
-    "additionalProperties": True,
-}
+
+
+def view_schema(model: type[TelephonyConfigBase]) -> dict[str, Any]:
+    """The JSON Schema of `_view(model)`: its fields, each secret as `<name>Prefix`, and the timestamps."""
+    schema = model.model_json_schema(by_alias=True, mode="serialization")
+    assert "$defs" not in schema, "a config model with nested models needs its $defs placed"
+    properties, required = schema["properties"], set(schema.get("required", ()))
+    for name in model.secret_fields:
+        alias = model.model_fields[name].alias or name
+        properties.pop(alias)
+        properties[f"{alias}Prefix"] = {"type": "string", "maxLength": SECRET_PREFIX_LENGTH}
+        if alias in required:
+            required = (required - {alias}) | {f"{alias}Prefix"}
+    stamp = {"type": "string", "format": "date-time"}
+    properties |= {"created": stamp, "updated": stamp}
+    return {**schema, "title": f"{model.__name__}View", "required": sorted(required | {"created", "updated"})}
+
+
+_VIEW = {"oneOf": [view_schema(model) for model in _MODELS]}
 _NO_PROVIDER = (404, "unknown_provider")
 _NO_CONFIG = (404, "telephony_config_not_found")
 ROUTES = [
