@@ -19,6 +19,8 @@ from starlette.routing import BaseRoute, Mount
 
 from app.api.auth import ApiKeyMiddleware
 from app.api.route_doc import DocMount, DocRoute, DocWebSocketRoute, Param, RouteDoc, Schema
+from app.providers import webhook_providers
+from app.store.paging import MAX_PAGE_SIZE
 
 REF = "#/components/schemas/{model}"
 ERROR = {
@@ -28,9 +30,9 @@ ERROR = {
     "additionalProperties": False,
 }
 PROVIDER_SIGNATURE = (
-    "Provider-facing: no API key. The request must carry the provider's signature (Twilio "
-    "`X-Twilio-Signature`, Telnyx `telnyx-signature-ed25519`, Plivo `X-Plivo-Signature-V3`), checked with "
-    "the credentials imported at `/api/telephony_configs/{provider}`; `?provider=` names the provider."
+    "Provider-facing: no API key. The request must carry its provider's signature headers ("
+    + "; ".join(f"{p.name}: {', '.join(p.signature_headers)}" for p in webhook_providers())
+    + "), checked with the credentials imported at `/api/telephony_configs/{provider}`."
 )
 _BODY_ERRORS = (
     (400, "invalid_json"),
@@ -49,7 +51,11 @@ _SIGNED_ERRORS = (
 )
 _PAGE_PARAMS = (
     Param("cursor", "A page's `next` or `previous` cursor."),
-    Param("pageSize", "Results per page (1-100).", schema={"type": "integer", "minimum": 1, "maximum": 100}),
+    Param(
+        "pageSize",
+        f"Results per page (1-{MAX_PAGE_SIZE}).",
+        schema={"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+    ),
 )
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 

@@ -253,3 +253,11 @@ def test_the_sip_config_with_a_fallback_handler_is_answered_as_documented(client
         resolve(spec, ops[method]["responses"]["200"]["content"]["application/json"]["schema"]).validate(
             response.json()
         )
+
+
+def test_the_documented_page_size_bounds_are_the_api_s(client: TestClient) -> None:
+    params = spec_of(client)["paths"]["/api/agents"]["get"]["parameters"]
+    bounds = next(p["schema"] for p in params if p["name"] == "pageSize")
+    assert client.get(f"/api/agents?pageSize={bounds['maximum']}").status_code == 200
+    refused = client.get(f"/api/agents?pageSize={bounds['maximum'] + 1}")
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_page_size"
