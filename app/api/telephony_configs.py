@@ -106,7 +106,16 @@ def view_schema(model: type[TelephonyConfigBase]) -> dict[str, Any]:
     return {**schema, "title": f"{model.__name__}View", "required": sorted(required | {"created", "updated"})}
 
 
+def patch_schema(model: type[TelephonyConfigBase]) -> dict[str, Any]:
+    """The JSON Schema of a PATCH for `model`: any of its fields (merged with the stored ones, checked)."""
+    schema = model.model_json_schema(by_alias=True)
+    assert "$defs" not in schema, "a config model with nested models needs its $defs placed"
+    schema.pop("required", None)
+    return {**schema, "title": f"{model.__name__}Patch"}
+
+
 _VIEW = {"oneOf": [view_schema(model) for model in _MODELS]}
+_PATCH = {"anyOf": [patch_schema(model) for model in _MODELS]}
 _NO_PROVIDER = (404, "unknown_provider")
 _NO_CONFIG = (404, "telephony_config_not_found")
 ROUTES = [
@@ -145,7 +154,7 @@ ROUTES = [
             "telephony",
             f"The fields given replace the stored ones; the result is validated as the model of `provider` "
             f"({_PROVIDERS}).",
-            body={"type": "object", "additionalProperties": True},
+            body=_PATCH,
             example={"callCreationAllowAllAgents": True},
             response=_VIEW,
             errors=(_NO_PROVIDER, _NO_CONFIG),
