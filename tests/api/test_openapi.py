@@ -28,6 +28,7 @@ EXAMPLES = [
     ("patch", "/api/sip"),
     ("post", "/api/sip/registrations"),
     ("patch", "/api/sip/registrations/{registration_id}"),
+    ("post", "/api/webhooks"),
 ]
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 
