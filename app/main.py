@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount, WebSocketRoute
+from starlette.routing import Mount
 
 from app.api import (
     agents,
     batches,
     calls,
+    docs,
     health,
     incoming,
     provider_callbacks,
@@ -25,7 +26,7 @@ from app.api import (
 from app.api.auth import ApiKeyMiddleware
 from app.api.body_limit import BodyLimit, BodyLimitMiddleware, RouteBodyLimits
 from app.api.errors import EXCEPTION_HANDLERS
-from app.api.streams import call_stream
+from app.api.streams import STREAM_ROUTE
 from app.services import Services
 from app.settings import Settings
 
@@ -46,10 +47,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         *health.ROUTES,
+        *docs.ROUTES,  # the spec and its docs page: public, like the health routes
         # Provider-facing routes come before the API mount: they authenticate by provider signature.
         *incoming.ROUTES,
         *provider_callbacks.ROUTES,
-        WebSocketRoute("/calls/{call_id}/stream/{token}", call_stream),
+        STREAM_ROUTE,
         Mount(
             "/api",
             routes=[

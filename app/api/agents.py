@@ -8,15 +8,15 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from app.api.call_start import start_call
+from app.api.call_start import CALL_CREATION_ERRORS, IDEMPOTENCY, start_call
 from app.api.errors import describe_validation_error, parse_body
 from app.api.paging import page_params, page_response
+from app.api.route_doc import DocRoute, RouteDoc
 from app.errors import InvalidInput, NotFound
 from app.pipeline.secret_options import public_pipeline_spec
 from app.schemas.agents import Agent, AgentCreate, AgentStatistics, AgentUpdate, CallTemplate, CallTemplateOut
-from app.schemas.calls import StartAgentCallRequest
+from app.schemas.calls import Call, StartAgentCallRequest
 from app.schemas.webhooks import public_callbacks
 from app.services import Services, services_of
 from app.store.tables import AgentRow, utcnow
@@ -125,12 +125,86 @@ async def list_agent_calls(request: Request) -> Response:
     return page_response(request, page, lambda row: services.calls.to_schema(row).to_json())
 
 
+_NO_AGENT = (404, "agent_not_found")
+CREATE_AGENT_EXAMPLE = {
+    "name": "support",
+    "callTemplate": {
+        "systemPrompt": "You are the support line of {{company}}.",
+        "joinTimeout": "30s",
+        "maxDuration": "600s",
+        "firstSpeakerSettings": {"agent": {"text": "Hello, how can I help?"}},
+    },
+}
 ROUTES = [
-    Route("/agents", list_agents, methods=["GET"]),
-    Route("/agents", create_agent, methods=["POST"]),
-    Route("/agents/{agent_id}", get_agent, methods=["GET"]),
-    Route("/agents/{agent_id}", update_agent, methods=["PATCH"]),
-    Route("/agents/{agent_id}", delete_agent, methods=["DELETE"]),
-    Route("/agents/{agent_id}/calls", create_agent_call, methods=["POST"]),
-    Route("/agents/{agent_id}/calls", list_agent_calls, methods=["GET"]),
+    DocRoute(
+        "/agents",
+        list_agents,
+        methods=["GET"],
+        doc=RouteDoc("List agents", "agents", response=Agent, paged=True),
+    ),
+    DocRoute(
+        "/agents",
+        create_agent,
+        methods=["POST"],
+        doc=RouteDoc(
+            "Create an agent",
+            "agents",
+            body=AgentCreate,
+            example=CREATE_AGENT_EXAMPLE,
+            response=Agent,
+            status=201,
+        ),
+    ),
+    DocRoute(
+        "/agents/{agent_id}",
+        get_agent,
+        methods=["GET"],
+        doc=RouteDoc("Get an agent", "agents", response=Agent, errors=(_NO_AGENT,)),
+    ),
+    DocRoute(
+        "/agents/{agent_id}",
+        update_agent,
+        methods=["PATCH"],
+        doc=RouteDoc(
+            "Change an agent",
+            "agents",
+            "Each `callTemplate` field given replaces the stored one; the result is validated as a whole.",
+            body=AgentUpdate,
+            example={"callTemplate": {"systemPrompt": "You are brief."}},
+            response=Agent,
+            errors=(_NO_AGENT,),
+        ),
+    ),
+    DocRoute(
+        "/agents/{agent_id}",
+        delete_agent,
+        methods=["DELETE"],
+        doc=RouteDoc("Delete an agent", "agents", status=204, errors=(_NO_AGENT,)),
+    ),
+    DocRoute(
+        "/agents/{agent_id}/calls",
+        create_agent_call,
+        methods=["POST"],
+        doc=RouteDoc(
+            "Create a call from the agent's template",
+            "agents",
+            "A call with an `outgoing` medium is dialled; the others wait on their `joinUrl`.",
+            body=StartAgentCallRequest,
+            example={
+                "templateContext": {"company": "Example Inc."},
+                "metadata": {"ticket": "T-1"},
+                "medium": {"serverWebSocket": {"inputSampleRate": 16000}},
+            },
+            response=Call,
+            status=201,
+            params=(IDEMPOTENCY,),
+            errors=(_NO_AGENT, *CALL_CREATION_ERRORS),
+        ),
+    ),
+    DocRoute(
+        "/agents/{agent_id}/calls",
+        list_agent_calls,
+        methods=["GET"],
+        doc=RouteDoc("List the agent's calls", "agents", response=Call, paged=True, errors=(_NO_AGENT,)),
+    ),
 ]

@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from app.api.agents import load_agent
 from app.api.batch_body import SpecSpool, spool_body
-from app.api.calls import severities_param
+from app.api.calls import SEVERITY, SEVERITY_ERROR, severities_param
 from app.api.errors import json_object, validated
 from app.api.paging import page_params, page_response
+from app.api.route_doc import DocRoute, Param, RouteDoc
 from app.errors import InvalidInput, NotFound
 from app.scheduler.calling_hours import TimezoneRequired, calling_hours_and_zone
 from app.schemas.agents import CallTemplate
@@ -37,7 +37,7 @@ from app.schemas.batches import (
     is_dialled,
     shortest_window,
 )
-from app.schemas.calls import EventSeverity
+from app.schemas.calls import Call, EventSeverity
 from app.schemas.media import Medium
 from app.services import Services, services_of
 from app.store.tables import BatchEventRow, ScheduledBatchRow, ScheduledCallRow, utcnow
@@ -325,13 +325,120 @@ def _event_view(row: BatchEventRow) -> dict[str, Any]:
     ).to_json()
 
 
+_NO_AGENT = (404, "agent_not_found")
+_NO_BATCH = (404, "batch_not_found")
+_ONE = BATCHES_PATH + "/{batch_id}"
+CREATE_BATCH_EXAMPLE = {
+    "windowStart": "2030-01-01T09:00:00Z",
+    "windowEnd": "2030-01-01T17:00:00Z",
+    "timezone": "America/New_York",
+    "callingHours": {"start": "09:00", "end": "20:00"},
+    "calls": [
+        {
+            "medium": {"twilio": {"outgoing": {"to": "+14155550100", "from": "+14155550199"}}},
+            "templateContext": {"name": "Ada"},
+            "metadata": {"row": "1"},
+        }
+    ],
+}
 ROUTES = [
-    Route(BATCHES_PATH, list_batches, methods=["GET"]),
-    Route(BATCHES_PATH, create_batch, methods=["POST"]),
-    Route(BATCHES_PATH + "/{batch_id}", get_batch, methods=["GET"]),
-    Route(BATCHES_PATH + "/{batch_id}", update_batch, methods=["PATCH"]),
-    Route(BATCHES_PATH + "/{batch_id}", delete_batch, methods=["DELETE"]),
-    Route(BATCHES_PATH + "/{batch_id}/scheduled_calls", list_scheduled_calls, methods=["GET"]),
-    Route(BATCHES_PATH + "/{batch_id}/created_calls", list_created_calls, methods=["GET"]),
-    Route(BATCHES_PATH + "/{batch_id}/events", list_batch_events, methods=["GET"]),
+    DocRoute(
+        BATCHES_PATH,
+        list_batches,
+        methods=["GET"],
+        doc=RouteDoc(
+            "List the agent's scheduled batches",
+            "batches",
+            response=ScheduledBatch,
+            paged=True,
+            errors=(_NO_AGENT,),
+        ),
+    ),
+    DocRoute(
+        BATCHES_PATH,
+        create_batch,
+        methods=["POST"],
+        doc=RouteDoc(
+            "Create a scheduled batch",
+            "batches",
+            f"Bodies up to {BATCH_MAX_BODY_BYTES // 2**20} MiB; each call is checked on its own.",
+            body=ScheduledBatchCreate,
+            example=CREATE_BATCH_EXAMPLE,
+            response=ScheduledBatch,
+            status=201,
+            errors=(
+                _NO_AGENT,
+                *((400, code) for code in sorted(BATCH_ERROR_CODES)),
+                (400, "webhook_url_required"),
+                (400, "webhook_url_not_allowed"),
+                (400, "timezone_required"),
+                (400, "window_too_short"),
+            ),
+        ),
+    ),
+    DocRoute(
+        _ONE,
+        get_batch,
+        methods=["GET"],
+        doc=RouteDoc("Get a scheduled batch", "batches", response=ScheduledBatch, errors=(_NO_BATCH,)),
+    ),
+    DocRoute(
+        _ONE,
+        update_batch,
+        methods=["PATCH"],
+        doc=RouteDoc(
+            "Pause, resume or reschedule a batch",
+            "batches",
+            body=ScheduledBatchUpdate,
+            example={"paused": True},
+            response=ScheduledBatch,
+            errors=(_NO_BATCH, (400, "invalid_window")),
+        ),
+    ),
+    DocRoute(
+        _ONE,
+        delete_batch,
+        methods=["DELETE"],
+        doc=RouteDoc("Delete a scheduled batch", "batches", status=204, errors=(_NO_BATCH,)),
+    ),
+    DocRoute(
+        _ONE + "/scheduled_calls",
+        list_scheduled_calls,
+        methods=["GET"],
+        doc=RouteDoc(
+            "List a batch's scheduled calls",
+            "batches",
+            response=ScheduledCall,
+            paged=True,
+            params=(
+                Param(
+                    "status",
+                    "Only the calls in this status.",
+                    schema={"type": "string", "enum": [s.value for s in ScheduledCallStatus]},
+                ),
+            ),
+            errors=(_NO_BATCH, (400, "invalid_status")),
+        ),
+    ),
+    DocRoute(
+        _ONE + "/created_calls",
+        list_created_calls,
+        methods=["GET"],
+        doc=RouteDoc(
+            "List the calls a batch created", "batches", response=Call, paged=True, errors=(_NO_BATCH,)
+        ),
+    ),
+    DocRoute(
+        _ONE + "/events",
+        list_batch_events,
+        methods=["GET"],
+        doc=RouteDoc(
+            "List a batch's events",
+            "batches",
+            response=BatchEvent,
+            paged=True,
+            params=(SEVERITY,),
+            errors=(_NO_BATCH, SEVERITY_ERROR),
+        ),
+    ),
 ]

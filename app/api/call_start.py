@@ -7,6 +7,7 @@ import hashlib
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.api.route_doc import Param
 from app.calls.service import Creation
 from app.calls.start import CreateCall, create_and_dial, refuse_if_not_taking_calls
 from app.errors import InvalidInput
@@ -15,6 +16,25 @@ from app.services import Services
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 255
+
+#: What creating any call can answer beyond a bad body (agents' and `POST /api/calls`).
+CALL_CREATION_ERRORS = (
+    (400, "invalid_idempotency_key"),
+    (400, "unsupported_medium"),
+    (400, "telephony_config_incomplete"),
+    (400, "provider_rejected"),
+    (409, "idempotency_key_reused"),
+    (429, "too_many_calls"),
+    (429, "provider_rate_limited"),
+    (502, "provider_unavailable"),
+    (503, "draining"),
+    (503, "cluster_unavailable"),
+)
+IDEMPOTENCY = Param(
+    "Idempotency-Key",
+    "Replaying a key answers the call it created (with `Idempotent-Replayed: true`).",
+    location="header",
+)
 
 
 async def start_call(

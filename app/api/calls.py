@@ -8,15 +8,15 @@ import orjson
 from pydantic import RootModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from app.api.call_start import start_call
+from app.api.call_start import CALL_CREATION_ERRORS, IDEMPOTENCY, start_call
 from app.api.errors import error_body, parse_body, validated
 from app.api.paging import page_params, page_response
+from app.api.route_doc import DocRoute, Param, RouteDoc
 from app.cluster.base import ControlReply
 from app.errors import CallNotActive, InvalidInput, NotFound, ProviderFailed, ServiceError
 from app.media.dtmf import DtmfTiming
-from app.schemas.calls import CallEvent, EndReason, EventSeverity, SipLogEntry, StartCallRequest
+from app.schemas.calls import Call, CallEvent, EndReason, EventSeverity, SipLogEntry, StartCallRequest
 from app.schemas.data_messages import (
     ColdTransferMessage,
     DataMessage,
@@ -197,11 +197,95 @@ class DataMessageRequest(RootModel[DataMessage]):
     pass
 
 
+_NO_CALL = (404, "call_not_found")
+#: `minimumSeverity` of the event lists (calls' and batches').
+SEVERITY = Param(
+    "minimumSeverity",
+    "The least severe events listed (default info).",
+    schema={"type": "string", "enum": [s.value for s in EventSeverity]},
+)
+SEVERITY_ERROR = (400, "invalid_severity")
 ROUTES = [
-    Route("/calls", list_calls, methods=["GET"]),
-    Route("/calls", create_call, methods=["POST"]),
-    Route("/calls/{call_id}", get_call, methods=["GET"]),
-    Route("/calls/{call_id}/events", list_call_events, methods=["GET"]),
-    Route("/calls/{call_id}/sip_logs", list_sip_logs, methods=["GET"]),
-    Route("/calls/{call_id}/send_data_message", send_data_message, methods=["POST"]),
+    DocRoute(
+        "/calls",
+        list_calls,
+        methods=["GET"],
+        doc=RouteDoc(
+            "List calls",
+            "calls",
+            response=Call,
+            paged=True,
+            params=(Param("agentId", "Only the calls of this agent."),),
+        ),
+    ),
+    DocRoute(
+        "/calls",
+        create_call,
+        methods=["POST"],
+        doc=RouteDoc(
+            "Create a call without an agent",
+            "calls",
+            "A call with an `outgoing` medium is dialled; the others wait on their `joinUrl`.",
+            body=StartCallRequest,
+            example={
+                "systemPrompt": "You are a friendly assistant.",
+                "medium": {"serverWebSocket": {"inputSampleRate": 16000, "outputSampleRate": 16000}},
+                "maxDuration": "300s",
+                "metadata": {"customer": "42"},
+            },
+            response=Call,
+            status=201,
+            params=(IDEMPOTENCY,),
+            errors=CALL_CREATION_ERRORS,
+        ),
+    ),
+    DocRoute(
+        "/calls/{call_id}",
+        get_call,
+        methods=["GET"],
+        doc=RouteDoc("Get a call", "calls", response=Call, errors=(_NO_CALL,)),
+    ),
+    DocRoute(
+        "/calls/{call_id}/events",
+        list_call_events,
+        methods=["GET"],
+        doc=RouteDoc(
+            "List a call's events",
+            "calls",
+            response=CallEvent,
+            paged=True,
+            params=(SEVERITY,),
+            errors=(_NO_CALL, SEVERITY_ERROR),
+        ),
+    ),
+    DocRoute(
+        "/calls/{call_id}/sip_logs",
+        list_sip_logs,
+        methods=["GET"],
+        doc=RouteDoc(
+            "List a call's SIP messages", "calls", response=SipLogEntry, paged=True, errors=(_NO_CALL,)
+        ),
+    ),
+    DocRoute(
+        "/calls/{call_id}/send_data_message",
+        send_data_message,
+        methods=["POST"],
+        doc=RouteDoc(
+            "Act on a live call",
+            "calls",
+            "Hang up, transfer, play DTMF, or give the agent text. A call another instance holds is acted on "
+            "there.",
+            body=DataMessageRequest,
+            example={"type": "hang_up", "message": "the caller asked to end the call"},
+            status=204,
+            errors=(
+                _NO_CALL,
+                (400, "unsupported_message"),
+                (422, "call_not_active"),
+                (502, "transfer_failed"),
+                (503, "cluster_unavailable"),
+                (504, "control_timeout"),
+            ),
+        ),
+    ),
 ]

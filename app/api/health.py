@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from app.api.route_doc import DocRoute, RouteDoc
 from app.metrics import REGISTRY
 from app.services import services_of
 
@@ -34,8 +34,41 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
+_STATUS = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "ready", "draining", "unavailable"]},
+        "activeSessions": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+_PUBLIC = "Public: no API key."
 ROUTES = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
+    DocRoute(
+        "/healthz", healthz, methods=["GET"], doc=RouteDoc("Alive", "health", _PUBLIC, response=_STATUS)
+    ),
+    DocRoute(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        doc=RouteDoc(
+            "Ready for calls",
+            "health",
+            _PUBLIC + " 503 with the same shape (`draining` or `unavailable`) when it is not.",
+            response=_STATUS,
+        ),
+    ),
+    DocRoute(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        doc=RouteDoc(
+            "Prometheus metrics",
+            "health",
+            _PUBLIC,
+            response={"type": "string"},
+            media_type=CONTENT_TYPE_LATEST.split(";")[0],
+        ),
+    ),
 ]

@@ -10,8 +10,8 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from app.api.route_doc import DocRoute, Param, RouteDoc
 from app.calls.service import CallOrigin, Creation
 from app.calls.start import refuse_if_not_taking_calls
 from app.calls.templates import map_request_context
@@ -109,4 +109,29 @@ def _is_form(request: Request) -> bool:
     return content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
 
 
-ROUTES = [Route("/api/agents/{agent_id}/telephony_xml", telephony_xml, methods=["POST"])]
+#: `?provider=`: names the provider where its signature headers would not tell (provider-facing routes).
+PROVIDER = Param("provider", "The provider (twilio, telnyx, plivo); else told by its signature headers.")
+_XML = {"type": "string", "description": "The provider's call-control XML (TwiML, TeXML, Plivo XML)."}
+ROUTES = [
+    DocRoute(
+        "/api/agents/{agent_id}/telephony_xml",
+        telephony_xml,
+        methods=["POST"],
+        doc=RouteDoc(
+            "A provider's incoming-call webhook",
+            "provider-facing",
+            "Creates a call of the agent and answers the XML that connects it to its joinUrl (a hang-up "
+            "while draining).",
+            response=_XML,
+            media_type="text/xml",
+            params=(PROVIDER,),
+            errors=(
+                (403, "agent_not_allowed"),
+                (404, "agent_not_found"),
+                (429, "too_many_calls"),
+                (503, "cluster_unavailable"),
+            ),
+            signed=True,
+        ),
+    )
+]

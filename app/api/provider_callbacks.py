@@ -15,9 +15,9 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from app.api.incoming import detect_provider, verified_webhook
+from app.api.incoming import PROVIDER, detect_provider, verified_webhook
+from app.api.route_doc import DocRoute, Param, RouteDoc
 from app.errors import InvalidInput, NotFound
 from app.metrics import WEBHOOKS
 from app.providers.base import WebhookProvider, WebhookRequest
@@ -87,8 +87,50 @@ async def transfer_xml(request: Request) -> Response:
     return Response(xml, media_type="text/xml")
 
 
+_NO_CALL = (404, "call_not_found")
+_XML = {"type": "string", "description": "The provider's call-control XML."}
 ROUTES = [
-    Route("/api/calls/{call_id}/telephony/status", call_status, methods=["POST"]),
-    Route("/api/calls/{call_id}/telephony/answer", call_answer, methods=["GET", "POST"]),
-    Route("/api/calls/{call_id}/telephony/transfer", transfer_xml, methods=["GET", "POST"]),
+    DocRoute(
+        "/api/calls/{call_id}/telephony/status",
+        call_status,
+        methods=["POST"],
+        doc=RouteDoc(
+            "A provider's status callback",
+            "provider-facing",
+            "Ringing, answered, busy, completed...: the call's leg follows it.",
+            status=204,
+            params=(PROVIDER,),
+            errors=(_NO_CALL,),
+            signed=True,
+        ),
+    ),
+    DocRoute(
+        "/api/calls/{call_id}/telephony/answer",
+        call_answer,
+        methods=["GET", "POST"],
+        doc=RouteDoc(
+            "The XML an answered call runs",
+            "provider-facing",
+            "For providers that fetch it when the callee answers: connects the call to its joinUrl.",
+            response=_XML,
+            media_type="text/xml",
+            params=(PROVIDER,),
+            errors=(_NO_CALL,),
+            signed=True,
+        ),
+    ),
+    DocRoute(
+        "/api/calls/{call_id}/telephony/transfer",
+        transfer_xml,
+        methods=["GET", "POST"],
+        doc=RouteDoc(
+            "The `<Dial>` XML of a transfer (Plivo)",
+            "provider-facing",
+            response=_XML,
+            media_type="text/xml",
+            params=(PROVIDER, Param("target", "An E.164 number or a sip: URI.")),
+            errors=(_NO_CALL, (400, "invalid_target"), (400, "transfer_unsupported")),
+            signed=True,
+        ),
+    ),
 ]

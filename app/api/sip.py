@@ -6,9 +6,9 @@ from __future__ import annotations
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from app.api.errors import describe_validation_error, json_object
+from app.api.route_doc import DocRoute, RouteDoc
 from app.errors import InvalidInput
 from app.schemas.sip import SIP_ERROR_CODES, SipConfig, SipConfigFields, SipConfigUpdate
 from app.services import Services, services_of
@@ -16,8 +16,8 @@ from app.sip.config import sip_domain
 
 
 def _view(services: Services, config: SipConfigFields, *, with_secrets: bool = False) -> Response:
-    shown = SipConfig(**dict(config), domain=sip_domain(services.settings))
-    return JSONResponse(shown.to_json(with_secrets=with_secrets))
+    shown = SipConfig.shown(config, sip_domain(services.settings), with_secrets=with_secrets)
+    return JSONResponse(shown.to_json())
 
 
 def _parse_update(data: dict[str, object]) -> SipConfigUpdate:
@@ -59,7 +59,32 @@ async def update_sip_config(request: Request) -> Response:
     return _view(services, stored, with_secrets=generated)
 
 
+_SHOWN = (
+    "`fallbackHandler` shows `url` and `secretPrefixes` (its `secrets` only in the PATCH that generated one)."
+)
 ROUTES = [
-    Route("/sip", get_sip_config, methods=["GET"]),
-    Route("/sip", update_sip_config, methods=["PATCH"]),
+    DocRoute(
+        "/sip",
+        get_sip_config,
+        methods=["GET"],
+        doc=RouteDoc("Get the SIP config", "sip", _SHOWN, response=SipConfig),
+    ),
+    DocRoute(
+        "/sip",
+        update_sip_config,
+        methods=["PATCH"],
+        doc=RouteDoc(
+            "Change the SIP config",
+            "sip",
+            "The fields given replace the stored ones; the next INVITE gets the new policy. " + _SHOWN,
+            body=SipConfigUpdate,
+            example={"allowedCidrRanges": ["203.0.113.0/24"], "allowAllAgents": True},
+            response=SipConfig,
+            errors=(
+                *((400, code) for code in sorted(SIP_ERROR_CODES)),
+                (400, "read_only"),
+                (400, "agent_not_found"),
+            ),
+        ),
+    ),
 ]

@@ -11,10 +11,10 @@ import uuid
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from app.api.errors import json_object, validated
 from app.api.paging import page_params, page_response
+from app.api.route_doc import DocRoute, RouteDoc
 from app.errors import NotFound, ServiceError
 from app.schemas.sip_registrations import (
     REGISTRATION_ERROR_CODES,
@@ -130,10 +130,58 @@ async def delete_registration(request: Request) -> Response:
 
 
 REGISTRATIONS_PATH = "/sip/registrations"
+_ONE = REGISTRATIONS_PATH + "/{registration_id}"
+_NOT_FOUND = (404, "sip_registration_not_found")
+_BAD_INPUT = (*((400, code) for code in sorted(REGISTRATION_ERROR_CODES)), (422, "transport_not_listening"))
 ROUTES = [
-    Route(REGISTRATIONS_PATH, list_registrations, methods=["GET"]),
-    Route(REGISTRATIONS_PATH, create_registration, methods=["POST"]),
-    Route(REGISTRATIONS_PATH + "/{registration_id}", get_registration, methods=["GET"]),
-    Route(REGISTRATIONS_PATH + "/{registration_id}", update_registration, methods=["PATCH"]),
-    Route(REGISTRATIONS_PATH + "/{registration_id}", delete_registration, methods=["DELETE"]),
+    DocRoute(
+        REGISTRATIONS_PATH,
+        list_registrations,
+        methods=["GET"],
+        doc=RouteDoc("List SIP registrations", "sip", response=SipRegistration, paged=True),
+    ),
+    DocRoute(
+        REGISTRATIONS_PATH,
+        create_registration,
+        methods=["POST"],
+        doc=RouteDoc(
+            "Register callbridge as a user on a PBX",
+            "sip",
+            body=SipRegistrationCreate,
+            example={
+                "username": "callbridge",
+                "password": "example-password",
+                "proxy": "sip:pbx.example.com",
+            },
+            response=SipRegistration,
+            status=201,
+            errors=_BAD_INPUT,
+        ),
+    ),
+    DocRoute(
+        _ONE,
+        get_registration,
+        methods=["GET"],
+        doc=RouteDoc("Get a SIP registration", "sip", response=SipRegistration, errors=(_NOT_FOUND,)),
+    ),
+    DocRoute(
+        _ONE,
+        update_registration,
+        methods=["PATCH"],
+        doc=RouteDoc(
+            "Change a SIP registration",
+            "sip",
+            "The fields given replace the stored ones; the registration starts over with them.",
+            body=SipRegistrationUpdate,
+            example={"tlsVerify": False},
+            response=SipRegistration,
+            errors=(_NOT_FOUND, *_BAD_INPUT),
+        ),
+    ),
+    DocRoute(
+        _ONE,
+        delete_registration,
+        methods=["DELETE"],
+        doc=RouteDoc("Delete a SIP registration", "sip", status=204, errors=(_NOT_FOUND,)),
+    ),
 ]

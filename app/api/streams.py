@@ -11,6 +11,7 @@ import logging
 
 from starlette.websockets import WebSocket
 
+from app.api.route_doc import DocWebSocketRoute, RouteDoc
 from app.api.websocket_transport import WebSocketMessages
 from app.calls.framed_stream import FramedStream
 from app.calls.session import CallSession
@@ -105,3 +106,16 @@ async def _end_unopenable(services: Services, call: CallRow) -> None:
     log.error("call %s: %s", call.id, text)
     services.calls.events.record(call.id, call.created, "pipeline_error", text, EventSeverity.ERROR)
     await services.calls.end(call, EndReason.SYSTEM_ERROR, text)
+
+
+STREAM_ROUTE = DocWebSocketRoute(
+    "/calls/{call_id}/stream/{token}",
+    call_stream,
+    doc=RouteDoc(
+        "A call's media stream (WebSocket, its joinUrl)",
+        "provider-facing",
+        "Where the provider's media stream (or a serverWebSocket client) joins the call, speaking the "
+        "framing of the call's medium. No API key: the token in the path is the credential, and calls from a "
+        "signed webhook also need the provider's handshake signature. A refused join is closed with 1008.",
+    ),
+)

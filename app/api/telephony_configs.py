@@ -8,11 +8,11 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from app.api.errors import describe_validation_error, json_object
+from app.api.route_doc import DocRoute, RouteDoc
 from app.errors import Conflict, InvalidInput, NotFound
-from app.schemas.telephony import CONFIG_MODELS, TelephonyConfigBase
+from app.schemas.telephony import CONFIG_MODELS, SECRET_PREFIX_LENGTH, TelephonyConfigBase
 from app.services import Services, services_of
 from app.store.tables import TelephonyConfigRow
 
@@ -85,9 +85,87 @@ async def delete_config(request: Request) -> Response:
     return Response(status_code=204)
 
 
+_PATH = "/telephony_configs/{provider}"
+_MODELS = tuple(CONFIG_MODELS.values())
+_PROVIDERS = ", ".join(f"`{name}`: {model.__name__}" for name, model in CONFIG_MODELS.items())
+
+
+def view_schema(model: type[TelephonyConfigBase]) -> dict[str, Any]:
+    """The JSON Schema of `_view(model)`: its fields, each secret as `<name>Prefix`, and the timestamps."""
+    schema = model.model_json_schema(by_alias=True, mode="serialization")
+    assert "$defs" not in schema, "a config model with nested models needs its $defs placed"
+    properties, required = schema["properties"], set(schema.get("required", ()))
+    for name in model.secret_fields:
+        alias = model.model_fields[name].alias or name
+        properties.pop(alias)
+        properties[f"{alias}Prefix"] = {"type": "string", "maxLength": SECRET_PREFIX_LENGTH}
+        if alias in required:
+            required = (required - {alias}) | {f"{alias}Prefix"}
+    stamp = {"type": "string", "format": "date-time"}
+    properties |= {"created": stamp, "updated": stamp}
+    return {**schema, "title": f"{model.__name__}View", "required": sorted(required | {"created", "updated"})}
+
+
+def patch_schema(model: type[TelephonyConfigBase]) -> dict[str, Any]:
+    """The JSON Schema of a PATCH for `model`: any of its fields (merged with the stored ones, checked)."""
+    schema = model.model_json_schema(by_alias=True)
+    assert "$defs" not in schema, "a config model with nested models needs its $defs placed"
+    schema.pop("required", None)
+    return {**schema, "title": f"{model.__name__}Patch"}
+
+
+_VIEW = {"oneOf": [view_schema(model) for model in _MODELS]}
+_PATCH = {"anyOf": [patch_schema(model) for model in _MODELS]}
+_NO_PROVIDER = (404, "unknown_provider")
+_NO_CONFIG = (404, "telephony_config_not_found")
 ROUTES = [
-    Route("/telephony_configs/{provider}", get_config, methods=["GET"]),
-    Route("/telephony_configs/{provider}", create_config, methods=["POST"]),
-    Route("/telephony_configs/{provider}", update_config, methods=["PATCH"]),
-    Route("/telephony_configs/{provider}", delete_config, methods=["DELETE"]),
+    DocRoute(
+        _PATH,
+        get_config,
+        methods=["GET"],
+        doc=RouteDoc(
+            "Get a provider's imported credentials",
+            "telephony",
+            response=_VIEW,
+            errors=(_NO_PROVIDER, _NO_CONFIG),
+        ),
+    ),
+    DocRoute(
+        _PATH,
+        create_config,
+        methods=["POST"],
+        doc=RouteDoc(
+            "Import a provider's credentials",
+            "telephony",
+            f"The body is the model of `provider` ({_PROVIDERS}).",
+            body=_MODELS,
+            example={"accountSid": "AC0123456789abcdef0123456789abcdef", "authToken": "example-auth-token"},
+            response=_VIEW,
+            status=201,
+            errors=(_NO_PROVIDER, (409, "telephony_config_exists")),
+        ),
+    ),
+    DocRoute(
+        _PATH,
+        update_config,
+        methods=["PATCH"],
+        doc=RouteDoc(
+            "Change a provider's credentials",
+            "telephony",
+            f"The fields given replace the stored ones; the result is validated as the model of `provider` "
+            f"({_PROVIDERS}).",
+            body=_PATCH,
+            example={"callCreationAllowAllAgents": True},
+            response=_VIEW,
+            errors=(_NO_PROVIDER, _NO_CONFIG),
+        ),
+    ),
+    DocRoute(
+        _PATH,
+        delete_config,
+        methods=["DELETE"],
+        doc=RouteDoc(
+            "Delete a provider's credentials", "telephony", status=204, errors=(_NO_PROVIDER, _NO_CONFIG)
+        ),
+    ),
 ]

@@ -8,10 +8,10 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from app.api.errors import json_object, validated
 from app.api.paging import page_params, page_response
+from app.api.route_doc import DocRoute, RouteDoc
 from app.errors import InvalidInput, NotFound
 from app.schemas.webhooks import WEBHOOK_ERROR_CODES, Webhook, WebhookFields, WebhookStatus
 from app.services import Services, services_of
@@ -130,11 +130,67 @@ async def delete_webhook(request: Request) -> Response:
     return Response(status_code=204)
 
 
+_NOT_FOUND = (404, "webhook_not_found")
+_BAD_FIELDS = (*((400, code) for code in sorted(WEBHOOK_ERROR_CODES)), (400, "agent_not_found"))
+_ONE = "/webhooks/{webhook_id}"
 ROUTES = [
-    Route("/webhooks", list_webhooks, methods=["GET"]),
-    Route("/webhooks", create_webhook, methods=["POST"]),
-    Route("/webhooks/{webhook_id}", get_webhook, methods=["GET"]),
-    Route("/webhooks/{webhook_id}", replace_webhook, methods=["PUT"]),
-    Route("/webhooks/{webhook_id}", update_webhook, methods=["PATCH"]),
-    Route("/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
+    DocRoute(
+        "/webhooks",
+        list_webhooks,
+        methods=["GET"],
+        doc=RouteDoc("List webhooks", "webhooks", response=Webhook, paged=True),
+    ),
+    DocRoute(
+        "/webhooks",
+        create_webhook,
+        methods=["POST"],
+        doc=RouteDoc(
+            "Create a webhook",
+            "webhooks",
+            "Without `secrets` one is generated.",
+            body=WebhookFields,
+            example={"url": "https://example.com/hooks/callbridge", "events": ["call.started", "call.ended"]},
+            response=Webhook,
+            status=201,
+            errors=_BAD_FIELDS,
+        ),
+    ),
+    DocRoute(
+        _ONE,
+        get_webhook,
+        methods=["GET"],
+        doc=RouteDoc("Get a webhook", "webhooks", response=Webhook, errors=(_NOT_FOUND,)),
+    ),
+    DocRoute(
+        _ONE,
+        replace_webhook,
+        methods=["PUT"],
+        doc=RouteDoc(
+            "Replace a webhook",
+            "webhooks",
+            "The whole webhook (a GET's body can be sent back); without `secrets` one is generated.",
+            body=WebhookFields,
+            response=Webhook,
+            errors=(_NOT_FOUND, *_BAD_FIELDS),
+        ),
+    ),
+    DocRoute(
+        _ONE,
+        update_webhook,
+        methods=["PATCH"],
+        doc=RouteDoc(
+            "Change a webhook",
+            "webhooks",
+            "Any of `url`, `events`, `agentId`, `secrets`: they replace the stored ones.",
+            body={"type": "object", "additionalProperties": True},
+            response=Webhook,
+            errors=(_NOT_FOUND, *_BAD_FIELDS),
+        ),
+    ),
+    DocRoute(
+        _ONE,
+        delete_webhook,
+        methods=["DELETE"],
+        doc=RouteDoc("Delete a webhook", "webhooks", status=204, errors=(_NOT_FOUND,)),
+    ),
 ]

@@ -186,10 +186,12 @@ class ScheduledBatchCreate(ApiModel):
     #: Each validated as a ScheduledCallSpec by the API, one at a time.
     calls: list[dict[str, Any]] = Field(default_factory=list, validate_default=True)
 
-    @field_validator("calls")
+    # A "before" validator, so the JSON Schema (the OpenAPI spec) can say each call is a ScheduledCallSpec;
+    # anything but a list is left to the list check, as an "after" validator would.
+    @field_validator("calls", mode="before", json_schema_input_type=list[ScheduledCallSpec])
     @classmethod
-    def _at_least_one(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not value:
+    def _at_least_one(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
             raise PydanticCustomError("no_calls", "a batch needs at least one call")
         return value
 

@@ -115,15 +115,21 @@ class FallbackHandler(ApiModel):
     url: HandlerUrl
     secrets: list[HandlerSecret] = Field(min_length=1, max_length=MAX_HANDLER_SECRETS, repr=False)
 
-    def view(self, *, with_secrets: bool = False) -> dict[str, Any]:
+    def view(self, *, with_secrets: bool = False) -> FallbackHandlerView:
         """As responses show it: the secrets' prefixes, and the secrets themselves only `with_secrets`."""
-        shown: dict[str, Any] = {
-            "url": self.url,
-            "secretPrefixes": [secret[:SECRET_PREFIX_LENGTH] for secret in self.secrets],
-        }
-        if with_secrets:
-            shown["secrets"] = list(self.secrets)
-        return shown
+        return FallbackHandlerView(
+            url=self.url,
+            secret_prefixes=[secret[:SECRET_PREFIX_LENGTH] for secret in self.secrets],
+            secrets=list(self.secrets) if with_secrets else None,
+        )
+
+
+class FallbackHandlerView(ApiModel):
+    """`fallbackHandler` in responses: `secrets` only in the PATCH that generated one."""
+
+    url: str
+    secret_prefixes: list[str]
+    secrets: list[str] | None = None
 
 
 class FallbackHandlerUpdate(ApiModel):
@@ -190,12 +196,19 @@ class SipConfigUpdate(SipConfigFields):
 class SipConfig(SipConfigFields):
     """`GET /api/sip` and the PATCH response."""
 
+    fallback_handler: FallbackHandlerView | None = None  # type: ignore[assignment]
     domain: str
 
-    def to_json(self, *, with_secrets: bool = False) -> dict[str, Any]:
-        """Every field, `fallbackHandler: null` included; the handler's secrets only `with_secrets`."""
-        shown = self.model_dump(mode="json", by_alias=True, exclude={"fallback_handler", "domain"})
-        handler = self.fallback_handler
-        shown["fallbackHandler"] = None if handler is None else handler.view(with_secrets=with_secrets)
-        shown["domain"] = self.domain
+    @classmethod
+    def shown(cls, config: SipConfigFields, domain: str, *, with_secrets: bool = False) -> SipConfig:
+        """`config` as responses show it; the handler's secrets only `with_secrets`."""
+        handler = config.fallback_handler
+        view = None if handler is None else handler.view(with_secrets=with_secrets)
+        return cls(**{**dict(config), "fallback_handler": view}, domain=domain)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, `fallbackHandler: null` included (its `secrets` only when shown)."""
+        shown = self.model_dump(mode="json", by_alias=True)
+        if self.fallback_handler is not None:
+            shown["fallbackHandler"] = self.fallback_handler.to_json()
         return shown
