@@ -178,6 +178,18 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield db
         await db.dispose()
         return
+    async with postgres_schema() as schema:
+        db = Database(POSTGRES_URL, schema=schema)
+        try:
+            await db.migrate()
+            yield db
+        finally:
+            await db.dispose()
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema() -> AsyncIterator[str]:
+    """The name of a new, empty PostgreSQL schema (skipped without the server), dropped on the way out."""
     await require_postgres()
     import asyncpg
 
@@ -185,12 +197,9 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
     admin = await asyncpg.connect(dsn)
     await admin.execute(f'CREATE SCHEMA "{schema}"')
-    db = Database(POSTGRES_URL, schema=schema)
     try:
-        await db.migrate()
-        yield db
+        yield schema
     finally:
-        await db.dispose()
         await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await admin.close()
 

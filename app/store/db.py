@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from alembic import command
 from app.store.secret_box import MASTER_SECRET_ATTRIBUTE
 
+#: The PostgreSQL advisory lock held (for its transaction) by whoever migrates; any constant all share.
+MIGRATION_LOCK_KEY = 0x63616C6C  # "call"
+
 
 def migrations_dir() -> Path:
     """The alembic scripts: top-level `alembic/` in a checkout, `app/_migrations` in a wheel."""
@@ -58,6 +61,10 @@ class Database:
         `master_secret` (CALLBRIDGE_SECRET_KEY) lets a migration seal secrets stored in plaintext before.
         """
         async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Instances starting together would each create the same tables and the second would fail:
+                # the first to take this lock migrates, the others wait, then find the schema at head.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             await conn.run_sync(_upgrade, master_secret)
 
     async def ping(self) -> None:
