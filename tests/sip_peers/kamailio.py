@@ -55,6 +55,23 @@ request_route {{
 """
 
 
+#: deploy/'s Kamailio, the dispatcher in front of several callbridge instances.
+DEPLOY_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "kamailio" / "kamailio.cfg"
+
+
+def dispatcher_config(workdir: Path, dispatcher_list: Path, *, port: int = 5060, extra: str = "") -> Path:
+    """deploy/kamailio/kamailio.cfg in `workdir`, listening on HOST:`port` with `dispatcher_list`; `extra`
+    appended."""
+    text = DEPLOY_CONFIG.read_text()
+    text = text.replace("/etc/kamailio/dispatcher.list", str(dispatcher_list))
+    text = text.replace("!LISTEN_ADDR!0.0.0.0!", f"!LISTEN_ADDR!{HOST}!")
+    text = text.replace("!LISTEN_PORT!5060!", f"!LISTEN_PORT!{port}!")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "kamailio.cfg"
+    path.write_text(text + extra)
+    return path
+
+
 @dataclass
 class Kamailio:
     port: int
@@ -92,6 +109,16 @@ async def kamailio(
     lines after the module parameters), ready once its TCP listener accepts; stopped on the way out."""
     port = free_sip_port()
     config = write_config(workdir, port, passwords or user_passwords(USERS), extra)
+    async with running_kamailio(workdir, config, port, ready_within) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def running_kamailio(
+    workdir: Path, config: Path, port: int, ready_within: float = 10.0
+) -> AsyncIterator[Kamailio]:
+    """Kamailio in the foreground with `config` (listening on HOST:`port`), ready once its TCP listener
+    accepts; stopped on the way out."""
     argv = ["kamailio", "-f", str(config), "-P", str(workdir / "kamailio.pid"), "-w", str(workdir)]
     argv += ["-Y", str(workdir), "-DD", "-E"]
     peer = await start_peer("kamailio", argv, workdir)

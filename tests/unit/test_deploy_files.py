@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from app.settings import Settings
+from tests.sip_peers.kamailio import dispatcher_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -162,12 +163,7 @@ def test_nginx_media_route_upgrades_websockets_without_buffering() -> None:
 
 
 def kamailio_config(tmp_path: Path, extra: str = "") -> Path:
-    text = (DEPLOY / "kamailio" / "kamailio.cfg").read_text()
-    text = text.replace("/etc/kamailio/dispatcher.list", str(DEPLOY / "kamailio" / "dispatcher.list"))
-    text = text.replace("!LISTEN_ADDR!0.0.0.0!", "!LISTEN_ADDR!127.0.0.1!")
-    path = tmp_path / "kamailio.cfg"
-    path.write_text(text + extra)
-    return path
+    return dispatcher_config(tmp_path, DEPLOY / "kamailio" / "dispatcher.list", extra=extra)
 
 
 def kamailio_check(config: Path) -> subprocess.CompletedProcess[str]:
