@@ -169,7 +169,7 @@ class RedisCluster:
                 await task
         self._tasks.clear()
         if not len(self.registry):  # else the lease lapses and another instance ends what is left
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(RedisError, OSError):
                 await self._leave()
         await self._redis.aclose()
 
@@ -196,7 +196,10 @@ class RedisCluster:
         while True:
             # Unavailable: try again soon, so that other instances never see this one's lease gone for long.
             await asyncio.sleep(self.lease_s / 3 if self._available else min(RETRY_S, self.lease_s / 3))
-            await self._renew()
+            try:
+                await self._renew()
+            except Exception:  # the lease must go on being renewed whatever one attempt hit
+                log.exception("cluster: renewing the lease failed; trying again")
 
     async def _renew(self) -> None:
         try:
@@ -304,6 +307,8 @@ class RedisCluster:
                         self._received(message["channel"].decode(), message["data"], reply)
             except (RedisError, OSError) as exc:
                 self._set_available(False, exc)
+            except Exception:  # never leave this instance deaf to control: listen again
+                log.exception("cluster: the control listener failed; subscribing again")
             finally:
                 self._listening.clear()
                 with contextlib.suppress(RedisError, OSError):
