@@ -21,6 +21,7 @@ import uuid
 
 import bench_frames as bf
 import httpx
+from redis.asyncio import Redis
 from server_process import (
     ACCOUNT_SID,
     API_KEY,
@@ -113,12 +114,50 @@ async def bus_only(n: int) -> None:
             await cluster.stop()
 
 
+async def streams_alone(n: int) -> None:
+    """The same round trip over Redis streams (what pub/sub was chosen over): the requester XADDs to the
+    holder's stream, the holder XREADs it (blocking) and XADDs the answer to the requester's stream."""
+    prefix = f"cbbench-{uuid.uuid4().hex[:8]}"
+    requests, replies = f"{prefix}:control:a", f"{prefix}:reply:b"
+    holder, requester = Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)
+
+    async def serve() -> None:
+        last = "0-0"  # both streams are new: read from their start, so nothing sent early is missed
+        while True:
+            for _, entries in await holder.xread({requests: last}, block=0):
+                for entry_id, fields in entries:
+                    last = entry_id
+                    await holder.xadd(replies, {"id": fields[b"id"], "status": b"204"})
+
+    serving = asyncio.create_task(serve())
+    try:
+        await asyncio.sleep(0.1)
+        last_reply, samples = "0-0", []
+        for i in range(n + 10):
+            start = time.perf_counter()
+            await requester.xadd(requests, {"id": str(i), "body": b'{"type": "hang_up"}'})
+            answer = await requester.xread({replies: last_reply}, block=5000)
+            last_reply = answer[0][1][-1][0]
+            samples.append((time.perf_counter() - start) * 1000)
+        print(
+            f"{'the same over Redis streams (XADD, XREAD BLOCK, XADD back)':56} {percentiles(samples[10:])}"
+        )
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await holder.delete(requests, replies)
+        for client in (holder, requester):
+            await client.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
     args = parser.parse_args()
     bf.print_machine("callbridge control across instances (PostgreSQL + Redis, two real servers)")
     asyncio.run(bus_only(args.requests))
+    asyncio.run(streams_alone(args.requests))
     asyncio.run(through_servers(args.requests))
 
 
