@@ -119,10 +119,10 @@ class Pipeline(ABC):
         """
         return False
 
-    def handle_events_now(self, handler: HandleNow[PipelineEvent]) -> bool:
+    def handle_events_now(self, handler: HandleNow[PipelineEvent]) -> None:  # noqa: B027  # optional
         """Give each event to `handler` as it is made while `events()` waits with nothing queued (what
-        it passes back is yielded next). False when this pipeline cannot (the default)."""
-        return False
+        it passes back is yielded next). A pipeline that cannot ignores it (the default): every event then
+        comes through `events()`."""
 
     @abstractmethod
     def events(self) -> AsyncIterator[PipelineEvent]:
