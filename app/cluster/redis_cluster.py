@@ -210,10 +210,11 @@ class RedisCluster:
         except (RedisError, OSError) as exc:
             self._set_available(False, exc)
             return
-        if previous is None and self._joined:  # the lease was gone: Redis restarted, or lost our keys
-            log.warning("cluster: this instance's lease had lapsed in Redis; writing its calls again")
-            self._write_again()
-        elif not self._available and self._joined:
+        if self._joined and (previous is None or not self._available):
+            # Back after an outage, or the lease was gone (Redis restarted, or lost our keys): what Redis
+            # may have lost of this instance's calls is written again.
+            if previous is None:
+                log.warning("cluster: this instance's lease had lapsed in Redis; writing its calls again")
             self._write_again()
         self._set_available(True)
         self._joined = True
