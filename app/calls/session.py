@@ -62,6 +62,10 @@ from app.store.tables import CallRow, utcnow
 
 log = logging.getLogger(__name__)
 
+STREAM_CLOSED = "the provider closed the stream"
+#: How long a sender's sight of the close waits for the receive loop to see it too.
+CLOSED_DRAIN_S = 0.5
+
 Handler = Callable[[Any], Awaitable[None]]
 T = TypeVar("T")
 
@@ -99,6 +103,8 @@ class CallSession:
         self._timing: ConversationTiming | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._receiving = False
+        self._closed_timer: asyncio.TimerHandle | None = None
         self._agent_state = ""
         self._dropping_agent_audio = False
         self._stream_handlers: dict[type, Handler] = {
@@ -231,7 +237,7 @@ class CallSession:
             self.record("provider_error", str(exc), EventSeverity.WARNING)
             self.ending.finish(EndReason.CONNECTION_ERROR, str(exc))
         except TransportClosed:
-            self.ending.far_end_left("the provider closed the stream")
+            self._far_end_closed(seen_by_receiver=name == "in")
         except PipelineError as exc:
             self._pipeline_failed(exc)
         except Exception as exc:
@@ -239,7 +245,19 @@ class CallSession:
             if ends_call:
                 self.ending.finish(EndReason.SYSTEM_ERROR, f"internal error: {type(exc).__name__}")
 
+    def _far_end_closed(self, seen_by_receiver: bool) -> None:
+        """The far end closed the stream. A sender sees that as soon as the close arrives, but the receive
+        loop may still hold what came just before it (a `stop` with its reason): it takes those and then
+        ends the call itself. The timer covers only a transport whose receive never notices."""
+        if seen_by_receiver or not self._receiving:
+            self.ending.far_end_left(STREAM_CLOSED)
+        elif self._closed_timer is None:
+            loop = asyncio.get_running_loop()
+            self._closed_timer = loop.call_later(CLOSED_DRAIN_S, self.ending.far_end_left, STREAM_CLOSED)
+
     async def _shutdown(self) -> None:
+        if self._closed_timer is not None:
+            self._closed_timer.cancel()
         if self._timing is not None:
             await self._timing.stop()
         ending = self.ending
@@ -347,10 +365,14 @@ class CallSession:
     async def _receive_loop(self) -> None:
         receive, handlers, ending = self.transport.receive, self._stream_handlers, self.ending
         self._take_caller_audio_now()
-        while not ending.over:
-            event = await receive()
-            if event is not None:
-                await handlers[type(event)](event)
+        self._receiving = True
+        try:
+            while not ending.over:
+                event = await receive()
+                if event is not None:
+                    await handlers[type(event)](event)
+        finally:
+            self._receiving = False
 
     def _take_caller_audio_now(self) -> None:
         """When both the transport and the agent can, caller audio goes from the socket's callback to the

@@ -6,20 +6,24 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
+from app.calls.framed_stream import FramedStream
 from app.calls.join_tokens import JoinTokens
 from app.calls.service import CallService
 from app.calls.session import CallSession, SessionSettings
+from app.calls.transport import TransportClosed
 from app.events.log import CallEventLog
 from app.media.formats import AudioFormat
 from app.pipeline.base import AgentAudio, AgentAudioDropped, CallInfo, Pipeline, PipelineError, PipelineEvent
+from app.providers.twilio import TwilioFraming
 from app.schemas.calls import EndReason, StartCallRequest
 from app.store.db import Database
 from app.store.repositories import CallRepository, EventRepository
 from tests.conftest import TWILIO_START as START
 from tests.conftest import make_settings, wait_for
-from tests.unit.scripted_stream import scripted_stream
+from tests.unit.scripted_stream import ScriptedSocket, scripted_stream
 
 MEDIA = {"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "payload": "/////w=="}}
 
@@ -221,3 +225,36 @@ async def test_an_agent_steadily_ahead_of_real_time_is_warned_about_once_not_per
     await calls.events.flush()
     page = await EventRepository(calls.calls.db).page(row.id, ["warning"], None, 100)
     assert [e.type for e in page.rows] == ["pipeline_error"]
+
+
+class StopThenCloseSocket(ScriptedSocket):
+    """A far end that sends `stop` and closes at once: the close reaches callbridge's first send before its
+    receive loop has taken the `stop`."""
+
+    def __init__(self) -> None:
+        super().__init__([START])
+        self._stop_sent = asyncio.Event()
+
+    async def receive(self) -> str:
+        if self._messages:
+            return self._messages.pop(0)
+        await self._stop_sent.wait()
+        self._messages, self._stop_sent = [], asyncio.Event()  # what follows the stop is the close
+        return orjson.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"callSid": "CA1"}}).decode()
+
+    async def send(self, message: str | bytes) -> None:
+        self._stop_sent.set()
+        raise TransportClosed("closed with code 1000")
+
+
+async def test_a_stop_just_before_the_close_gives_the_end_its_reason_though_a_send_saw_the_close_first(
+    calls: CallService,
+) -> None:
+    row, _ = await calls.create_call(StartCallRequest())
+    stream = FramedStream(StopThenCloseSocket(), TwilioFraming())
+    session = CallSession(row, stream, RunawayAgent(), calls, SessionSettings())
+    await asyncio.wait_for(session.run(), 5)
+    page = await EventRepository(calls.calls.db).page(row.id, ["info"], None, 100)
+    ended = [e for e in page.rows if e.type == "ended"]
+    assert [e.extras["endReason"] for e in ended] == ["hangup"]
+    assert ended[0].text.startswith("the provider ended the stream")
