@@ -41,12 +41,15 @@ def dotted(data: Any, path: str) -> Any:
 
 
 def text(value: Any) -> str:
-    """A value on one line: `-` for null, true/false, text as it is (newlines shown as \\n), else JSON."""
+    """A value on one line: `-` for null, true/false, text as it is (newlines shown as \\n; `""` when
+    empty), else JSON."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if not value:
+            return '""'
         return value.replace("\r", "\\r").replace("\n", "\\n")
     if isinstance(value, int | float):
         return str(value)

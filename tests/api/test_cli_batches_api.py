@@ -40,7 +40,9 @@ def test_create_posts_every_row_as_a_call(client: TestClient, agent_id: str, cal
     assert (first["templateContext"], first["metadata"]) == ({"name": "Ada"}, {"crm": "17"})
 
 
-def test_create_shows_the_apis_error_code_and_message(client: TestClient, agent_id: str, calls_csv: Path) -> None:
+def test_create_shows_the_apis_error_code_and_message(
+    client: TestClient, agent_id: str, calls_csv: Path
+) -> None:
     soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
     with pytest.raises(CommandError) as raised:
         create_batch(client, agent_id, calls_csv, {"windowEnd": soon, "callsPerMinute": 1}, "twilio")
