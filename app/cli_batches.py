@@ -1,5 +1,6 @@
 """`callbridge batches create calls.csv` and `callbridge batches watch BATCH_ID`: scheduled batches from a
-CSV file, and their progress as one live line.
+CSV file (or from a JSON body: `--file`, `--set`), and their progress as one live line. The other verbs
+(`list`, `get`, `update`, `delete`) are every resource's (app.cli_resources).
 
 The CSV is read twice, never held: a first pass checks every row (so a bad row is reported with its line
 number before anything is sent), a second builds the request body as it is sent, one call at a time. What
@@ -449,7 +450,9 @@ def add_batch_commands(sub: Subparsers, resource: Resource) -> None:
     )
     create.set_defaults(func=cmd_batches_create)
 
-    watch_parser = add_command(sub, "watch", "show a batch's progress until it has ended", resource)
+    watch_parser = add_command(
+        sub, "watch", "show a batch's progress until it has ended", resource, json_option=False
+    )
     watch_parser.add_argument("batch_id", metavar="BATCH_ID")
     watch_parser.add_argument(
         "--interval", type=positive(float), default=2.0, metavar="S", help="seconds between polls (default 2)"

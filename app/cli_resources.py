@@ -173,8 +173,10 @@ RUNS: dict[Verb, Callable[[Resource, argparse.Namespace], int]] = {
 # --- the parser ----------------------------------------------------------------------------------
 
 
-def add_command(sub: Subparsers, name: str, help_text: str, resource: Resource) -> argparse.ArgumentParser:
-    """A command of `resource` with the options every API command has (connection, `--json`, the parent)."""
+def add_command(
+    sub: Subparsers, name: str, help_text: str, resource: Resource, *, json_option: bool = True
+) -> argparse.ArgumentParser:
+    """A command of `resource` with the options API commands have (connection, the parent, `--json`)."""
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
     if resource.parent is not None:
         parent = resource.parent
@@ -182,7 +184,8 @@ def add_command(sub: Subparsers, name: str, help_text: str, resource: Resource) 
             parent.option, dest=parent.dest, required=True, metavar=parent.metavar, help=parent.help
         )
     add_connection_options(parser)
-    parser.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+    if json_option:
+        parser.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
     return parser
 
 
