@@ -188,13 +188,14 @@ def create_batch(
 ) -> dict[str, Any]:
     """Check the CSV, then POST it as one batch (streamed); the created batch."""
     check_calls(path, medium)
-    return request(
+    batch: dict[str, Any] = request(
         client,
         "POST",
         batches_path(agent_id),
         content=batch_body(fields, read_calls(path, medium)),
         headers={"content-type": "application/json"},
     )
+    return batch
 
 
 def cmd_batches_create(args: argparse.Namespace) -> int:

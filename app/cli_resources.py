@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 from urllib.parse import quote
 
 import httpx
@@ -19,7 +19,7 @@ from app.cli_errors import CommandError
 from app.cli_output import Column, fields_view, print_json, print_lines, table, terminal_width
 
 Verb = Literal["list", "get", "create", "update", "delete"]
-Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 DEFAULT_LIMIT = 100
 #: The API's largest page.
