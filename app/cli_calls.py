@@ -17,7 +17,7 @@ import orjson
 
 from app.cli_body import add_body_options
 from app.cli_client import api_client, request
-from app.cli_output import cut, terminal_width, text
+from app.cli_output import cut, print_json, terminal_width, text
 from app.cli_resources import Resource, Subparsers, add_command, cursor_of, run_create
 
 SEVERITIES = ("debug", "info", "warning", "error")
@@ -108,33 +108,27 @@ def print_events(
 ) -> None:
     """The call's events on `out`; with `follow`, new ones as they come until the call has ended.
 
-    People get a header (once the first page is in) and a line per event; `as_json` is one array, or one
-    event per line when following. Each round asks whether the call has ended before reading, so the last
-    read holds everything up to the end."""
-    collected: list[dict[str, Any]] = []
-    started = False
+    People get a header (once the first read is in) and a line per event; `as_json` is one array, or one
+    event per line when following. Each round asks whether the call has ended before reading, so the
+    round after the end holds everything up to it."""
+    if as_json and not follow:
+        print_json(list(reader.new_events()), out)
+        return
+    header_due = not as_json
     while True:
         ended = follow and reader.call_has_ended()
-        for event in reader.new_events():
-            if not as_json and not started:
-                out.write(header_line() + "\n")
-                started = True
-            if as_json and not follow:
-                collected.append(event)
-            else:
-                out.write(
-                    (orjson.dumps(event).decode() if as_json else event_line(event, terminal_width())) + "\n"
-                )
-            ended = ended or (follow and event.get("type") == ENDED_EVENT)
-        if not as_json and not started:
+        events = list(reader.new_events())
+        if header_due:
             out.write(header_line() + "\n")
-            started = True
+            header_due = False
+        for event in events:
+            out.write(
+                (orjson.dumps(event).decode() if as_json else event_line(event, terminal_width())) + "\n"
+            )
         out.flush()
-        if not follow or ended:
-            break
+        if not follow or ended or any(event.get("type") == ENDED_EVENT for event in events):
+            return
         sleep(interval)
-    if as_json and not follow:
-        out.write(orjson.dumps(collected, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def cmd_events(args: argparse.Namespace) -> int:

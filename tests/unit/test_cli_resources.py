@@ -4,6 +4,7 @@ to the terminal, reading a call's events on from where the last read stopped."""
 from __future__ import annotations
 
 import io
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,13 @@ def test_following_stops_once_the_call_has_ended_with_its_last_events_printed() 
     out = io.StringIO()
     print_events(reader_of(log), out, follow=True, as_json=False, interval=1.0, sleep=end_after_two_polls)
     assert [line.split()[2] for line in out.getvalue().splitlines()[1:]] == ["created", "ended"]
+
+
+def test_following_as_json_is_one_event_per_line() -> None:
+    log = EventLog()
+    for kind in ("created", "ended"):
+        log.add(kind)
+    log.ended = True
+    out = io.StringIO()
+    print_events(reader_of(log), out, follow=True, as_json=True, interval=1.0, sleep=lambda seconds: None)
+    assert [json.loads(line)["type"] for line in out.getvalue().splitlines()] == ["created", "ended"]
