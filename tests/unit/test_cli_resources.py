@@ -211,5 +211,9 @@ def test_following_as_json_is_one_event_per_line() -> None:
         log.add(kind)
     log.ended = True
     out = io.StringIO()
-    print_events(reader_of(log), out, follow=True, as_json=True, interval=1.0, sleep=lambda seconds: None)
+
+    def kept_following(seconds: float) -> None:
+        raise AssertionError("it kept following a call that had ended")
+
+    print_events(reader_of(log), out, follow=True, as_json=True, interval=1.0, sleep=kept_following)
     assert [json.loads(line)["type"] for line in out.getvalue().splitlines()] == ["created", "ended"]
