@@ -196,6 +196,7 @@ def test_following_stops_once_the_call_has_ended_with_its_last_events_printed() 
     def end_after_two_polls(seconds: float) -> None:
         nonlocal polls
         polls += 1
+        assert polls <= 2, "it kept following a call that had ended"
         if polls == 2:
             log.add("ended")
             log.ended = True
