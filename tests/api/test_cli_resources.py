@@ -311,3 +311,13 @@ def test_an_unknown_id_is_the_apis_not_found_line(cli: Cli) -> None:
 def test_an_invalid_body_is_the_apis_validation_line(cli: Cli) -> None:
     run = cli("webhooks", "create", "--set", "url=ftp://example.com", "--set", 'events=["call.ended"]')
     assert run.code == 1 and run.err.startswith("callbridge: invalid_url: ")
+
+
+def test_batches_create_from_a_csv_takes_set_fields_beside_its_calls(
+    cli: Cli, client: TestClient, tmp_path: Path
+) -> None:
+    agent_id = new_agent(client)
+    csv_path = tmp_path / "calls.csv"
+    csv_path.write_text("to,from\n+15550001,+15550002\n", encoding="utf-8")
+    run = cli("batches", "create", "--agent", agent_id, "--set", "paused=true", str(csv_path), "--json")
+    assert (run.json()["paused"], run.json()["totalCount"]) == (True, 1)
