@@ -115,7 +115,7 @@ def fetch_pages(
 
 def run_list(resource: Resource, args: argparse.Namespace) -> int:
     params = {f.param: value for f in resource.filters if (value := getattr(args, f.param)) is not None}
-    page_size = args.page_size or min(args.limit, DEFAULT_LIMIT)
+    page_size = args.page_size or min(args.limit, MAX_PAGE_SIZE)
     with api_client(args) as client:
         rows, total = fetch_pages(client, resource.collection_path(args), params, args.limit, page_size)
     if args.json:
@@ -205,7 +205,7 @@ def add_verb(sub: Subparsers, resource: Resource, verb: Verb) -> None:
             type=positive_int,
             default=None,
             metavar="N",
-            help=f"results per request, 1-{MAX_PAGE_SIZE} (default: the limit, at most {DEFAULT_LIMIT})",
+            help=f"results per request, 1-{MAX_PAGE_SIZE} (default: the limit, at most {MAX_PAGE_SIZE})",
         )
     if verb in ("create", "update"):
         add_body_options(parser, f"the {resource.noun}")
