@@ -19,10 +19,11 @@ from app.cli_body import add_body_options
 from app.cli_client import api_client, request
 from app.cli_output import cut, print_json, terminal_width, text
 from app.cli_resources import Resource, Subparsers, add_command, cursor_of, run_create
+from app.store.paging import MAX_PAGE_SIZE
 
 SEVERITIES = ("debug", "info", "warning", "error")
 #: The API's largest page: fewer requests while catching up on a long call.
-EVENTS_PAGE_SIZE = 200
+EVENTS_PAGE_SIZE = MAX_PAGE_SIZE
 #: The event every call's log ends with.
 ENDED_EVENT = "ended"
 EVENT_HEADER = ("AT", "SEVERITY", "TYPE", "TEXT")

@@ -17,13 +17,12 @@ from app.cli_body import add_body_options, request_body
 from app.cli_client import add_connection_options, api_client, request
 from app.cli_errors import CommandError
 from app.cli_output import Column, fields_view, print_json, print_lines, table, terminal_width
+from app.store.paging import MAX_PAGE_SIZE
 
 Verb = Literal["list", "get", "create", "update", "delete"]
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 DEFAULT_LIMIT = 100
-#: The API's largest page.
-MAX_PAGE_SIZE = 200
 
 
 @dataclass(frozen=True, slots=True)
