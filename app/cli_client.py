@@ -2,10 +2,11 @@
 profile), one client built from that, and one request function turning the API's answers into data or
 one-line errors.
 
-Each setting comes from its option (`--url`, `--api-key`), else the environment (CALLBRIDGE_URL,
-CALLBRIDGE_API_KEY), else the profile named by `--profile` or CALLBRIDGE_PROFILE in the profiles file
-(CALLBRIDGE_PROFILES_FILE, default ~/.config/callbridge/profiles.toml), else the default (the address
-`callbridge serve` listens on; no key).
+Each setting comes from its option (`--url`, `--api-key`), else the profile named by `--profile`, else the
+environment (CALLBRIDGE_URL, CALLBRIDGE_API_KEY), else the profile named by CALLBRIDGE_PROFILE, else the
+default (the address `callbridge serve` listens on; no key). A profile lives in the profiles file
+(CALLBRIDGE_PROFILES_FILE, default ~/.config/callbridge/profiles.toml). An explicit `--profile` beats the
+environment so that a key exported for one service is never sent to the one the profile names.
 """
 
 from __future__ import annotations
@@ -75,14 +76,17 @@ def read_profile(path: Path, name: str) -> dict[str, str]:
 def resolve_connection(
     url: str | None, api_key: str | None, profile: str | None, environ: Mapping[str, str]
 ) -> Connection:
-    """The connection from the options given (None when not), then `environ`, then the named profile."""
+    """The connection from the options given (None when not), then `--profile`, then `environ`, then
+    CALLBRIDGE_PROFILE's profile."""
+    if profile:
+        stored = read_profile(profiles_file(environ), profile)
+        url, api_key = url or stored.get("url"), api_key or stored.get("api_key")
     url = url or environ.get("CALLBRIDGE_URL")
     api_key = api_key or environ.get("CALLBRIDGE_API_KEY")
-    name = profile or environ.get("CALLBRIDGE_PROFILE")
-    if name:
+    name = environ.get("CALLBRIDGE_PROFILE")
+    if not profile and name:
         stored = read_profile(profiles_file(environ), name)
-        url = url or stored.get("url")
-        api_key = api_key or stored.get("api_key")
+        url, api_key = url or stored.get("url"), api_key or stored.get("api_key")
     if not api_key:
         raise CommandError("no API key: pass --api-key or set CALLBRIDGE_API_KEY (or name a --profile)")
     return Connection(url=(url or default_url()).rstrip("/"), api_key=api_key)
@@ -115,7 +119,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="NAME",
         help="the [NAME] of ~/.config/callbridge/profiles.toml (or CALLBRIDGE_PROFILES_FILE) for what the "
-        "options and the environment leave out (default CALLBRIDGE_PROFILE)",
+        "options leave out, before CALLBRIDGE_URL/CALLBRIDGE_API_KEY (CALLBRIDGE_PROFILE: after them)",
     )
 
 

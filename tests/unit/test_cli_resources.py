@@ -39,9 +39,16 @@ def test_options_come_before_the_environment() -> None:
     )
 
 
-def test_the_environment_comes_before_the_profile(profiles: dict[str, str]) -> None:
-    environ = {**profiles, "CALLBRIDGE_API_KEY": "env.key"}
+def test_a_profile_named_by_option_comes_before_the_environment(profiles: dict[str, str]) -> None:
+    environ = {**profiles, "CALLBRIDGE_URL": "http://env:1", "CALLBRIDGE_API_KEY": "env.key"}
     assert resolve_connection(None, None, "staging", environ) == Connection(
+        "https://staging.example.com", "staging.key"
+    )
+
+
+def test_the_environment_comes_before_a_profile_the_environment_names(profiles: dict[str, str]) -> None:
+    environ = {**profiles, "CALLBRIDGE_PROFILE": "staging", "CALLBRIDGE_API_KEY": "env.key"}
+    assert resolve_connection(None, None, None, environ) == Connection(
         "https://staging.example.com", "env.key"
     )
 
