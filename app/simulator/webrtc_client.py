@@ -33,7 +33,9 @@ class JoinRefused(Exception):
 class WebRtcClient:
     """One client call: a peer connection, its outbound track, and what it heard."""
 
-    peer: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(RTCConfiguration(iceServers=[])))
+    peer: RTCPeerConnection = field(
+        default_factory=lambda: RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    )
     outbound: AgentAudioTrack = field(default_factory=AgentAudioTrack)
     #: The session URL (`Location`) once the offer was answered.
     location: str | None = None
@@ -61,7 +63,9 @@ class WebRtcClient:
 
     async def join(self, http: httpx.AsyncClient, join_url: str) -> None:
         """POST the offer to `join_url` and set the answer; JoinRefused unless it was answered (201)."""
-        response = await http.post(join_url, content=await self.offer(), headers={"Content-Type": SDP_MEDIA_TYPE})
+        response = await http.post(
+            join_url, content=await self.offer(), headers={"Content-Type": SDP_MEDIA_TYPE}
+        )
         if response.status_code != 201:
             raise JoinRefused(response.status_code, response.text)
         self.location = response.headers["location"]
