@@ -114,6 +114,25 @@ async def test_a_callers_audio_comes_back_from_the_echo_agent(
     assert joined and joined[0]["extras"]["wireFormat"] == "L16 48000 Hz/little-endian"
 
 
+async def test_an_agent_at_16_khz_hears_and_answers_through_the_resampler(
+    server: RunningServer, http: httpx.AsyncClient, make_agent, client: WebRtcClient
+) -> None:
+    agent = await make_agent(pipeline={"echo": {"sampleRate": 16000}})
+    call = (await http.post(f"/api/agents/{agent}/calls", json={"medium": {"webRtc": {}}})).json()
+    await joined_client(http, call, client)
+    sent = speech_like(3.0, SAMPLE_RATE)
+    client.play(sent)
+
+    async def heard_it_all() -> bool:
+        return client.heard_seconds() >= 4.0
+
+    await wait_for(heard_it_all, within=15)
+    trip = measure_round_trip(sent, client.heard(), SAMPLE_RATE)
+    assert trip is not None and trip.correlation >= 0.9, trip
+    joined = [e for e in await events_of(server, call["callId"]) if e["type"] == "joined"]
+    assert joined[0]["extras"]["resampled"] is True
+
+
 async def test_delete_on_the_session_url_ends_the_call_as_a_hangup(
     server: RunningServer, http: httpx.AsyncClient, webrtc_call: dict, client: WebRtcClient
 ) -> None:
