@@ -3,9 +3,9 @@
 The client's audio track is read frame by frame (48 kHz PCM, mixed to mono); the stream starts when the
 first frame arrives or the connection is up, whichever is first. The agent's audio leaves through
 `AgentAudioTrack`, paced by the session's playout (no marks: what the client heard is known by the clock,
-as for RTP); a clear drops what the track still holds. The client's hang-up (the session URL's DELETE, or
-closing its peer connection) stops the stream. A data channel the client opens carries the serverWebSocket
-medium's JSON data messages both ways.
+as for RTP); a clear drops what the track still holds. The client closing its peer connection stops the
+stream (its DELETE on the session URL reaches the session through `app.webrtc.routes`). A data channel the
+client opens carries the serverWebSocket medium's JSON data messages both ways.
 """
 
 from __future__ import annotations
@@ -119,10 +119,6 @@ class WebRtcTransport:
         peer.on("connectionstatechange", self._connection_changed)
 
     # --- what the client does -------------------------------------------------------------------
-
-    def client_hung_up(self, reason: str = CLIENT_HUNG_UP) -> None:
-        """The client ended the call (DELETE on the session URL): the next `receive` reports the stop."""
-        self._stop(reason)
 
     def _track_arrived(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio" and self._reader is None:

@@ -144,6 +144,18 @@ async def test_delete_on_the_session_url_ends_the_call_as_a_hangup(
     assert call["billedDuration"] == "6s"
 
 
+async def test_delete_before_the_connection_is_up_ends_the_call_as_a_hangup(
+    server: RunningServer, http: httpx.AsyncClient, webrtc_call: dict, client: WebRtcClient
+) -> None:
+    response = await http.post(
+        webrtc_call["joinUrl"], content=await client.offer(), headers={"Content-Type": "application/sdp"}
+    )
+    assert response.status_code == 201  # the answer is never set: no media will flow
+    assert (await http.delete(response.headers["location"])).status_code == 204
+    call = await ended(server, webrtc_call["callId"])
+    assert call["endReason"] == "hangup" and call["joined"] is None
+
+
 async def test_the_client_closing_its_peer_connection_ends_the_call_as_a_hangup(
     server: RunningServer, http: httpx.AsyncClient, webrtc_call: dict, client: WebRtcClient
 ) -> None:
