@@ -251,3 +251,19 @@ async def test_the_data_channel_carries_the_call_started_and_state_messages(
         return [m for m in map(orjson.loads, client.messages) if m["type"] == "call_started"]
 
     assert (await wait_for(started))[0]["callId"] == webrtc_call["callId"]
+
+
+async def test_a_hang_up_on_the_data_channel_ends_the_call_as_a_hangup(
+    server: RunningServer, http: httpx.AsyncClient, webrtc_call: dict, client: WebRtcClient
+) -> None:
+    client.open_data_channel()
+    await joined_client(http, webrtc_call, client)
+
+    async def started() -> bool:
+        return any(orjson.loads(m)["type"] == "call_started" for m in client.messages)
+
+    await wait_for(started)
+    assert client.channel is not None
+    client.channel.send(orjson.dumps({"type": "hang_up"}).decode())
+    call = await ended(server, webrtc_call["callId"])
+    assert call["endReason"] == "hangup"
