@@ -136,10 +136,11 @@ class WebRtcTransport:
         if state == "connected":
             self._start()
         elif state == "failed":
+            # The client is gone without closing (ICE consent lapsed, DTLS failed): recorded; the call
+            # ends `connection_error` when the media idle timeout sees no audio, as an RTP timeout does.
             self._events.put_nowait(
-                StreamProviderError("ice_failed", "the WebRTC connection failed (ICE or DTLS)")
+                StreamProviderError("webrtc_failed", "the WebRTC connection failed (ICE or DTLS)")
             )
-            self._stop("the WebRTC connection failed")
         elif state == "closed" and not self._closed:
             self._stop(CLIENT_CLOSED)
 
@@ -150,7 +151,7 @@ class WebRtcTransport:
                 self._start()
                 self._events.put_nowait(StreamAudio(mono_pcm(frame)))  # type: ignore[arg-type]
         except MediaStreamError:  # the client's track ended: its connection is closing
-            if not self._closed:
+            if not self._closed and self.peer.connectionState != "failed":
                 self._stop(CLIENT_CLOSED)
 
     def _start(self) -> None:

@@ -18,7 +18,7 @@ from app.simulator.audio import measure_round_trip, speech_like
 from app.simulator.webrtc_client import JoinRefused, WebRtcClient
 from app.webrtc.ice import use_host_addresses
 from app.webrtc.tracks import SAMPLE_RATE
-from tests.conftest import RunningServer, ended, events_of, get_call, wait_for
+from tests.conftest import RunningServer, ended, events_of, get_call, run_server, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -267,3 +267,23 @@ async def test_a_hang_up_on_the_data_channel_ends_the_call_as_a_hangup(
     client.channel.send(orjson.dumps({"type": "hang_up"}).decode())
     call = await ended(server, webrtc_call["callId"])
     assert call["endReason"] == "hangup"
+
+
+@pytest.fixture(scope="module")
+def quick_idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server whose calls end after 2 s without the client's audio."""
+    with run_server(tmp_path_factory.mktemp("idle"), CALLBRIDGE_RTP_TIMEOUT="2") as running:
+        yield running
+
+
+async def test_a_client_that_stops_sending_audio_is_ended_as_a_connection_error(
+    quick_idle_server: RunningServer, client: WebRtcClient
+) -> None:
+    server = quick_idle_server
+    async with server.api() as api:
+        agent = (await api.post("/api/agents", json={"name": "idle", "callTemplate": {}})).json()["agentId"]
+        call = (await api.post(f"/api/agents/{agent}/calls", json={"medium": {"webRtc": {}}})).json()
+        await joined_client(api, call, client)
+    client.outbound.stop()  # the track ends: aiortc sends no more RTP, the connection stays up
+    ended_call = await ended(server, call["callId"], within=15)
+    assert ended_call["endReason"] == "connection_error"
