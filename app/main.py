@@ -14,9 +14,11 @@ from app.api import (
     agents,
     batches,
     calls,
+    console,
     docs,
     health,
     incoming,
+    live,
     provider_callbacks,
     sip,
     sip_registrations,
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         *health.ROUTES,
         *docs.ROUTES,  # the spec and its docs page: public, like the health routes
+        *console.ROUTES,  # the console's page and files: public (its data comes from /api, with a key)
         # Provider-facing routes come before the API mount: they authenticate by provider signature.
         *incoming.ROUTES,
         *provider_callbacks.ROUTES,
@@ -57,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             routes=[
                 *agents.ROUTES,
                 *batches.ROUTES,
+                *live.ROUTES,  # before calls': `/calls/stream` is not a call id
                 *calls.ROUTES,
                 *telephony_configs.ROUTES,
                 *sip.ROUTES,
