@@ -59,6 +59,7 @@ function h(tag, attrs = {}, ...children) {
 }
 
 const time = (iso) => (iso ? new Date(iso).toISOString().replace("T", " ").slice(0, 23) : "");
+const seconds = (duration) => `${parseFloat(duration).toFixed(3)} s`;
 const link = (href, text) => h("a", { href }, text);
 const errorLine = (error) => h("p", { class: "error", role: "alert" }, error.message);
 
@@ -72,7 +73,7 @@ async function agentsView(view) {
     h(
       "table",
       { id: "agents" },
-      h("tr", {}, h("th", {}, "Name"), h("th", {}, "Agent id"), h("th", {}, "Pipeline"), h("th", {}, "Created")),
+      h("tr", {}, ["Name", "Agent id", "Pipeline", "Calls", "Created (UTC)"].map((name) => h("th", {}, name))),
       page.results.map((agent) =>
         h(
           "tr",
@@ -80,6 +81,7 @@ async function agentsView(view) {
           h("td", {}, link(`#/agents/${agent.agentId}`, agent.name)),
           h("td", { class: "mono" }, agent.agentId),
           h("td", {}, Object.keys(agent.callTemplate.pipeline ?? {}).join(", ") || "default"),
+          h("td", {}, String(agent.statistics?.calls ?? 0)),
           h("td", {}, time(agent.created)),
         ),
       ),
@@ -204,7 +206,7 @@ function eventRow(event) {
     "tr",
     { class: `sev-${event.severity}`, "data-type": event.type },
     h("td", { class: "mono" }, time(event.wallClockTimestamp).slice(11)),
-    h("td", { class: "mono" }, event.callTimestamp),
+    h("td", { class: "mono" }, seconds(event.callTimestamp)),
     h("td", {}, event.severity),
     h("td", {}, h("span", { class: `badge ${EVENT_BADGES[event.type] ?? ""}` }, event.type)),
     h("td", {}, event.text, event.extras?.digit ? h("strong", {}, ` [${event.extras.digit}]`) : null),
