@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The callbridge ASGI app. Services start (database migrated) in the lifespan."""
     settings = settings or Settings()
     services = Services.build(settings)
-    services.control_handler = functools.partial(calls.control_call, services)
+    # Data messages for calls held here, and consoles' levels requests (app.api.live), from other instances.
+    services.control_handler = functools.partial(live.control, services, live.ForwardedLevels(services))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,13 +1,15 @@
 """Live views for the console, as server-sent events: the calls as they change, and one call's events and
 audio levels while it is live.
 
-Both read the shared database (polled), so they are right on any instance of a cluster; a call's levels
-come from the instance holding its media, and only while someone watches (nothing is metered otherwise).
+Both read the shared database (polled), so they are right on any instance of a cluster. A call's levels
+are measured by the instance holding its media, and only while someone watches (nothing is metered
+otherwise); a stream on another instance asks the holder for each window over the cluster's control bus.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,9 +17,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from app.api.calls import event_view
+from app.api.calls import control_call, event_view
 from app.api.route_doc import DocRoute, RouteDoc
-from app.errors import NotFound
+from app.calls.call_media import CallMedia
+from app.cluster.base import ControlReply
+from app.errors import NotFound, ServiceError
 from app.media.levels import CallLevels
 from app.services import Services, services_of
 from app.store.tables import CallRow
@@ -26,6 +30,10 @@ from app.store.tables import CallRow
 POLL_INTERVAL_S = 0.5
 #: The window of each levels event (its RMS is over this much audio).
 LEVELS_INTERVAL_S = 0.25
+#: A watcher on another instance that has not asked for this long is gone: its meters are detached.
+FORWARDED_IDLE_S = 2.0
+#: The `type` of the control request for a window's levels (not a data message: never from the API).
+LEVELS_REQUEST = "console_levels"
 #: Sent when nothing else was for this long, so proxies keep the stream open.
 KEEPALIVE_S = 15.0
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -104,7 +112,7 @@ async def _call_events(services: Services, call_id: str) -> AsyncIterator[bytes]
                         yield sse("ended", call)
                         return
             if ended_reads == 0:
-                levels = watch.levels()
+                levels = await watch.levels()
                 if levels is not None:
                     yield sse("levels", levels)
             tick += 1
@@ -114,26 +122,41 @@ async def _call_events(services: Services, call_id: str) -> AsyncIterator[bytes]
 
 
 class _LevelWatch:
-    """A call's meters while its events stream is open: attached once the call's media exists here."""
+    """A call's meters while its events stream is open: attached once the call's media exists here, or
+    asked of the instance holding it."""
 
     def __init__(self, services: Services, call_id: str) -> None:
         self._services = services
         self._call_id = call_id
         self._meters: CallLevels | None = None
-        self._told_elsewhere = False
+        self._told_unavailable = False
+        self._request = orjson.dumps({"type": LEVELS_REQUEST, "watcher": secrets.token_hex(8)})
 
-    def levels(self) -> dict[str, Any] | None:
+    async def levels(self) -> dict[str, Any] | None:
         """The last window's levels (None: nothing new to say, e.g. the call is not joined yet)."""
         session = self._services.sessions.get(self._call_id)
-        if session is None or session.media is None:
-            if self._meters is not None or self._told_elsewhere:
-                return None
-            self._told_elsewhere = True  # said once; the call may still join here later
-            return {"available": False, "reason": "the call's media is not on this instance (yet)"}
-        if self._meters is None:
-            self._meters = session.media.watch_levels()
-            return None  # the first window starts now
-        return {"available": True, **self._meters.take()}
+        if session is not None and session.media is not None:
+            if self._meters is None:
+                self._meters = session.media.watch_levels()
+                return None  # the first window starts now
+            return {"available": True, **self._meters.take()}
+        if self._meters is not None:  # its media was here and is gone: the call is ending
+            return None
+        try:
+            reply = await self._services.cluster.forward(self._call_id, self._request)
+        except ServiceError as exc:
+            return self._unavailable(f"the instance holding the call's media cannot be asked: {exc.detail}")
+        if reply is None:
+            return self._unavailable("no instance holds the call's media (yet)")
+        self._told_unavailable = False
+        return orjson.loads(reply.body) if reply.body else None
+
+    def _unavailable(self, reason: str) -> dict[str, Any] | None:
+        """Said once (until levels come again)."""
+        if self._told_unavailable:
+            return None
+        self._told_unavailable = True
+        return {"available": False, "reason": reason}
 
     def stop(self) -> None:
         if self._meters is None:
@@ -142,6 +165,53 @@ class _LevelWatch:
         if session is not None and session.media is not None:
             session.media.unwatch_levels(self._meters)
         self._meters = None
+
+
+class ForwardedLevels:
+    """The meters of calls held here that streams on other instances watch, one per watcher: attached at
+    its first request, detached once it has not asked for FORWARDED_IDLE_S."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._watched: dict[tuple[str, str], tuple[CallMedia, CallLevels, float]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def answer(self, call_id: str, watcher: str) -> ControlReply:
+        """The window's levels (200), or 204 for the first request (its window starts now)."""
+        session = self._services.sessions.get(call_id)
+        if session is None or session.media is None:
+            return ControlReply(200, orjson.dumps({"available": False, "reason": "the call's media is gone"}))
+        loop = asyncio.get_running_loop()
+        key = (call_id, watcher)
+        found = self._watched.get(key)
+        if found is None or found[0] is not session.media:
+            self._watched[key] = (session.media, session.media.watch_levels(), loop.time())
+            reply = ControlReply(204)
+        else:
+            self._watched[key] = (found[0], found[1], loop.time())
+            reply = ControlReply(200, orjson.dumps({"available": True, **found[1].take()}))
+        if self._sweep is None:
+            self._sweep = loop.call_later(FORWARDED_IDLE_S, self._detach_idle)
+        return reply
+
+    def _detach_idle(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for key, (media, meters, asked) in list(self._watched.items()):
+            if now - asked >= FORWARDED_IDLE_S:
+                media.unwatch_levels(meters)
+                del self._watched[key]
+        self._sweep = None
+        if self._watched:
+            self._sweep = asyncio.get_running_loop().call_later(FORWARDED_IDLE_S, self._detach_idle)
+
+
+async def control(services: Services, levels: ForwardedLevels, call_id: str, body: bytes) -> ControlReply:
+    """A control request another instance forwarded for a call held here: a console's levels request, or a
+    data message (`calls.control_call`)."""
+    if body.startswith(b'{"type":"' + LEVELS_REQUEST.encode()):
+        request = orjson.loads(body)
+        return levels.answer(call_id, str(request.get("watcher", "")))
+    return await control_call(services, call_id, body)
 
 
 _NO_CALL = (404, "call_not_found")
@@ -173,8 +243,9 @@ ROUTES = [
             "A `text/event-stream`: `event: call_event` for each of the call's events so far (every "
             "severity), then for each new one; while the call is live, `event: levels` every "
             f"{LEVELS_INTERVAL_S:g} s with `callerToAgent` and `agentToCaller`, the RMS level in dBFS of "
-            "that window's audio (null: silence), or once `available: false` when this instance does not "
-            "hold the call's media (levels are measured only where the media is, and only while watched); "
+            "that window's audio (null: silence), or `available: false` with a `reason` while no instance "
+            "holds the call's media (levels are measured only where the media is, asked over the cluster's "
+            "control bus from any other instance, and only while watched); "
             "last `event: ended` with the call, and the stream ends.",
             response=_SSE,
             media_type="text/event-stream",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
 import pytest
 
+from app.api import live
 from app.calls.call_media import CallMedia
 from app.calls.framed_stream import FramedStream
 from app.media.codecs import encode_from_pcm16
@@ -79,3 +81,27 @@ async def test_a_watched_call_meters_the_caller_and_the_agent_audio_sent(media: 
         return levels.agent_to_caller.take()
 
     assert await wait_for(agent_audio_sent, within=2) == pytest.approx(-29.0, abs=1.0)
+
+
+class _Sessions:
+    def __init__(self, media: CallMedia) -> None:
+        self.session = SimpleNamespace(media=media)
+
+    def get(self, call_id: str) -> SimpleNamespace | None:
+        return self.session if call_id == "CALL" else None
+
+
+async def test_a_watcher_on_another_instance_gets_each_window_then_is_detached_when_it_stops_asking(
+    media: CallMedia, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "FORWARDED_IDLE_S", 0.05)
+    forwarded = live.ForwardedLevels(SimpleNamespace(sessions=_Sessions(media)))  # type: ignore[arg-type]
+    assert forwarded.answer("CALL", "w1").status == 204  # its first window starts now
+    media.from_caller(encode_from_pcm16(tone(16384), PCMU_8K))
+    reply = forwarded.answer("CALL", "w1")
+    assert reply.status == 200 and orjson.loads(reply.body)["callerToAgent"] == pytest.approx(-9.0, abs=0.3)
+
+    async def detached() -> bool:
+        return media.playout.on_frame_sent is None
+
+    await wait_for(detached, within=2)
