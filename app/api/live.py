@@ -34,8 +34,9 @@ LEVELS_INTERVAL_S = 0.25
 FORWARDED_IDLE_S = 2.0
 #: The `type` of the control request for a window's levels (not a data message: never from the API).
 LEVELS_REQUEST = "console_levels"
-#: Sent when nothing else was for this long, so proxies keep the stream open.
-KEEPALIVE_S = 15.0
+#: Sent when nothing else was for this long, so proxies keep the stream open (and a stream whose client
+#: left ends: uvicorn tells it only when a write fails).
+KEEPALIVE_S = 5.0
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -95,6 +96,7 @@ async def _call_events(services: Services, call_id: str) -> AsyncIterator[bytes]
     """The call's events so far, then new ones and its levels while it is live; `ended` last."""
     watch = _LevelWatch(services, call_id)
     reads_every = round(POLL_INTERVAL_S / LEVELS_INTERVAL_S)
+    keepalive_every = round(KEEPALIVE_S / LEVELS_INTERVAL_S)
     try:
         last_seq, ended_reads, tick = 0, 0, 0
         while not services.draining:
@@ -116,6 +118,8 @@ async def _call_events(services: Services, call_id: str) -> AsyncIterator[bytes]
                 if levels is not None:
                     yield sse("levels", levels)
             tick += 1
+            if tick % keepalive_every == 0:
+                yield b": keep-alive\n\n"
             await asyncio.sleep(LEVELS_INTERVAL_S)
     finally:
         watch.stop()

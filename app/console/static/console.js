@@ -231,7 +231,13 @@ async function callView(view, callId, signal) {
   );
   view.replaceChildren(
     h("h1", {}, "Call ", h("span", { class: "mono" }, callId)),
-    h("p", {}, `Agent: ${call.agentId ?? "none"} · medium: ${Object.keys(call.medium)[0]} · created ${time(call.created)}`),
+    h(
+      "p",
+      {},
+      "Agent: ",
+      call.agentId ? link(`#/agents/${call.agentId}`, call.agentId) : "none",
+      ` · medium: ${Object.keys(call.medium)[0]} · created ${time(call.created)} UTC`,
+    ),
     status,
     levels,
     h("h2", {}, "Events"),
