@@ -31,6 +31,7 @@ from app.api.errors import EXCEPTION_HANDLERS
 from app.api.streams import STREAM_ROUTE
 from app.services import Services
 from app.settings import Settings
+from app.webrtc import routes as webrtc_routes
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *incoming.ROUTES,
         *provider_callbacks.ROUTES,
         STREAM_ROUTE,
+        *webrtc_routes.ROUTES,
         Mount(
             "/api",
             routes=[

@@ -41,6 +41,7 @@ from app.store.repositories import (
 from app.store.secret_box import SecretBox, load_master_secret
 from app.store.tables import CallRow
 from app.webhooks.events import Webhooks
+from app.webrtc.calls import WebRtcSessions
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class Services:
     _sweeper: asyncio.Task[None] | None = None
     #: Webhooks and call callbacks: their repositories and this instance's delivery loop (started with it).
     webhooks: Webhooks | None = None
+    #: The webRtc calls' sessions running here (their WHIP requests were answered already).
+    webrtc: WebRtcSessions = field(default_factory=WebRtcSessions)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -128,6 +131,7 @@ class Services:
 
     async def start(self) -> None:
         await self.db.migrate(master_secret=self.master_secret)
+        self.webrtc.start(self.settings.webrtc_host_addresses)
         self.webhooks = await Webhooks.start_for(self)
         await self.sip_policy.load()
         if self.settings.sip_listen:
@@ -148,6 +152,7 @@ class Services:
             await self.scheduler.stop()
         if self.sip is not None:
             await self.sip.stop()
+        await self.webrtc.stop()
         await self.cluster.stop()
         await self.legs.stop()
         await self.events.stop()

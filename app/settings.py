@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     sip_invite_burst: int = Field(default=20, ge=1)
     sip_request_rate: float = Field(default=20.0, gt=0)
     sip_request_burst: int = Field(default=40, ge=1)
+    # The webRtc medium: the local addresses ICE offers as host candidates, comma-separated (e.g.
+    # `127.0.0.1` on a loopback-only machine); empty: every interface's but loopback (aioice's choice).
+    webrtc_host_addresses: str = ""
+
+    @field_validator("webrtc_host_addresses")
+    @classmethod
+    def _ip_addresses(cls, value: str) -> str:
+        from app.webrtc.ice import parse_host_addresses
+
+        parse_host_addresses(value)  # ValueError names the bad one
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -264,6 +264,8 @@ def run_server(
         "CALLBRIDGE_DATA_DIR": str(workdir / "data"),
         "CALLBRIDGE_SWEEP_INTERVAL": "0.1",
         "CALLBRIDGE_LOG_LEVEL": "warning",
+        # webRtc calls: ICE on loopback only (aioice leaves loopback out by default).
+        "CALLBRIDGE_WEBRTC_HOST_ADDRESSES": "127.0.0.1",
     }
     env.pop("CALLBRIDGE_DATABASE_URL", None)
     env.pop("CALLBRIDGE_SECRET_KEY", None)

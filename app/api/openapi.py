@@ -212,7 +212,7 @@ def _request_body(doc: RouteDoc, schema_of: SchemaOf) -> dict[str, Any]:
     content: dict[str, Any] = {"schema": schema_of(doc.body, "validation")}
     if doc.example is not None:
         content["example"] = doc.example
-    return {"required": True, "content": {"application/json": content}}
+    return {"required": True, "content": {doc.body_media_type: content}}
 
 
 def _success(doc: RouteDoc, schema_of: SchemaOf) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class RouteDoc:
     tag: str
     description: str = ""
     body: Schema | None = None
+    #: The body's media type (a WHIP offer is `application/sdp`).
+    body_media_type: str = "application/json"
     example: dict[str, Any] | None = None
     response: Schema | None = None
     status: int = 200

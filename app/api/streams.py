@@ -77,7 +77,7 @@ async def call_stream(websocket: WebSocket) -> None:
     try:
         pipeline = services.build_pipeline(call)
     except SecretDecryptionError:
-        await _end_unopenable(services, call)
+        await end_unopenable(services, call)
         await refuse(websocket, "pipeline_secrets", call_id)
         return
     socket = WebSocketMessages(websocket, services.settings.stream_message_limit(call.medium_kind))
@@ -100,7 +100,7 @@ async def call_stream(websocket: WebSocket) -> None:
         services.sessions.release(call_id, session)
 
 
-async def _end_unopenable(services: Services, call: CallRow) -> None:
+async def end_unopenable(services: Services, call: CallRow) -> None:
     """A call whose pipeline secrets this server cannot decrypt (another CALLBRIDGE_SECRET_KEY) cannot run."""
     text = "the agent's secrets cannot be decrypted with this server's CALLBRIDGE_SECRET_KEY"
     log.error("call %s: %s", call.id, text)

@@ -222,7 +222,16 @@ class CallService:
     # --- views --------------------------------------------------------------------------------
 
     def join_url(self, call_id: str) -> str:
+        """Where a provider's media stream (or a serverWebSocket client) joins the call: a WebSocket URL."""
         return f"{self.settings.ws_base_url}/calls/{call_id}/stream/{self.tokens.token_for(call_id)}"
+
+    def webrtc_join_url(self, call_id: str) -> str:
+        """Where a webRtc call's client posts its SDP offer (WHIP): an HTTP(S) URL."""
+        return f"{self.settings.base_url}/calls/{call_id}/webrtc/{self.tokens.token_for(call_id)}"
+
+    def join_url_of(self, row: CallRow) -> str:
+        """The call's joinUrl, as its medium is joined."""
+        return self.webrtc_join_url(row.id) if row.medium_kind == "webRtc" else self.join_url(row.id)
 
     def to_schema(self, row: CallRow) -> Call:
         d = row.definition
@@ -234,7 +243,7 @@ class CallService:
             ended=row.ended,
             end_reason=EndReason(row.end_reason) if row.end_reason else None,
             medium=d.medium,
-            join_url=self.join_url(row.id),
+            join_url=self.join_url_of(row),
             metadata=d.metadata,
             system_prompt=d.system_prompt,
             language_hint=d.language_hint,
@@ -331,7 +340,7 @@ def _given_or(value: float | None, default: float) -> float:
 
 
 #: Media carried by callbridge itself rather than a provider's stream.
-OWN_MEDIA = frozenset({"sip"})
+OWN_MEDIA = frozenset({"sip", "webRtc"})
 
 
 def _check_supported(medium: Medium) -> None:

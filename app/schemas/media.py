@@ -77,6 +77,10 @@ class SipMedium(ApiModel):
         return self
 
 
+class WebRtcMedium(ApiModel):
+    """A WebRTC client (a browser) joins: its joinUrl is a WHIP endpoint (RFC 9725) taking an SDP offer."""
+
+
 class Medium(ApiModel):
     """Exactly one of the variants. The medium decides the framing spoken on the joinUrl."""
 
@@ -86,6 +90,7 @@ class Medium(ApiModel):
     exotel: ExotelMedium | None = None
     server_web_socket: ServerWebSocketMedium | None = None
     sip: SipMedium | None = None
+    web_rtc: WebRtcMedium | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Medium:
