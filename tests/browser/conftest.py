@@ -5,11 +5,13 @@ the machine must have it (CI). Screenshots go to test-artifacts/console/, one pe
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import async_playwright, expect
 
 from app.simulator.audio import speech_like, write_wav
 from app.simulator.twilio import FakeTwilio
@@ -27,15 +29,13 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 #: The fake microphone's sound (Chromium loops it): what a browser call's echo is compared with.
 PROBE_RATE = 16000
 PROBE_SECONDS = 4.0
+#: A dBFS value as the console writes it into a level's `data-dbfs` (empty while silent or not measured).
+A_LEVEL = re.compile(r"^-\d+(\.\d)?$")
 
 
 def _browser_problem() -> str | None:
     if not CHROMIUM.exists() and shutil.which(str(CHROMIUM)) is None:
         return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "Playwright is not installed (pip install -e '.[test]')"
     return None
 
 
@@ -58,8 +58,6 @@ async def browser(probe_wav: Path) -> AsyncIterator[object]:
         if os.environ.get("CALLBRIDGE_REQUIRE_BROWSER"):
             pytest.fail(f"CALLBRIDGE_REQUIRE_BROWSER is set but {problem}")
         pytest.skip(problem)
-    from playwright.async_api import async_playwright
-
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM),
@@ -101,10 +99,17 @@ async def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     return path
 
 
-async def log_in(page, key: str = API_KEY) -> None:  # type: ignore[no-untyped-def]
+async def submit_key(page, key: str) -> None:  # type: ignore[no-untyped-def]
+    """Open the console and give it `key` on its login form."""
     await page.goto("/console")
     await page.fill("#api-key", key)
     await page.click("#login button[type=submit]")
+
+
+async def log_in(page) -> None:  # type: ignore[no-untyped-def]
+    """Log in with the test key, and wait until the console took it."""
+    await submit_key(page, API_KEY)
+    await expect(page.locator("#nav")).to_be_visible()
 
 
 @pytest.fixture(scope="session")

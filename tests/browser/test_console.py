@@ -3,24 +3,20 @@ live and ending, a call's timeline and its audio levels."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from playwright.async_api import expect
 
 from app.simulator.audio import speech_like
 from app.simulator.twilio import CallScript, FakeTwilio
-from tests.browser.conftest import log_in, screenshot
+from tests.browser.conftest import A_LEVEL, log_in, screenshot, submit_key
 from tests.conftest import RunningServer, ended
 from tests.live_call import live_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]
-#: A dBFS value as the page writes it into `data-dbfs` (empty while silent or not yet measured).
-_A_LEVEL = re.compile(r"^-\d+(\.\d)?$")
 
 
 async def test_a_wrong_key_shows_the_apis_error_and_keeps_asking(page) -> None:
-    await log_in(page, "not-a-key")
+    await submit_key(page, "not-a-key")
     await expect(page.locator("#login-error")).to_contain_text("invalid_api_key")
     await expect(page.locator("#login")).to_be_visible()
     await expect(page.locator("#nav")).to_be_hidden()
@@ -75,8 +71,8 @@ async def test_a_live_calls_timeline_shows_its_events_dtmf_and_moving_levels(
     async with live_call(server, twilio, agent, script) as call:
         await page.goto(f"/console#/calls/{call.call_id}")
         caller_level = page.locator("#level-caller")
-        await expect(caller_level).to_have_attribute("data-dbfs", _A_LEVEL)
-        await expect(page.locator("#level-agent")).to_have_attribute("data-dbfs", _A_LEVEL)
+        await expect(caller_level).to_have_attribute("data-dbfs", A_LEVEL)
+        await expect(page.locator("#level-agent")).to_have_attribute("data-dbfs", A_LEVEL)
         first = await caller_level.get_attribute("data-dbfs")
         await expect(caller_level).not_to_have_attribute("data-dbfs", first)  # it moves
         await expect(page.locator("#events tr[data-type='dtmf']")).to_contain_text("[7]")

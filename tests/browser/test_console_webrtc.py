@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import expect
 
 from app.simulator.audio import RoundTrip, measure_round_trip
-from tests.browser.conftest import PROBE_RATE, log_in, probe_audio, screenshot
+from tests.browser.conftest import A_LEVEL, PROBE_RATE, log_in, probe_audio, screenshot
 from tests.conftest import RunningServer, ended, events_of
 from tests.live_call import server_events
 
@@ -114,8 +114,15 @@ async def test_calling_the_echo_agent_from_the_console_plays_back_the_probe(
                 level = data["callerToAgent"]
                 break
         await stream.aclose()
+    await page.click("#call-link a")  # the call goes on while its timeline is open
+    await expect(page.locator("#level-caller")).to_have_attribute("data-dbfs", A_LEVEL)
+    await expect(page.locator("#level-agent")).to_have_attribute("data-dbfs", A_LEVEL)
+    await expect(page.locator("#call-summary")).to_contain_text("medium: webRtc")
+    await screenshot(page, "call-webrtc-live")
+    await page.go_back()
     await page.click("#hang-up")
     await expect(page.locator("#call-state")).to_have_text("ended")
+    await expect(page.locator("#call-agent")).to_be_enabled()
 
     sent, heard = base64.b64decode(sent_b64), base64.b64decode(heard_b64)
     trip = echo_match(sent, heard)

@@ -89,41 +89,52 @@ async function agentsView(view) {
   );
 }
 
+// The call this tab places from an agent's page. It outlives the page (the call's timeline can be opened
+// meanwhile), so an agent's page draws its controls from here.
+const browserCall = { agentId: null, call: null, live: false, state: "", redraw: () => {} };
+
+async function startBrowserCall(agentId) {
+  const update = (changes) => {
+    Object.assign(browserCall, changes);
+    browserCall.redraw();
+  };
+  update({ agentId, call: null, live: true, state: "starting" });
+  const onState = (text) => update({ state: text, live: browserCall.live && text !== "ended" && !text.startsWith("error") });
+  try {
+    const { callAgent } = await import("./webrtc.js");
+    const call = await callAgent({ agentId, apiKey: sessionStorage.getItem(KEY), audioElement: $("agent-audio"), onState });
+    update({ call });
+  } catch (error) {
+    update({ live: false, state: `could not call: ${error.message}` });
+  }
+}
+
+function callControls(agentId) {
+  const callButton = h("button", { id: "call-agent", type: "button" }, "Call this agent");
+  const hangUp = h("button", { id: "hang-up", type: "button" }, "Hang up");
+  const state = h("span", { id: "call-state", class: "muted" });
+  const callLink = h("span", { id: "call-link" });
+  callButton.addEventListener("click", () => startBrowserCall(agentId));
+  hangUp.addEventListener("click", () => browserCall.call?.hangUp());
+  browserCall.redraw = () => {
+    const ours = browserCall.agentId === agentId;
+    const { call, live } = browserCall;
+    callButton.disabled = live;
+    hangUp.disabled = !(ours && live && call);
+    state.textContent = ours ? browserCall.state : live ? "a call to another agent is on" : "";
+    callLink.replaceChildren(ours && call ? link(`#/calls/${call.callId}`, `call ${call.callId}`) : "");
+  };
+  browserCall.redraw();
+  return h("div", { class: "call-controls" }, callButton, hangUp, state, callLink);
+}
+
 async function agentView(view, agentId) {
   const agent = await getJson(`/api/agents/${encodeURIComponent(agentId)}`);
-  const state = h("span", { id: "call-state", class: "muted" }, "");
-  const callLink = h("span", { id: "call-link" });
-  const hangUp = h("button", { id: "hang-up", type: "button", disabled: true }, "Hang up");
-  const callButton = h("button", { id: "call-agent", type: "button" }, "Call this agent");
-  let current = null;
-  callButton.addEventListener("click", async () => {
-    callButton.disabled = true;
-    try {
-      const { callAgent } = await import("./webrtc.js");
-      current = await callAgent({
-        agentId,
-        apiKey: sessionStorage.getItem(KEY),
-        audioElement: $("agent-audio"),
-        onState: (text) => (state.textContent = text),
-      });
-      callLink.replaceChildren(link(`#/calls/${current.callId}`, `call ${current.callId}`));
-      hangUp.disabled = false;
-    } catch (error) {
-      state.textContent = `could not call: ${error.message}`;
-      callButton.disabled = false;
-    }
-  });
-  hangUp.addEventListener("click", async () => {
-    hangUp.disabled = true;
-    await current?.hangUp();
-    current = null;
-    callButton.disabled = false;
-  });
   view.replaceChildren(
     h("h1", {}, `Agent ${agent.name}`),
     h("p", { class: "mono" }, agent.agentId),
-    h("div", { class: "call-controls" }, callButton, hangUp, state, callLink),
-    h("p", {}, `Calls: ${agent.statistics?.calls ?? 0}. Created ${time(agent.created)}.`),
+    callControls(agentId),
+    h("p", {}, `Calls: ${agent.statistics?.calls ?? 0}. Created ${time(agent.created)} UTC.`),
     h("h2", {}, "Call template"),
     h("pre", { id: "template" }, JSON.stringify(agent.callTemplate, null, 2)),
   );
@@ -233,7 +244,7 @@ async function callView(view, callId, signal) {
     h("h1", {}, "Call ", h("span", { class: "mono" }, callId)),
     h(
       "p",
-      {},
+      { id: "call-summary" },
       "Agent: ",
       call.agentId ? link(`#/agents/${call.agentId}`, call.agentId) : "none",
       ` · medium: ${Object.keys(call.medium)[0]} · created ${time(call.created)} UTC`,
