@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -280,13 +280,16 @@ class CallRepository:
             return await session.scalar(live) or 0
 
     async def watch(self, after_seq: int | None, watched: Sequence[str], limit: int = 200) -> list[CallRow]:
-        """For a live view of the calls: the calls created after `after_seq` (None: the live ones) and the
-        `watched` ones (to see them join and end), oldest first."""
+        """For a live view of the calls: the `watched` ones (to see them join and end), then up to `limit`
+        calls created after `after_seq` (None: the live ones), oldest first."""
         new = CallRow.ended.is_(None) if after_seq is None else CallRow.seq > after_seq
-        condition = or_(new, CallRow.id.in_(watched)) if watched else new
+        rows: list[CallRow] = []
         async with self.db.session() as session:
-            rows = await session.scalars(select(CallRow).where(condition).order_by(CallRow.seq).limit(limit))
-            return list(rows)
+            if watched:
+                rows += await session.scalars(select(CallRow).where(CallRow.id.in_(watched)))
+            seen = set(watched)
+            created = await session.scalars(select(CallRow).where(new).order_by(CallRow.seq).limit(limit))
+            return rows + [row for row in created if row.id not in seen]
 
     async def last_seq(self) -> int:
         """The `seq` of the newest call (0 when there is none)."""
