@@ -1,5 +1,5 @@
-"""The `callbridge` command: `serve`, `migrate`, `api-keys create|list|revoke`, `simulate`,
-`batches create|watch` (app.cli_batches), `--version`."""
+"""The `callbridge` command: `serve`, `migrate`, `api-keys create|list|delete`, `simulate`, `--version`, and
+a command per API resource (`agents`, `calls`, `configs`, `sip`, `batches`, `webhooks`: app.cli_specs)."""
 
 from __future__ import annotations
 
@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_api_keys_create)
     listing = keys_sub.add_parser("list", help="list stored API keys: prefix, created, name (never the key)")
     listing.set_defaults(func=cmd_api_keys_list)
-    revoke = keys_sub.add_parser("revoke", help="revoke a stored API key: it stops working at once")
+    revoke = keys_sub.add_parser(
+        "delete", aliases=["revoke"], help="delete (revoke) a stored API key: it stops working at once"
+    )
     revoke.add_argument("prefix", help="the key's prefix (the part before the dot, as `list` shows it)")
     revoke.set_defaults(func=cmd_api_keys_revoke)
 
@@ -224,9 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
 
-    from app.cli_batches import add_batches_parser
+    from app.cli_specs import add_resource_parsers
 
-    add_batches_parser(sub)
+    add_resource_parsers(sub)
     return parser
 
 

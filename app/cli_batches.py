@@ -1,5 +1,6 @@
 """`callbridge batches create calls.csv` and `callbridge batches watch BATCH_ID`: scheduled batches from a
-CSV file, and their progress as one live line.
+CSV file (or from a JSON body: `--file`, `--set`), and their progress as one live line. The other verbs
+(`list`, `get`, `update`, `delete`) are every resource's (app.cli_resources).
 
 The CSV is read twice, never held: a first pass checks every row (so a bad row is reported with its line
 number before anything is sent), a second builds the request body as it is sent, one call at a time. What
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import shutil
 import sys
 import time
@@ -24,9 +24,12 @@ from typing import Any, TextIO
 import httpx
 import orjson
 
-from app.cli_errors import CommandError, connection_failure, service_unreachable
+from app.cli_body import add_body_options, request_body
+from app.cli_client import api_client, request
+from app.cli_errors import CommandError
+from app.cli_output import fields_view, print_json, print_lines
+from app.cli_resources import Resource, Subparsers, add_command
 from app.schemas.batches import is_timezone
-from app.settings import Settings
 
 #: Media callbridge dials itself: `--medium` picks which one each call's `to`/`from` go to.
 MEDIA = ("twilio", "telnyx", "plivo")
@@ -39,12 +42,6 @@ BODY_CHUNK_BYTES = 64 * 1024
 #: The statuses `watch` counts (FUTURE and PENDING are what is left).
 COUNTED_STATUSES = ("SUCCESS", "ERROR", "EXPIRED")
 BAR_WIDTH = 20
-
-
-def default_url() -> str:
-    """CALLBRIDGE_URL, else the address `callbridge serve` listens on by default."""
-    settings = Settings()
-    return os.environ.get("CALLBRIDGE_URL") or f"http://{settings.host}:{settings.port}"
 
 
 # --- the CSV -------------------------------------------------------------------------------------
@@ -166,40 +163,6 @@ def batch_body(fields: dict[str, Any], calls: Iterator[dict[str, Any]]) -> Itera
 # --- talking to the service ----------------------------------------------------------------------
 
 
-def api_client(args: argparse.Namespace) -> httpx.Client:
-    """A client for the service at `--url` with the API key from `--api-key` or CALLBRIDGE_API_KEY."""
-    key = args.api_key or os.environ.get("CALLBRIDGE_API_KEY")
-    if not key:
-        raise CommandError("no API key: pass --api-key or set CALLBRIDGE_API_KEY")
-    return httpx.Client(base_url=args.url or default_url(), headers={"X-API-Key": key}, timeout=120)
-
-
-def api_error(response: httpx.Response) -> CommandError:
-    """The API's own error message (`detail`), or the status and the start of the body."""
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    if isinstance(detail, str) and detail:
-        return CommandError(detail)
-    return CommandError(f"HTTP {response.status_code}: {response.text[:200].strip()}")
-
-
-def request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """The JSON answer to one request; CommandError for an error answer or an unreachable service."""
-    try:
-        response = client.request(method, path, **kwargs)
-    except httpx.TransportError as exc:
-        reason = connection_failure(exc)
-        if reason is None:
-            raise CommandError(f"the request to {client.base_url} failed: {exc}") from exc
-        raise service_unreachable(str(client.base_url).rstrip("/"), reason) from exc
-    if response.is_error:
-        raise api_error(response)
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
 def batches_path(agent_id: str) -> str:
     return f"/api/agents/{agent_id}/scheduled_batches"
 
@@ -225,20 +188,34 @@ def create_batch(
 ) -> dict[str, Any]:
     """Check the CSV, then POST it as one batch (streamed); the created batch."""
     check_calls(path, medium)
-    return request(
+    batch: dict[str, Any] = request(
         client,
         "POST",
         batches_path(agent_id),
         content=batch_body(fields, read_calls(path, medium)),
         headers={"content-type": "application/json"},
     )
+    return batch
 
 
 def cmd_batches_create(args: argparse.Namespace) -> int:
+    """From a CSV file (the body's fields beside its calls) or from the body alone (calls included)."""
+    fields = {**(request_body(args) or {}), **batch_fields(args)}
+    if args.csv is not None and "calls" in fields:
+        raise CommandError("the calls come from the CSV file: leave `calls` out of --file and --set")
+    if args.csv is None and not fields:
+        raise CommandError("no calls: give a CSV file, or the batch with its calls as --file PATH")
     with api_client(args) as client:
-        batch = create_batch(client, args.agent, args.csv, batch_fields(args), args.medium)
-    print(f"batchId     {batch['batchId']}")
-    print(f"totalCount  {batch['totalCount']}")
+        if args.csv is None:
+            batch = request(client, "POST", batches_path(args.agent), json=fields)
+        else:
+            batch = create_batch(client, args.agent, args.csv, fields, args.medium)
+    if args.json:
+        print_json(batch)
+    elif args.csv is None:
+        print_lines(fields_view(batch))
+    else:  # what matters after sending a file: which batch, and how many of its calls were taken
+        print_lines(fields_view({"batchId": batch["batchId"], "totalCount": batch["totalCount"]}))
     return 0
 
 
@@ -439,29 +416,16 @@ def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--agent", required=True, metavar="AGENT_ID", help="the agent whose batch it is")
-    parser.add_argument(
-        "--url",
-        default=None,
-        metavar="BASE",
-        help="the service (default CALLBRIDGE_URL or http://127.0.0.1:8000)",
-    )
-    parser.add_argument(
-        "--api-key", default=None, metavar="KEY", help="X-API-Key (default CALLBRIDGE_API_KEY)"
-    )
-
-
-def add_batches_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`callbridge batches create|watch`."""
-    batches = sub.add_parser("batches", help="scheduled batches: create one from a CSV file, watch one")
-    batches_sub = batches.add_subparsers(dest="batches_command", required=True)
-
-    create = batches_sub.add_parser(
+def add_batch_commands(sub: Subparsers, resource: Resource) -> None:
+    """`batches create` (from a CSV file or a JSON body) and `batches watch`, beside the common verbs."""
+    create = add_command(
+        sub,
         "create",
-        help="create a batch from a CSV file (columns to, from, metadata.<key>; the rest is templateContext)",
+        "create a batch from a CSV file (columns to, from, metadata.<key>; the rest is templateContext), "
+        "or from --file/--set alone (the body with its calls)",
+        resource,
     )
-    _connection_options(create)
+    add_body_options(create, "the batch's fields")
     create.add_argument("--window-start", type=aware_datetime, metavar="ISO", help="dial from (default now)")
     create.add_argument(
         "--window-end", type=aware_datetime, metavar="ISO", help="dial until (default: until done)"
@@ -482,12 +446,15 @@ def add_batches_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     create.add_argument(
         "--medium", choices=MEDIA, default="twilio", help="the provider that dials (default twilio)"
     )
-    create.add_argument("csv", type=Path, help="the calls: a header with to and from, then one call a line")
+    create.add_argument(
+        "csv", type=Path, nargs="?", help="the calls: a header with to and from, then one call a line"
+    )
     create.set_defaults(func=cmd_batches_create)
 
-    watch_parser = batches_sub.add_parser("watch", help="show a batch's progress until it has ended")
+    watch_parser = add_command(
+        sub, "watch", "show a batch's progress until it has ended", resource, json_option=False
+    )
     watch_parser.add_argument("batch_id", metavar="BATCH_ID")
-    _connection_options(watch_parser)
     watch_parser.add_argument(
         "--interval", type=positive(float), default=2.0, metavar="S", help="seconds between polls (default 2)"
     )

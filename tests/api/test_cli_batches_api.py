@@ -1,5 +1,5 @@
 """`callbridge batches create|watch` against the real app: the streamed CSV becomes a batch, API errors
-become the API's message, and the progress counts are the batch's."""
+become the API's code and message, and the progress counts are the batch's."""
 
 from __future__ import annotations
 
@@ -40,11 +40,13 @@ def test_create_posts_every_row_as_a_call(client: TestClient, agent_id: str, cal
     assert (first["templateContext"], first["metadata"]) == ({"name": "Ada"}, {"crm": "17"})
 
 
-def test_create_shows_the_apis_error_message(client: TestClient, agent_id: str, calls_csv: Path) -> None:
+def test_create_shows_the_apis_error_code_and_message(
+    client: TestClient, agent_id: str, calls_csv: Path
+) -> None:
     soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
     with pytest.raises(CommandError) as raised:
         create_batch(client, agent_id, calls_csv, {"windowEnd": soon, "callsPerMinute": 1}, "twilio")
-    assert str(raised.value).startswith("the window of 0.")
+    assert str(raised.value).startswith("window_too_short: the window of 0.")
     assert "too short: 2 calls need at least 2 minutes" in str(raised.value)
 
 

@@ -91,6 +91,14 @@ def test_a_revoked_key_is_refused_by_the_api_at_once(
     assert key.split(".")[0] not in capsys.readouterr().out
 
 
+def test_delete_is_the_same_command_as_revoke(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = created_key(capsys).split(".")[0]
+    assert main(["api-keys", "delete", prefix]) == 0
+    assert capsys.readouterr().out == f"revoked API key {prefix}\n"
+    assert main(["api-keys", "list"]) == 0
+    assert prefix not in capsys.readouterr().out
+
+
 def test_revoking_an_unknown_prefix_fails_with_one_line(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
