@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from app.simulator.audio import speech_like
@@ -71,3 +72,10 @@ async def test_the_events_stream_of_an_unknown_call_is_not_found(server: Running
     async with server.api() as api:
         response = await api.get("/api/calls/no-such-call/events/stream")
     assert response.status_code == 404 and response.json()["code"] == "call_not_found"
+
+
+@pytest.mark.parametrize("path", ["/api/calls/stream", "/api/calls/some-call/events/stream"])
+async def test_the_streams_need_an_api_key(server: RunningServer, path: str) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url) as anonymous:
+        response = await anonymous.get(path)
+    assert response.status_code == 401 and response.json()["code"] == "missing_api_key"
