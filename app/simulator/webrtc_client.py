@@ -46,6 +46,7 @@ class WebRtcClient:
     _recording: bool = False
     _frames_in: int = 0
     _reader: asyncio.Task[None] | None = None
+    _frame_arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.peer.addTrack(self.outbound)
@@ -90,6 +91,12 @@ class WebRtcClient:
     def heard_seconds(self) -> float:
         return len(self._heard) / 2 / 48000
 
+    async def hear(self, seconds: float = 0.0) -> None:
+        """Wait until the agent's first frame arrived and, after `play`, `seconds` of its audio."""
+        while self._frames_in == 0 or self.heard_seconds() < seconds:
+            self._frame_arrived.clear()
+            await self._frame_arrived.wait()
+
     async def hang_up(self, http: httpx.AsyncClient) -> httpx.Response:
         """DELETE the session URL (WHIP's hang-up), then close the peer connection."""
         assert self.location is not None, "not joined"
@@ -116,3 +123,4 @@ class WebRtcClient:
                 self._frames_in += 1
                 if self._recording:
                     self._heard += mono_pcm(frame)  # type: ignore[arg-type]
+                self._frame_arrived.set()

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+import logging
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 
 from app.errors import InvalidInput
 from app.webrtc.offer import Offer
 from app.webrtc.transport import WebRtcTransport
+
+log = logging.getLogger(__name__)
+
+#: aiortc holds 4 frames of the client's audio (80 ms) before decoding the first; a frame is whole only
+#: once the next packet is in, so 1 is its least: 20 ms. The agent takes audio as it arrives, as it does
+#: from every provider stream (none has a jitter buffer), so nothing is gained by waiting longer.
+JITTER_PREFETCH_FRAMES = 1
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"  # aiortc's own (not configurable): checked by a test
+
+
+def shorten_jitter_buffer(receiver: RTCRtpReceiver) -> bool:
+    """Give an audio receiver the shortest jitter buffer; False (logged) where aiortc has changed."""
+    if not isinstance(getattr(receiver, _JITTER_BUFFER, None), JitterBuffer):
+        log.warning("aiortc's RTCRtpReceiver has no %s: its default jitter buffer is used", _JITTER_BUFFER)
+        return False
+    setattr(receiver, _JITTER_BUFFER, JitterBuffer(capacity=16, prefetch=JITTER_PREFETCH_FRAMES))
+    return True
 
 
 async def answer_offer(offer: Offer, media_idle_timeout_s: float | None) -> tuple[WebRtcTransport, str]:
@@ -18,6 +38,7 @@ async def answer_offer(offer: Offer, media_idle_timeout_s: float | None) -> tupl
     try:
         await peer.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
         audio = next(t for t in peer.getTransceivers() if t.kind == "audio")
+        shorten_jitter_buffer(audio.receiver)
         opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
         audio.setCodecPreferences(opus)
         peer.addTrack(transport.outbound)

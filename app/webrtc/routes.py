@@ -25,7 +25,7 @@ from app.store.secret_box import SecretDecryptionError
 from app.store.tables import CallRow
 from app.webrtc.offer import SDP_MEDIA_TYPE, Offer, check_offer
 from app.webrtc.peer import answer_offer
-from app.webrtc.transport import CLIENT_HUNG_UP, WebRtcTransport
+from app.webrtc.transport import CLIENT_HUNG_UP
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,16 @@ async def hang_up(request: Request) -> Response:
     services = services_of(request)
     call = await _call_of(services, request)
     session = services.sessions.get(call.id)
-    if session is not None and isinstance(session.transport, WebRtcTransport):
-        session.transport.client_hung_up()
-    elif call.ended is None:  # not joined yet, or held by another instance: the call ends all the same
-        await services.calls.end(call, EndReason.HANGUP, f"{CLIENT_HUNG_UP} (DELETE on the WHIP session)")
+    text = f"{CLIENT_HUNG_UP} (DELETE on the WHIP session)"
+    if session is not None and session.actions is not None:  # joined here: its session ends the call
+        session.far_end_left(text)
+        return Response(status_code=204)
+    # Still connecting (the session does not own the call yet), or held by another instance: the call
+    # ends now all the same.
+    if call.ended is None:
+        await services.calls.end(call, EndReason.HANGUP, text)
+    if session is not None:
+        session.finish(EndReason.HANGUP, text)
     return Response(status_code=204)
 
 

@@ -3,9 +3,9 @@
 The client's audio track is read frame by frame (48 kHz PCM, mixed to mono); the stream starts when the
 first frame arrives or the connection is up, whichever is first. The agent's audio leaves through
 `AgentAudioTrack`, paced by the session's playout (no marks: what the client heard is known by the clock,
-as for RTP); a clear drops what the track still holds. The client's hang-up (the session URL's DELETE, or
-closing its peer connection) stops the stream. A data channel the client opens carries the serverWebSocket
-medium's JSON data messages both ways.
+as for RTP); a clear drops what the track still holds. The client closing its peer connection stops the
+stream (its DELETE on the session URL reaches the session through `app.webrtc.routes`). A data channel the
+client opens carries the serverWebSocket medium's JSON data messages both ways.
 """
 
 from __future__ import annotations
@@ -120,10 +120,6 @@ class WebRtcTransport:
 
     # --- what the client does -------------------------------------------------------------------
 
-    def client_hung_up(self, reason: str = CLIENT_HUNG_UP) -> None:
-        """The client ended the call (DELETE on the session URL): the next `receive` reports the stop."""
-        self._stop(reason)
-
     def _track_arrived(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio" and self._reader is None:
             self._reader = asyncio.create_task(self._read(track), name=f"webrtc-{self.stream_id}-in")
@@ -140,10 +136,11 @@ class WebRtcTransport:
         if state == "connected":
             self._start()
         elif state == "failed":
+            # The client is gone without closing (ICE consent lapsed, DTLS failed): recorded; the call
+            # ends `connection_error` when the media idle timeout sees no audio, as an RTP timeout does.
             self._events.put_nowait(
-                StreamProviderError("ice_failed", "the WebRTC connection failed (ICE or DTLS)")
+                StreamProviderError("webrtc_failed", "the WebRTC connection failed (ICE or DTLS)")
             )
-            self._stop("the WebRTC connection failed")
         elif state == "closed" and not self._closed:
             self._stop(CLIENT_CLOSED)
 
@@ -154,7 +151,7 @@ class WebRtcTransport:
                 self._start()
                 self._events.put_nowait(StreamAudio(mono_pcm(frame)))  # type: ignore[arg-type]
         except MediaStreamError:  # the client's track ended: its connection is closing
-            if not self._closed:
+            if not self._closed and self.peer.connectionState != "failed":
                 self._stop(CLIENT_CLOSED)
 
     def _start(self) -> None:

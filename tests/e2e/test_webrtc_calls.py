@@ -18,7 +18,7 @@ from app.simulator.audio import measure_round_trip, speech_like
 from app.simulator.webrtc_client import JoinRefused, WebRtcClient
 from app.webrtc.ice import use_host_addresses
 from app.webrtc.tracks import SAMPLE_RATE
-from tests.conftest import RunningServer, ended, events_of, get_call, wait_for
+from tests.conftest import RunningServer, ended, events_of, get_call, run_server, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -114,6 +114,25 @@ async def test_a_callers_audio_comes_back_from_the_echo_agent(
     assert joined and joined[0]["extras"]["wireFormat"] == "L16 48000 Hz/little-endian"
 
 
+async def test_an_agent_at_16_khz_hears_and_answers_through_the_resampler(
+    server: RunningServer, http: httpx.AsyncClient, make_agent, client: WebRtcClient
+) -> None:
+    agent = await make_agent(pipeline={"echo": {"sampleRate": 16000}})
+    call = (await http.post(f"/api/agents/{agent}/calls", json={"medium": {"webRtc": {}}})).json()
+    await joined_client(http, call, client)
+    sent = speech_like(3.0, SAMPLE_RATE)
+    client.play(sent)
+
+    async def heard_it_all() -> bool:
+        return client.heard_seconds() >= 4.0
+
+    await wait_for(heard_it_all, within=15)
+    trip = measure_round_trip(sent, client.heard(), SAMPLE_RATE)
+    assert trip is not None and trip.correlation >= 0.9, trip
+    joined = [e for e in await events_of(server, call["callId"]) if e["type"] == "joined"]
+    assert joined[0]["extras"]["resampled"] is True
+
+
 async def test_delete_on_the_session_url_ends_the_call_as_a_hangup(
     server: RunningServer, http: httpx.AsyncClient, webrtc_call: dict, client: WebRtcClient
 ) -> None:
@@ -123,6 +142,18 @@ async def test_delete_on_the_session_url_ends_the_call_as_a_hangup(
     call = await ended(server, webrtc_call["callId"])
     assert call["endReason"] == "hangup" and call["joined"] is not None
     assert call["billedDuration"] == "6s"
+
+
+async def test_delete_before_the_connection_is_up_ends_the_call_as_a_hangup(
+    server: RunningServer, http: httpx.AsyncClient, webrtc_call: dict, client: WebRtcClient
+) -> None:
+    response = await http.post(
+        webrtc_call["joinUrl"], content=await client.offer(), headers={"Content-Type": "application/sdp"}
+    )
+    assert response.status_code == 201  # the answer is never set: no media will flow
+    assert (await http.delete(response.headers["location"])).status_code == 204
+    call = await ended(server, webrtc_call["callId"])
+    assert call["endReason"] == "hangup" and call["joined"] is None
 
 
 async def test_the_client_closing_its_peer_connection_ends_the_call_as_a_hangup(
@@ -220,3 +251,39 @@ async def test_the_data_channel_carries_the_call_started_and_state_messages(
         return [m for m in map(orjson.loads, client.messages) if m["type"] == "call_started"]
 
     assert (await wait_for(started))[0]["callId"] == webrtc_call["callId"]
+
+
+async def test_a_hang_up_on_the_data_channel_ends_the_call_as_a_hangup(
+    server: RunningServer, http: httpx.AsyncClient, webrtc_call: dict, client: WebRtcClient
+) -> None:
+    client.open_data_channel()
+    await joined_client(http, webrtc_call, client)
+
+    async def started() -> bool:
+        return any(orjson.loads(m)["type"] == "call_started" for m in client.messages)
+
+    await wait_for(started)
+    assert client.channel is not None
+    client.channel.send(orjson.dumps({"type": "hang_up"}).decode())
+    call = await ended(server, webrtc_call["callId"])
+    assert call["endReason"] == "hangup"
+
+
+@pytest.fixture(scope="module")
+def quick_idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server whose calls end after 2 s without the client's audio."""
+    with run_server(tmp_path_factory.mktemp("idle"), CALLBRIDGE_RTP_TIMEOUT="2") as running:
+        yield running
+
+
+async def test_a_client_that_stops_sending_audio_is_ended_as_a_connection_error(
+    quick_idle_server: RunningServer, client: WebRtcClient
+) -> None:
+    server = quick_idle_server
+    async with server.api() as api:
+        agent = (await api.post("/api/agents", json={"name": "idle", "callTemplate": {}})).json()["agentId"]
+        call = (await api.post(f"/api/agents/{agent}/calls", json={"medium": {"webRtc": {}}})).json()
+        await joined_client(api, call, client)
+    client.outbound.stop()  # the track ends: aiortc sends no more RTP, the connection stays up
+    ended_call = await ended(server, call["callId"], within=15)
+    assert ended_call["endReason"] == "connection_error"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aioice.ice
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from av import AudioFrame
 from app.errors import InvalidInput
 from app.webrtc.ice import parse_host_addresses, use_host_addresses
 from app.webrtc.offer import UnsupportedMediaType, check_offer
-from app.webrtc.tracks import FRAME_BYTES, FRAME_SAMPLES, AgentAudioTrack, mono_pcm
+from app.webrtc.tracks import FRAME_BYTES, FRAME_S, FRAME_SAMPLES, LATE_WAIT_MS, AgentAudioTrack, mono_pcm
 
 SDP = "application/sdp"
 AUDIO = (
@@ -86,10 +88,21 @@ async def test_the_agent_track_plays_what_was_queued_then_silence() -> None:
     track = AgentAudioTrack()
     speech = b"\x01\x02" * (FRAME_BYTES // 2)
     track.push(speech)
-    first, second = await track.recv(), await track.recv()
-    assert bytes(first.planes[0])[:FRAME_BYTES] == speech
-    assert bytes(second.planes[0])[:FRAME_BYTES] == bytes(FRAME_BYTES)
-    assert (first.pts, second.pts, first.sample_rate) == (0, FRAME_SAMPLES, 48000)
+    frames = [await track.recv(), await track.recv()]
+    assert [bytes(f.planes[0])[:FRAME_BYTES] for f in frames] == [speech, bytes(FRAME_BYTES)]
+    assert [f.pts for f in frames] == [0, FRAME_SAMPLES] and frames[0].sample_rate == 48000
+
+
+async def test_while_the_agent_speaks_a_late_frame_is_waited_for_not_replaced_by_silence() -> None:
+    track = AgentAudioTrack()
+    speech = b"\x01\x02" * (FRAME_BYTES // 2)
+    track.push(speech)
+    await track.recv()
+    late = asyncio.get_running_loop().call_later(FRAME_S + LATE_WAIT_MS / 2000, track.push, speech)
+    try:
+        assert bytes((await track.recv()).planes[0])[:FRAME_BYTES] == speech
+    finally:
+        late.cancel()
 
 
 async def test_a_clear_drops_what_the_agent_track_holds() -> None:

@@ -7,7 +7,17 @@
 //
 // The offer is posted once ICE gathering is complete (the endpoint takes no trickled candidates). The
 // peer connection uses no STUN or TURN server: callbridge offers its host addresses
-// (CALLBRIDGE_WEBRTC_HOST_ADDRESSES), which the browser must be able to reach.
+// (CALLBRIDGE_WEBRTC_HOST_ADDRESSES), which the browser must be able to reach. The page must be served
+// from callbridge's own origin (CALLBRIDGE_PUBLIC_URL): the joinUrl and its session URL send no CORS
+// headers.
+//
+// Headless Chromium on a machine whose tests stay on loopback: Chromium gathers no candidate on a
+// loopback interface (with only `lo` its offer has none: 400 no_ice_candidates), and hides host
+// addresses behind mDNS names. What works: server and browser in one network namespace of their own
+// (`unshare -n`, `ip link set lo up`, a veth pair with an address, e.g. 198.51.100.1/24, up), the server
+// with CALLBRIDGE_WEBRTC_HOST_ADDRESSES=127.0.0.1, Chromium with --use-fake-ui-for-media-stream
+// --use-fake-device-for-media-stream --autoplay-policy=no-user-gesture-required
+// --disable-features=WebRtcHideLocalIpsWithMdns.
 
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 
@@ -49,10 +59,19 @@ function iceGatheringComplete(peerConnection) {
  * @param {string} [options.baseUrl=""]  callbridge's base URL ("" = this page's origin)
  * @param {HTMLAudioElement} options.audioElement  plays the agent (autoplay)
  * @param {(state: string) => void} [options.onState]  "creating call", "connecting", "connected",
- *   "ended", or "error: ..." as the call goes
+ *   "disconnected", "ended", or "error: ..." as the call goes
+ * @param {(message: object) => void} [options.onMessage]  the call's data messages, as on a
+ *   serverWebSocket call: call_started, state (listening/speaking), transcript
  * @returns {Promise<{callId: string, hangUp: () => Promise<void>, peerConnection: RTCPeerConnection}>}
  */
-export async function callAgent({ agentId, apiKey, baseUrl = "", audioElement, onState = () => {} }) {
+export async function callAgent({
+  agentId,
+  apiKey,
+  baseUrl = "",
+  audioElement,
+  onState = () => {},
+  onMessage = () => {},
+}) {
   let peerConnection = null;
   let microphone = null;
   let ended = false;
@@ -88,6 +107,17 @@ export async function callAgent({ agentId, apiKey, baseUrl = "", audioElement, o
       audioElement.srcObject = event.streams[0] || new MediaStream([event.track]);
       audioElement.play().catch(() => {}); // autoplay may wait for a user gesture; the call goes on
     });
+    // The data channel: the call's data messages, and the first sign of the server hanging up (its
+    // closing the channel arrives at once; the connection itself only turns "disconnected", later).
+    const channel = peerConnection.createDataChannel("callbridge");
+    channel.addEventListener("message", (event) => {
+      try {
+        onMessage(JSON.parse(event.data));
+      } catch (_) {
+        // not JSON: not one of callbridge's messages
+      }
+    });
+    channel.addEventListener("close", () => end("ended"));
     let connected = false;
     peerConnection.addEventListener("connectionstatechange", () => {
       const state = peerConnection.connectionState;
