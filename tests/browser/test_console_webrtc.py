@@ -58,6 +58,15 @@ async ([seconds, rate]) => {
 }
 """
 RECORD_SECONDS = 5.0
+#: The addresses of the ICE candidate pair the browser's call uses: [its own, the server's].
+ICE_PAIR = """
+async () => {
+  const stats = await window.testPeers[window.testPeers.length - 1].getStats();
+  const transport = [...stats.values()].find((report) => report.type === "transport");
+  const pair = stats.get(transport.selectedCandidatePairId);
+  return [stats.get(pair.localCandidateId).address, stats.get(pair.remoteCandidateId).address];
+}
+"""
 
 
 #: The audio is compared in windows this long, each at its own lag: the jitter buffer may stretch time by a
@@ -104,6 +113,8 @@ async def test_calling_the_echo_agent_from_the_console_plays_back_the_probe(
     await expect(page.locator("#call-state")).to_have_text("connected", timeout=15_000)
     call_id = (await page.locator("#call-link a").get_attribute("href")).rsplit("/", 1)[1]
     sent_b64, heard_b64 = await page.evaluate(RECORD, [RECORD_SECONDS, PROBE_RATE])
+    browser_address, server_address = await page.evaluate(ICE_PAIR)
+    assert server_address == "127.0.0.1"  # the media goes to the server over loopback
     await screenshot(page, "agent-calling")
 
     async with server.api() as api:  # server side: the caller's audio is the probe's level
@@ -131,7 +142,7 @@ async def test_calling_the_echo_agent_from_the_console_plays_back_the_probe(
         print(
             f"\nbrowser echo: round trip {trip.lag_ms:.0f} ms (microphone track to what played), correlation "
             f"{trip.correlation:.3f} with what was sent, {correlation:.3f} with the probe; the server heard "
-            f"the caller at {level} dBFS"
+            f"the caller at {level} dBFS; ICE {browser_address} → {server_address}"
         )
     # Opus both ways and Chromium's processing of the microphone (unrelated audio: about 0).
     assert trip.correlation >= 0.7
