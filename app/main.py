@@ -14,9 +14,11 @@ from app.api import (
     agents,
     batches,
     calls,
+    console,
     docs,
     health,
     incoming,
+    live,
     provider_callbacks,
     sip,
     sip_registrations,
@@ -36,7 +38,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The callbridge ASGI app. Services start (database migrated) in the lifespan."""
     settings = settings or Settings()
     services = Services.build(settings)
-    services.control_handler = functools.partial(calls.control_call, services)
+    # Data messages for calls held here, and consoles' levels requests (app.api.live), from other instances.
+    services.control_handler = functools.partial(live.control, services, live.ForwardedLevels(services))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         *health.ROUTES,
         *docs.ROUTES,  # the spec and its docs page: public, like the health routes
+        *console.ROUTES,  # the console's page and files: public (its data comes from /api, with a key)
         # Provider-facing routes come before the API mount: they authenticate by provider signature.
         *incoming.ROUTES,
         *provider_callbacks.ROUTES,
@@ -59,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             routes=[
                 *agents.ROUTES,
                 *batches.ROUTES,
+                *live.ROUTES,  # before calls': `/calls/stream` is not a call id
                 *calls.ROUTES,
                 *telephony_configs.ROUTES,
                 *sip.ROUTES,

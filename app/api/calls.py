@@ -53,7 +53,8 @@ async def get_call(request: Request) -> Response:
     return JSONResponse(services.calls.to_schema(row).to_json())
 
 
-def _event_view(row: CallEventRow) -> dict:
+def event_view(row: CallEventRow) -> dict:
+    """An event as the API shows it."""
     return CallEvent(
         call_id=row.call_id,
         call_timestamp=row.call_offset,
@@ -88,7 +89,7 @@ async def list_call_events(request: Request) -> Response:
     cursor, size = page_params(request)
     await services.events.flush()  # include what the live session recorded a moment ago
     page = await services.event_repo.page(call_id, severities, cursor, size)
-    return page_response(request, page, _event_view)
+    return page_response(request, page, event_view)
 
 
 def _sip_log_view(row: SipMessageRow) -> dict:

@@ -10,6 +10,7 @@ from app.calls.transport import CallTransport
 from app.media.codecs import decode_to_pcm16, encode_from_pcm16
 from app.media.dtmf import DtmfTiming, dtmf_tones
 from app.media.formats import AudioFormat
+from app.media.levels import CallLevels
 from app.media.path import build_converter, negotiate
 from app.media.voice_activity import VoiceActivity
 from app.providers.base import StreamStart
@@ -37,6 +38,9 @@ class CallMedia:
             transport, wire_out, rules, rules.lead_ms or lead_ms, on_segment_end, max_queued_ms
         )
         self._voice: VoiceActivity | None = None
+        self._wire_out = wire_out
+        #: The meters of whoever watches the call's levels (none: the media path skips metering).
+        self._watchers: tuple[CallLevels, ...] = ()
         self.frames_in = 0
 
     def describe(self) -> dict[str, Any]:
@@ -57,6 +61,10 @@ class CallMedia:
         """Caller audio in the agent's format. Raises MediaError on audio that cannot be decoded."""
         audio = self._inbound.convert(wire_audio)
         self.frames_in += 1
+        if self._watchers:
+            pcm = decode_to_pcm16(wire_audio, self.wire)
+            for levels in self._watchers:
+                levels.caller_to_agent.feed(pcm)
         return audio
 
     def caller_speaking(self, wire_audio: bytes) -> bool | None:
@@ -65,6 +73,25 @@ class CallMedia:
             return None
         pcm = decode_to_pcm16(wire_audio, self.wire)
         return self._voice.feed(pcm, self.wire.duration_ms(len(wire_audio)))
+
+    # --- levels, while watched ---------------------------------------------------------------
+
+    def watch_levels(self) -> CallLevels:
+        """Meters fed from now on with the caller's audio and the agent's as it is sent (until unwatched)."""
+        levels = CallLevels()
+        self._watchers = (*self._watchers, levels)
+        self.playout.on_frame_sent = self._agent_frame_sent
+        return levels
+
+    def unwatch_levels(self, levels: CallLevels) -> None:
+        self._watchers = tuple(w for w in self._watchers if w is not levels)
+        if not self._watchers:
+            self.playout.on_frame_sent = None
+
+    def _agent_frame_sent(self, wire_frame: bytes) -> None:
+        pcm = decode_to_pcm16(wire_frame, self._wire_out)
+        for levels in self._watchers:
+            levels.agent_to_caller.feed(pcm)
 
     # --- agent → caller -----------------------------------------------------------------------
 

@@ -109,6 +109,8 @@ class Playout:
         self._send_now: Callable[[bytes], bool] = _cannot_send_now
         self._handback: asyncio.Future[_Step] | None = None
         self.frames_sent = 0
+        #: Called with each frame sent (while someone watches the call's levels; None otherwise).
+        self.on_frame_sent: Callable[[bytes], None] | None = None
 
     @property
     def wire_format(self) -> AudioFormat:
@@ -248,6 +250,8 @@ class Playout:
         self._idle_since = None
         self._sent_ms += duration_ms
         self.frames_sent += 1
+        if self.on_frame_sent is not None:
+            self.on_frame_sent(frame)
 
     # --- the media clock's path ------------------------------------------------------------------
 

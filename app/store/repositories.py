@@ -279,6 +279,23 @@ class CallRepository:
             live = select(func.count()).select_from(CallRow).where(CallRow.ended.is_(None))
             return await session.scalar(live) or 0
 
+    async def watch(self, after_seq: int | None, watched: Sequence[str], limit: int = 200) -> list[CallRow]:
+        """For a live view of the calls: the `watched` ones (to see them join and end), then up to `limit`
+        calls created after `after_seq` (None: the live ones), oldest first."""
+        new = CallRow.ended.is_(None) if after_seq is None else CallRow.seq > after_seq
+        rows: list[CallRow] = []
+        async with self.db.session() as session:
+            if watched:
+                rows += await session.scalars(select(CallRow).where(CallRow.id.in_(watched)))
+            seen = set(watched)
+            created = await session.scalars(select(CallRow).where(new).order_by(CallRow.seq).limit(limit))
+            return rows + [row for row in created if row.id not in seen]
+
+    async def last_seq(self) -> int:
+        """The `seq` of the newest call (0 when there is none)."""
+        async with self.db.session() as session:
+            return await session.scalar(select(func.max(CallRow.seq))) or 0
+
     async def past_join_deadline(self, now: datetime, limit: int = 500) -> list[CallRow]:
         """Calls never joined whose join deadline has passed (joining or ending clears the deadline)."""
         async with self.db.session() as session:
@@ -783,6 +800,17 @@ class EventRepository:
         return await self._events_page(
             CallEventRow, CallEventRow.call_id == call_id, severities, cursor, page_size
         )
+
+    async def after(self, call_id: str, after_seq: int, limit: int = 500) -> list[CallEventRow]:
+        """A call's events stored after the one with `after_seq` (0: from the first), in order."""
+        query = (
+            select(CallEventRow)
+            .where(CallEventRow.call_id == call_id, CallEventRow.seq > after_seq)
+            .order_by(CallEventRow.seq)
+            .limit(limit)
+        )
+        async with self.db.session() as session:
+            return list(await session.scalars(query))
 
     async def batch_page(
         self, batch_id: str, severities: Sequence[str], cursor: Cursor | None, page_size: int

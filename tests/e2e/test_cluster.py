@@ -37,6 +37,7 @@ from tests.conftest import (
 from tests.e2e.instances import Instance
 from tests.e2e.test_outbound_calls import finished, hung_up, joined, send
 from tests.goertzel import detect_dtmf
+from tests.live_call import server_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -167,6 +168,20 @@ async def test_the_holders_refusal_is_the_answer_of_the_other_instance(pair: Pai
     assert response.status_code == 400  # the echo agent takes no text: said by A, answered by B
     assert response.json()["code"] == "unsupported_message"
     await finished(call)
+
+
+async def test_a_calls_levels_stream_from_the_other_instance_than_the_one_holding_its_media(
+    pair: Pair,
+) -> None:
+    call_id, call = await pair.live_call_on_a(long_callee(3.0))
+    async with pair.on_b.api() as api:
+        stream = server_events(api, f"/api/calls/{call_id}/events/stream")
+        levels = [data async for event, data in stream if event == "levels"]
+    await finished(call)
+    heard = [level["callerToAgent"] for level in levels if level["available"]]
+    echoed = [level["agentToCaller"] for level in levels if level["available"]]
+    assert any(dbfs is not None and -40 < dbfs < 0 for dbfs in heard)
+    assert any(dbfs is not None and -40 < dbfs < 0 for dbfs in echoed)
 
 
 async def test_the_concurrency_limit_holds_across_both_instances_under_a_burst(pair: Pair) -> None:

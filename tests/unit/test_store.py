@@ -163,3 +163,17 @@ async def test_api_keys_are_stored_hashed_and_verify(database: Database) -> None
     assert await repo.verify("abcdefgh.secretpart")
     assert not await repo.verify("abcdefgh.wrong")
     assert not await repo.verify("no-dot")
+
+
+async def test_a_live_view_gets_its_watched_calls_and_then_the_new_ones_beyond_the_limit(
+    database: Database,
+) -> None:
+    calls = CallRepository(database)
+    watched = [(await calls.add(new_call())).id for _ in range(3)]
+    before = await calls.last_seq()
+    await calls.mark_ended(watched[0], utcnow(), "hangup")
+    new = [(await calls.add(new_call())).id for _ in range(2)]
+    assert [row.id for row in await calls.watch(None, ())] == watched[1:] + new  # the live ones
+    found = await calls.watch(before, watched, limit=1)
+    assert {row.id for row in found} == {*watched, new[0]}  # the limit is the new calls'
+    assert next(row for row in found if row.id == watched[0]).ended is not None

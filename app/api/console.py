@@ -1,0 +1,48 @@
+"""`GET /console`: the browser console (agents, calls, a call's live timeline and levels, calling an agent).
+
+The page and its files are public: they hold no data. The page asks for an API key and sends it with every
+request to `/api` (it keeps the key in the tab's sessionStorage). Everything is served from
+`app/console/static`: no CDN, no build step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from app.api.route_doc import DocMount, DocRoute, RouteDoc
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "console" / "static"
+CONSOLE_ASSETS = "/console/static"
+
+
+async def console_page(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+_PUBLIC = "Public: the page holds no data; it asks for an API key and sends it with each API request."
+ROUTES = [
+    DocRoute(
+        "/console",
+        console_page,
+        methods=["GET"],
+        doc=RouteDoc(
+            "The browser console",
+            "console",
+            _PUBLIC,
+            response={"type": "string"},
+            media_type="text/html",
+        ),
+    ),
+    DocMount(
+        CONSOLE_ASSETS,
+        StaticFiles(directory=STATIC_DIR),
+        name="console_assets",
+        doc=RouteDoc(
+            "The console's script and style sheet", "console", _PUBLIC, errors=((404, "not_found"),)
+        ),
+    ),
+]
