@@ -8,7 +8,6 @@ import contextlib
 from collections.abc import Callable
 
 from app.calls.session import CallSession
-from app.webrtc.ice import parse_host_addresses, use_host_addresses
 
 
 class WebRtcSessions:
@@ -16,10 +15,22 @@ class WebRtcSessions:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._host_addresses = ""
+        self._ready = False
 
     def start(self, host_addresses: str) -> None:
-        """Offer ICE host candidates on `host_addresses` (CALLBRIDGE_WEBRTC_HOST_ADDRESSES)."""
-        use_host_addresses(parse_host_addresses(host_addresses))
+        """Offer ICE host candidates on `host_addresses` (CALLBRIDGE_WEBRTC_HOST_ADDRESSES) once the first
+        offer comes (`ready`)."""
+        self._host_addresses, self._ready = host_addresses, False
+
+    def ready(self) -> None:
+        """Before answering an offer: ICE is set up (aiortc and aioice load with the first webRtc call, so a
+        server that never has one never loads them)."""
+        if not self._ready:
+            from app.webrtc.ice import parse_host_addresses, use_host_addresses
+
+            use_host_addresses(parse_host_addresses(self._host_addresses))
+            self._ready = True
 
     def __len__(self) -> int:
         return len(self._tasks)

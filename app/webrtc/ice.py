@@ -9,11 +9,10 @@ aioice's own choice.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-import aioice.ice
-
-_discovered = aioice.ice.get_host_addresses
+#: aioice's own choice, kept when replaced (aioice is imported only when ICE is first set up).
+_discovered: Callable[[bool, bool], list[str]] | None = None
 
 
 def parse_host_addresses(value: str) -> list[str]:
@@ -26,6 +25,11 @@ def parse_host_addresses(value: str) -> list[str]:
 
 def use_host_addresses(addresses: Sequence[str]) -> None:
     """Offer exactly `addresses` as ICE host candidates from now on (empty: aioice's own choice)."""
+    global _discovered
+    import aioice.ice
+
+    if _discovered is None:
+        _discovered = aioice.ice.get_host_addresses
     if not addresses:
         aioice.ice.get_host_addresses = _discovered
         return

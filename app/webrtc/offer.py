@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiortc.sdp import SessionDescription
-
 from app.errors import InvalidInput, ServiceError
 
 SDP_MEDIA_TYPE = "application/sdp"
+#: How a call the client left ends (its DELETE, its peer connection closed, `hang_up` on the data channel).
+CLIENT_HUNG_UP = "the client hung up"
 #: An SDP offer longer than this is not one a browser makes (Chromium's are 2-6 kB).
 MAX_OFFER_BYTES = 64 * 1024
 
@@ -47,6 +47,8 @@ def check_offer(content_type: str | None, body: bytes) -> Offer:
         raise InvalidInput("invalid_offer", "the offer is not UTF-8 text") from None
     if not text.lstrip().startswith("v=0"):
         raise InvalidInput("invalid_offer", "the body is not an SDP offer (it must start with v=0)")
+    from aiortc.sdp import SessionDescription  # aiortc loads with the first webRtc offer, not at start-up
+
     try:
         parsed = SessionDescription.parse(text)
     except Exception as exc:  # aiortc's parser raises whatever the malformed line gives (ValueError, ...)

@@ -23,9 +23,7 @@ from app.schemas.calls import EndReason, EventSeverity
 from app.services import Services, services_of
 from app.store.secret_box import SecretDecryptionError
 from app.store.tables import CallRow
-from app.webrtc.offer import SDP_MEDIA_TYPE, Offer, check_offer
-from app.webrtc.peer import answer_offer
-from app.webrtc.transport import CLIENT_HUNG_UP
+from app.webrtc.offer import CLIENT_HUNG_UP, SDP_MEDIA_TYPE, Offer, check_offer
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +79,9 @@ async def _answer(services: Services, call: CallRow, offer: Offer) -> Response:
     except SecretDecryptionError:
         await end_unopenable(services, call)
         raise CallNotActive("call_not_active", "the call's agent cannot be started on this server") from None
+    from app.webrtc.peer import answer_offer  # aiortc loads with the first webRtc call, not at start-up
+
+    services.webrtc.ready()
     transport, answer = await answer_offer(offer, services.settings.rtp_timeout)
     session = CallSession(call, transport, pipeline, services.calls, services.session_settings, services.legs)
     if not services.sessions.claim(call.id, session):

@@ -38,7 +38,6 @@ WEBRTC_LEAD_MS = 60.0
 WEBRTC_RULES = OutboundRules(
     chunk_ms=FRAME_MS, pad_partial_chunks=True, marks=False, clear_returns_marks=False, lead_ms=WEBRTC_LEAD_MS
 )
-CLIENT_HUNG_UP = "the client hung up"
 CLIENT_CLOSED = "the client closed the peer connection"
 
 _CLOSED = object()

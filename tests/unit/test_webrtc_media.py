@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import aioice.ice
 import numpy as np
@@ -131,3 +133,13 @@ def test_ice_offers_exactly_the_configured_host_addresses() -> None:
         assert aioice.ice.get_host_addresses is discovered
     finally:
         use_host_addresses([])
+
+
+def test_a_server_that_has_no_webrtc_call_does_not_load_aiortc() -> None:
+    check = (
+        "import sys; from app.main import create_app; from app.settings import Settings; "
+        "create_app(Settings(webrtc_host_addresses='127.0.0.1')); "
+        "print(sorted(m for m in ('aiortc', 'aioice', 'av') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
