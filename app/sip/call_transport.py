@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from app.calls.transport import CallDataChannel, TransportClosed, TransportEvent
+from app.handoff import HandleNow
 from app.media.formats import PCMA_8K, PCMU_8K, AudioFormat, pcm16
 from app.media.g722 import G722Decoder, G722Encoder
 from app.media.opus import SAMPLE_RATE as OPUS_RATE
@@ -143,6 +144,7 @@ class SipCallTransport:
         """The call's dialog and RTP stream go to `new_owner` (a bridged transfer): the next `receive`
         reports the stream stopped for `reason`, and `close` sends no BYE and leaves the RTP open."""
         self.handed_over_to = new_owner
+        self._rtp.handle_audio_now(None)  # the stream's audio is the new owner's from now on
         self._signals.append(StreamStop(reason))
         self._rtp.wake()
 
@@ -152,6 +154,18 @@ class SipCallTransport:
         self._rtp.wake()
 
     # --- CallTransport -------------------------------------------------------------------------
+
+    def handle_events_now(self, handler: HandleNow[TransportEvent]) -> None:
+        """Caller audio to `handler` as each packet arrives, while `receive` waits with nothing queued
+        (signals and digits always go through `receive`)."""
+        codec = self._codec
+
+        def audio_now(payload: bytes) -> bool:
+            if self._signals or self._closed:
+                return False
+            return handler(StreamAudio(codec.decode(payload) if codec else payload)) is None
+
+        self._rtp.handle_audio_now(audio_now)
 
     def opening(self) -> StreamStart:
         if self._filler is None:

@@ -29,6 +29,9 @@ from app.sip.rtp_reorder import ReorderBuffer, SequenceStats
 
 COMFORT_NOISE_PT = 13  # RFC 3389, static: ignored on receive
 RECEIVE_QUEUE_ITEMS = 50  # one second of 20 ms packets
+
+#: Takes one audio payload at once (True), or leaves it to be queued (False).
+AudioNow = Callable[[bytes], bool]
 REORDER_DEPTH = 3
 REORDER_WAIT_S = 0.06  # a held packet waits at most this long for its missing predecessor
 PAUSE_S = 0.1  # sending this far behind the clock is a pause: the timestamp jumps, the marker is set
@@ -136,6 +139,9 @@ class RtpSession:
         self._queue: deque[RtpEvent] = deque()
         self._ready = asyncio.Event()
         self._woken = False
+        self._waiting = False  # a consumer waits in `receive`
+        self._audio_now: AudioNow | None = None
+        self._failure: Exception | None = None
         self._closed = False
         # Sending state: timestamps are kept unwrapped and masked when a packet is built.
         self._ssrc = secrets.randbits(32)
@@ -235,6 +241,9 @@ class RtpSession:
         Raises RtpClosed once closed.
         """
         while True:
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
             if self._closed:
                 raise RtpClosed("RTP session closed")
             if self._woken:
@@ -246,7 +255,17 @@ class RtpSession:
                     self._ready.clear()
                 return item
             self._ready.clear()
-            await self._ready.wait()
+            self._waiting = True
+            try:
+                await self._ready.wait()
+            finally:
+                self._waiting = False
+
+    def handle_audio_now(self, handler: AudioNow | None) -> None:
+        """Give each audio payload to `handler` as it arrives while the consumer waits in `receive` with
+        nothing queued (no task woken per packet; the order is as queueing would give it). What it does not
+        take (False) is queued; an exception from it is raised by the next `receive`. None: always queue."""
+        self._audio_now = handler
 
     def wake(self) -> None:
         """Make the pending (or else the next) `receive` return None: the caller has a signal to read."""
@@ -297,6 +316,15 @@ class RtpSession:
 
     def _dispatch(self, packet: RtpPacket, media: _Media) -> None:
         if packet.payload_type == media.payload_type:
+            handler = self._audio_now
+            if handler is not None and self._waiting and not self._queue and not self._ready.is_set():
+                try:
+                    if handler(packet.payload):
+                        return
+                except Exception as exc:  # the consumer's own failure: its next `receive` raises it
+                    self._failure = exc
+                    self._ready.set()
+                    return
             self._enqueue(RtpAudio(packet.payload))
         elif packet.payload_type == media.dtmf_payload_type:
             self._on_telephone_event(packet)

@@ -152,3 +152,30 @@ async def test_dtmf_goes_out_as_rfc4733_events() -> None:
     rtp = FakeRtp()
     assert await transport("PCMU", rtp).send_dtmf("12#", 200)
     assert rtp.digits == ["12#"]
+
+
+class HandingRtp(FakeRtp):
+    """Keeps the handler the transport gives it, as RtpSession would call it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audio_now: object = None
+
+    def handle_audio_now(self, handler: object) -> None:
+        self.audio_now = handler
+
+
+async def test_caller_audio_handed_over_now_arrives_decoded_as_a_stream_event() -> None:
+    rtp, events = HandingRtp(), []
+    sip = transport("G722", rtp)
+    sip.handle_events_now(lambda event: events.append(event))
+    assert rtp.audio_now(G722Encoder().encode(bytes(640))) is True  # type: ignore[operator]
+    assert [type(e) for e in events] == [StreamAudio] and len(events[0].payload) == 640
+
+
+async def test_a_handed_over_call_stops_handing_its_audio_to_the_old_session() -> None:
+    rtp = HandingRtp()
+    sip = transport("PCMU", rtp)
+    sip.handle_events_now(lambda event: None)
+    sip.hand_over(object(), "bridged")
+    assert rtp.audio_now is None

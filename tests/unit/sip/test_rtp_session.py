@@ -603,3 +603,54 @@ async def test_a_receiver_report_goes_to_where_the_peer_sends_rtcp_from(
         assert rtcp_packet_types(report) == [201, 202]  # RR (nothing sent yet), SDES
     finally:
         rtp.close()
+
+
+# -- handing audio over as it arrives ----------------------------------------------------------------
+
+
+async def waiting_receive(session: RtpSession) -> asyncio.Task[RtpAudio | RtpDigit | None]:
+    task = asyncio.create_task(next_item(session))
+    await asyncio.sleep(0)  # one loop turn: the task now waits in receive
+    return task
+
+
+async def test_audio_arriving_while_the_consumer_waits_goes_to_the_handler_without_waking_it(
+    session: RtpSession, peer: Peer
+) -> None:
+    taken: list[bytes] = []
+    session.handle_audio_now(lambda payload: taken.append(payload) is None)
+    receiving = await waiting_receive(session)
+    for sequence in (1, 2, 3):
+        peer.send(audio(sequence, bytes([sequence])), session.local_port)
+    await until(lambda: len(taken) == 3)
+    assert taken == [b"\x01", b"\x02", b"\x03"] and not receiving.done()
+    peer.send(event(1, 480, 4, end=True), session.local_port)  # digits always go through receive
+    assert await receiving == RtpDigit("1")
+
+
+async def test_audio_the_handler_declines_is_what_receive_returns(session: RtpSession, peer: Peer) -> None:
+    session.handle_audio_now(lambda payload: False)
+    receiving = await waiting_receive(session)
+    peer.send(audio(1, b"kept"), session.local_port)
+    assert await receiving == RtpAudio(b"kept")
+
+
+async def test_a_handler_failure_is_raised_by_the_next_receive(session: RtpSession, peer: Peer) -> None:
+    def failing(payload: bytes) -> bool:
+        raise RuntimeError("the agent broke")
+
+    session.handle_audio_now(failing)
+    receiving = await waiting_receive(session)
+    peer.send(audio(1), session.local_port)
+    with pytest.raises(RuntimeError, match="the agent broke"):
+        await receiving
+
+
+async def test_audio_arriving_while_nobody_waits_is_queued_not_handed_over(
+    session: RtpSession, peer: Peer
+) -> None:
+    taken: list[bytes] = []
+    session.handle_audio_now(lambda payload: taken.append(payload) is None)
+    peer.send(audio(1, b"first"), session.local_port)
+    await until(lambda: session.packets_in == 1)
+    assert await next_item(session) == RtpAudio(b"first") and taken == []
