@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from app.simulator.audio import measure_round_trip, speech_like
+from app.simulator.audio import RoundTrip, measure_round_trip, speech_like
 from app.simulator.webrtc_client import JoinRefused, WebRtcClient
 from app.webrtc.ice import use_host_addresses
 from app.webrtc.tracks import SAMPLE_RATE
@@ -97,10 +97,8 @@ async def test_the_offer_is_answered_with_sdp_and_a_session_location(
     assert response.headers["location"] == webrtc_call["joinUrl"] + "/session"
 
 
-async def test_a_callers_audio_comes_back_from_the_echo_agent(
-    server: RunningServer, http: httpx.AsyncClient, webrtc_call: dict, client: WebRtcClient
-) -> None:
-    await joined_client(http, webrtc_call, client)
+async def echo_of_speech(client: WebRtcClient) -> RoundTrip | None:
+    """Three seconds of speech-like audio played to the agent, and how what came back matches it."""
     sent = speech_like(3.0, SAMPLE_RATE)
     client.play(sent)
 
@@ -108,7 +106,14 @@ async def test_a_callers_audio_comes_back_from_the_echo_agent(
         return client.heard_seconds() >= 4.0
 
     await wait_for(heard_it_all, within=15)
-    trip = measure_round_trip(sent, client.heard(), SAMPLE_RATE)
+    return measure_round_trip(sent, client.heard(), SAMPLE_RATE)
+
+
+async def test_a_callers_audio_comes_back_from_the_echo_agent(
+    server: RunningServer, http: httpx.AsyncClient, webrtc_call: dict, client: WebRtcClient
+) -> None:
+    await joined_client(http, webrtc_call, client)
+    trip = await echo_of_speech(client)
     assert trip is not None and 0 <= trip.lag_ms <= 500 and trip.correlation >= 0.9, trip
     joined = [e for e in await events_of(server, webrtc_call["callId"]) if e["type"] == "joined"]
     assert joined and joined[0]["extras"]["wireFormat"] == "L16 48000 Hz/little-endian"
@@ -120,14 +125,7 @@ async def test_an_agent_at_16_khz_hears_and_answers_through_the_resampler(
     agent = await make_agent(pipeline={"echo": {"sampleRate": 16000}})
     call = (await http.post(f"/api/agents/{agent}/calls", json={"medium": {"webRtc": {}}})).json()
     await joined_client(http, call, client)
-    sent = speech_like(3.0, SAMPLE_RATE)
-    client.play(sent)
-
-    async def heard_it_all() -> bool:
-        return client.heard_seconds() >= 4.0
-
-    await wait_for(heard_it_all, within=15)
-    trip = measure_round_trip(sent, client.heard(), SAMPLE_RATE)
+    trip = await echo_of_speech(client)
     assert trip is not None and trip.correlation >= 0.9, trip
     joined = [e for e in await events_of(server, call["callId"]) if e["type"] == "joined"]
     assert joined[0]["extras"]["resampled"] is True
