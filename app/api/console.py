@@ -17,10 +17,21 @@ from app.api.route_doc import DocMount, DocRoute, RouteDoc
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "console" / "static"
 CONSOLE_ASSETS = "/console/static"
+#: The page runs only its own files (no inline script, nothing from elsewhere), is framed by nobody, and
+#: talks only to this service: text from calls (a SIP header, a transcript) can never run as script here.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; media-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'self'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 async def console_page(request: Request) -> Response:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
 
 _PUBLIC = "Public: the page holds no data; it asks for an API key and sends it with each API request."
