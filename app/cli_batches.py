@@ -28,7 +28,7 @@ from app.cli_body import add_body_options, request_body
 from app.cli_client import api_client, request
 from app.cli_errors import CommandError
 from app.cli_output import fields_view, print_json, print_lines
-from app.cli_resources import Resource, Subparsers, add_command
+from app.cli_resources import Resource, Subparsers, add_command, positive
 from app.schemas.batches import is_timezone
 
 #: Media callbridge dials itself: `--medium` picks which one each call's `to`/`from` go to.
@@ -401,19 +401,6 @@ def timezone_name(text: str) -> str:
         return checked_timezone(text, "--timezone")
     except CommandError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
-        return value
-
-    return parse
 
 
 def add_batch_commands(sub: Subparsers, resource: Resource) -> None:

@@ -18,7 +18,7 @@ import orjson
 from app.cli_body import add_body_options
 from app.cli_client import api_client, request
 from app.cli_output import cut, print_json, terminal_width, text
-from app.cli_resources import Resource, Subparsers, add_command, cursor_of, run_create
+from app.cli_resources import Resource, Subparsers, add_command, cursor_of, positive, run_create
 from app.store.paging import MAX_PAGE_SIZE
 
 SEVERITIES = ("debug", "info", "warning", "error")
@@ -147,16 +147,6 @@ def cmd_events(args: argparse.Namespace) -> int:
 # --- the parser ----------------------------------------------------------------------------------
 
 
-def positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {raw}")
-    return value
-
-
 def add_call_commands(sub: Subparsers, resource: Resource) -> None:
     """`calls create`, `calls events`, `calls hangup`."""
     create = add_command(
@@ -187,7 +177,7 @@ def add_call_commands(sub: Subparsers, resource: Resource) -> None:
         help="leave out less severe ones (default info)",
     )
     events.add_argument(
-        "--interval", type=positive_float, default=1.0, metavar="S", help="seconds between polls (default 1)"
+        "--interval", type=positive(float), default=1.0, metavar="S", help="seconds between polls (default 1)"
     )
     events.set_defaults(func=cmd_events)
 

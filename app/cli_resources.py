@@ -197,11 +197,11 @@ def add_verb(sub: Subparsers, resource: Resource, verb: Verb) -> None:
         for f in resource.filters:
             parser.add_argument(f.option, dest=f.param, default=None, metavar=f.metavar, help=f.help)
         parser.add_argument(
-            "--limit", type=positive_int, default=DEFAULT_LIMIT, metavar="N", help="at most N (default 100)"
+            "--limit", type=positive(int), default=DEFAULT_LIMIT, metavar="N", help="at most N (default 100)"
         )
         parser.add_argument(
             "--page-size",
-            type=positive_int,
+            type=positive(int),
             default=None,
             metavar="N",
             help=f"results per request, 1-{MAX_PAGE_SIZE} (default: the limit, at most {MAX_PAGE_SIZE})",
@@ -223,11 +223,16 @@ def add_resource(sub: Subparsers, resource: Resource) -> None:
         add_resource(verbs, child)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
-    return value
+def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: `kind` (int, float) of the text, refused unless more than 0."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+        return value
+
+    return parse
