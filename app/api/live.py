@@ -212,8 +212,11 @@ class ForwardedLevels:
 async def control(services: Services, levels: ForwardedLevels, call_id: str, body: bytes) -> ControlReply:
     """A control request another instance forwarded for a call held here: a console's levels request, or a
     data message (`calls.control_call`)."""
-    if body.startswith(b'{"type":"' + LEVELS_REQUEST.encode()):
+    try:
         request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        request = None  # control_call answers it with the API's error
+    if isinstance(request, dict) and request.get("type") == LEVELS_REQUEST:
         return levels.answer(call_id, str(request.get("watcher", "")))
     return await control_call(services, call_id, body)
 
