@@ -143,10 +143,14 @@ class ServerSampler:
 
 
 @contextlib.contextmanager
-def run_server(serve_args: tuple[str, ...] = (), **overrides: str) -> Iterator[tuple[str, int]]:
+def run_server(
+    serve_args: tuple[str, ...] = (), code_dir: str | None = None, **overrides: str
+) -> Iterator[tuple[str, int]]:
     """`python -m app.cli serve [serve_args]` on a free loopback port with a temp data dir: yields (base
     URL, pid).
 
+    `code_dir`: a checkout whose `app/` the server imports (PYTHONPATH), e.g. an older commit's worktree;
+    default: whatever `app` this interpreter's PYTHONPATH and installs give.
     `overrides` are CALLBRIDGE_* settings without the prefix (`DATABASE_URL="postgresql+asyncpg://..."`).
     """
     with socket.socket() as sock:
@@ -159,6 +163,8 @@ def run_server(serve_args: tuple[str, ...] = (), **overrides: str) -> Iterator[t
         settings = {"PORT": str(port), "PUBLIC_URL": base_url, "API_KEYS": API_KEY, "LOG_LEVEL": "warning"}
         settings |= {"DATA_DIR": f"{workdir}/data", **overrides}
         env |= {f"CALLBRIDGE_{k}": v for k, v in settings.items()}
+        if code_dir is not None:
+            env["PYTHONPATH"] = code_dir
         log_path = Path(workdir) / "server.log"
         with log_path.open("wb") as log:
             cmd = [sys.executable, "-m", "app.cli", "serve", *serve_args]
