@@ -71,9 +71,11 @@ class Cluster:
 class Callbridge(ServerUnderTest):
     """`python -m app.cli serve` with an echo agent; `code_dir`: a checkout whose `app/` it runs."""
 
-    def __init__(self, label: str, description: str, code_dir: str | None, cluster: Cluster) -> None:
+    def __init__(
+        self, label: str, description: str, code_dir: str | None, cluster: Cluster, provider: str
+    ) -> None:
         self.label, self.description = label, description
-        self.code_dir, self.cluster = code_dir, cluster
+        self.code_dir, self.cluster, self.provider = code_dir, cluster, provider
 
     @contextlib.contextmanager
     def start(self) -> Iterator[Target]:
@@ -82,7 +84,7 @@ class Callbridge(ServerUnderTest):
                 settings = stack.enter_context(cluster_settings()) if self.cluster.shared else {}
                 serving = run_server(self.cluster.serve_args(), code_dir=self.code_dir, **settings)
                 base, pid = stack.enter_context(serving)
-                agent = asyncio.run(setup(base))
+                agent = asyncio.run(setup(base, providers=(self.provider,)))
             except (RuntimeError, OSError, httpx.HTTPError) as exc:
                 raise ServerFailed(f"{type(exc).__name__}: {exc}") from exc
             yield Target(f"{base}/api/agents/{agent}/telephony_xml", pid, base)
@@ -180,10 +182,10 @@ def describe(repo_ref: str) -> str:
 
 
 def chosen(
-    stack: contextlib.ExitStack, before: str | None, peer: str | None, cluster: Cluster
+    stack: contextlib.ExitStack, before: str | None, peer: str | None, cluster: Cluster, provider: str
 ) -> list[ServerUnderTest]:
-    """The servers to alternate, in order: [before,] after[, pipecat]. A `before` ref git cannot check out
-    is left out, with the reason printed."""
+    """The servers to alternate, in order: [before,] after[, pipecat], callbridge's with `provider`'s
+    credentials imported. A `before` ref git cannot check out is left out, with the reason printed."""
     servers: list[ServerUnderTest] = []
     if before:
         try:
@@ -191,8 +193,10 @@ def chosen(
         except ServerFailed as exc:
             print(f"before: left out: {exc}", flush=True)
         else:
-            servers.append(Callbridge("before", f"callbridge at {describe(before)}", code_dir, cluster))
-    servers.append(Callbridge("after", f"callbridge at {describe('HEAD')} (this checkout)", None, cluster))
+            at = f"callbridge at {describe(before)}"
+            servers.append(Callbridge("before", at, code_dir, cluster, provider))
+    at = f"callbridge at {describe('HEAD')} (this checkout)"
+    servers.append(Callbridge("after", at, None, cluster, provider))
     if peer == "pipecat":
         servers.append(Pipecat())
     return servers

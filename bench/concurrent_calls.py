@@ -610,6 +610,8 @@ class ServerStalls:
         )
 
     def since(self, before: ServerStalls) -> str:
+        if not self.late_total:  # an older server (--before) without app/loop_health.py's metrics
+            return "      server stalls: not in this server's /metrics"
         late = self.late_over_20ms - before.late_over_20ms
         wakes = self.late_total - before.late_total
         gcs = ", ".join(f"gen{g} {self.gc_pauses[g] - before.gc_pauses[g]:.0f}" for g in "012")
@@ -763,7 +765,7 @@ def main(args: argparse.Namespace) -> None:
     print("each row: a fresh server process, warmed up by one call\n")
     with contextlib.ExitStack() as stack:
         cluster = Cluster(args.server_workers, args.cluster)
-        servers = chosen(stack, args.before, args.peer, cluster)
+        servers = chosen(stack, args.before, args.peer, cluster, args.kind)
         for server in servers:
             print(f"{server.label:>7}: {server.description}")
         if cluster.shared:
@@ -806,6 +808,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--peer pipecat runs Twilio calls only (--kind twilio)")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if not args.soak and args.seconds <= STAGGER_S + SETUP_S:
+        parser.error(f"--seconds must exceed {STAGGER_S + SETUP_S:g} (the start spread and set-up)")
     return args
 
 

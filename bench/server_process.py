@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -203,8 +203,11 @@ def report_server_errors(log_path: Path, limit: int = 80) -> None:
         print("\n".join(shown[:limit]), file=sys.stderr)
 
 
-async def setup(base_url: str, api_base_urls: Mapping[str, str] | None = None) -> str:
-    """Import Twilio, Telnyx and Plivo credentials and create an echo agent; returns its id.
+async def setup(
+    base_url: str, api_base_urls: Mapping[str, str] | None = None, providers: Collection[str] = ()
+) -> str:
+    """Import Twilio, Telnyx and Plivo credentials (only `providers`' when given) and create an echo agent;
+    returns its id.
 
     `api_base_urls`: each provider's REST API to dial through (the fake ones of app/simulator/*_api.py).
     """
@@ -222,6 +225,8 @@ async def setup(base_url: str, api_base_urls: Mapping[str, str] | None = None) -
     urls = api_base_urls or {}
     async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=10) as api:
         for provider, body in configs.items():
+            if providers and provider not in providers:
+                continue  # e.g. an older server, from before that provider
             body = {**body, "callCreationAllowAllAgents": True}
             if provider in urls:
                 body["apiBaseUrl"] = urls[provider]
