@@ -1,14 +1,16 @@
 """Calls per core, measured from outside: fake carriers in worker processes against a real `callbridge serve`.
 
 Run: `.venv/bin/python bench/concurrent_calls.py [--kind twilio] [--calls 50,100,200,400] [--seconds 20]`,
-or `--soak MINUTES --concurrency N`; `--profile SECONDS` adds a py-spy GIL profile of the server mid-level.
+or `--soak MINUTES --concurrency N`; `--profile SECONDS` adds a py-spy GIL profile of the server mid-level;
+`--before REF` and `--peer pipecat` add rows for callbridge at a git ref and for pipecat's Twilio bot
+(bench_servers.py), taking turns per level (`--repeat K` times), with a line of ratios after each level.
 Prints numbers; asserts nothing. bench/README.md says what each number means.
 
-The server runs as `python -m app.cli serve` (uvicorn, uvloop when installed, as `callbridge serve`). The
-fake carriers (app/simulator) run in `--workers` spawned processes of at most ~CALLS_PER_WORKER calls
-each, on uvloop. A worker does nothing heavy while calls are live: each call's round trip (FFT
-correlation) is measured only after every worker's calls have ended, from the played audio it kept
-(within KEEP_BYTES) and the sent audio regenerated from its seed.
+Each row gets a fresh server: callbridge as `python -m app.cli serve` (uvicorn, uvloop when installed, as
+`callbridge serve`), or bench/pipecat_twilio_bot.py. The fake carriers (app/simulator) run in `--workers`
+spawned processes of at most ~CALLS_PER_WORKER calls each, on uvloop. A worker does nothing heavy while
+calls are live: each call's round trip (FFT correlation) is measured only after every worker's calls have
+ended, from the played audio it kept (within KEEP_BYTES) and the sent audio regenerated from its seed.
 """
 
 from __future__ import annotations
