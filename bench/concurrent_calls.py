@@ -755,7 +755,8 @@ p50/p95 = the echo lag per call (RoundTrip, cross-correlation) pooled over the c
   <0.9 = calls with whole-call correlation under 0.9; min c = the lowest (0: no audio came back).
 idle/peak/after = server tree VmRSS, MiB: before, highest in the window, SETTLE_S after;
   KiB/c = (peak - idle) / N. gen = each load-generator worker: CPU, its event loop's lateness on 5 ms
-  sleeps, and how often its fake carriers fell over a frame behind (and paused their clocks)."""
+  sleeps, and how often its fake carriers fell over a frame behind (and paused their clocks).
+ratios at N calls: after/before and pipecat/after of the median ms/call-s over the --repeat runs."""
 
 
 def main(args: argparse.Namespace) -> None:
