@@ -1,14 +1,16 @@
 """Calls per core, measured from outside: fake carriers in worker processes against a real `callbridge serve`.
 
 Run: `.venv/bin/python bench/concurrent_calls.py [--kind twilio] [--calls 50,100,200,400] [--seconds 20]`,
-or `--soak MINUTES --concurrency N`; `--profile SECONDS` adds a py-spy GIL profile of the server mid-level.
+or `--soak MINUTES --concurrency N`; `--profile SECONDS` adds a py-spy GIL profile of the server mid-level;
+`--before REF` and `--peer pipecat` add rows for callbridge at a git ref and for pipecat's Twilio bot
+(bench_servers.py), taking turns per level (`--repeat K` times), with a line of ratios after each level.
 Prints numbers; asserts nothing. bench/README.md says what each number means.
 
-The server runs as `python -m app.cli serve` (uvicorn, uvloop when installed, as `callbridge serve`). The
-fake carriers (app/simulator) run in `--workers` spawned processes of at most ~CALLS_PER_WORKER calls
-each, on uvloop. A worker does nothing heavy while calls are live: each call's round trip (FFT
-correlation) is measured only after every worker's calls have ended, from the played audio it kept
-(within KEEP_BYTES) and the sent audio regenerated from its seed.
+Each row gets a fresh server: callbridge as `python -m app.cli serve` (uvicorn, uvloop when installed, as
+`callbridge serve`), or bench/pipecat_twilio_bot.py. The fake carriers (app/simulator) run in `--workers`
+spawned processes of at most ~CALLS_PER_WORKER calls each, on uvloop. A worker does nothing heavy while
+calls are live: each call's round trip (FFT correlation) is measured only after every worker's calls have
+ended, from the played audio it kept (within KEEP_BYTES) and the sent audio regenerated from its seed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +39,7 @@ from urllib.parse import urlencode
 import bench_frames as bf
 import httpx
 import numpy as np
+from bench_servers import Cluster, ServerFailed, ServerUnderTest, Target, chosen
 from loop_lateness import Lateness
 from server_process import (
     ACCOUNT_SID,
@@ -43,10 +47,7 @@ from server_process import (
     PLIVO_AUTH_ID,
     PLIVO_AUTH_TOKEN,
     ServerSampler,
-    cluster_settings,
     event_loop_of,
-    run_server,
-    setup,
     telnyx_signing_key,
     tree_cpu_seconds,
     tree_rss_kib,
@@ -79,9 +80,14 @@ RETRY_S = 1.0  # a soak slot whose call failed waits this long before the next
 
 
 class SharedClientWebhooks(FakeCarrier):
-    """FakeCarrier.webhook through one shared httpx client: a new client per call costs ~30 ms of CPU."""
+    """FakeCarrier.webhook through one shared httpx client (a new client per call costs ~30 ms of CPU),
+    to one given webhook URL (callbridge's agent webhook, or the pipecat bot's)."""
 
     client: httpx.AsyncClient
+    fixed_webhook_url: str
+
+    def webhook_url(self, agent_id: str, query: str = "") -> str:
+        return f"{self.fixed_webhook_url}?{query}" if query else self.fixed_webhook_url
 
     async def webhook(
         self, agent_id: str, params: dict[str, str], *, headers: dict[str, str] | None = None, query: str = ""
@@ -105,16 +111,17 @@ class Plivo(SharedClientWebhooks, FakePlivo):
     pass
 
 
-def make_carrier(kind: str, base_url: str, client: httpx.AsyncClient) -> SharedClientWebhooks:
-    """The fake carrier of `kind` with the credentials `server_process.setup` imported."""
+def make_carrier(kind: str, webhook_url: str, client: httpx.AsyncClient) -> SharedClientWebhooks:
+    """The fake carrier of `kind` (the credentials `setup` imports), calling `webhook_url`."""
     carrier: SharedClientWebhooks
+    base_url = webhook_url  # the carrier's own base URL goes unused: webhook_url() is overridden
     if kind == "twilio":
         carrier = Twilio(base_url, ACCOUNT_SID, AUTH_TOKEN)
     elif kind == "telnyx":
         carrier = Telnyx(base_url, telnyx_signing_key())
     else:
         carrier = Plivo(base_url, PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN)
-    carrier.client = client
+    carrier.client, carrier.fixed_webhook_url = client, webhook_url
     return carrier
 
 
@@ -128,13 +135,12 @@ class DeferredSession(StreamSession):
 
 async def run_call(
     carrier: SharedClientWebhooks,
-    agent_id: str,
     script: CallScript,
     on_progress: Callable[[Progress], None],
     deflate: bool = True,
 ) -> CallReport:
     """Webhook, then the media stream the XML names, run to its end (carrier.call with DeferredSession)."""
-    stream = await carrier.answer(agent_id, script)
+    stream = await carrier.answer("", script)  # agent_id: in the webhook URL already
     compression = "deflate" if deflate else None  # websockets offers permessage-deflate by default
     headers, size = stream.headers, 2**22
     async with ws_connect(
@@ -182,8 +188,7 @@ class WorkerSpec:
 
     index: int
     kind: str
-    base_url: str
-    agent_id: str
+    webhook_url: str
     seconds: float
     calls: tuple[tuple[int, float], ...] = ()  # (seed, delay after t0)
     slots: tuple[tuple[float, float], ...] = ()  # soak: (delay after t0, share of the first call's audio)
@@ -237,7 +242,7 @@ async def place(
 
     script = CallScript(audio=audio, tail_seconds=TAIL_S, sample_rate=rate)
     try:
-        report = await run_call(carrier, spec.agent_id, script, on_progress, spec.deflate)
+        report = await run_call(carrier, script, on_progress, spec.deflate)
     except Exception as exc:  # a failed call is counted, not a crash of the run
         record.error, record.ended = repr(exc)[:200], time.monotonic()
         return record
@@ -280,7 +285,7 @@ async def live(spec: WorkerSpec, audios: dict[int, bytes], t0: float) -> tuple[l
     """Every call of the worker from `t0` (time.monotonic()), with this process's own load meanwhile."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=10, limits=limits) as client:
-        carrier = make_carrier(spec.kind, spec.base_url, client)
+        carrier = make_carrier(spec.kind, spec.webhook_url, client)
         budget, lateness = Budget(), Lateness()
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
         watcher = asyncio.create_task(lateness.watch())
@@ -314,7 +319,7 @@ async def live(spec: WorkerSpec, audios: dict[int, bytes], t0: float) -> tuple[l
 async def warm_up(spec: WorkerSpec) -> None:
     """One short call before the clock starts: the first call's lazy imports and set-up stay out of it."""
     async with httpx.AsyncClient(timeout=10) as client:
-        carrier = make_carrier(spec.kind, spec.base_url, client)
+        carrier = make_carrier(spec.kind, spec.webhook_url, client)
         audio = speech_like(WARM_UP_S, KIND_RATES[spec.kind], seed=0)
         await place(carrier, dataclasses.replace(spec, seconds=WARM_UP_S), 0, audio, Budget(0))
 
@@ -435,23 +440,23 @@ def split(items: list[Any], workers: int) -> list[tuple[Any, ...]]:
 
 
 def level_specs(
-    kind: str, base: str, agent: str, n: int, seconds: float, workers: int, deflate: bool
+    kind: str, webhook_url: str, n: int, seconds: float, workers: int, deflate: bool
 ) -> list[WorkerSpec]:
     """N calls at once (starts spread over STAGGER_S), dealt to the workers."""
     calls = [(1000 * n + i, STAGGER_S * i / n) for i in range(n)]
     return [
-        WorkerSpec(w, kind, base, agent, seconds, calls=c, deflate=deflate)
+        WorkerSpec(w, kind, webhook_url, seconds, calls=c, deflate=deflate)
         for w, c in enumerate(split(calls, workers))
     ]
 
 
 def soak_specs(
-    kind: str, base: str, agent: str, n: int, seconds: float, workers: int, soak_s: float, deflate: bool
+    kind: str, webhook_url: str, n: int, seconds: float, workers: int, soak_s: float, deflate: bool
 ) -> list[WorkerSpec]:
     """N slots (first starts spread over STAGGER_S, first calls cut to 1/N … N/N so endings spread out)."""
     slots = [(STAGGER_S * i / n, (i + 1) / n) for i in range(n)]
     return [
-        WorkerSpec(w, kind, base, agent, seconds, slots=s, soak_s=soak_s, deflate=deflate)
+        WorkerSpec(w, kind, webhook_url, seconds, slots=s, soak_s=soak_s, deflate=deflate)
         for w, s in enumerate(split(slots, workers))
     ]
 
@@ -520,23 +525,24 @@ def overlap_seconds(results: list[CallResult], start: float, end: float) -> floa
     return sum(max(0.0, min(r.ended, end) - max(r.started, start)) for r in results)
 
 
-ROW = "{:>5} {:>7} {:>6} {:>6} {:>6} {:>9} {:>6} {:>6} | {:>5} {:>5} {:>5} {:>4} {:>4} {:>6} | "
+ROW = "{:>7} {:>5} {:>7} {:>6} {:>6} {:>6} {:>9} {:>6} {:>6} | {:>5} {:>5} {:>5} {:>4} {:>4} {:>6} | "
 ROW += "{:>6} {:>6} {:>6} {:>6}"
-HEADER = ["calls", "ok", "window", "CPU s", "%core", "ms/call-s", "all-in", "c/core"]
+HEADER = ["server", "calls", "ok", "window", "CPU s", "%core", "ms/call-s", "all-in", "c/core"]
 HEADER += ["p50", "p95", "drops", "d/c", "<0.9", "min c", "idle", "peak", "after", "KiB/c"]
 MIB = 1024
 
 
 def summary_row(
-    label: str,
+    label: tuple[str, str],
     run: Run,
     sampler: ServerSampler,
     window: tuple[float, float],
     idle: int,
     after: int,
     live: int,
-) -> str:
-    """One row: server CPU in the window and all-in, echo quality, server memory."""
+) -> tuple[str, float]:
+    """One row (labelled server, calls): server CPU in the window and all-in, echo quality, server memory;
+    and the row's ms/call-s."""
     good = [r for r in run.results if r.ok]
     start, end = window
     cpu = sampler.at(end) - sampler.at(start)
@@ -548,7 +554,7 @@ def summary_row(
     lags = [r.lag_ms for r in checked if not math.isnan(r.lag_ms)]
     p50, p95 = np.percentile(lags, [50, 95]) if lags else (math.nan, math.nan)
     peak = sampler.peak_rss(start, end)
-    row = [label, f"{len(good)}/{len(run.results)}", f"{end - start:.1f}", f"{cpu:.2f}"]
+    row = [*label, f"{len(good)}/{len(run.results)}", f"{end - start:.1f}", f"{cpu:.2f}"]
     row += [f"{100 * cpu / (end - start):.0f}%", f"{ms:.2f}", f"{all_in:.2f}", f"{1000 / ms:.0f}"]
     row += [f"{p50:.0f}", f"{p95:.0f}", sum(r.underruns for r in good), sum(1 for r in good if r.underruns)]
     row += [
@@ -560,9 +566,9 @@ def summary_row(
     if len(checked) < len(good):
         line += f"\n      correlated {len(checked)} of {len(good)} calls (KEEP_BYTES reached)"
     closed = sum(1 for r in good if r.ended_by == "callbridge")
-    line += f"\n      {closed} calls' streams closed by callbridge before the caller's end" if closed else ""
+    line += f"\n      {closed} calls' streams closed by the server before the caller's end" if closed else ""
     failures = Counter(r.error for r in run.results if not r.ok)
-    return line + "".join(f"\n      failed x{n}: {e}" for e, n in failures.most_common(5))
+    return line + "".join(f"\n      failed x{n}: {e}" for e, n in failures.most_common(5)), ms
 
 
 def generator_lines(run: Run) -> list[str]:
@@ -606,6 +612,8 @@ class ServerStalls:
         )
 
     def since(self, before: ServerStalls) -> str:
+        if not self.late_total:  # an older server (--before) without app/loop_health.py's metrics
+            return "      server stalls: not in this server's /metrics"
         late = self.late_over_20ms - before.late_over_20ms
         wakes = self.late_total - before.late_total
         gcs = ", ".join(f"gen{g} {self.gc_pauses[g] - before.gc_pauses[g]:.0f}" for g in "012")
@@ -621,60 +629,95 @@ def settle(pid: int) -> int:
     return tree_rss_kib(pid)
 
 
-def run_level(args: argparse.Namespace, base: str, agent: str, pid: int, n: int) -> None:
-    """N calls at once; prints the row, each worker's load and the profile if asked."""
+def warmed_up(kind: str, target: Target) -> str:
+    """One call before the clock starts (imports, DB, first connections); then the server's idle line."""
+    run_workers([WorkerSpec(0, kind, target.webhook_url, 1.0, calls=((1, 0.0),))])
+    idle0 = tree_cpu_seconds(target.pid)
+    time.sleep(SETTLE_S)
+    idle = 100 * (tree_cpu_seconds(target.pid) - idle0) / SETTLE_S
+    loop = event_loop_of(target.pid)
+    return f"      server: pid {target.pid}, event loop {loop}, idle CPU {idle:.1f}% of one core"
+
+
+def run_load(args: argparse.Namespace, label: str, target: Target, n: int, notes: list[str]) -> float:
+    """N calls at once (with --soak: N slots, each call replaced as it ends, for --soak minutes) against
+    `target`; prints the row, `notes`, the server's stalls, each worker's load, the soak's RSS and calls a
+    minute, and the profile if asked. Returns the row's ms/call-s."""
+    soak_s = 60 * args.soak
     workers = args.workers or math.ceil(n / CALLS_PER_WORKER)
-    specs = level_specs(args.kind, base, agent, n, args.seconds, workers, args.deflate)
+    if soak_s:
+        specs = soak_specs(args.kind, target.webhook_url, n, args.seconds, workers, soak_s, args.deflate)
+        span, profile_after = (STAGGER_S, soak_s), (soak_s - args.profile) / 2
+    else:
+        specs = level_specs(args.kind, target.webhook_url, n, args.seconds, workers, args.deflate)
+        span = (STAGGER_S + SETUP_S, args.seconds)  # every call is up in it, nominally
+        profile_after = STAGGER_S + max(0.0, (args.seconds - STAGGER_S - args.profile) / 2)
+    pid = target.pid
     idle = tree_rss_kib(pid)
     profile: list[str] = []
     threads: list[threading.Thread] = []
 
     def during(t0: float) -> None:
         if args.profile:
-            middle = t0 + STAGGER_S + max(0.0, (args.seconds - STAGGER_S - args.profile) / 2)
-            threads.append(profile_later(pid, middle, args.profile, profile))
+            threads.append(profile_later(pid, t0 + profile_after, args.profile, profile))
 
-    stalls = ServerStalls.read(base)
-    with ServerSampler(pid, 0.1) as sampler:
+    stalls = ServerStalls.read(target.metrics_base) if target.metrics_base else None
+    with ServerSampler(pid, 0.2 if soak_s else 0.1) as sampler:
         run = run_workers(specs, during)
     for thread in threads:
         thread.join()
-    window = (run.t0 + STAGGER_S + SETUP_S, run.t0 + args.seconds)  # every call is up in it, nominally
-    print(summary_row(str(n), run, sampler, window, idle, settle(pid), n))
-    print(ServerStalls.read(base).since(stalls))
+    window = (run.t0 + span[0], run.t0 + span[1])
+    line, ms = summary_row((label, f"s{n}" if soak_s else str(n)), run, sampler, window, idle, settle(pid), n)
+    print("\n".join([line, *notes]))
+    if stalls and target.metrics_base:
+        print(ServerStalls.read(target.metrics_base).since(stalls))
     print("\n".join(generator_lines(run)), flush=True)
+    if soak_s:
+        print_rss(sampler, run.t0, soak_s, args.seconds + TAIL_S)
+        print_minutes(run, soak_s)
     if profile:
-        print(f"      py-spy --gil, {args.profile:g} s mid-level at {n} calls:")
+        print(f"      py-spy --gil, {args.profile:g} s mid-{'soak' if soak_s else 'level'} at {n} calls:")
         print("\n".join(f"        {line}" for line in profile), flush=True)
+    return ms
 
 
-def run_soak(args: argparse.Namespace, base: str, agent: str, pid: int) -> None:
-    """N slots, each call replaced as it ends, for --soak minutes: the row, RSS every 30 s, calls a minute."""
-    n, soak_s = args.concurrency, 60 * args.soak
-    workers = args.workers or math.ceil(n / CALLS_PER_WORKER)
-    specs = soak_specs(args.kind, base, agent, n, args.seconds, workers, soak_s, args.deflate)
-    idle = tree_rss_kib(pid)
-    profile: list[str] = []
-    threads: list[threading.Thread] = []
+def measure(args: argparse.Namespace, server: ServerUnderTest, n: int) -> float:
+    """A fresh `server`, warmed up, under one level (or the soak): its ms/call-s."""
+    with server.start() as target:
+        notes = [warmed_up(args.kind, target)]
+        return run_load(args, server.label, target, n, notes)
 
-    def during(t0: float) -> None:
-        if args.profile:
-            threads.append(profile_later(pid, t0 + (soak_s - args.profile) / 2, args.profile, profile))
 
-    stalls = ServerStalls.read(base)
-    with ServerSampler(pid, 0.2) as sampler:
-        run = run_workers(specs, during)
-    for thread in threads:
-        thread.join()
-    window = (run.t0 + STAGGER_S, run.t0 + soak_s)
-    print(summary_row(f"s{n}", run, sampler, window, idle, settle(pid), n))
-    print(ServerStalls.read(base).since(stalls))
-    print("\n".join(generator_lines(run)))
-    print_rss(sampler, run.t0, soak_s, args.seconds + TAIL_S)
-    print_minutes(run, soak_s)
-    if profile:
-        print(f"py-spy --gil, {args.profile:g} s mid-soak:")
-        print("\n".join(f"  {line}" for line in profile), flush=True)
+def compare(args: argparse.Namespace, servers: list[ServerUnderTest], n: int) -> None:
+    """Level `n` on each server in turn, --repeat times over, then the ratios of the medians.
+
+    A server that does not start is said so and dropped from `servers` (for the later levels too).
+    """
+    figures: dict[str, list[float]] = {s.label: [] for s in servers}
+    for _ in range(args.repeat):
+        for server in list(servers):
+            try:
+                figures[server.label].append(measure(args, server, n))
+            except ServerFailed as exc:
+                print(f"{server.label:>7} did not start; left out from here on. {exc}", flush=True)
+                servers.remove(server)
+            time.sleep(SETTLE_S)
+    if line := ratio_line(n, figures, args.repeat):
+        print(line, flush=True)
+
+
+RATIOS = (("after", "before"), ("pipecat", "after"))
+
+
+def ratio_line(n: int, figures: dict[str, list[float]], repeat: int) -> str:
+    """`ratios at N: after/before x, pipecat/after y (medians ms/call-s: ...)`; "" with nothing to compare."""
+    medians = {label: statistics.median(ms) for label, ms in figures.items() if ms}
+    ratios = [f"{a}/{b} {medians[a] / medians[b]:.2f}" for a, b in RATIOS if a in medians and b in medians]
+    if not ratios:
+        return ""
+    of = f"median of {repeat}" if repeat > 1 else "one run each"
+    shown = ", ".join(f"{label} {ms:.2f}" for label, ms in medians.items())
+    return f"  ratios at {n} calls: {', '.join(ratios)}  (ms/call-s, {of}: {shown})"
 
 
 def print_rss(sampler: ServerSampler, t0: float, soak_s: float, call_s: float) -> None:
@@ -712,41 +755,28 @@ p50/p95 = the echo lag per call (RoundTrip, cross-correlation) pooled over the c
   <0.9 = calls with whole-call correlation under 0.9; min c = the lowest (0: no audio came back).
 idle/peak/after = server tree VmRSS, MiB: before, highest in the window, SETTLE_S after;
   KiB/c = (peak - idle) / N. gen = each load-generator worker: CPU, its event loop's lateness on 5 ms
-  sleeps, and how often its fake carriers fell over a frame behind (and paused their clocks)."""
+  sleeps, and how often its fake carriers fell over a frame behind (and paused their clocks).
+ratios at N calls: after/before and pipecat/after of the median ms/call-s over the --repeat runs."""
 
 
 def main(args: argparse.Namespace) -> None:
-    bf.print_machine(
-        f"callbridge concurrent calls: real server, echo agent, fake {args.kind} carriers in workers"
-    )
+    bf.print_machine(f"concurrent calls: real servers, echo agents, fake {args.kind} carriers in workers")
     rate = KIND_RATES[args.kind]
     print(f"each call: {args.seconds:g} s speech_like at {rate} Hz + {TAIL_S:g} s silence, real time, 20 ms")
     print(f"media stream permessage-deflate offered: {'yes' if args.deflate else 'no'}")
-    print(f"starts spread over {STAGGER_S:g} s; at most {CALLS_PER_WORKER} calls per worker by default\n")
+    print(f"starts spread over {STAGGER_S:g} s; at most {CALLS_PER_WORKER} calls per worker by default")
+    print("each row: a fresh server process, warmed up by one call\n")
     with contextlib.ExitStack() as stack:
-        if args.cluster or args.server_workers > 1:  # one process tree: the supervisor and its workers
-            settings = stack.enter_context(cluster_settings())
-            print(f"server: --workers {args.server_workers} on PostgreSQL and Redis")
-            workers = ("--workers", str(args.server_workers)) if args.server_workers > 1 else ()
-            serving = run_server(workers, **settings)
-        else:
-            serving = run_server()
-        base, pid = stack.enter_context(serving)
-        agent = asyncio.run(setup(base))
-        warm = WorkerSpec(0, args.kind, base, agent, 1.0, calls=((1, 0.0),))
-        run_workers([warm])  # imports, DB, first connections
-        idle0 = tree_cpu_seconds(pid)
-        time.sleep(SETTLE_S)
-        print(f"server: pid {pid}, event loop {event_loop_of(pid)}, idle CPU "
-              f"{100 * (tree_cpu_seconds(pid) - idle0) / SETTLE_S:.1f}% of one core\n")  # fmt: skip
-        print(f"{'':6}{' server ':-^60}   {' echo ':-^38}   {' server RSS ':-^27}")
-        print(ROW.format(*HEADER))
-        if args.soak:
-            run_soak(args, base, agent, pid)
-        else:
-            for n in args.calls:
-                run_level(args, base, agent, pid, n)
-                time.sleep(SETTLE_S)
+        cluster = Cluster(args.server_workers, args.cluster)
+        servers = chosen(stack, args.before, args.peer, cluster, args.kind)
+        for server in servers:
+            print(f"{server.label:>7}: {server.description}")
+        if cluster.shared:
+            print(f"callbridge: serve --workers {args.server_workers} on PostgreSQL and Redis")
+        print(f"\n{'':14}{' server ':-^60}   {' echo ':-^38}   {' server RSS ':-^27}")
+        print(ROW.format(*HEADER), flush=True)
+        for n in [args.concurrency] if args.soak else args.calls:
+            compare(args, servers, n)
     print(LEGEND)
 
 
@@ -764,10 +794,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=40, help="calls up at once in the soak")
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy seconds mid-level (0: none)")
     parser.add_argument(
+        "--before", metavar="REF", help="also a server of REF's code (a git ref), rows labelled `before`"
+    )
+    parser.add_argument(
+        "--peer", choices=["pipecat"], help="also pipecat's Twilio bot (bench/pipecat_twilio_bot.py)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the before/after/peer alternation K times per level"
+    )
+    parser.add_argument(
         "--no-deflate", dest="deflate", action="store_false", help="offer no permessage-deflate"
     )
     args = parser.parse_args()
     args.calls = [int(n) for n in args.calls.split(",")]
+    if args.peer and args.kind != "twilio":
+        parser.error("--peer pipecat runs Twilio calls only (--kind twilio)")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if not args.soak and args.seconds <= STAGGER_S + SETUP_S:
+        parser.error(f"--seconds must exceed {STAGGER_S + SETUP_S:g} (the start spread and set-up)")
     return args
 
 

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -143,10 +143,14 @@ class ServerSampler:
 
 
 @contextlib.contextmanager
-def run_server(serve_args: tuple[str, ...] = (), **overrides: str) -> Iterator[tuple[str, int]]:
+def run_server(
+    serve_args: tuple[str, ...] = (), code_dir: str | None = None, **overrides: str
+) -> Iterator[tuple[str, int]]:
     """`python -m app.cli serve [serve_args]` on a free loopback port with a temp data dir: yields (base
     URL, pid).
 
+    `code_dir`: a checkout whose `app/` the server imports (PYTHONPATH), e.g. an older commit's worktree;
+    default: whatever `app` this interpreter's PYTHONPATH and installs give.
     `overrides` are CALLBRIDGE_* settings without the prefix (`DATABASE_URL="postgresql+asyncpg://..."`).
     """
     with socket.socket() as sock:
@@ -159,6 +163,8 @@ def run_server(serve_args: tuple[str, ...] = (), **overrides: str) -> Iterator[t
         settings = {"PORT": str(port), "PUBLIC_URL": base_url, "API_KEYS": API_KEY, "LOG_LEVEL": "warning"}
         settings |= {"DATA_DIR": f"{workdir}/data", **overrides}
         env |= {f"CALLBRIDGE_{k}": v for k, v in settings.items()}
+        if code_dir is not None:
+            env["PYTHONPATH"] = code_dir
         log_path = Path(workdir) / "server.log"
         with log_path.open("wb") as log:
             cmd = [sys.executable, "-m", "app.cli", "serve", *serve_args]
@@ -197,8 +203,11 @@ def report_server_errors(log_path: Path, limit: int = 80) -> None:
         print("\n".join(shown[:limit]), file=sys.stderr)
 
 
-async def setup(base_url: str, api_base_urls: Mapping[str, str] | None = None) -> str:
-    """Import Twilio, Telnyx and Plivo credentials and create an echo agent; returns its id.
+async def setup(
+    base_url: str, api_base_urls: Mapping[str, str] | None = None, providers: Collection[str] = ()
+) -> str:
+    """Import Twilio, Telnyx and Plivo credentials (only `providers`' when given) and create an echo agent;
+    returns its id.
 
     `api_base_urls`: each provider's REST API to dial through (the fake ones of app/simulator/*_api.py).
     """
@@ -216,6 +225,8 @@ async def setup(base_url: str, api_base_urls: Mapping[str, str] | None = None) -
     urls = api_base_urls or {}
     async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=10) as api:
         for provider, body in configs.items():
+            if providers and provider not in providers:
+                continue  # e.g. an older server, from before that provider
             body = {**body, "callCreationAllowAllAgents": True}
             if provider in urls:
                 body["apiBaseUrl"] = urls[provider]
