@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import os
 import socket
 import subprocess
@@ -370,3 +371,14 @@ async def ended(server: RunningServer, call_id: str, within: float = 10) -> dict
         return call if call["ended"] else None
 
     return await wait_for(check, within)
+
+
+@pytest.fixture
+def no_cycle_collector() -> Iterator[None]:
+    """Only reference counting frees anything while the test runs (what is left in a cycle stays)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

@@ -11,6 +11,7 @@ Routes that do not ask keep uvicorn's behaviour unchanged.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -147,6 +148,9 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._closed(ABNORMAL_CLOSURE)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the scope refers to this protocol: a cycle, once nothing can use it
+            scope["extensions"].pop(DIRECT_MESSAGES, None)
 
     def shutdown(self) -> None:
         super().shutdown()
@@ -192,10 +196,15 @@ class DirectMessagesProtocol(WebSocketsSansIOProtocol):
     def _closed(self, code: int) -> None:
         if self._closed_with is None:
             self._closed_with = code
-            self._inbox.end(self._closed_error)
+            # Nothing refers back to this protocol from its inbox now (a bound method would: a cycle that
+            # keeps the whole call for the cycle collector's next full pass).
+            self._inbox.handle_now(None)
+            self._inbox.end(partial(closed_error, code, self._max_message_bytes))
 
-    def _closed_error(self) -> TransportClosed:
-        if self._closed_with == MESSAGE_TOO_BIG:
-            limit = self._max_message_bytes
-            return MessageTooLarge(f"the far end sent a message over this stream's {limit}-byte limit")
-        return TransportClosed(f"closed with code {self._closed_with}")
+
+def closed_error(code: int, max_message_bytes: int) -> TransportClosed:
+    """What receiving raises once a connection closed with `code`."""
+    if code == MESSAGE_TOO_BIG:
+        limit = max_message_bytes
+        return MessageTooLarge(f"the far end sent a message over this stream's {limit}-byte limit")
+    return TransportClosed(f"closed with code {code}")

@@ -57,15 +57,19 @@ class FramedStream:
         self._decode = framing.decode
         self._encode_audio = framing.encode_audio
         self._send_now: Callable[[str | bytes], bool] | None = getattr(socket, "send_now", None)
-        #: The playout's synchronous path (`AudioSink`), when the socket can write at once.
-        self.send_audio_now: Callable[[bytes], bool] | None = (
-            self._send_audio_now if self._send_now is not None else None
-        )
         self._handle_messages_now = getattr(socket, "handle_messages_now", None)
-        #: Events as they arrive, to a synchronous handler (`EventsNow`), when the socket can hand them.
-        self.handle_events_now: Callable[[HandleNow[TransportEvent]], None] | None = (
-            self._handle_events_now if self._handle_messages_now is not None else None
-        )
+
+    # Properties, not bound methods kept on the instance: those would make a cycle that only the cycle
+    # collector's full pass frees (see CallSession._let_go).
+    @property
+    def send_audio_now(self) -> Callable[[bytes], bool] | None:
+        """The playout's synchronous path (`AudioSink`), when the socket can write at once."""
+        return self._send_audio_now if self._send_now is not None else None
+
+    @property
+    def handle_events_now(self) -> Callable[[HandleNow[TransportEvent] | None], None] | None:
+        """Events as they arrive, to a synchronous handler (`EventsNow`), when the socket can hand them."""
+        return self._handle_events_now if self._handle_messages_now is not None else None
 
     def opening(self) -> StreamStart | None:
         return self.framing.opening()
@@ -82,7 +86,11 @@ class FramedStream:
         except FrameError as exc:
             return BadMessage(str(exc))
 
-    def _handle_events_now(self, handler: HandleNow[TransportEvent]) -> None:
+    def _handle_events_now(self, handler: HandleNow[TransportEvent] | None) -> None:
+        if handler is None:
+            self._handle_messages_now(None)  # type: ignore[misc]  # set with this method
+            return
+
         def event_now(message: object) -> object | None:
             # Only called with nothing queued, so every earlier message is decoded: the order holds.
             event = self._event_of(message)  # type: ignore[arg-type]  # the socket's own messages

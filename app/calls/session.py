@@ -166,6 +166,21 @@ class CallSession:
                 await _finish_despite_cancellation(self._shutdown())
             finally:
                 ACTIVE_SESSIONS.dec()
+                self._let_go()
+
+    def _let_go(self) -> None:
+        """The call is over: drop the references that lead back to this session (its handler tables, the
+        actions and media that call into it), so reference counting frees the call now. Left to the cycle
+        collector, an ended call is found only by a full pass, which pauses every live call (loop_health)."""
+        self._stream_handlers.clear()
+        self._agent_handlers.clear()
+        self.pipeline.handle_events_now(None)
+        handle_events_now = getattr(self.transport, "handle_events_now", None)
+        if handle_events_now is not None:
+            handle_events_now(None)
+        self.actions = None
+        self.media = None
+        self._timing = None
 
     async def _unless_over(self, work: Coroutine[Any, Any, T]) -> T | None:
         """`work`'s result, or None as soon as the call is ended from outside (a hang-up, the drain)."""

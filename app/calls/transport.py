@@ -47,7 +47,8 @@ class CallTransport(Protocol):
 
     A transport that can hand events over as they arrive, without waking the task waiting in `receive`,
     also has `handle_events_now(handler)` (`app.handoff.HandleNow`): while that task waits with nothing
-    queued, each event goes to `handler`, and what it passes back is what `receive` returns next."""
+    queued, each event goes to `handler`, and what it passes back is what `receive` returns next
+    (`handle_events_now(None)`: no more; the ended session lets go of its handler so)."""
 
     #: How the far end takes agent audio (chunks, padding, marks, lead).
     rules: OutboundRules

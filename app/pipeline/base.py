@@ -119,7 +119,7 @@ class Pipeline(ABC):
         """
         return False
 
-    def handle_events_now(self, handler: HandleNow[PipelineEvent]) -> None:  # noqa: B027  # optional
+    def handle_events_now(self, handler: HandleNow[PipelineEvent] | None) -> None:  # noqa: B027  # optional
         """Give each event to `handler` as it is made while `events()` waits with nothing queued (what
         it passes back is yielded next). A pipeline that cannot ignores it (the default): every event then
         comes through `events()`."""

@@ -61,7 +61,7 @@ class EchoPipeline(Pipeline):
         self._delayed.append((asyncio.get_running_loop().time() + self.options.delay, audio))
         self._wakeup.set()
 
-    def handle_events_now(self, handler: HandleNow[PipelineEvent]) -> None:
+    def handle_events_now(self, handler: HandleNow[PipelineEvent] | None) -> None:
         self._out.handle_now(handler)  # type: ignore[arg-type]  # the end marker passes through it
 
     async def _release_delayed(self) -> None:

@@ -155,9 +155,12 @@ class SipCallTransport:
 
     # --- CallTransport -------------------------------------------------------------------------
 
-    def handle_events_now(self, handler: HandleNow[TransportEvent]) -> None:
+    def handle_events_now(self, handler: HandleNow[TransportEvent] | None) -> None:
         """Caller audio to `handler` as each packet arrives, while `receive` waits with nothing queued
-        (signals and digits always go through `receive`)."""
+        (signals and digits always go through `receive`); None: no more."""
+        if handler is None:
+            self._rtp.handle_audio_now(None)
+            return
         codec = self._codec
 
         def audio_now(payload: bytes) -> bool:

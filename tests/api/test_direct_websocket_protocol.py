@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -239,3 +240,25 @@ async def test_a_handler_failure_is_raised_by_the_routes_next_receive() -> None:
     async with serving(route.serve) as (url, _), websockets.connect(url, compression=None) as ws:
         await ws.send("fail")
         assert await asyncio.wait_for(route.received.get(), 5) == "raised: the handler failed"
+
+
+async def test_a_closed_connection_is_freed_by_reference_counting_alone(no_cycle_collector: None) -> None:
+    protocols: list[weakref.ref[object]] = []
+
+    async def route(websocket: WebSocket) -> None:
+        protocols.append(weakref.ref(websocket.scope["extensions"][DIRECT_MESSAGES]))
+        messages = WebSocketMessages(websocket, ROUTE_LIMIT)
+        await websocket.accept()
+        with contextlib.suppress(TransportClosed):
+            while True:
+                await messages.send(await messages.receive())
+
+    async with serving(route) as (url, _):
+        async with websockets.connect(url, compression=None) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+
+        async def freed() -> bool:
+            return protocols[0]() is None
+
+        await wait_for(freed)
