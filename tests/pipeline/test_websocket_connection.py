@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 
@@ -15,6 +16,7 @@ from websockets.http11 import Request, Response
 from app.pipeline.agent_link import MAX_QUEUED_AUDIO
 from app.pipeline.base import HangUp, PipelineError
 from app.pipeline.websocket import WebSocketOptions, WebSocketPipeline
+from tests.conftest import wait_for
 from tests.pipeline.conftest import CALL_INFO, WAIT_S, FakeAgent, StartPipeline, next_event
 
 FRAMINGS = ["native", "twilio"]
@@ -146,3 +148,23 @@ async def test_caller_audio_after_the_agent_left_is_dropped_quietly(
         await pipeline.close()
 
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+async def test_a_closed_agent_link_is_freed_by_reference_counting_alone(
+    agent: FakeAgent, no_cycle_collector: None
+) -> None:
+    # A link left in a reference cycle would wait for the collector's full pass, which pauses every call.
+    pipeline = WebSocketPipeline(WebSocketOptions.model_validate({"url": agent.url}))
+    await pipeline.start(CALL_INFO, pipeline.audio_format)
+    await asyncio.wait_for(agent.connected.wait(), WAIT_S)
+    await pipeline.send_audio(b"\x00" * 640)
+    await agent.next()
+    await pipeline.close("hangup")
+    await asyncio.wait_for(agent.disconnected.wait(), WAIT_S)
+    link = weakref.ref(pipeline)
+    del pipeline
+
+    async def freed() -> bool:
+        return link() is None
+
+    await wait_for(freed)
