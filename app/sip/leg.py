@@ -103,6 +103,15 @@ class SipLeg:
         if self.ack is not None:
             await self._transports.send(self.ack, self.dialog.peer)
 
+    def let_go(self) -> None:
+        """The call and any bridge of it are over: forget the listener and the callbacks into them, and
+        stop the session timer, so that reference counting frees the call (they refer back to the leg:
+        cycles that only the collector's full pass would free). The dialog still answers what comes."""
+        self._listener = None
+        self.on_offer = self.on_answer = self.on_session_expired = None
+        self.refer = None
+        self.session_timer.close()
+
     def listen(self, listener: LegListener) -> None:
         self._listener = listener
         if self.over:

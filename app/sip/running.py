@@ -54,6 +54,7 @@ class SipCallRunner:
         try:
             await self._run(row, leg, rtp, negotiated)
         finally:
+            leg.let_go()
             await self._services.calls.billing_final(row)
 
     async def _run(self, row: CallRow, leg: SipLeg, rtp: RtpSession, negotiated: Negotiated) -> None:

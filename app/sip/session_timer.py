@@ -216,6 +216,12 @@ class SessionTimer:
         deadline = self.expires_at - expiry_margin(self.interval.seconds)
         self._timer = self._clock.call_later(deadline - self._clock.now(), self._expired)
 
+    def close(self) -> None:
+        """Stop for good: no callback is called again, and none is kept (they refer to the leg)."""
+        self.stop()
+        self._refresh = _never_refresh
+        self._expire = _never_expire
+
     def _refresh_due(self) -> None:
         self._timer = None
         self._refresh()
@@ -230,3 +236,11 @@ class SessionTimer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _never_refresh() -> None:
+    """A closed timer's refresh."""
+
+
+def _never_expire(reason: str) -> None:
+    """A closed timer's expiry."""

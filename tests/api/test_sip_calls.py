@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from app.sip.ports import RtpPortRange
 from app.sip.rtp_session import RtpAudio, RtpSession
 from app.sip.sdp import parse_sdp
 from tests.api.sip_phone import Dialed, SipPhone, sdp_offer
-from tests.conftest import API_KEY, make_settings
+from tests.conftest import API_KEY, make_settings, wait_for
 
 PHONE_RTP = RtpPortRange(42000, 42198)
 EVENT_WAIT_S = 10.0
@@ -306,6 +307,27 @@ async def test_the_callers_bye_ends_the_call_hangup(
     ended = await wait_for_event(client, call_id, "ended")
     rtp.close()
     assert ended["extras"]["endReason"] == "hangup"
+
+
+async def test_an_ended_sip_call_is_freed_by_reference_counting_alone(
+    client: TestClient, phone: SipPhone, agent_id: str, no_cycle_collector: None
+) -> None:
+    # Left in a reference cycle, the call would wait for the collector's full pass, which pauses every call.
+    dialed, rtp, call_id = await joined_call(client, phone, agent_id)
+    session = client.app.state.services.sessions.get(call_id)  # type: ignore[attr-defined]
+    assert session is not None
+    parts = {"session": session, "transport": session.transport, "leg": session.transport._leg}
+    alive = {name: weakref.ref(part) for name, part in parts.items()}
+    del session, parts
+    phone.bye(dialed)
+    assert (await phone.response("BYE")).status == 200
+    await wait_for_event(client, call_id, "ended")
+    rtp.close()
+
+    async def freed() -> bool:
+        return all(ref() is None for ref in alive.values())
+
+    await wait_for(freed)
 
 
 async def test_an_api_hang_up_sends_bye_and_ends_agent_hangup(
