@@ -35,12 +35,19 @@ STREAM_PATH = "/ws"
 
 
 class AudioEcho(FrameProcessor):
-    """Each InputAudioRawFrame goes back as an OutputAudioRawFrame (same audio, same rate)."""
+    """Each InputAudioRawFrame goes back as an OutputAudioRawFrame (same audio, same rate); counts them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.frames = 0
+        self.rates: set[int] = set()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Echo input audio downstream (to the output transport); pass every other frame on."""
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
+            self.frames += 1
+            self.rates.add(frame.sample_rate)
             echo = OutputAudioRawFrame(
                 audio=frame.audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
             )
@@ -49,13 +56,12 @@ class AudioEcho(FrameProcessor):
             await self.push_frame(frame, direction)
 
 
-async def run_call(websocket: WebSocket) -> None:
-    """One call's pipeline, from Twilio's `start` message to the caller's hang-up."""
-    await websocket.accept()
-    transport_type, call_data = await parse_telephony_websocket(websocket)
-    if transport_type != "twilio" or not call_data.stream_id:
-        await websocket.close()
-        return
+def echo_worker(
+    websocket: WebSocket, call_data: Any, echo: AudioEcho, in_rate: int = RATE, out_rate: int = RATE
+) -> tuple[PipelineWorker, FastAPIWebsocketTransport]:
+    """pipecat's Twilio example with `echo` in place of STT, LLM and TTS, for a stream whose `start`
+    `parse_telephony_websocket` read (`call_data`); no Twilio credentials, so no auto hang-up. The tests'
+    bot (tests/e2e/pipecat_bot.py) runs it at other rates too."""
     serializer = TwilioFrameSerializer(
         stream_sid=call_data.stream_id,
         call_sid=call_data.call_id,
@@ -66,15 +72,15 @@ async def run_call(websocket: WebSocket) -> None:
         params=FastAPIWebsocketParams(
             audio_in_enabled=True,
             audio_out_enabled=True,
-            audio_in_sample_rate=RATE,
-            audio_out_sample_rate=RATE,
+            audio_in_sample_rate=in_rate,
+            audio_out_sample_rate=out_rate,
             add_wav_header=False,
             serializer=serializer,
         ),
     )
     worker = PipelineWorker(
-        Pipeline([transport.input(), AudioEcho(), transport.output()]),
-        params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
+        Pipeline([transport.input(), echo, transport.output()]),
+        params=PipelineParams(audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate),
         enable_rtvi=False,
         enable_turn_tracking=False,
         idle_timeout_secs=None,
@@ -84,6 +90,17 @@ async def run_call(websocket: WebSocket) -> None:
     async def on_client_disconnected(transport: FastAPIWebsocketTransport, client: Any) -> None:
         await worker.cancel()
 
+    return worker, transport
+
+
+async def run_call(websocket: WebSocket) -> None:
+    """One call's pipeline, from Twilio's `start` message to the caller's hang-up."""
+    await websocket.accept()
+    transport_type, call_data = await parse_telephony_websocket(websocket)
+    if transport_type != "twilio" or not call_data.stream_id:
+        await websocket.close()
+        return
+    worker, _ = echo_worker(websocket, call_data, AudioEcho())
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
     await runner.run()

@@ -1,9 +1,10 @@
 """A real pipecat bot for the e2e tests, set up the way pipecat documents a Twilio Media Streams bot.
 
-The setup is the one in pipecat's Twilio example: a FastAPI websocket route, `parse_telephony_websocket` to
-read Twilio's `connected` and `start` messages, pipecat's own `TwilioFrameSerializer` and
-`FastAPIWebsocketTransport`, and a `PipelineWorker` run by a `WorkerRunner`. An `AudioEcho` processor
-takes the place of STT, LLM and TTS. There are no Twilio credentials, so auto hang-up is off.
+The setup is the one in pipecat's Twilio example, built by `bench/pipecat_twilio_bot.echo_worker` (the
+bench's peer runs the same): a FastAPI websocket route, `parse_telephony_websocket` to read Twilio's
+`connected` and `start` messages, pipecat's own `TwilioFrameSerializer` and `FastAPIWebsocketTransport`,
+and a `PipelineWorker` run by a `WorkerRunner`. An `AudioEcho` processor takes the place of STT, LLM and
+TTS. There are no Twilio credentials, so auto hang-up is off.
 
 uvicorn serves the app in the caller's event loop on a loopback socket that this module binds itself
 (port 0), so the tests need no free-port guessing.
@@ -20,38 +21,12 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, WebSocket
-from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.runner.utils import parse_telephony_websocket
-from pipecat.serializers.twilio import TwilioFrameSerializer
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
 
+from bench.pipecat_twilio_bot import AudioEcho, echo_worker
+
 PATH = "/twilio"
-
-
-class AudioEcho(FrameProcessor):
-    """Says back what it hears: each InputAudioRawFrame goes on as an OutputAudioRawFrame at its rate."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.frames = 0
-        self.rates: set[int] = set()
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Echo input audio downstream (to the output transport); pass every other frame on."""
-        await super().process_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame):
-            self.frames += 1
-            self.rates.add(frame.sample_rate)
-            echo = OutputAudioRawFrame(
-                audio=frame.audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
-            )
-            await self.push_frame(echo)
-        else:
-            await self.push_frame(frame, direction)
 
 
 @dataclass
@@ -90,28 +65,8 @@ async def _run_session(websocket: WebSocket, session: BotSession, in_rate: int, 
         await websocket.close()
         return
 
-    serializer = TwilioFrameSerializer(
-        stream_sid=call_data.stream_id,
-        call_sid=call_data.call_id,
-        params=TwilioFrameSerializer.InputParams(auto_hang_up=False),
-    )
-    transport = FastAPIWebsocketTransport(
-        websocket=websocket,
-        params=FastAPIWebsocketParams(
-            audio_in_enabled=True, audio_out_enabled=True, add_wav_header=False, serializer=serializer
-        ),
-    )
     echo = AudioEcho()
-    worker = PipelineWorker(
-        Pipeline([transport.input(), echo, transport.output()]),
-        params=PipelineParams(audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate),
-        enable_rtvi=False,
-        idle_timeout_secs=None,
-    )
-
-    @transport.event_handler("on_client_disconnected")
-    async def on_client_disconnected(transport: FastAPIWebsocketTransport, client: WebSocket) -> None:
-        await worker.cancel()
+    worker, _ = echo_worker(websocket, call_data, echo, in_rate, out_rate)
 
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
