@@ -15,7 +15,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -144,17 +144,6 @@ class OpenAIRealtimePipeline(Pipeline):
         self._gone = False  # the endpoint closed, dropped or failed
         self._hung_up = False
         self._closed = False
-        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
-            "session.updated": self._on_session_updated,
-            "response.created": self._on_response_created,
-            "response.done": self._on_response_done,
-            "input_audio_buffer.speech_started": self._on_speech_started,
-            "conversation.item.input_audio_transcription.completed": self._on_user_transcript,
-            "response.output_item.done": self._on_output_item_done,
-            "error": self._on_error,
-            **dict.fromkeys(AUDIO_DELTA_EVENTS, self._on_audio_delta),
-            **dict.fromkeys(AGENT_TRANSCRIPT_EVENTS, self._on_agent_transcript),
-        }
 
     # --- starting -------------------------------------------------------------------------------
 
@@ -294,13 +283,13 @@ class OpenAIRealtimePipeline(Pipeline):
             log.warning("ignored a Realtime message that is not JSON: %.200r", message)
             return
         kind = event.get("type") if isinstance(event, dict) else None
-        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             if kind is None:
                 log.warning("ignored a Realtime message without a type: %.200r", message)
             return
         try:
-            handler(event)
+            handler(self, event)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             log.warning("ignored a malformed Realtime %s event (%s): %.200r", kind, exc, message)
 
@@ -440,6 +429,20 @@ class OpenAIRealtimePipeline(Pipeline):
             self._response_active = False
         self._last_request = None
         self._send_next_request()
+
+    #: Server event type → its handler: the class's functions, not bound methods kept on each instance
+    #: (those would make a cycle that only the garbage collector's full pass frees).
+    _HANDLERS: ClassVar[dict[str, Callable[[OpenAIRealtimePipeline, dict[str, Any]], None]]] = {
+        "session.updated": _on_session_updated,
+        "response.created": _on_response_created,
+        "response.done": _on_response_done,
+        "input_audio_buffer.speech_started": _on_speech_started,
+        "conversation.item.input_audio_transcription.completed": _on_user_transcript,
+        "response.output_item.done": _on_output_item_done,
+        "error": _on_error,
+        **dict.fromkeys(AUDIO_DELTA_EVENTS, _on_audio_delta),
+        **dict.fromkeys(AGENT_TRANSCRIPT_EVENTS, _on_agent_transcript),
+    }
 
     # --- output and ending ----------------------------------------------------------------------
 

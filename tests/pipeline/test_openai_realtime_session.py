@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 
 from app.media.formats import PCMA_8K, PCMU_8K, pcm16
 from app.pipeline.base import AgentAudio
 from app.pipeline.realtime_events import PCM_24K
+from tests.conftest import wait_for
 from tests.pipeline.conftest import CALL_INFO
 from tests.pipeline.realtime_fake import decoded, next_event, realtime_server, started_pipeline
 
@@ -130,3 +133,18 @@ async def test_pcm_agent_audio_arrives_unchanged() -> None:
         chunks = [await next_event(pipeline) for _ in range(3)]
 
     assert chunks == [AgentAudio(bytes([n]) * 960) for n in (1, 2, 3)]
+
+
+async def test_a_closed_session_is_freed_by_reference_counting_alone(no_cycle_collector: None) -> None:
+    # Left in a reference cycle, the session would wait for the collector's full pass, which pauses calls.
+    async with realtime_server() as fake:
+        async with started_pipeline(fake) as pipeline:
+            await fake.next("session.update")
+            await pipeline.send_audio(b"\xff" * 160)
+            session = weakref.ref(pipeline)
+        del pipeline
+
+        async def freed() -> bool:
+            return session() is None
+
+        await wait_for(freed)
