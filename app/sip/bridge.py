@@ -99,6 +99,7 @@ class SipBridge:
             for side in (self.caller, self.target):
                 side.leg.hang_up()  # no-op for the leg that sent BYE
                 side.rtp.close()
+                side.leg.let_go()  # its listener is this bridge: a cycle once nothing else holds it
         return self.ended_because
 
     async def _relay(self, source: BridgeLeg, target: BridgeLeg) -> None:
