@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-from server_process import cluster_settings, run_server, setup
+from server_process import cluster_settings, free_port, run_server, setup, stop_process, wait_ready
 
 BENCH_DIR = Path(__file__).resolve().parent
 PIPECAT_BOT = BENCH_DIR / "pipecat_twilio_bot.py"
@@ -106,11 +104,16 @@ class Pipecat(ServerUnderTest):
             cmd = [sys.executable, str(PIPECAT_BOT), "--port", str(port)]
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of callbridge's
             process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+            def ready() -> bool:
+                return httpx.post(webhook, data={"CallSid": "CAready"}, timeout=1).status_code == 200
+
             try:
-                wait_ready(process, webhook, log)
+                if not wait_ready(process, ready, START_TIMEOUT_S):
+                    raise failed_to_start(process, log)
                 yield Target(webhook, process.pid)
             finally:
-                stop(process)
+                stop_process(process)
 
 
 def pipecat_version() -> str:
@@ -123,33 +126,11 @@ def pipecat_version() -> str:
         return "pipecat-ai not installed"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(process: subprocess.Popen[bytes], webhook: str, log: IO[bytes]) -> None:
-    """Until the webhook answers 200; ServerFailed (with the log's tail) if the process exits or times out."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.post(webhook, data={"CallSid": "CAready"}, timeout=1).status_code == 200:
-                return
-        if process.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            tail = log.read().decode(errors="replace")[-3000:]
-            raise ServerFailed(f"{' '.join(map(str, process.args))} did not start:\n{tail}")
-        time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def failed_to_start(process: subprocess.Popen[bytes], log: IO[bytes]) -> ServerFailed:
+    """ServerFailed with the tail of the process's log."""
+    log.seek(0)
+    tail = log.read().decode(errors="replace")[-3000:]
+    return ServerFailed(f"{' '.join(map(str, process.args))} did not start:\n{tail}")
 
 
 @contextlib.contextmanager

@@ -669,7 +669,7 @@ def run_load(args: argparse.Namespace, label: str, target: Target, n: int, notes
     window = (run.t0 + span[0], run.t0 + span[1])
     line, ms = summary_row((label, f"s{n}" if soak_s else str(n)), run, sampler, window, idle, settle(pid), n)
     print("\n".join([line, *notes]))
-    if stalls and target.metrics_base:
+    if stalls is not None and target.metrics_base:
         print(ServerStalls.read(target.metrics_base).since(stalls))
     print("\n".join(generator_lines(run)), flush=True)
     if soak_s:

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -142,6 +142,36 @@ class ServerSampler:
         return max((s[2] for s in self.samples if start <= s[0] <= end), default=0)
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(process: subprocess.Popen[bytes], ready: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    """Poll `ready` (HTTP errors count as not yet) until it holds: True; False if `process` exits or
+    `timeout_s` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if ready():
+                return True
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.contextmanager
 def run_server(
     serve_args: tuple[str, ...] = (), code_dir: str | None = None, **overrides: str
@@ -153,9 +183,7 @@ def run_server(
     default: whatever `app` this interpreter's PYTHONPATH and installs give.
     `overrides` are CALLBRIDGE_* settings without the prefix (`DATABASE_URL="postgresql+asyncpg://..."`).
     """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as workdir:
         drop = ("CALLBRIDGE_DATABASE_URL", "CALLBRIDGE_SECRET_KEY")  # embedded SQLite, generated secret
@@ -170,21 +198,11 @@ def run_server(
             cmd = [sys.executable, "-m", "app.cli", "serve", *serve_args]
             process = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"callbridge did not start:\n{log_path.read_text(errors='replace')}")
-                time.sleep(0.1)
+            if not wait_ready(process, lambda: httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200):
+                raise RuntimeError(f"callbridge did not start:\n{log_path.read_text(errors='replace')}")
             yield base_url, process.pid
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
             report_server_errors(log_path)
             if keep := os.environ.get("BENCH_SERVER_LOG"):
                 shutil.copyfile(log_path, keep)  # the whole log, e.g. with CALLBRIDGE_STALL_TRACE_MS
